@@ -1,0 +1,1 @@
+"""Visual fashion search: shared core (settings, pipeline, CLI)."""

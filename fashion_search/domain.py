@@ -1,0 +1,151 @@
+"""Domain types shared by the models, the index, the pipeline and the API, and the interfaces between them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from PIL import Image
+
+IMAGE_VECTOR = "image"
+GARMENT_VECTOR = "garment"
+VECTOR_NAMES = (IMAGE_VECTOR, GARMENT_VECTOR)
+
+
+@dataclass(frozen=True)
+class Box:
+    """Axis-aligned box in pixel coordinates (x0, y0 inclusive; x1, y1 exclusive)."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+
+    @property
+    def width(self) -> float:
+        """Box width in pixels."""
+        return max(0.0, self.x1 - self.x0)
+
+    @property
+    def height(self) -> float:
+        """Box height in pixels."""
+        return max(0.0, self.y1 - self.y0)
+
+    @property
+    def area(self) -> float:
+        """Box area in pixels."""
+        return self.width * self.height
+
+    def clip(self, width: int, height: int) -> Box:
+        """The box clipped to an image of the given size."""
+        return Box(
+            min(max(self.x0, 0.0), width), min(max(self.y0, 0.0), height),
+            min(max(self.x1, 0.0), width), min(max(self.y1, 0.0), height),
+        )
+
+    def iou(self, other: Box) -> float:
+        """Intersection over union with another box."""
+        ix = max(0.0, min(self.x1, other.x1) - max(self.x0, other.x0))
+        iy = max(0.0, min(self.y1, other.y1) - max(self.y0, other.y0))
+        inter = ix * iy
+        union = self.area + other.area - inter
+        return inter / union if union > 0 else 0.0
+
+    def as_int(self) -> tuple[int, int, int, int]:
+        """Integer pixel bounds (x0, y0, x1, y1), at least one pixel wide."""
+        x0, y0 = int(np.floor(self.x0)), int(np.floor(self.y0))
+        return x0, y0, max(x0 + 1, int(np.ceil(self.x1))), max(y0 + 1, int(np.ceil(self.y1)))
+
+    def to_list(self) -> list[float]:
+        """[x0, y0, x1, y1] for JSON payloads."""
+        return [round(self.x0, 1), round(self.y0, 1), round(self.x1, 1), round(self.y1, 1)]
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One garment found in an image."""
+
+    box: Box
+    category: str
+    score: float
+
+
+@dataclass
+class Product:
+    """A catalog product as stored beside its vectors."""
+
+    product_id: str
+    category: str = ""
+    title: str = ""
+    price: float = 0.0
+    image_ref: str = ""
+    tags: list[str] = field(default_factory=list)
+    box: Box | None = None
+
+
+@dataclass
+class Hit:
+    """A product returned by a search with its similarity score."""
+
+    product: Product
+    score: float
+
+
+@dataclass
+class IndexStats:
+    """Size and version of the collection; the version changes on every write."""
+
+    count: int
+    version: int
+    dim: int
+    backend: str
+    vector_names: list[str] = field(default_factory=list)
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """Finds garments in an image."""
+
+    def detect(self, image: Image.Image, min_score: float | None = None) -> list[Detection]: ...
+
+
+@runtime_checkable
+class Segmenter(Protocol):
+    """Returns a boolean mask (box-sized, H×W) for each box."""
+
+    def segment(self, image: Image.Image, boxes: Sequence[Box]) -> list[np.ndarray]: ...
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Maps images to L2-normalised vectors of a fixed dimension."""
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def model_name(self) -> str: ...
+
+    def embed(self, images: Sequence[Image.Image]) -> np.ndarray: ...
+
+
+@runtime_checkable
+class VectorIndex(Protocol):
+    """A collection of products with named vectors, category filters and HNSW search."""
+
+    def upsert(self, items: Sequence[tuple[Product, dict[str, np.ndarray]]]) -> int: ...
+
+    def search(
+        self, vector: np.ndarray, top_k: int, vector_name: str = IMAGE_VECTOR,
+        categories: Sequence[str] | None = None,
+    ) -> list[Hit]: ...
+
+    def get(self, product_id: str) -> Product | None: ...
+
+    def delete(self, product_ids: Sequence[str]) -> int: ...
+
+    def stats(self) -> IndexStats: ...
+
+    def close(self) -> None: ...

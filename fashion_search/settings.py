@@ -1,0 +1,100 @@
+"""One typed settings object for every process, read from FS_* environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+class Settings(BaseSettings):
+    """All configuration; each field is overridable with an `FS_<NAME>` environment variable."""
+
+    model_config = SettingsConfigDict(env_prefix="FS_", env_file=".env", extra="ignore")
+
+    # Storage
+    data_dir: Path = Path("data")
+    collection: str = "products"
+    sample_catalog: Path = PACKAGE_DIR / "sample_catalog" / "catalog.jsonl"
+
+    # Vector index: "edge" = Qdrant Edge in-process; "qdrant" = qdrant-client (server URL or local path)
+    index_backend: Literal["edge", "qdrant"] = "edge"
+    qdrant_url: str = ""
+    qdrant_api_key: str = ""
+    hnsw_m: int = 16
+    hnsw_ef_construct: int = 100
+    hnsw_ef_search: int = 128
+
+    # Remote services: empty = run that model in-process (the embedded default)
+    detector_url: str = ""
+    segmenter_url: str = ""
+    embedder_url: str = ""
+    search_url: str = ""
+    grpc_timeout_s: float = 15.0
+    grpc_max_message_bytes: int = 64 * 1024 * 1024
+
+    # Ports each server binds when started with `fashion-search serve NAME`
+    bind_host: str = "127.0.0.1"
+    gateway_port: int = 8000
+    detector_port: int = 50051
+    segmenter_port: int = 50052
+    embedder_port: int = 50053
+    search_port: int = 50054
+    grpc_workers: int = 4
+
+    # Cache and queue
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    cache_enabled: bool = True
+    cache_ttl_s: int = 3600
+    cache_timeout_s: float = 0.25
+    broker_url: str = ""
+    result_backend: str = "redis://127.0.0.1:6379/1"
+    ingest_batch_size: int = 16
+    task_max_retries: int = 5
+
+    # Models
+    torch_threads: int = 0
+    embed_image_size: int = 224
+    color_weight: float = 0.35
+    detector_min_score: float = 0.25
+    detector_max_side: int = 640
+    segment_max_side: int = 192
+    segment_iterations: int = 3
+
+    # Input limits: uploads larger than these are refused with 413
+    max_upload_bytes: int = 15 * 1024 * 1024
+    max_image_pixels: int = 40_000_000
+    max_image_side: int = 12_000
+    # Every model works on the upload downscaled to this longest side
+    work_max_side: int = 800
+
+    # API
+    default_top_k: int = 12
+    max_top_k: int = 100
+    public_url: str = ""
+    log_level: str = "INFO"
+
+    # Evaluation / benchmark
+    docs_dir: Path = Path("docs")
+    bench_queries: int = Field(default=40, ge=1)
+
+    @property
+    def index_path(self) -> Path:
+        """Where the embedded index lives on disk."""
+        return self.data_dir / "index" / self.collection
+
+    @property
+    def images_dir(self) -> Path:
+        """Where uploaded product images are kept."""
+        return self.data_dir / "images"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

@@ -1,0 +1,72 @@
+"""The embedder: EfficientNet-Lite0 pooled features fused with the seed-001 30-d colour feature."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+from fashion_search.model_base import InferenceModel
+from fashion_search.settings import Settings
+from services.embedder.backbone import BackboneOutput, EfficientNetBackbone
+
+COLOR_POSITIONS = 10
+COLOR_DIM = 3 * COLOR_POSITIONS
+# Fixed z-score constants for RGB in [0, 1]: a per-image z-score (as in the seed's formula) would map
+# a plain black and a plain white garment to the same vector, so we standardise with global constants.
+_RGB_MEAN = 0.5
+_RGB_STD = 0.28
+
+
+def color_feature(out: BackboneOutput, positions: int = COLOR_POSITIONS) -> np.ndarray:
+    """Seed 001: RGB (pooled to the feature-map grid) at the top-k positions of channel-mean activation."""
+    activation = out.fmap.mean(axis=1).reshape(len(out.fmap), -1)  # B × (h·w)
+    top = np.argsort(-activation, axis=1, kind="stable")[:, :positions]
+    rgb = out.rgb_pooled.reshape(len(out.fmap), 3, -1)  # B × 3 × (h·w)
+    picked = np.take_along_axis(rgb, top[:, None, :], axis=2)  # B × 3 × k
+    feature = picked.transpose(0, 2, 1).reshape(len(out.fmap), -1)  # [r1, g1, b1, r2, ...]
+    return ((feature - _RGB_MEAN) / _RGB_STD).astype(np.float32)
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    """Row-wise L2 normalisation, safe for zero rows."""
+    norm = np.linalg.norm(x, axis=-1, keepdims=True)
+    return (x / np.maximum(norm, 1e-12)).astype(np.float32)
+
+
+class GarmentEmbedder(InferenceModel):
+    """Image → [deep features (unit length) ‖ colour · w/√30], L2-normalised; w = settings.color_weight."""
+
+    name = "effnet-lite0+color30"
+
+    def __init__(self, settings: Settings | None = None, backbone: EfficientNetBackbone | None = None) -> None:
+        super().__init__(settings)
+        self.backbone = backbone or EfficientNetBackbone(self.settings)
+
+    @property
+    def dim(self) -> int:
+        """Vector dimension."""
+        return EfficientNetBackbone.feature_dim + COLOR_DIM
+
+    @property
+    def model_name(self) -> str:
+        """Model identifier stored with the index so mismatched vectors are caught."""
+        return f"{self.name}@w{self.settings.color_weight:g}"
+
+    def _load(self) -> None:
+        self.backbone.load()
+
+    def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Embed a batch of images to a (B, dim) float32 array of unit vectors."""
+        if not images:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        self.load()
+        out = self.backbone.forward(images)
+        return self.fuse(out)
+
+    def fuse(self, out: BackboneOutput) -> np.ndarray:
+        """Combine deep and colour parts of a backbone output into the final vectors."""
+        deep = l2_normalize(out.pooled)
+        color = color_feature(out) * (self.settings.color_weight / np.sqrt(COLOR_DIM))
+        return l2_normalize(np.concatenate([deep, color], axis=1))
