@@ -102,6 +102,7 @@ class IndexStats:
     dim: int
     backend: str
     vector_names: list[str] = field(default_factory=list)
+    categories: list[str] = field(default_factory=list)
 
 
 @runtime_checkable

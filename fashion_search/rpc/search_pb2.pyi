@@ -115,15 +115,17 @@ class StatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatsResponse(_message.Message):
-    __slots__ = ("count", "version", "dim", "backend", "vector_names")
+    __slots__ = ("count", "version", "dim", "backend", "vector_names", "categories")
     COUNT_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     VECTOR_NAMES_FIELD_NUMBER: _ClassVar[int]
+    CATEGORIES_FIELD_NUMBER: _ClassVar[int]
     count: int
     version: int
     dim: int
     backend: str
     vector_names: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, count: _Optional[int] = ..., version: _Optional[int] = ..., dim: _Optional[int] = ..., backend: _Optional[str] = ..., vector_names: _Optional[_Iterable[str]] = ...) -> None: ...
+    categories: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, count: _Optional[int] = ..., version: _Optional[int] = ..., dim: _Optional[int] = ..., backend: _Optional[str] = ..., vector_names: _Optional[_Iterable[str]] = ..., categories: _Optional[_Iterable[str]] = ...) -> None: ...

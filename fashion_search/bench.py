@@ -1,0 +1,77 @@
+"""Per-stage latency benchmark (detect, segment, embed, search, total) for simple and fine mode."""
+
+from __future__ import annotations
+
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fashion_search.catalog import load_catalog
+from fashion_search.images import decode_image
+from fashion_search.ingest import Ingestor
+from fashion_search.settings import Settings
+
+STAGES = ("detect", "segment", "embed", "search", "total")
+WARMUP = 3
+
+
+Table = dict[str, dict[str, tuple[float, float]]]
+
+
+def run_bench(settings: Settings, n_queries: int) -> tuple[Table, dict[str, object]]:
+    """Index the sample catalog in a temporary index and time n queries per mode; returns p50/p95 per stage."""
+    from fashion_search.components import build_pipeline
+
+    records = load_catalog(settings.sample_catalog)
+    with tempfile.TemporaryDirectory(prefix="fs-bench-") as tmp:
+        local = settings.model_copy(update={"data_dir": Path(tmp), "index_backend": "edge", "search_url": ""})
+        pipeline = build_pipeline(local)
+        start = time.perf_counter()
+        report = Ingestor(pipeline, local).ingest_records(records, with_garment=True)
+        ingest_s = time.perf_counter() - start
+        optimize = getattr(pipeline.index, "optimize", None)
+        if callable(optimize):
+            optimize()
+        # Queries: every k-th catalog photo, so they spread over all classes.
+        step = max(1, len(records) // n_queries)
+        queries = [decode_image(Path(r.image_path).read_bytes(), local) for r in records[::step][:n_queries]]
+        table: dict[str, dict[str, tuple[float, float]]] = {}
+        for mode in ("simple", "fine"):
+            for q in queries[:WARMUP]:
+                pipeline.search(q, mode, 10)
+            samples: dict[str, list[float]] = {s: [] for s in STAGES}
+            for q in queries:
+                timings = pipeline.search(q, mode, 10).timings_ms
+                for s in STAGES:
+                    samples[s].append(timings.get(s, 0.0))
+            table[mode] = {
+                s: (float(np.percentile(v, 50)), float(np.percentile(v, 95))) for s, v in samples.items()
+            }
+        pipeline.index.close()
+    info: dict[str, object] = {
+        "catalog_size": report.indexed, "queries": len(queries), "ingest_s": round(ingest_s, 1),
+        "ingest_per_s": round(report.indexed / ingest_s, 1) if ingest_s else 0.0,
+        "cpu": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads(),
+    }
+    return table, info
+
+
+def to_markdown(table: Table, info: dict[str, object], command: str) -> str:
+    """Markdown report of a benchmark run."""
+    lines = [
+        "# Benchmarks", "",
+        f"Command: `{command}` — in-process models (embedded mode), Qdrant Edge index, "
+        f"{info['torch_threads']} torch threads, {info['cpu']}.", "",
+        f"Sample catalog: {info['catalog_size']} products indexed in {info['ingest_s']} s "
+        f"({info['ingest_per_s']} products/s, whole image + cut-out garment vectors). "
+        f"{info['queries']} queries per mode after {WARMUP} warm-up queries.", "",
+        "| mode | stage | p50 ms | p95 ms |", "|---|---|---|---|",
+    ]
+    for mode, stages in table.items():
+        for stage, (p50, p95) in stages.items():
+            lines.append(f"| {mode} | {stage} | {p50:.1f} | {p95:.1f} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,61 @@
+"""The `fashion-search` command: demo, serve, ingest, eval, bench, healthcheck."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+SERVE_TARGETS = ("gateway", "detector", "segmenter", "embedder", "search", "worker")
+MODES = ("simple", "fine", "tag")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    parser = argparse.ArgumentParser(prog="fashion-search", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="index the bundled sample catalog (once) and serve the page and API")
+    demo.add_argument("--catalog", help="catalog to index instead of the bundled sample")
+    demo.add_argument("--no-serve", action="store_true", help="index only, then exit")
+
+    serve = sub.add_parser("serve", help="run one part of the system as its own process")
+    serve.add_argument("target", choices=SERVE_TARGETS)
+
+    ingest = sub.add_parser("ingest", help="load a catalog: a folder of images, or a CSV/JSONL file")
+    ingest.add_argument("path")
+    ingest.add_argument("--sync", action="store_true", help="ingest in-process even if a broker is configured")
+    ingest.add_argument("--wait", action="store_true", help="with a broker: wait for all tasks to finish")
+
+    ev = sub.add_parser("eval", help="retrieval precision of an ImageFolder catalog against query images")
+    ev.add_argument("--catalog", required=True)
+    ev.add_argument("--queries", required=True)
+    ev.add_argument("--mode", choices=MODES, default="simple")
+    ev.add_argument("--json", action="store_true", help="print the figures as JSON")
+    ev.add_argument("--limit", type=int, default=0, help="use at most N images per class (0 = all)")
+    ev.add_argument("--output", help="also write the figures to this Markdown file")
+
+    bench = sub.add_parser("bench", help="per-stage latency p50/p95 for simple and fine mode")
+    bench.add_argument("--queries", type=int, default=0, help="number of queries (default: settings)")
+    bench.add_argument("--output", default="", help="Markdown file (default: docs/BENCHMARKS.md)")
+
+    hc = sub.add_parser("healthcheck", help="exit 0 if the service at URL is healthy (grpc://host:port or http://...)")
+    hc.add_argument("url")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `fashion-search` command."""
+    args = build_parser().parse_args(argv)
+    from fashion_search.settings import get_settings
+
+    settings = get_settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from fashion_search import commands
+
+    handler = getattr(commands, f"cmd_{args.command}")
+    return int(handler(args, settings) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""Implementations of the CLI subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+import urllib.request
+from pathlib import Path
+
+from tqdm import tqdm
+
+from fashion_search.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _command_line() -> str:
+    return "fashion-search " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    """Run one part of the system in this process."""
+    target = args.target
+    if target == "gateway":
+        import uvicorn
+
+        from gateway.app import create_app
+
+        uvicorn.run(create_app(settings), host=settings.bind_host, port=settings.gateway_port, log_level="info")
+    elif target == "worker":
+        from workers.celery_app import celery_app
+
+        # solo pool: one batch at a time per process (the models use every core); scale with more workers.
+        celery_app.worker_main(["worker", "--loglevel=INFO", "--pool=solo", "-n", "fashion-worker@%h"])
+    else:
+        import importlib
+
+        importlib.import_module(f"services.{target}.server").serve(settings)
+    return 0
+
+
+def _ingest_local(records: list, settings: Settings) -> int:
+    from fashion_search.components import build_pipeline
+    from fashion_search.ingest import Ingestor
+
+    pipeline = build_pipeline(settings)
+    try:
+        with tqdm(total=len(records), unit="product", desc="ingest") as bar:
+            report = Ingestor(pipeline, settings).ingest_records(records, on_progress=bar.update)
+        optimize = getattr(pipeline.index, "optimize", None)
+        if callable(optimize):
+            optimize()
+    finally:
+        pipeline.index.close()
+    return _report(report)
+
+
+def _report(report: object) -> int:
+    indexed = getattr(report, "indexed", 0)
+    failed = getattr(report, "failed", [])
+    print(f"indexed {indexed} products; {len(failed)} refused")
+    for pid, why in failed[:20]:
+        print(f"  {pid}: {why}")
+    return 0 if indexed or not failed else 1
+
+
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    """Load a catalog in-process, or through Celery when a broker is configured."""
+    from fashion_search.catalog import CatalogError, load_catalog
+
+    try:
+        records = load_catalog(args.path)
+    except CatalogError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not settings.broker_url or args.sync:
+        return _ingest_local(records, settings)
+    from workers.enqueue import enqueue_catalog, wait_for
+
+    results, unreadable = enqueue_catalog(records, settings)
+    print(f"queued {len(results)} tasks for {len(records)} products on {settings.broker_url}")
+    if not args.wait:
+        for pid, why in unreadable.failed:
+            print(f"  {pid}: {why}")
+        return 0
+    report = wait_for(results, len(records) - len(unreadable.failed))
+    report.merge(unreadable)
+    return _report(report)
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    """Index the sample catalog once (reused on later runs) and serve the page and API in one process."""
+    from fashion_search.catalog import load_catalog
+    from fashion_search.components import build_pipeline
+    from fashion_search.ingest import Ingestor
+
+    pipeline = build_pipeline(settings)
+    stats = pipeline.index.stats()
+    if stats.count == 0:
+        records = load_catalog(args.catalog or settings.sample_catalog)
+        with tqdm(total=len(records), unit="product", desc="indexing sample catalog") as bar:
+            report = Ingestor(pipeline, settings).ingest_records(records, on_progress=bar.update)
+        optimize = getattr(pipeline.index, "optimize", None)
+        if callable(optimize):
+            optimize()
+        _report(report)
+    else:
+        print(f"reusing the index at {settings.index_path} ({stats.count} products, version {stats.version})")
+    if args.no_serve:
+        pipeline.index.close()
+        return 0
+    import uvicorn
+
+    from gateway.app import create_app
+
+    for model in (pipeline.detector, pipeline.segmenter, pipeline.embedder):
+        load = getattr(model, "load", None)
+        if callable(load):
+            load()  # load now, so the first shopper does not wait for the weights
+    print(f"search page: http://{settings.bind_host}:{settings.gateway_port}/  API docs: /docs")
+    uvicorn.run(create_app(settings, pipeline), host=settings.bind_host, port=settings.gateway_port)
+    pipeline.index.close()
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
+    """Precision@5/10/20 and mAP@20 of a catalog against query images."""
+    from fashion_search.evaluation import evaluate, to_markdown, write_section
+
+    result = evaluate(settings, args.catalog, args.queries, args.mode, args.limit)
+    if args.json:
+        print(result.to_json())
+    else:
+        print(to_markdown(result, _command_line()))
+    if args.output:
+        write_section(Path(args.output), f"eval-{args.mode}", to_markdown(result, _command_line()), "Evaluation")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    """Per-stage latency table, printed and written to docs/BENCHMARKS.md."""
+    from fashion_search.bench import run_bench, to_markdown
+
+    table, info = run_bench(settings, args.queries or settings.bench_queries)
+    text = to_markdown(table, info, _command_line())
+    print(text)
+    out = Path(args.output) if args.output else settings.docs_dir / "BENCHMARKS.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    return 0
+
+
+def cmd_healthcheck(args: argparse.Namespace, settings: Settings) -> int:
+    """Exit 0 if the service at the URL is healthy."""
+    url: str = args.url
+    if url.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(url, timeout=3) as resp:
+                return 0 if resp.status == 200 else 1
+        except OSError:
+            return 1
+    from fashion_search.grpc_common import check_health
+
+    return 0 if check_health(url, settings) else 1

@@ -1,0 +1,70 @@
+"""Wires the pipeline from settings: each model in-process unless its service URL is set."""
+
+from __future__ import annotations
+
+from fashion_search.domain import Detector, Embedder, Segmenter, VectorIndex
+from fashion_search.pipeline import SearchPipeline
+from fashion_search.settings import Settings
+
+
+def build_embedder(settings: Settings, backbone: object | None = None) -> Embedder:
+    """The embedder: remote if FS_EMBEDDER_URL is set, else in-process."""
+    if settings.embedder_url:
+        from services.embedder.client import RemoteEmbedder
+
+        return RemoteEmbedder(settings.embedder_url, settings)
+    from services.embedder.model import GarmentEmbedder
+
+    return GarmentEmbedder(settings, backbone)  # type: ignore[arg-type]
+
+
+def build_detector(settings: Settings, backbone: object | None = None) -> Detector:
+    """The detector: remote if FS_DETECTOR_URL is set, else in-process."""
+    if settings.detector_url:
+        from services.detector.client import RemoteDetector
+
+        return RemoteDetector(settings.detector_url, settings)
+    from services.detector.model import GarmentDetector
+
+    return GarmentDetector(settings, backbone)  # type: ignore[arg-type]
+
+
+def build_segmenter(settings: Settings) -> Segmenter:
+    """The segmenter: remote if FS_SEGMENTER_URL is set, else in-process."""
+    if settings.segmenter_url:
+        from services.segmenter.client import RemoteSegmenter
+
+        return RemoteSegmenter(settings.segmenter_url, settings)
+    from services.segmenter.model import GarmentSegmenter
+
+    return GarmentSegmenter(settings)
+
+
+def build_index(settings: Settings, embedder: Embedder | None = None) -> VectorIndex:
+    """The vector index: the search service if FS_SEARCH_URL is set, else Qdrant Edge / qdrant-client."""
+    from services.search.factory import make_index
+
+    if settings.search_url:
+        return make_index(settings, 0)
+    if embedder is None:
+        from services.embedder.model import GarmentEmbedder
+
+        embedder = GarmentEmbedder(settings)
+    return make_index(settings, embedder.dim)
+
+
+def build_pipeline(settings: Settings, index: VectorIndex | None = None) -> SearchPipeline:
+    """A complete pipeline; in-process models share one backbone to save memory and load time."""
+    backbone = None
+    if not (settings.embedder_url and settings.detector_url):
+        from services.embedder.backbone import EfficientNetBackbone
+
+        backbone = EfficientNetBackbone(settings)
+    embedder = build_embedder(settings, backbone)
+    return SearchPipeline(
+        settings,
+        detector=build_detector(settings, backbone),
+        segmenter=build_segmenter(settings),
+        embedder=embedder,
+        index=index or build_index(settings, embedder),
+    )

@@ -1,0 +1,155 @@
+"""Retrieval evaluation (seed-001 protocol): same-class neighbours are relevant; P@5/10/20, mAP@20, latency."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from fashion_search.catalog import CatalogRecord, load_catalog
+from fashion_search.images import decode_image
+from fashion_search.ingest import Ingestor
+from fashion_search.settings import Settings
+
+KS = (5, 10, 20)
+
+
+@dataclass
+class EvalResult:
+    """Figures of one evaluation run."""
+
+    mode: str
+    catalog: str
+    queries: str
+    n_catalog: int
+    n_queries: int
+    precision: dict[str, float]
+    map_at_20: float
+    per_class: dict[str, dict[str, float]]
+    median_query_ms: float
+    p95_query_ms: float
+    model: str
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        """Pretty JSON."""
+        return json.dumps(self.__dict__, indent=2)
+
+
+def precision_at(relevant: list[bool], k: int) -> float:
+    """Fraction of the first k results that are relevant (missing results count as misses)."""
+    return sum(relevant[:k]) / k
+
+
+def average_precision(relevant: list[bool], k: int = 20) -> float:
+    """AP@k: mean of P@i at each relevant rank i ≤ k, over the relevant results retrieved."""
+    hits, total = 0, 0.0
+    for i, rel in enumerate(relevant[:k], start=1):
+        if rel:
+            hits += 1
+            total += hits / i
+    return total / hits if hits else 0.0
+
+
+def _limit(records: list[CatalogRecord], per_class: int) -> list[CatalogRecord]:
+    if per_class <= 0:
+        return records
+    counts: dict[str, int] = defaultdict(int)
+    kept = []
+    for rec in records:
+        if counts[rec.category] < per_class:
+            counts[rec.category] += 1
+            kept.append(rec)
+    return kept
+
+
+def evaluate(
+    settings: Settings, catalog_dir: str, queries_dir: str, mode: str = "simple", limit: int = 0
+) -> EvalResult:
+    """Index the catalog in a temporary Qdrant Edge index, query with every query image, score the lists."""
+    from fashion_search.components import build_pipeline
+
+    catalog = _limit(load_catalog(catalog_dir), limit)
+    queries = _limit(load_catalog(queries_dir), limit)
+    if not catalog or not queries:
+        raise ValueError("empty catalog or query folder (expected ImageFolder layout: <class>/<image>)")
+    with tempfile.TemporaryDirectory(prefix="fs-eval-") as tmp:
+        local = settings.model_copy(update={"data_dir": Path(tmp), "index_backend": "edge", "search_url": ""})
+        pipeline = build_pipeline(local)
+        ingestor = Ingestor(pipeline, local)
+        with tqdm(total=len(catalog), unit="img", desc=f"index catalog ({mode})") as bar:
+            report = ingestor.ingest_records(catalog, with_garment=(mode == "fine"), on_progress=bar.update)
+        optimize = getattr(pipeline.index, "optimize", None)
+        if callable(optimize):
+            optimize()
+        by_class: dict[str, list[tuple[list[bool], float]]] = defaultdict(list)
+        latencies = []
+        k_max = max(KS)
+        for rec in tqdm(queries, unit="query", desc=f"query ({mode})"):
+            image = decode_image(Path(rec.image_path).read_bytes(), local)
+            outcome = pipeline.search(image, mode, k_max)
+            latencies.append(outcome.timings_ms["total"])
+            rel = [h.product.category == rec.category for h in outcome.hits]
+            by_class[rec.category].append((rel, average_precision(rel, k_max)))
+        model = pipeline.embedder.model_name
+        pipeline.index.close()
+    all_lists = [r for rows in by_class.values() for r in rows]
+    precision = {f"P@{k}": round(statistics.fmean(precision_at(r, k) for r, _ in all_lists), 4) for k in KS}
+    per_class = {
+        c: {
+            **{f"P@{k}": round(statistics.fmean(precision_at(r, k) for r, _ in rows), 4) for k in KS},
+            "n": len(rows),
+        }
+        for c, rows in sorted(by_class.items())
+    }
+    latencies.sort()
+    return EvalResult(
+        mode=mode, catalog=str(catalog_dir), queries=str(queries_dir), n_catalog=report.indexed,
+        n_queries=len(all_lists), precision=precision,
+        map_at_20=round(statistics.fmean(ap for _, ap in all_lists), 4), per_class=per_class,
+        median_query_ms=round(statistics.median(latencies), 1),
+        p95_query_ms=round(latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))], 1),
+        model=model, failed=report.failed,
+    )
+
+
+def to_markdown(result: EvalResult, command: str) -> str:
+    """A Markdown section for docs/."""
+    p = result.precision
+    lines = [
+        f"## Mode `{result.mode}` — model `{result.model}`",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Catalog {result.n_catalog} images, {result.n_queries} queries. "
+        f"Median query latency {result.median_query_ms} ms (p95 {result.p95_query_ms} ms), 2-core CPU.",
+        "",
+        "| P@5 | P@10 | P@20 | mAP@20 |",
+        "|---|---|---|---|",
+        f"| {p['P@5']:.3f} | {p['P@10']:.3f} | {p['P@20']:.3f} | {result.map_at_20:.3f} |",
+        "",
+        "| class | n | P@5 | P@10 | P@20 |",
+        "|---|---|---|---|---|",
+    ]
+    for c, row in result.per_class.items():
+        lines.append(f"| {c} | {row['n']} | {row['P@5']:.3f} | {row['P@10']:.3f} | {row['P@20']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_section(path: Path, key: str, body: str, title: str) -> None:
+    """Replace (or append) the section between markers `key` in a Markdown file."""
+    begin, end = f"<!-- {key}:begin -->", f"<!-- {key}:end -->"
+    text = path.read_text() if path.exists() else f"# {title}\n\n"
+    block = f"{begin}\n{body}{end}\n"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + block + rest.split(end, 1)[1].lstrip("\n")
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)

@@ -1,0 +1,224 @@
+"""The search pipeline: detect → segment → embed → search, over in-process models or remote services."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+from fashion_search.domain import (
+    GARMENT_VECTOR,
+    IMAGE_VECTOR,
+    Box,
+    Detection,
+    Detector,
+    Embedder,
+    Hit,
+    Product,
+    Segmenter,
+    VectorIndex,
+)
+from fashion_search.grpc_common import ServiceUnavailable
+from fashion_search.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MODES = ("simple", "fine", "tag")
+# A shopper's photo rarely shows more than a handful of garments; more boxes only add latency.
+MAX_GARMENTS = 4
+WHITE = (255, 255, 255)
+
+
+@dataclass
+class GarmentResult:
+    """One detected garment and the products that match it."""
+
+    detection: Detection
+    hits: list[Hit]
+
+
+@dataclass
+class SearchOutcome:
+    """What a search returns, with per-stage timings in milliseconds."""
+
+    mode: str
+    hits: list[Hit]
+    garments: list[GarmentResult]
+    image_size: tuple[int, int]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    degraded: str | None = None
+
+
+@dataclass
+class IndexedVectors:
+    """Vectors and derived facts of one catalog image, ready to upsert."""
+
+    vectors: dict[str, np.ndarray]
+    detection: Detection | None
+
+
+class _Timer:
+    """Accumulates wall time per stage."""
+
+    def __init__(self) -> None:
+        self.ms: dict[str, float] = {}
+
+    def add(self, stage: str, start: float) -> None:
+        self.ms[stage] = self.ms.get(stage, 0.0) + (time.perf_counter() - start) * 1000.0
+
+
+def prepare(image: Image.Image, settings: Settings) -> Image.Image:
+    """Downscale to the working size every model sees (boxes refer to this size)."""
+    img = image if image.mode == "RGB" else image.convert("RGB")
+    side = settings.work_max_side
+    if max(img.size) > side:
+        scale = side / max(img.size)
+        size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+        img = img.resize(size, Image.Resampling.BILINEAR)
+    return img
+
+
+def cutout(image: Image.Image, box: Box, mask: np.ndarray) -> Image.Image:
+    """The garment inside box with everything outside its mask painted white, like a catalog photo."""
+    x0, y0, x1, y1 = box.clip(image.width, image.height).as_int()
+    crop = np.asarray(image.crop((x0, y0, x1, y1)), dtype=np.uint8).copy()
+    if mask.shape == crop.shape[:2] and mask.any():
+        crop[~mask.astype(bool)] = WHITE
+    return Image.fromarray(crop)
+
+
+class SearchPipeline:
+    """The one implementation of search and of computing catalog vectors, used by every entry point."""
+
+    def __init__(
+        self, settings: Settings, detector: Detector, segmenter: Segmenter, embedder: Embedder, index: VectorIndex
+    ) -> None:
+        self.settings = settings
+        self.detector = detector
+        self.segmenter = segmenter
+        self.embedder = embedder
+        self.index = index
+
+    def categories(self) -> list[str]:
+        """Distinct categories in the catalog, for filters."""
+        return sorted(self.index.stats().categories)
+
+    # ---- shared steps -------------------------------------------------------------------------
+    def garment_cutouts(
+        self, image: Image.Image, detections: Sequence[Detection], timer: _Timer | None = None
+    ) -> list[Image.Image]:
+        """Segment each detected garment and cut it out onto white."""
+        if not detections:
+            return []
+        start = time.perf_counter()
+        masks = self.segmenter.segment(image, [d.box.clip(image.width, image.height) for d in detections])
+        if timer:
+            timer.add("segment", start)
+        return [cutout(image, d.box, m) for d, m in zip(detections, masks, strict=True)]
+
+    def detect(self, image: Image.Image, timer: _Timer | None = None) -> list[Detection]:
+        """Detections sorted best-first, at most MAX_GARMENTS."""
+        start = time.perf_counter()
+        found = self.detector.detect(image, self.settings.detector_min_score)
+        if timer:
+            timer.add("detect", start)
+        return sorted(found, key=lambda d: -d.score)[:MAX_GARMENTS]
+
+    # ---- catalog side -------------------------------------------------------------------------
+    def catalog_vectors(self, images: Sequence[Image.Image], with_garment: bool = True) -> list[IndexedVectors]:
+        """Vectors for catalog photos: the whole image, and the cut-out main garment (for fine mode)."""
+        prepared = [prepare(img, self.settings) for img in images]
+        if not with_garment:
+            vecs = self.embedder.embed(prepared)
+            return [IndexedVectors({IMAGE_VECTOR: v}, None) for v in vecs]
+        mains: list[Detection | None] = []
+        cut: list[Image.Image] = []
+        for img in prepared:
+            dets = self.detect(img)
+            main = dets[0] if dets else None
+            mains.append(main)
+            cut.extend(self.garment_cutouts(img, [main]) if main else [img])
+        vecs = self.embedder.embed([*prepared, *cut])
+        n = len(prepared)
+        return [
+            IndexedVectors({IMAGE_VECTOR: vecs[i], GARMENT_VECTOR: vecs[n + i]}, mains[i]) for i in range(n)
+        ]
+
+    # ---- query side ---------------------------------------------------------------------------
+    def search(
+        self, image: Image.Image, mode: str = "simple", top_k: int = 12, category: str | None = None
+    ) -> SearchOutcome:
+        """Run one query in the given mode; a down detector/segmenter degrades fine/tag mode to simple."""
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
+        timer = _Timer()
+        total = time.perf_counter()
+        img = prepare(image, self.settings)
+        categories = [category] if category else None
+        garments: list[GarmentResult] = []
+        degraded: str | None = None
+        hits: list[Hit] = []
+        if mode in ("fine", "tag"):
+            try:
+                detections = self.detect(img, timer)
+                if mode == "fine":
+                    garments = self._fine(img, detections, top_k, categories, timer)
+                    hits = _merge([g.hits for g in garments], top_k)
+                else:
+                    detected = sorted({d.category for d in detections})
+                    categories = categories or detected or None
+                    garments = [GarmentResult(d, []) for d in detections]
+            except ServiceUnavailable as exc:
+                degraded = f"{exc}; answered in simple mode"
+                log.warning("degraded search: %s", exc)
+                garments = []
+        if not hits:
+            start = time.perf_counter()
+            vec = self.embedder.embed([img])[0]
+            timer.add("embed", start)
+            start = time.perf_counter()
+            hits = self.index.search(vec, top_k, IMAGE_VECTOR, categories)
+            timer.add("search", start)
+        timer.add("total", total)
+        return SearchOutcome(mode, hits, garments, img.size, timer.ms, degraded)
+
+    def _fine(
+        self, img: Image.Image, detections: list[Detection], top_k: int, categories: list[str] | None, timer: _Timer
+    ) -> list[GarmentResult]:
+        if not detections:
+            return []
+        cuts = self.garment_cutouts(img, detections, timer)
+        start = time.perf_counter()
+        vecs = self.embedder.embed(cuts)
+        timer.add("embed", start)
+        start = time.perf_counter()
+        results = [
+            GarmentResult(d, self.index.search(v, top_k, GARMENT_VECTOR, categories))
+            for d, v in zip(detections, vecs, strict=True)
+        ]
+        timer.add("search", start)
+        return results
+
+
+def _merge(groups: Sequence[Sequence[Hit]], top_k: int) -> list[Hit]:
+    """Best score per product across garments, best-first."""
+    best: dict[str, Hit] = {}
+    for group in groups:
+        for hit in group:
+            if hit.product.product_id not in best or hit.score > best[hit.product.product_id].score:
+                best[hit.product.product_id] = hit
+    return sorted(best.values(), key=lambda h: -h.score)[:top_k]
+
+
+def product_with(product: Product, indexed: IndexedVectors) -> Product:
+    """Fill category (if unknown) and garment box from the main detection."""
+    det = indexed.detection
+    if det is not None:
+        if not product.category:
+            product.category = det.category
+        product.box = det.box
+    return product

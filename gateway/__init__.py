@@ -1,0 +1,1 @@
+"""HTTP gateway: the public /v1 API and the search page."""

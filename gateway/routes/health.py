@@ -1,0 +1,45 @@
+"""Liveness and readiness probes."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
+
+from fashion_search.grpc_common import ServiceUnavailable, check_health
+from fashion_search.pipeline import SearchPipeline
+from fashion_search.settings import Settings
+from gateway.cache import SearchCache
+from gateway.deps import get_cache, get_pipeline, get_settings
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+def readyz(
+    settings: Annotated[Settings, Depends(get_settings)],
+    pipeline: Annotated[SearchPipeline, Depends(get_pipeline)],
+    cache: Annotated[SearchCache, Depends(get_cache)],
+) -> JSONResponse:
+    """Ready when the index answers and every configured model service is SERVING; Redis is optional."""
+    checks: dict[str, str] = {}
+    for name, url in (
+        ("detector", settings.detector_url), ("segmenter", settings.segmenter_url),
+        ("embedder", settings.embedder_url),
+    ):
+        checks[name] = "in-process" if not url else ("ok" if check_health(url, settings) else "down")
+    try:
+        pipeline.index.stats()
+        checks["index"] = "ok"
+    except ServiceUnavailable:
+        checks["index"] = "down"
+    checks["cache"] = "ok" if cache.enabled and cache.ping() else "off"
+    ready = all(v != "down" for v in checks.values())
+    return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)

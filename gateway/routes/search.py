@@ -1,0 +1,69 @@
+"""POST /v1/search: a photo in, matching products out (cached in Redis)."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, Form, HTTPException, UploadFile
+from prometheus_client import Counter, Histogram
+
+from fashion_search.images import decode_image
+from fashion_search.pipeline import SearchPipeline
+from fashion_search.settings import Settings
+from gateway.cache import SearchCache
+from gateway.convert import search_out
+from gateway.deps import get_cache, get_pipeline, get_settings
+from gateway.schemas import ErrorOut, Mode, SearchOut
+from gateway.uploads import read_upload
+
+router = APIRouter(prefix="/v1", tags=["search"])
+
+SEARCHES = Counter("fs_searches_total", "Search requests", ["mode", "cached"])
+STAGE_MS = Histogram(
+    "fs_search_stage_ms", "Search stage latency (ms)", ["mode", "stage"],
+    buckets=(5, 10, 20, 40, 80, 150, 300, 600, 1200, 2500, 5000),
+)
+
+ERRORS: dict[int | str, dict[str, object]] = {
+    400: {"model": ErrorOut, "description": "not an image, empty or corrupt upload"},
+    413: {"model": ErrorOut, "description": "upload or image too large"},
+    422: {"model": ErrorOut, "description": "invalid field"},
+    503: {"model": ErrorOut, "description": "a required service is down"},
+}
+
+
+@router.post("/search", response_model=SearchOut, responses=ERRORS)
+def search(
+    image: Annotated[UploadFile, File(description="the shopper's photo (JPEG, PNG, WebP)")],
+    settings: Annotated[Settings, Depends(get_settings)],
+    pipeline: Annotated[SearchPipeline, Depends(get_pipeline)],
+    cache: Annotated[SearchCache, Depends(get_cache)],
+    mode: Annotated[Mode, Form(description="simple: whole image; fine: per garment; tag: category filter")] = "simple",
+    top_k: Annotated[int | None, Form(description="results per list")] = None,
+    category: Annotated[str | None, Form(description="only products of this category")] = None,
+) -> SearchOut:
+    """Find catalog products that look like the photo."""
+    k = settings.default_top_k if top_k is None else top_k
+    if not 1 <= k <= settings.max_top_k:
+        raise HTTPException(422, f"top_k must be between 1 and {settings.max_top_k}, got {k}")
+    category = (category or "").strip() or None
+    data = read_upload(image, settings)
+    img = decode_image(data, settings)
+    version = pipeline.index.stats().version
+    key = cache.key(data, mode, k, category, version)
+    start = time.perf_counter()
+    if (hit := cache.get(key)) is not None:
+        out = SearchOut.model_validate_json(hit)
+        out.cached = True
+        out.took_ms = round((time.perf_counter() - start) * 1000.0, 2)
+        SEARCHES.labels(mode, "true").inc()
+        return out
+    outcome = pipeline.search(img, mode, k, category)
+    out = search_out(outcome, version)
+    for stage, ms in outcome.timings_ms.items():
+        STAGE_MS.labels(mode, stage).observe(ms)
+    SEARCHES.labels(mode, "false").inc()
+    if outcome.degraded is None:  # a degraded answer must not outlive the outage
+        cache.put(key, out.model_dump_json())
+    return out

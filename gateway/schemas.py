@@ -1,0 +1,71 @@
+"""Response models of the public API (they define the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+Mode = Literal["simple", "fine", "tag"]
+
+
+class ProductOut(BaseModel):
+    """A catalog product."""
+
+    product_id: str
+    category: str
+    title: str
+    price: float
+    tags: list[str] = Field(default_factory=list)
+    box: list[float] | None = None
+    image_url: str | None = None
+
+
+class ResultOut(BaseModel):
+    """A matching product with its cosine similarity."""
+
+    product_id: str
+    score: float
+    category: str
+    title: str
+    price: float
+    image_url: str | None = None
+
+
+class GarmentOut(BaseModel):
+    """A garment detected in the query photo and (fine mode) its matches."""
+
+    box: list[float]
+    category: str
+    score: float
+    results: list[ResultOut] = Field(default_factory=list)
+
+
+class SearchOut(BaseModel):
+    """A search response."""
+
+    mode: Mode
+    took_ms: float
+    cached: bool = False
+    index_version: int
+    image_size: list[int]
+    degraded: str | None = None
+    results: list[ResultOut]
+    garments: list[GarmentOut] = Field(default_factory=list)
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+
+
+class StatsOut(BaseModel):
+    """Collection size, version and the categories seen in the catalog."""
+
+    count: int
+    version: int
+    dim: int
+    backend: str
+    categories: list[str]
+
+
+class ErrorOut(BaseModel):
+    """Every 4xx/5xx body: a human-readable message."""
+
+    detail: str

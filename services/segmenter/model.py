@@ -1,0 +1,217 @@
+"""The v0 segmenter: GrabCut seeded by the box and, on plain backgrounds, by a border-colour prior."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from fashion_search.domain import Box
+from fashion_search.model_base import InferenceModel
+from fashion_search.settings import Settings
+
+# --- Background-colour model (shared with the detector's product-photo path) -------------------------
+# The border strip, as a fraction of the shorter side, whose colours define "background".
+BORDER_FRACTION = 0.04
+# Border colours are clustered so that two-tone backgrounds (tiles, a bed and a floor) are both modelled.
+BACKGROUND_CLUSTERS = 3
+KMEANS_ITERATIONS = 8
+# A pixel is foreground when its Lab distance to every background cluster exceeds the larger of this
+# floor (JPEG noise and soft shadows on white stay below it) and the border's own spread, so that a
+# textured border raises the bar instead of turning into foreground.
+MIN_FOREGROUND_DISTANCE = 28.0
+BORDER_SPREAD_QUANTILE = 0.95
+BORDER_SPREAD_FACTOR = 1.15
+# A border whose colours sit this close to their cluster centres is "plain" (studio or sheet backdrop):
+# only then is the colour prior trusted to seed GrabCut.
+PLAIN_BORDER_DISTANCE = 18.0
+
+# --- Segmenter ------------------------------------------------------------------------------------------
+# Context around the box, as a fraction of its size: GrabCut learns the background colours from it.
+CONTEXT_FRACTION = 0.1
+# Boxes smaller than this (pixels per side) carry too little signal for GrabCut: the full box is returned.
+MIN_SEGMENT_SIDE = 8
+# GrabCut "collapses" when it keeps less than this fraction of the box; then a fallback mask is used.
+MIN_MASK_FRACTION = 0.05
+# Frame (in work-image pixels) marked probable background when the box has no context around it.
+FRAME_PIXELS = 2
+# Components at least this fraction of the largest one are kept (a pair of shoes is two blobs);
+# smaller ones are specks where background colours repeat.
+KEEP_COMPONENT_FRACTION = 0.2
+
+
+@dataclass(frozen=True)
+class BackgroundModel:
+    """Lab colour clusters of an image's border, with the distance above which a pixel is foreground."""
+
+    centres: np.ndarray  # K×3 Lab
+    threshold: float
+    border_spread: float
+
+    @property
+    def plain(self) -> bool:
+        """Whether the border is a near-uniform backdrop (product photo)."""
+        return self.border_spread < PLAIN_BORDER_DISTANCE
+
+
+def to_lab(rgb: np.ndarray) -> np.ndarray:
+    """uint8 RGB (H×W×3) to float32 Lab in OpenCV's 8-bit scaling."""
+    return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2LAB).astype(np.float32)
+
+
+def border_pixels(lab: np.ndarray) -> np.ndarray:
+    """The pixels of a strip along all four edges (N×3)."""
+    h, w = lab.shape[:2]
+    strip = max(1, round(min(h, w) * BORDER_FRACTION))
+    parts = [lab[:strip].reshape(-1, 3), lab[h - strip:].reshape(-1, 3),
+             lab[:, :strip].reshape(-1, 3), lab[:, w - strip:].reshape(-1, 3)]
+    return np.concatenate(parts, axis=0)
+
+
+def _kmeans(points: np.ndarray, k: int) -> np.ndarray:
+    """Deterministic k-means (centres seeded at lightness quantiles), so results never vary per call."""
+    order = np.argsort(points[:, 0], kind="stable")
+    seeds = [order[int((i + 0.5) * len(order) / k)] for i in range(k)]
+    centres = points[seeds].copy()
+    for _ in range(KMEANS_ITERATIONS):
+        labels = _distances(points, centres).argmin(axis=1)
+        for j in range(k):
+            members = points[labels == j]
+            if len(members):
+                centres[j] = members.mean(axis=0)
+    return centres
+
+
+def _distances(points: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Euclidean distance of each point (N×3) to each centre (K×3): N×K."""
+    diff = points[:, None, :] - centres[None, :, :]
+    return np.sqrt((diff * diff).sum(axis=-1))
+
+
+def fit_background(lab: np.ndarray) -> BackgroundModel:
+    """Model the background from the image border."""
+    border = border_pixels(lab)
+    centres = _kmeans(border, min(BACKGROUND_CLUSTERS, len(border)))
+    spread = float(np.quantile(_distances(border, centres).min(axis=1), BORDER_SPREAD_QUANTILE))
+    threshold = max(MIN_FOREGROUND_DISTANCE, spread * BORDER_SPREAD_FACTOR)
+    return BackgroundModel(centres, threshold, spread)
+
+
+def background_distance(lab: np.ndarray, model: BackgroundModel) -> np.ndarray:
+    """Per-pixel distance (H×W) to the nearest background cluster."""
+    h, w = lab.shape[:2]
+    return _distances(lab.reshape(-1, 3), model.centres).min(axis=1).reshape(h, w)
+
+
+def colour_foreground(lab: np.ndarray, model: BackgroundModel) -> np.ndarray:
+    """Boolean foreground mask from the colour distance, cleaned with a small opening and closing."""
+    mask = (background_distance(lab, model) > model.threshold).astype(np.uint8)
+    side = max(3, (min(lab.shape[:2]) // 60) | 1)  # odd kernel scaling with the image
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side))
+    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, kernel)
+    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, kernel)
+    return mask.astype(bool)
+
+
+def resize_to_max_side(rgb: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    """Downscale (never upscale) so the longer side is at most max_side; returns the image and the scale."""
+    h, w = rgb.shape[:2]
+    scale = min(1.0, max_side / max(h, w))
+    if scale >= 1.0:
+        return rgb, 1.0
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA), scale
+
+
+def main_components(mask: np.ndarray) -> np.ndarray:
+    """Keep the largest connected components, dropping specks (see KEEP_COMPONENT_FRACTION)."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    if count <= 2:
+        return mask.astype(bool)
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    keep = np.flatnonzero(areas >= KEEP_COMPONENT_FRACTION * areas.max()) + 1
+    return np.isin(labels, keep)
+
+
+class GarmentSegmenter(InferenceModel):
+    """Boolean garment mask for each box, from OpenCV GrabCut with colour-prior and full-box fallbacks."""
+
+    name = "grabcut-v0"
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        super().__init__(settings)
+
+    def _load(self) -> None:
+        # Nothing to load: GrabCut has no weights. Kept so the servers treat every model alike.
+        cv2.setNumThreads(1)  # masks are small; thread start-up costs more than it saves
+
+    def segment(self, image: Image.Image, boxes: Sequence[Box]) -> list[np.ndarray]:
+        """One H×W bool mask per box (H, W = the clipped box's integer height and width)."""
+        self.load()
+        rgb = np.asarray(image.convert("RGB"))
+        return [self._segment_one(rgb, box) for box in boxes]
+
+    def _segment_one(self, rgb: np.ndarray, box: Box) -> np.ndarray:
+        img_h, img_w = rgb.shape[:2]
+        x0, y0, x1, y1 = box.clip(img_w, img_h).as_int()
+        # as_int keeps at least one pixel, which may sit just outside the image for an empty clip.
+        x0, y0 = min(x0, img_w - 1), min(y0, img_h - 1)
+        x1, y1 = min(max(x1, x0 + 1), img_w), min(max(y1, y0 + 1), img_h)
+        bw, bh = x1 - x0, y1 - y0
+        if bw < MIN_SEGMENT_SIDE or bh < MIN_SEGMENT_SIDE:
+            return np.ones((bh, bw), dtype=bool)
+
+        # Context crop around the box, downscaled: GrabCut cost grows with pixels, not with detail.
+        mx, my = round(bw * CONTEXT_FRACTION), round(bh * CONTEXT_FRACTION)
+        cx0, cy0 = max(0, x0 - mx), max(0, y0 - my)
+        cx1, cy1 = min(img_w, x1 + mx), min(img_h, y1 + my)
+        crop, scale = resize_to_max_side(rgb[cy0:cy1, cx0:cx1], self.settings.segment_max_side)
+        ch, cw = crop.shape[:2]
+        # The box inside the work image.
+        rx0, ry0 = int(np.floor((x0 - cx0) * scale)), int(np.floor((y0 - cy0) * scale))
+        rx1, ry1 = min(cw, int(np.ceil((x1 - cx0) * scale))), min(ch, int(np.ceil((y1 - cy0) * scale)))
+
+        lab = to_lab(crop)
+        background = fit_background(lab)
+        colour = colour_foreground(lab, background)
+
+        mask = self._grabcut(crop, colour if background.plain else None, (rx0, ry0, rx1, ry1))
+        box_region = (slice(ry0, ry1), slice(rx0, rx1))
+        chosen = mask[box_region]
+        if chosen.mean() < MIN_MASK_FRACTION:
+            chosen = colour[box_region]
+            if chosen.mean() < MIN_MASK_FRACTION:
+                return np.ones((bh, bw), dtype=bool)
+        full = cv2.resize(chosen.astype(np.uint8), (bw, bh), interpolation=cv2.INTER_NEAREST)
+        return full.astype(bool)
+
+    def _grabcut(self, crop: np.ndarray, prior: np.ndarray | None, rect: tuple[int, int, int, int]) -> np.ndarray:
+        """GrabCut initialised from the rectangle (outside = background) and the optional colour prior."""
+        ch, cw = crop.shape[:2]
+        rx0, ry0, rx1, ry1 = rect
+        init = np.full((ch, cw), cv2.GC_BGD, dtype=np.uint8)
+        inside = init[ry0:ry1, rx0:rx1]
+        inside[:] = cv2.GC_PR_FGD
+        if prior is not None:
+            inside[~prior[ry0:ry1, rx0:rx1]] = cv2.GC_PR_BGD
+        if not (init != cv2.GC_PR_FGD).any():
+            # The box fills the work image: GrabCut needs background samples, so call the frame
+            # probable background (garments rarely touch all four edges).
+            f = FRAME_PIXELS
+            init[:f, :] = init[-f:, :] = init[:, :f] = init[:, -f:] = cv2.GC_PR_BGD
+        fg_seeds = (init == cv2.GC_PR_FGD).sum()
+        if fg_seeds == 0:
+            return np.zeros((ch, cw), dtype=bool)
+        bgd_model = np.zeros((1, 65), np.float64)
+        fgd_model = np.zeros((1, 65), np.float64)
+        try:
+            cv2.grabCut(crop, init, None, bgd_model, fgd_model, self.settings.segment_iterations,
+                        cv2.GC_INIT_WITH_MASK)
+        except cv2.error:
+            # GrabCut refuses inputs whose fg or bg sample set is too small for its colour mixtures.
+            return np.zeros((ch, cw), dtype=bool)
+        result = (init == cv2.GC_FGD) | (init == cv2.GC_PR_FGD)
+        return main_components(result)

@@ -1,0 +1,1 @@
+"""Celery workers: bulk catalog ingestion through a queue."""

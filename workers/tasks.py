@@ -1,0 +1,50 @@
+"""Celery tasks: each runs the same Ingestor as the CLI and the gateway."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+from typing import Any
+
+from celery import Task
+
+from fashion_search.grpc_common import ServiceUnavailable
+from fashion_search.ingest import Ingestor
+from fashion_search.settings import get_settings
+from workers.celery_app import celery_app
+
+log = logging.getLogger(__name__)
+
+_lock = threading.Lock()
+_ingestor: Ingestor | None = None
+
+
+def get_ingestor() -> Ingestor:
+    """One pipeline per worker process, built on first use (models load once)."""
+    global _ingestor
+    with _lock:
+        if _ingestor is None:
+            from fashion_search.components import build_pipeline
+
+            settings = get_settings()
+            _ingestor = Ingestor(build_pipeline(settings), settings)
+        return _ingestor
+
+
+@celery_app.task(
+    bind=True,
+    name="fashion_search.ingest_batch",
+    autoretry_for=(ServiceUnavailable, ConnectionError, TimeoutError),
+    retry_backoff=True,
+    retry_backoff_max=60,
+    retry_jitter=True,
+    max_retries=get_settings().task_max_retries,
+)
+def ingest_batch(self: Task, records: list[dict[str, Any]], images_b64: list[str]) -> dict[str, Any]:
+    """Index a batch of products sent with their photos; upserts are keyed by product id, so retries are safe."""
+    self.update_state(state="PROGRESS", meta={"done": 0, "total": len(records)})
+    images = [base64.b64decode(s) for s in images_b64]
+    report = get_ingestor().ingest_payloads(records, images)
+    log.info("indexed %d products, %d refused", report.indexed, len(report.failed))
+    return {"indexed": report.indexed, "failed": report.failed, "total": len(records)}
