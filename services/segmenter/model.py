@@ -126,13 +126,13 @@ def resize_to_max_side(rgb: np.ndarray, max_side: int) -> tuple[np.ndarray, floa
     return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA), scale
 
 
-def main_components(mask: np.ndarray) -> np.ndarray:
-    """Keep the largest connected components, dropping specks (see KEEP_COMPONENT_FRACTION)."""
+def main_components(mask: np.ndarray, keep_fraction: float = KEEP_COMPONENT_FRACTION) -> np.ndarray:
+    """Keep components at least keep_fraction of the largest one's area, dropping specks."""
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     if count <= 2:
         return mask.astype(bool)
     areas = stats[1:, cv2.CC_STAT_AREA]
-    keep = np.flatnonzero(areas >= KEEP_COMPONENT_FRACTION * areas.max()) + 1
+    keep = np.flatnonzero(areas >= keep_fraction * areas.max()) + 1
     return np.isin(labels, keep)
 
 

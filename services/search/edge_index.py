@@ -1,0 +1,388 @@
+"""VectorIndex on Qdrant Edge: an in-process shard on local disk with named vectors, filters and HNSW.
+
+Also holds the validation and payload helpers shared by every index backend, so all of them accept and
+refuse exactly the same input.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import threading
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import qdrant_edge as qe
+
+from fashion_search.domain import IMAGE_VECTOR, VECTOR_NAMES, Box, Hit, IndexStats, Product
+from fashion_search.settings import Settings
+
+log = logging.getLogger(__name__)
+
+BACKEND = "qdrant-edge"
+# Product id → point id mapping; changing the namespace would orphan every point already stored.
+PRODUCT_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:fashion-search:product")
+# Payload fields filtered or looked up by exact value.
+CATEGORY_FIELD = "category"
+PRODUCT_ID_FIELD = "product_id"
+# Qdrant's own defaults, in KB of vector data per vector name and segment: segments above the indexing
+# threshold get an HNSW graph; searches over fewer vectors than the full-scan threshold stay exact.
+DEFAULT_INDEXING_THRESHOLD_KB = 10_000
+DEFAULT_FULL_SCAN_THRESHOLD_KB = 10_000
+_BYTES_PER_KB = 1024
+_FLOAT32_BYTES = np.dtype(np.float32).itemsize
+META_SUFFIX = ".meta.json"
+
+PreparedPoint = tuple[str, dict[str, list[float]], dict[str, Any]]
+
+
+# ---- validation and payload helpers shared by the backends ------------------------------------------
+def point_id(product_id: str) -> str:
+    """The point id of a product: a UUID5 of its id, so re-upserting a product replaces its point."""
+    return str(uuid.uuid5(PRODUCT_ID_NAMESPACE, product_id))
+
+
+def check_product_id(product_id: str) -> str:
+    """The product id, or ValueError if it is empty."""
+    if not isinstance(product_id, str) or not product_id.strip():
+        raise ValueError("product id must be a non-empty string")
+    return product_id
+
+
+def check_vector_name(name: str) -> str:
+    """The vector name, or ValueError if the index has no vector of that name."""
+    if name not in VECTOR_NAMES:
+        raise ValueError(f"unknown vector name {name!r}; expected one of {', '.join(VECTOR_NAMES)}")
+    return name
+
+
+def check_vector(vector: np.ndarray | Sequence[float], dim: int, what: str = "vector") -> list[float]:
+    """A finite, non-zero 1-D vector of length dim as a float list, or ValueError."""
+    arr = np.asarray(vector, dtype=np.float32)
+    if arr.ndim != 1 or arr.shape[0] != dim:
+        raise ValueError(f"{what} has shape {arr.shape}; expected ({dim},)")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{what} contains NaN or infinite values")
+    # Cosine similarity with a zero vector is undefined; Qdrant would silently score it 0 everywhere.
+    if not np.any(arr):
+        raise ValueError(f"{what} is all zeros")
+    return arr.tolist()
+
+
+def check_top_k(top_k: int, settings: Settings) -> int:
+    """top_k within 1..settings.max_top_k, or ValueError."""
+    if isinstance(top_k, bool) or not isinstance(top_k, int | np.integer):
+        raise ValueError(f"top_k must be an integer, got {top_k!r}")
+    if not 1 <= top_k <= settings.max_top_k:
+        raise ValueError(f"top_k must be between 1 and {settings.max_top_k}, got {top_k}")
+    return int(top_k)
+
+
+def check_categories(categories: Sequence[str] | None) -> list[str] | None:
+    """The category filter as a list, None for no filter (None or empty), or ValueError."""
+    if not categories:
+        return None
+    if isinstance(categories, str):
+        # A bare string would otherwise be read as a list of one-letter categories.
+        raise ValueError("categories must be a list of strings, not a string")
+    cats = list(dict.fromkeys(categories))
+    if not all(isinstance(c, str) and c for c in cats):
+        raise ValueError("categories must be non-empty strings")
+    return cats
+
+
+def product_payload(product: Product) -> dict[str, Any]:
+    """The stored payload of a product, or ValueError for fields that cannot be stored."""
+    if not math.isfinite(product.price):
+        raise ValueError(f"product {product.product_id!r}: price must be a finite number")
+    return {
+        PRODUCT_ID_FIELD: product.product_id,
+        CATEGORY_FIELD: product.category,
+        "tags": [str(t) for t in product.tags],
+        "title": product.title,
+        "price": float(product.price),
+        "image_ref": product.image_ref,
+        "box": product.box.to_list() if product.box is not None else None,
+    }
+
+
+def product_from_payload(payload: Mapping[str, Any] | None) -> Product:
+    """A Product from a stored payload (missing fields take their defaults)."""
+    p = payload or {}
+    box = p.get("box")
+    return Product(
+        product_id=str(p.get(PRODUCT_ID_FIELD, "")),
+        category=str(p.get(CATEGORY_FIELD, "")),
+        title=str(p.get("title", "")),
+        price=float(p.get("price", 0.0)),
+        image_ref=str(p.get("image_ref", "")),
+        tags=[str(t) for t in p.get("tags") or []],
+        box=Box(*(float(v) for v in box)) if box else None,
+    )
+
+
+def prepare_points(items: Sequence[tuple[Product, Mapping[str, np.ndarray]]], dim: int) -> list[PreparedPoint]:
+    """Validate a whole upsert batch before anything is written: (point id, vectors, payload) per product.
+
+    A product id repeated in the batch keeps its last occurrence, as sequential upserts would.
+    """
+    prepared: dict[str, PreparedPoint] = {}
+    for product, vectors in items:
+        pid = check_product_id(product.product_id)
+        if not vectors:
+            raise ValueError(f"product {pid!r} has no vectors")
+        vecs = {
+            check_vector_name(name): check_vector(vec, dim, f"vector {name!r} of product {pid!r}")
+            for name, vec in vectors.items()
+        }
+        prepared.pop(pid, None)
+        prepared[pid] = (point_id(pid), vecs, product_payload(product))
+    return list(prepared.values())
+
+
+def check_product_ids(product_ids: Sequence[str]) -> list[str]:
+    """Distinct, validated product ids in their given order."""
+    if isinstance(product_ids, str):
+        raise ValueError("product_ids must be a list of strings, not a string")
+    return list(dict.fromkeys(check_product_id(p) for p in product_ids))
+
+
+def check_stored_layout(stored_dim: int, stored_names: Sequence[str], dim: int, where: str) -> None:
+    """ValueError if an existing index was built for another vector dimension or other vector names."""
+    if stored_dim != dim:
+        raise ValueError(
+            f"index at {where} holds {stored_dim}-d vectors but {dim}-d were requested; "
+            "re-index into a new collection (or delete the old one) after changing the embedder"
+        )
+    if sorted(stored_names) != sorted(VECTOR_NAMES):
+        raise ValueError(
+            f"index at {where} has vectors {sorted(stored_names)}; expected {sorted(VECTOR_NAMES)}"
+        )
+
+
+# ---- the Qdrant Edge index ---------------------------------------------------------------------------
+def meta_path(path: Path) -> Path:
+    """The sidecar beside a shard directory: version, dim and vector names."""
+    return path.with_name(path.name + META_SUFFIX)
+
+
+def read_meta(path: Path) -> dict[str, Any] | None:
+    """The sidecar of the shard at path, or None if there is none."""
+    try:
+        return json.loads(meta_path(path).read_text())
+    except FileNotFoundError:
+        return None
+
+
+def stored_dim(path: Path) -> int | None:
+    """The vector dim of an existing Edge index at path (from its sidecar), without opening the shard."""
+    meta = read_meta(path)
+    return int(meta["dim"]) if meta else None
+
+
+class EdgeIndex:
+    """VectorIndex on a Qdrant Edge shard at `path` (default settings.index_path).
+
+    HNSW building: upsert() runs optimize() itself once the vectors written since the last optimisation
+    exceed the indexing threshold, so bulk loads get indexed without help; searches are exact over the
+    not-yet-indexed rest, so results are correct right after every upsert. An ingest may call optimize()
+    at the end, but it only indexes what is past the threshold (smaller segments are scanned exactly).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        dim: int,
+        path: Path | None = None,
+        *,
+        indexing_threshold_kb: int = DEFAULT_INDEXING_THRESHOLD_KB,
+        full_scan_threshold_kb: int = DEFAULT_FULL_SCAN_THRESHOLD_KB,
+    ) -> None:
+        if dim < 1:
+            raise ValueError(f"vector dim must be positive, got {dim}")
+        self.settings = settings
+        self.dim = dim
+        self.path = Path(path) if path is not None else settings.index_path
+        self._indexing_threshold_kb = indexing_threshold_kb
+        self._lock = threading.RLock()
+        meta = read_meta(self.path)
+        exists = (self.path / "edge_config.json").exists()
+        if exists and meta is not None:
+            check_stored_layout(int(meta["dim"]), meta["vector_names"], dim, str(self.path))
+        config = qe.EdgeConfig(
+            vectors={name: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine) for name in VECTOR_NAMES},
+            hnsw_config=qe.HnswIndexConfig(
+                m=settings.hnsw_m, ef_construct=settings.hnsw_ef_construct,
+                full_scan_threshold=full_scan_threshold_kb,
+            ),
+            optimizers=qe.EdgeOptimizersConfig(indexing_threshold=indexing_threshold_kb),
+        )
+        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            if exists:
+                self._shard: qe.EdgeShard | None = qe.EdgeShard.load(str(self.path), config)
+            else:
+                self._shard = qe.EdgeShard.create(str(self.path), config)
+        except Exception as exc:
+            # Edge raises plain Exceptions; an incompatible layout is bad input, anything else (the shard
+            # is open in another process, disk errors) is an environment problem.
+            if "incompatible" in str(exc).lower():
+                raise ValueError(f"index at {self.path} does not match dim {dim}: {exc}") from exc
+            raise RuntimeError(f"cannot open Qdrant Edge shard at {self.path}: {exc}") from exc
+        # Keyword indexes make category filters and id lookups index lookups; creating them is idempotent.
+        self._shard.update(qe.UpdateOperation.create_field_index(CATEGORY_FIELD, qe.PayloadSchemaType.Keyword))
+        # Ids are unique, so per-value HNSW sub-graphs for them would cost indexing time for nothing.
+        self._shard.update(
+            qe.UpdateOperation.create_field_index(PRODUCT_ID_FIELD, qe.KeywordIndexParams(enable_hnsw=False))
+        )
+        # The version only ever grows, even when the shard directory was deleted and recreated, so a
+        # cache keyed by version can never serve results of an older collection.
+        self._version = int(meta["version"]) if meta else 0
+        self._write_meta()
+        self._unindexed = self._estimate_unindexed()
+
+    # ---- VectorIndex -----------------------------------------------------------------------------
+    def upsert(self, items: Sequence[tuple[Product, Mapping[str, np.ndarray]]]) -> int:
+        """Insert or replace products (keyed by product id); returns how many were written."""
+        prepared = prepare_points(items, self.dim)
+        if not prepared:
+            return 0
+        points = [qe.Point(pid, vectors, payload) for pid, vectors, payload in prepared]
+        with self._lock:
+            shard = self._open()
+            shard.update(qe.UpdateOperation.upsert_points(points))
+            self._bump_version()
+            self._unindexed += len(points)
+            if self._unindexed * self.dim * _FLOAT32_BYTES >= self._indexing_threshold_kb * _BYTES_PER_KB:
+                self._optimize_locked()
+        return len(points)
+
+    def search(
+        self, vector: np.ndarray, top_k: int, vector_name: str = IMAGE_VECTOR,
+        categories: Sequence[str] | None = None,
+    ) -> list[Hit]:
+        """The top_k products nearest to vector (cosine), optionally only in the given categories."""
+        name = check_vector_name(vector_name)
+        k = check_top_k(top_k, self.settings)
+        query = check_vector(vector, self.dim, "query vector")
+        cats = check_categories(categories)
+        request = qe.QueryRequest(
+            limit=k,
+            query=qe.Query.Nearest(query, using=name),
+            filter=qe.Filter(must=[qe.FieldCondition(CATEGORY_FIELD, match=qe.MatchAny(cats))]) if cats else None,
+            with_payload=True,
+            with_vector=False,
+            # ef below the result count would cut the candidate list short of top_k.
+            params=qe.SearchParams(hnsw_ef=max(self.settings.hnsw_ef_search, k)),
+        )
+        with self._lock:
+            points = self._open().query(request)
+        return [Hit(product_from_payload(p.payload), float(p.score)) for p in points]
+
+    def get(self, product_id: str) -> Product | None:
+        """The stored product, or None if the id is unknown."""
+        pid = point_id(check_product_id(product_id))
+        with self._lock:
+            records = self._open().retrieve([pid], with_payload=True, with_vector=False)
+        return product_from_payload(records[0].payload) if records else None
+
+    def delete(self, product_ids: Sequence[str]) -> int:
+        """Delete products by id; returns how many existed."""
+        pids = [point_id(p) for p in check_product_ids(product_ids)]
+        if not pids:
+            return 0
+        with self._lock:
+            shard = self._open()
+            existing = [r.id for r in shard.retrieve(pids, with_payload=False, with_vector=False)]
+            if existing:
+                shard.update(qe.UpdateOperation.delete_points(existing))
+                self._bump_version()
+        return len(existing)
+
+    def stats(self) -> IndexStats:
+        """Point count, version, dim, backend, vector names and the distinct categories."""
+        with self._lock:
+            shard = self._open()
+            count = shard.count(qe.CountRequest(exact=True))
+            # There cannot be more distinct categories than points, so this limit never truncates.
+            facets = shard.facet(qe.FacetRequest(key=CATEGORY_FIELD, limit=max(count, 1), exact=True))
+            version = self._version
+        categories = sorted(str(h.value) for h in facets if h.value)
+        return IndexStats(count, version, self.dim, BACKEND, list(VECTOR_NAMES), categories)
+
+    def close(self) -> None:
+        """Flush and close the shard; further calls raise RuntimeError. Idempotent."""
+        with self._lock:
+            if self._shard is not None:
+                self._shard.flush()
+                self._shard.close()
+                self._shard = None
+
+    # ---- beyond the Protocol -----------------------------------------------------------------------
+    def optimize(self) -> bool:
+        """Build HNSW for segments past the indexing threshold, merge and vacuum; True if anything changed.
+
+        Blocks every other call meanwhile (Edge holds the GIL while optimising), seconds per few thousand
+        products; upsert() calls it automatically, so calling it is optional.
+        """
+        with self._lock:
+            return self._optimize_locked()
+
+    @property
+    def version(self) -> int:
+        """The write version (grows on every upsert or delete that changed data)."""
+        with self._lock:
+            return self._version
+
+    @property
+    def indexed_vector_count(self) -> int:
+        """How many vectors (over all vector names) are in HNSW-indexed segments."""
+        with self._lock:
+            return int(self._open().info().indexed_vectors_count)
+
+    def __enter__(self) -> EdgeIndex:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # ---- internals ---------------------------------------------------------------------------------
+    def _open(self) -> qe.EdgeShard:
+        if self._shard is None:
+            raise RuntimeError(f"index at {self.path} is closed")
+        return self._shard
+
+    def _optimize_locked(self) -> bool:
+        changed = bool(self._open().optimize())
+        self._unindexed = self._estimate_unindexed()
+        if changed:
+            log.info("optimised Edge index at %s: %d vectors indexed", self.path, self.indexed_vector_count)
+        return changed
+
+    def _estimate_unindexed(self) -> int:
+        """Points not yet in an HNSW segment (approximate: assumes every point has every vector)."""
+        info = self._open().info()
+        return max(0, int(info.points_count) - int(info.indexed_vectors_count) // len(VECTOR_NAMES))
+
+    def _bump_version(self) -> None:
+        self._version += 1
+        self._write_meta()
+
+    def _write_meta(self) -> None:
+        """Write the sidecar atomically (temp file, fsync, rename) so a crash never leaves half a file."""
+        target = meta_path(self.path)
+        tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+        data = json.dumps({"version": self._version, "dim": self.dim, "vector_names": list(VECTOR_NAMES)})
+        with open(tmp, "w") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)

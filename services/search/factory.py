@@ -1,0 +1,37 @@
+"""Builds the configured VectorIndex: the remote search service, Qdrant Edge, or qdrant-client."""
+
+from __future__ import annotations
+
+from fashion_search.domain import VectorIndex
+from fashion_search.settings import Settings
+
+
+def make_index(settings: Settings, dim: int) -> VectorIndex:
+    """RemoteIndex if settings.search_url is set (dim unused), else the local index of index_backend."""
+    if settings.search_url:
+        from services.search.client import RemoteIndex
+
+        return RemoteIndex(settings.search_url, settings)
+    return make_local_index(settings, dim)
+
+
+def make_local_index(settings: Settings, dim: int) -> VectorIndex:
+    """The index this process owns: "edge" → EdgeIndex at index_path; "qdrant" → server URL or local dir."""
+    if settings.index_backend == "edge":
+        from services.search.edge_index import EdgeIndex
+
+        return EdgeIndex(settings, dim, settings.index_path)
+    from services.search.qdrant_index import QdrantServerIndex, default_location
+
+    return QdrantServerIndex(settings, dim, default_location(settings))
+
+
+def stored_dim(settings: Settings) -> int | None:
+    """The vector dim of the configured local index if it already exists, without loading any model."""
+    if settings.index_backend == "edge":
+        from services.search import edge_index
+
+        return edge_index.stored_dim(settings.index_path)
+    from services.search import qdrant_index
+
+    return qdrant_index.stored_dim(settings)

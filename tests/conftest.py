@@ -1,0 +1,68 @@
+"""Shared fixtures: settings on temporary storage, real sample images, one in-process model set per session."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from fashion_search.catalog import CatalogRecord, load_catalog
+from fashion_search.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "fashion_search" / "sample_catalog" / "catalog.jsonl"
+
+
+@pytest.fixture(scope="session")
+def sample_records() -> list[CatalogRecord]:
+    """The bundled sample catalog (real CC0 photos, 10 classes)."""
+    return load_catalog(SAMPLE)
+
+
+@pytest.fixture(scope="session")
+def small_records(sample_records: list[CatalogRecord]) -> list[CatalogRecord]:
+    """Four products per class: enough for retrieval checks, fast to index."""
+    seen: dict[str, int] = {}
+    out = []
+    for rec in sample_records:
+        if seen.get(rec.category, 0) < 4:
+            seen[rec.category] = seen.get(rec.category, 0) + 1
+            out.append(rec)
+    return out
+
+
+def make_settings(tmp: Path, **overrides: object) -> Settings:
+    """Settings isolated from the environment's FS_* variables where it matters."""
+    base: dict[str, object] = {
+        "data_dir": tmp, "index_backend": "edge", "detector_url": "", "segmenter_url": "", "embedder_url": "",
+        "search_url": "", "broker_url": "", "cache_enabled": False, "redis_url": "redis://127.0.0.1:6379/15",
+        "grpc_timeout_s": 10.0, "torch_threads": 0,
+    }
+    base.update(overrides)
+    return Settings(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def shared_models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+    """In-process detector, segmenter and embedder, loaded once for the whole session."""
+    from fashion_search.components import build_detector, build_embedder, build_segmenter
+    from services.embedder.backbone import EfficientNetBackbone
+
+    settings = make_settings(tmp_path_factory.mktemp("models"))
+    backbone = EfficientNetBackbone(settings)
+    models = {
+        "detector": build_detector(settings, backbone),
+        "segmenter": build_segmenter(settings),
+        "embedder": build_embedder(settings, backbone),
+    }
+    yield models
+
+
+def jpeg_bytes(img: Image.Image, quality: int = 90) -> bytes:
+    """Encode an image as JPEG."""
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()

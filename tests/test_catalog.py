@@ -1,0 +1,51 @@
+"""Catalog readers: folders, CSV and JSONL, with line-numbered errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fashion_search.catalog import CatalogError, load_catalog
+
+
+def test_folder_layout_gives_categories_and_url_safe_ids(tmp_path: Path) -> None:
+    (tmp_path / "dress").mkdir()
+    (tmp_path / "dress" / "a1.jpg").write_bytes(b"x")
+    (tmp_path / "notes.txt").write_text("ignored")
+    [rec] = load_catalog(tmp_path)
+    assert rec.category == "dress" and rec.product_id == "dress:a1" and rec.image_path.endswith("a1.jpg")
+
+
+def test_csv_and_jsonl(tmp_path: Path) -> None:
+    header = "product_id,image,title,category,price,tags\n"
+    (tmp_path / "c.csv").write_text(header + 'p1,img/p1.jpg,Red dress,dress,19.5,"a,b"\n')
+    [rec] = load_catalog(tmp_path / "c.csv")
+    assert (rec.product_id, rec.price, rec.tags) == ("p1", 19.5, ["a", "b"])
+    assert rec.image_path == str((tmp_path / "img" / "p1.jpg").resolve())
+    (tmp_path / "c.jsonl").write_text('{"product_id": "p2", "image": "/abs/p2.jpg", "tags": ["x"]}\n\n')
+    [rec] = load_catalog(tmp_path / "c.jsonl")
+    assert rec.image_path == "/abs/p2.jpg" and rec.tags == ["x"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"image": "a.jpg"}\n', "c.jsonl:1: missing product_id"),
+        ('{"product_id": "p"}\n', "missing image"),
+        ('{"product_id": "p", "image": "a.jpg", "price": "cheap"}\n', "not a number"),
+        ("not json\n", "not valid JSON"),
+    ],
+)
+def test_bad_records_name_the_line(tmp_path: Path, content: str, message: str) -> None:
+    (tmp_path / "c.jsonl").write_text(content)
+    with pytest.raises(CatalogError, match=message):
+        load_catalog(tmp_path / "c.jsonl")
+
+
+def test_unknown_format_and_missing_file(tmp_path: Path) -> None:
+    (tmp_path / "c.xml").write_text("<x/>")
+    with pytest.raises(CatalogError, match="unsupported"):
+        load_catalog(tmp_path / "c.xml")
+    with pytest.raises(CatalogError, match="not found"):
+        load_catalog(tmp_path / "missing.csv")

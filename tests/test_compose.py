@@ -1,0 +1,232 @@
+"""docker-compose.yml, the Dockerfile and the search page agree with the CLI and the Settings."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from fashion_search.cli import SERVE_TARGETS
+from fashion_search.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+PAGE = ROOT / "gateway" / "static" / "index.html"
+
+GRPC_SERVICES = ("detector", "segmenter", "embedder", "search")
+MODEL_SERVICES = ("detector", "segmenter", "embedder")
+FS_VAR = re.compile(r"\bFS_[A-Z0-9_]+\b")
+
+
+def default_port(service: str) -> int:
+    """The Settings default port of a service, e.g. detector -> detector_port."""
+    return int(Settings.model_fields[f"{service}_port"].default)
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    """docker-compose.yml parsed, YAML anchors and merge keys resolved."""
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The services section."""
+    return compose["services"]
+
+
+@pytest.fixture(scope="module")
+def app_services(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Services that run the project's image (their command starts with fashion-search)."""
+    return {
+        name: svc for name, svc in services.items()
+        if isinstance(svc.get("command"), list) and svc["command"][:1] == ["fashion-search"]
+    }
+
+
+def environment(svc: dict[str, Any]) -> dict[str, str]:
+    """A service's environment as a dict, whether written as a mapping or a KEY=VALUE list."""
+    env = svc.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
+    return {str(k): "" if v is None else str(v) for k, v in env.items()}
+
+
+def healthcheck_text(svc: dict[str, Any]) -> str:
+    """The healthcheck test as one string."""
+    test = svc["healthcheck"]["test"]
+    return " ".join(test) if isinstance(test, list) else str(test)
+
+
+def test_every_app_service_serves_one_target(
+    services: dict[str, dict[str, Any]], app_services: dict[str, dict[str, Any]]
+) -> None:
+    """Each app service runs `fashion-search serve <target>`, each target exactly once, named after it."""
+    targets = []
+    for name, svc in app_services.items():
+        command = svc["command"]
+        assert command[:3] == ["fashion-search", "serve", command[2]] and len(command) == 3, (name, command)
+        assert command[2] in SERVE_TARGETS, (name, command)
+        assert command[2] == name, f"service {name} serves {command[2]}"
+        assert "build" in svc, f"{name} is not built from the Dockerfile"
+        targets.append(command[2])
+    assert sorted(targets) == sorted(SERVE_TARGETS)
+    assert set(services) - set(app_services) >= {"qdrant", "redis"}
+
+
+def test_every_fs_variable_is_a_setting() -> None:
+    """Every FS_* name anywhere in the compose file is a field of Settings."""
+    names = set(FS_VAR.findall(COMPOSE.read_text()))
+    assert names, "no FS_* variables found"
+    unknown = sorted(n for n in names if n.removeprefix("FS_").lower() not in Settings.model_fields)
+    assert not unknown, f"not Settings fields: {unknown}"
+
+
+def test_app_services_bind_all_interfaces(app_services: dict[str, dict[str, Any]]) -> None:
+    """Inside a container, 127.0.0.1 (the Settings default) is unreachable from other services."""
+    for name, svc in app_services.items():
+        assert environment(svc).get("FS_BIND_HOST") == "0.0.0.0", name
+
+
+@pytest.mark.parametrize("service", GRPC_SERVICES)
+def test_grpc_ports_match_settings(services: dict[str, dict[str, Any]], service: str) -> None:
+    """A gRPC service's port env, expose and healthcheck all use its Settings default port."""
+    port = default_port(service)
+    svc = services[service]
+    env = environment(svc)
+    key = f"FS_{service.upper()}_PORT"
+    if key in env:
+        assert int(env[key]) == port, (service, env[key])
+    assert str(port) in [str(p) for p in svc.get("expose", [])], (service, svc.get("expose"))
+    assert f"grpc://127.0.0.1:{port}" in healthcheck_text(svc), service
+
+
+def test_service_urls_point_at_the_right_port(services: dict[str, dict[str, Any]]) -> None:
+    """FS_<SERVICE>_URL is `<service>:<its port>` wherever it is set; the gateway and worker set all."""
+    seen = set()
+    for name, svc in services.items():
+        for key, value in environment(svc).items():
+            m = re.fullmatch(r"FS_([A-Z]+)_URL", key)
+            if m and m.group(1).lower() in GRPC_SERVICES:
+                target = m.group(1).lower()
+                assert value.removeprefix("grpc://") == f"{target}:{default_port(target)}", (name, key, value)
+                seen.add((name, target))
+    for client in ("gateway", "worker"):
+        for target in GRPC_SERVICES:
+            assert (client, target) in seen, f"{client} lacks FS_{target.upper()}_URL"
+
+
+def test_network_urls_name_real_services(services: dict[str, dict[str, Any]]) -> None:
+    """Every scheme://host URL in an FS_* variable names a service of this file."""
+    checked = 0
+    for name, svc in services.items():
+        for key, value in environment(svc).items():
+            if key.startswith("FS_") and "://" in value:
+                assert urlsplit(value).hostname in services, (name, key, value)
+                checked += 1
+    assert checked
+
+
+def test_search_uses_qdrant(services: dict[str, dict[str, Any]]) -> None:
+    """The search service runs the qdrant backend against the qdrant service, after it is healthy."""
+    env = environment(services["search"])
+    assert env["FS_INDEX_BACKEND"] == "qdrant"
+    assert urlsplit(env["FS_QDRANT_URL"]).hostname == "qdrant"
+    assert services["search"]["depends_on"]["qdrant"]["condition"] == "service_healthy"
+
+
+def test_worker_uses_the_redis_broker(services: dict[str, dict[str, Any]]) -> None:
+    """The worker and gateway share the Celery broker on the redis service."""
+    for name in ("worker", "gateway"):
+        env = environment(services[name])
+        assert urlsplit(env["FS_BROKER_URL"]).hostname == "redis", name
+        assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy", name
+
+
+def test_every_service_has_a_healthcheck(services: dict[str, dict[str, Any]]) -> None:
+    """Docker can tell when each service is ready."""
+    for name, svc in services.items():
+        assert svc.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+        assert not svc["healthcheck"].get("disable"), name
+
+
+def test_depends_on_waits_for_health(services: dict[str, dict[str, Any]]) -> None:
+    """Every depends_on entry names a service and uses a condition."""
+    for name, svc in services.items():
+        deps = svc.get("depends_on") or {}
+        assert isinstance(deps, dict), f"{name}: depends_on needs conditions"
+        for dep, spec in deps.items():
+            assert dep in services, (name, dep)
+            assert spec["condition"] in ("service_healthy", "service_started"), (name, dep)
+
+
+@pytest.mark.parametrize("service", MODEL_SERVICES)
+def test_model_services_reserve_a_gpu(services: dict[str, dict[str, Any]], service: str) -> None:
+    """Model services reserve an NVIDIA GPU and have their own replica count."""
+    deploy = services[service]["deploy"]
+    devices = deploy["resources"]["reservations"]["devices"]
+    assert any(d.get("driver") == "nvidia" and "gpu" in d.get("capabilities", []) for d in devices), service
+    assert "replicas" in deploy, service
+
+
+def test_gateway_publishes_its_port(services: dict[str, dict[str, Any]]) -> None:
+    """The gateway is reachable from outside on its Settings port, and its health check hits /healthz."""
+    port = default_port("gateway")
+    gateway = services["gateway"]
+    published = [str(p).rsplit(":", 1)[-1].split("/")[0] for p in gateway.get("ports", [])]
+    assert str(port) in published, gateway.get("ports")
+    assert f"http://127.0.0.1:{port}/healthz" in healthcheck_text(gateway)
+
+
+def test_gateway_and_worker_share_the_data_volume(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    """Product images stored by the gateway are visible to the worker under FS_DATA_DIR."""
+    mounts = {}
+    for name in ("gateway", "worker"):
+        env = environment(services[name])
+        data_dir = env.get("FS_DATA_DIR")
+        assert data_dir, name
+        vols = [v.split(":") for v in services[name].get("volumes", []) if isinstance(v, str)]
+        mounts[name] = {src for src, dst, *_ in vols if dst == data_dir}
+        assert mounts[name], f"{name} mounts nothing at {data_dir}"
+    shared = mounts["gateway"] & mounts["worker"]
+    assert shared and shared <= set(compose.get("volumes") or {}), mounts
+
+
+def test_dockerfile_pins_torch() -> None:
+    """The image installs the pinned torch (the same pin as pyproject) from a selectable wheel index."""
+    text = "\n".join(line for line in DOCKERFILE.read_text().splitlines() if not line.lstrip().startswith("#"))
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    pin = re.search(r'"torch==([\w.]+)"', pyproject)
+    assert pin, "pyproject.toml does not pin torch"
+    version = pin.group(1)
+    pinned_literal = f"torch=={version}" in text
+    arg = re.search(rf"^ARG TORCH_VERSION={re.escape(version)}$", text, re.M)
+    pinned_arg = "torch==${TORCH_VERSION}" in text and arg is not None
+    assert pinned_literal or pinned_arg, f"the Dockerfile does not install torch=={version}"
+    assert "--index-url" in text and "ARG TORCH_INDEX_URL" in text
+    assert text.index("torch==") < text.index("pip install ."), "torch must be installed before the package"
+    assert re.search(r"^FROM python:3\.11-slim", text, re.M)
+    assert re.search(r"^USER (?!root)\S+", text, re.M), "runs as root"
+    assert not re.search(r"^ENTRYPOINT", text, re.M), "an ENTRYPOINT breaks compose `command`"
+    assert (ROOT / ".dockerignore").is_file()
+
+
+def test_dockerignore_keeps_context_small() -> None:
+    """The venv, data and git history stay out of the build context."""
+    lines = {line.strip().strip("/") for line in (ROOT / ".dockerignore").read_text().splitlines()}
+    assert {".venv", "data", ".git"} <= lines
+
+
+def test_search_page_uses_the_api() -> None:
+    """The page exists, calls both endpoints and loads nothing from outside."""
+    text = PAGE.read_text()
+    assert "/v1/search" in text and "/v1/stats" in text
+    assert not re.search(r"""(src|href)=["']https?://""", text), "the page must not load external assets"
+    assert "@import" not in text

@@ -1,0 +1,51 @@
+"""The embedder on real photos: unit vectors, the seed-001 colour feature, and class structure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from fashion_search.catalog import CatalogRecord
+from services.embedder.model import COLOR_DIM
+
+
+def _load(records: list[CatalogRecord]) -> list[Image.Image]:
+    return [Image.open(r.image_path).convert("RGB") for r in records]
+
+
+def test_vectors_are_unit_length_and_deterministic(shared_models: dict, small_records: list) -> None:
+    embedder = shared_models["embedder"]
+    images = _load(small_records[:3])
+    a, b = embedder.embed(images), embedder.embed(images)
+    assert a.shape == (3, embedder.dim) and embedder.dim == 1280 + COLOR_DIM
+    np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    assert embedder.embed([]).shape == (0, embedder.dim)
+
+
+def test_colour_part_separates_a_black_and_a_white_garment(shared_models: dict, small_records: list) -> None:
+    embedder = shared_models["embedder"]
+    photo = np.asarray(_load(small_records[:1])[0], dtype=np.float32)
+    gray = photo.mean(axis=2, keepdims=True).repeat(3, axis=2)
+    dark = Image.fromarray((gray * 0.25).astype(np.uint8))
+    light = Image.fromarray((255 - (255 - gray) * 0.25).astype(np.uint8))
+    v = embedder.embed([dark, light])
+    colour = v[:, -COLOR_DIM:]
+    assert float(np.mean(colour[0])) < float(np.mean(colour[1]))
+
+
+def test_same_class_photos_are_closer_than_other_classes(shared_models: dict, small_records: list) -> None:
+    embedder = shared_models["embedder"]
+    vecs = embedder.embed(_load(small_records))
+    cats = np.array([r.category for r in small_records])
+    sims = vecs @ vecs.T
+    same = cats[:, None] == cats[None, :]
+    np.fill_diagonal(same, False)
+    other = cats[:, None] != cats[None, :]
+    assert sims[same].mean() > sims[other].mean() + 0.05
+
+
+def test_missing_file_is_not_silently_embedded(tmp_path: Path) -> None:
+    assert not (tmp_path / "nope.jpg").exists()

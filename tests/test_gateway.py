@@ -1,0 +1,236 @@
+"""The HTTP API over the embedded pipeline: modes, products, cache, degraded answers and every bad input."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from fashion_search.catalog import CatalogRecord
+from fashion_search.ingest import Ingestor
+from fashion_search.pipeline import SearchPipeline
+from gateway.app import create_app
+from services.search.factory import make_index
+from tests.conftest import jpeg_bytes, make_settings
+
+
+@pytest.fixture(scope="module")
+def pipeline(
+    tmp_path_factory: pytest.TempPathFactory, shared_models: dict, small_records: list[CatalogRecord]
+) -> Iterator[SearchPipeline]:
+    settings = make_settings(tmp_path_factory.mktemp("gateway"))
+    embedder = shared_models["embedder"]
+    pipe = SearchPipeline(
+        settings, shared_models["detector"], shared_models["segmenter"], embedder, make_index(settings, embedder.dim)
+    )
+    report = Ingestor(pipe, settings).ingest_records(small_records)
+    assert report.indexed == len(small_records) and not report.failed
+    yield pipe
+    pipe.index.close()
+
+
+def _client(pipe: SearchPipeline, **overrides: object) -> TestClient:
+    settings = make_settings(pipe.settings.data_dir, **overrides)
+    return TestClient(create_app(settings, pipe))
+
+
+@pytest.fixture(scope="module")
+def client(pipeline: SearchPipeline) -> Iterator[TestClient]:
+    with _client(pipeline) as c:
+        yield c
+
+
+def _photo(rec: CatalogRecord) -> bytes:
+    return Path(rec.image_path).read_bytes()
+
+
+def _search(client: TestClient, data: bytes, **form: object) -> dict:
+    resp = client.post("/v1/search", files={"image": ("q.jpg", data, "image/jpeg")}, data=form)
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
+def test_simple_mode_finds_the_product_itself_first(client: TestClient, small_records: list) -> None:
+    rec = small_records[5]
+    body = _search(client, _photo(rec), mode="simple", top_k=5)
+    assert body["results"][0]["product_id"] == rec.product_id
+    assert body["results"][0]["score"] > 0.99
+    assert len(body["results"]) == 5 and body["garments"] == []
+    assert body["results"][0]["image_url"].endswith("/image")
+
+
+def test_fine_mode_groups_results_per_detected_garment(client: TestClient, small_records: list) -> None:
+    rec = small_records[0]
+    body = _search(client, _photo(rec), mode="fine", top_k=4)
+    assert body["garments"], "a product photo must yield at least one garment"
+    g = body["garments"][0]
+    w, h = body["image_size"]
+    assert 0 <= g["box"][0] < g["box"][2] <= w and 0 <= g["box"][1] < g["box"][3] <= h
+    assert 1 <= len(g["results"]) <= 4
+    grouped = {r["product_id"] for gg in body["garments"] for r in gg["results"]}
+    assert {r["product_id"] for r in body["results"]} <= grouped
+    assert set(body["timings_ms"]) >= {"detect", "segment", "embed", "search", "total"}
+
+
+def test_tag_mode_filters_on_detected_categories(client: TestClient, small_records: list) -> None:
+    body = _search(client, _photo(small_records[10]), mode="tag", top_k=10)
+    detected = {g["category"] for g in body["garments"]}
+    assert detected
+    assert {r["category"] for r in body["results"]} <= detected
+
+
+def test_category_filter(client: TestClient, small_records: list) -> None:
+    body = _search(client, _photo(small_records[0]), mode="simple", top_k=10, category="shoes")
+    assert body["results"] and {r["category"] for r in body["results"]} == {"shoes"}
+
+
+def test_stats_and_pages(client: TestClient, small_records: list) -> None:
+    stats = client.get("/v1/stats").json()
+    assert stats["count"] == len(small_records) and "dress" in stats["categories"]
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").status_code == 200
+    assert "/v1/search" in client.get("/openapi.json").json()["paths"]
+    assert "<html" in client.get("/").text.lower()
+    assert client.get("/metrics").status_code == 200
+
+
+def _bomb() -> bytes:
+    buf = io.BytesIO()
+    Image.new("1", (20000, 20000)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("files", "form", "status", "words"),
+    [
+        ({"image": ("a.txt", b"hello, not an image", "text/plain")}, {}, 400, "not an image"),
+        ({"image": ("a.jpg", b"", "image/jpeg")}, {}, 400, "empty"),
+        ("truncated", {}, 400, "truncated"),
+        ({"image": ("b.png", _bomb(), "image/png")}, {}, 413, "too large"),
+        ("photo", {"mode": "psychic"}, 422, "mode"),
+        ("photo", {"top_k": 0}, 422, "top_k"),
+        ("photo", {"top_k": 1000}, 422, "top_k"),
+        ("photo", {"top_k": "ten"}, 422, "top_k"),
+        ({"picture": ("a.jpg", b"x", "image/jpeg")}, {}, 422, "image"),
+    ],
+)
+def test_bad_search_requests_get_a_clear_4xx(
+    client: TestClient, small_records: list, files: object, form: dict, status: int, words: str
+) -> None:
+    data = _photo(small_records[0])
+    if files == "truncated":
+        files = {"image": ("t.jpg", data[: len(data) // 3], "image/jpeg")}
+    elif files == "photo":
+        files = {"image": ("p.jpg", data, "image/jpeg")}
+    before = client.get("/v1/stats").json()
+    resp = client.post("/v1/search", files=files, data=form)
+    assert resp.status_code == status, resp.text
+    assert words in resp.json()["detail"].lower()
+    assert client.get("/v1/stats").json() == before
+
+
+def test_product_lifecycle(client: TestClient, small_records: list) -> None:
+    rec = small_records[-1]
+    v0 = client.get("/v1/stats").json()["version"]
+    resp = client.post(
+        "/v1/products",
+        files={"image": ("p.jpg", _photo(rec), "image/jpeg")},
+        data={"product_id": "new-1", "title": "Test item", "price": "12.5", "tags": "a, b"},
+    )
+    assert resp.status_code == 201, resp.text
+    body = resp.json()
+    assert body["category"], "category falls back to the detector's"
+    assert body["tags"] == ["a", "b"] and body["box"] is not None
+    assert client.get("/v1/products/new-1").json()["title"] == "Test item"
+    img = client.get("/v1/products/new-1/image")
+    assert img.status_code == 200 and img.content == _photo(rec)
+    assert client.get("/v1/stats").json()["version"] > v0
+    assert client.delete("/v1/products/new-1").status_code == 204
+    assert client.get("/v1/products/new-1").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [("get", "/v1/products/nope", 404), ("delete", "/v1/products/nope", 404),
+     ("get", "/v1/products/nope/image", 404), ("get", "/v1/products/bad%20id", 422)],
+)
+def test_unknown_products(client: TestClient, method: str, path: str, status: int) -> None:
+    before = client.get("/v1/stats").json()
+    resp = getattr(client, method)(path)
+    assert resp.status_code == status and resp.json()["detail"]
+    assert client.get("/v1/stats").json() == before
+
+
+def test_bad_product_uploads_change_nothing(client: TestClient, small_records: list) -> None:
+    before = client.get("/v1/stats").json()
+    bad = [
+        ({"image": ("p.txt", b"nope", "text/plain")}, {"product_id": "x1"}, 400),
+        ({"image": ("p.jpg", _photo(small_records[0]), "image/jpeg")}, {"product_id": "has space"}, 422),
+        ({"image": ("p.jpg", _photo(small_records[0]), "image/jpeg")}, {"product_id": "x2", "price": "-3"}, 422),
+        ({"image": ("p.jpg", _photo(small_records[0]), "image/jpeg")}, {}, 422),
+    ]
+    for files, form, status in bad:
+        resp = client.post("/v1/products", files=files, data=form)
+        assert resp.status_code == status, resp.text
+        assert resp.json()["detail"]
+    assert client.get("/v1/stats").json() == before
+
+
+def test_cache_hits_and_invalidation_on_write(pipeline: SearchPipeline, small_records: list) -> None:
+    import redis
+
+    redis.Redis.from_url("redis://127.0.0.1:6379/15").flushdb()
+    with _client(pipeline, cache_enabled=True, redis_url="redis://127.0.0.1:6379/15") as c:
+        data = _photo(small_records[3])
+        first = _search(c, data, top_k=3)
+        second = _search(c, data, top_k=3)
+        assert (first["cached"], second["cached"]) == (False, True)
+        assert second["results"] == first["results"]
+        c.post("/v1/products", files={"image": ("p.jpg", data, "image/jpeg")}, data={"product_id": "cache-1"})
+        third = _search(c, data, top_k=3)
+        assert third["cached"] is False and third["index_version"] > first["index_version"]
+        c.delete("/v1/products/cache-1")
+
+
+def test_redis_down_still_answers(pipeline: SearchPipeline, small_records: list) -> None:
+    with _client(pipeline, cache_enabled=True, redis_url="redis://127.0.0.1:1/0") as c:
+        body = _search(c, _photo(small_records[2]), top_k=3)
+        assert body["cached"] is False and body["results"]
+        assert c.get("/readyz").status_code == 200
+
+
+def test_down_detector_degrades_fine_mode_to_simple(pipeline: SearchPipeline, small_records: list) -> None:
+    from services.detector.client import RemoteDetector
+
+    settings = make_settings(pipeline.settings.data_dir, grpc_timeout_s=1.0)
+    degraded = SearchPipeline(
+        settings, RemoteDetector("127.0.0.1:1", settings), pipeline.segmenter, pipeline.embedder, pipeline.index
+    )
+    with TestClient(create_app(settings, degraded)) as c:
+        body = _search(c, _photo(small_records[1]), mode="fine", top_k=3)
+        assert body["degraded"] and "detector" in body["degraded"] and body["results"]
+
+
+def test_down_embedder_is_a_clear_503(pipeline: SearchPipeline, small_records: list) -> None:
+    from services.embedder.client import RemoteEmbedder
+
+    settings = make_settings(pipeline.settings.data_dir, grpc_timeout_s=1.0)
+    broken = SearchPipeline(
+        settings, pipeline.detector, pipeline.segmenter, RemoteEmbedder("127.0.0.1:1", settings), pipeline.index
+    )
+    with TestClient(create_app(settings, broken)) as c:
+        resp = c.post("/v1/search", files={"image": ("q.jpg", _photo(small_records[1]), "image/jpeg")})
+        assert resp.status_code == 503 and "embedder" in resp.json()["detail"]
+
+
+def test_photo_of_a_photo_still_matches(client: TestClient, small_records: list) -> None:
+    rec = small_records[7]
+    img = Image.open(rec.image_path).convert("RGB")
+    w, h = img.size
+    altered = img.crop((w // 20, h // 20, w - w // 20, h - h // 20)).resize((w // 2, h // 2))
+    body = _search(client, jpeg_bytes(altered, quality=60), top_k=3)
+    assert rec.product_id in [r["product_id"] for r in body["results"]]

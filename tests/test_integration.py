@@ -1,0 +1,187 @@
+"""The distributed topology as real processes on loopback: four gRPC services, the gateway, a Celery worker.
+
+A catalog is ingested through the queue (Redis broker) and the gateway's answers must equal the embedded mode's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from fashion_search.catalog import CatalogRecord
+from fashion_search.ingest import Ingestor
+from fashion_search.pipeline import SearchPipeline
+from services.search.factory import make_index
+from tests.conftest import make_settings
+
+pytestmark = pytest.mark.integration
+
+REDIS = "redis://127.0.0.1:6379"
+# Separate Redis databases so a developer's own queue and cache are left alone.
+BROKER_DB, RESULT_DB, CACHE_DB = 11, 12, 13
+START_TIMEOUT_S = 180.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _redis_up() -> bool:
+    try:
+        return bool(redis.Redis.from_url(REDIS, socket_connect_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "fashion_search.cli", *args]
+
+
+def _wait(check: object, what: str, procs: dict[str, subprocess.Popen]) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        for name, proc in procs.items():
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with {proc.returncode} while waiting for {what}")
+        if check():  # type: ignore[operator]
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"{what} not ready after {START_TIMEOUT_S}s")
+
+
+@pytest.fixture(scope="module")
+def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+    if not _redis_up():
+        pytest.fail("Redis must run on 127.0.0.1:6379 for the integration test (CI starts it)")
+    for db in (BROKER_DB, RESULT_DB, CACHE_DB):
+        redis.Redis.from_url(f"{REDIS}/{db}").flushdb()
+    tmp = tmp_path_factory.mktemp("topology")
+    ports = {name: _free_port() for name in ("detector", "segmenter", "embedder", "search", "gateway")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FS_")}
+    env.update({
+        "FS_DATA_DIR": str(tmp / "data"), "FS_BIND_HOST": "127.0.0.1", "FS_INDEX_BACKEND": "edge",
+        "FS_BROKER_URL": f"{REDIS}/{BROKER_DB}", "FS_RESULT_BACKEND": f"{REDIS}/{RESULT_DB}",
+        "FS_REDIS_URL": f"{REDIS}/{CACHE_DB}", "FS_TORCH_THREADS": "1", "FS_LOG_LEVEL": "WARNING",
+        **{f"FS_{name.upper()}_PORT": str(port) for name, port in ports.items()},
+    })
+    clients = {f"FS_{n.upper()}_URL": f"127.0.0.1:{ports[n]}" for n in ("detector", "segmenter", "embedder", "search")}
+    procs: dict[str, subprocess.Popen] = {}
+    logs = tmp / "logs"
+    logs.mkdir()
+    try:
+        for name in ("detector", "segmenter", "embedder", "search"):
+            procs[name] = subprocess.Popen(
+                _cli("serve", name), env=env, stdout=(logs / f"{name}.log").open("w"), stderr=subprocess.STDOUT
+            )
+        for name in ("detector", "segmenter", "embedder", "search"):
+            url = f"grpc://127.0.0.1:{ports[name]}"
+            _wait(lambda url=url: subprocess.run(_cli("healthcheck", url), env=env).returncode == 0, name, procs)
+        client_env = {**env, **clients}
+        for name, args in (("gateway", ("serve", "gateway")), ("worker", ("serve", "worker"))):
+            procs[name] = subprocess.Popen(
+                _cli(*args), env=client_env, stdout=(logs / f"{name}.log").open("w"), stderr=subprocess.STDOUT
+            )
+        base = f"http://127.0.0.1:{ports['gateway']}"
+
+        def gateway_ready() -> bool:
+            try:
+                return httpx.get(f"{base}/readyz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        _wait(gateway_ready, "gateway", procs)
+        yield {"env": client_env, "base": base, "tmp": tmp, "procs": procs}
+    finally:
+        for proc in procs.values():
+            proc.terminate()
+        for name, proc in procs.items():
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            if proc.returncode not in (0, -15):
+                print(f"--- {name} log ---\n{(logs / f'{name}.log').read_text()[-3000:]}")
+
+
+def test_queue_ingest_and_remote_search_match_embedded_mode(
+    topology: dict, small_records: list[CatalogRecord], shared_models: dict, tmp_path: Path
+) -> None:
+    records = small_records[::2]  # two per class keeps the worker's CPU time small
+    catalog = tmp_path / "catalog.jsonl"
+    catalog.write_text("".join(
+        json.dumps({"product_id": r.product_id, "image": r.image_path, "title": r.title, "category": r.category,
+                    "price": r.price}) + "\n"
+        for r in records
+    ))
+    done = subprocess.run(
+        _cli("ingest", str(catalog), "--wait"), env=topology["env"], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"indexed {len(records)} products" in done.stdout
+
+    base = topology["base"]
+    stats = httpx.get(f"{base}/v1/stats", timeout=10).json()
+    assert stats["count"] == len(records)
+
+    settings = make_settings(tmp_path / "embedded")
+    embedder = shared_models["embedder"]
+    embedded = SearchPipeline(
+        settings, shared_models["detector"], shared_models["segmenter"], embedder, make_index(settings, embedder.dim)
+    )
+    Ingestor(embedded, settings).ingest_payloads(
+        [r.to_dict() for r in records], [Path(r.image_path).read_bytes() for r in records]
+    )
+    from fashion_search.images import decode_image
+
+    for rec in (records[1], records[8]):
+        data = Path(rec.image_path).read_bytes()
+        for mode in ("simple", "fine"):
+            resp = httpx.post(
+                f"{base}/v1/search", files={"image": ("q.jpg", data, "image/jpeg")},
+                data={"mode": mode, "top_k": "5"}, timeout=60,
+            )
+            assert resp.status_code == 200, resp.text
+            remote = resp.json()
+            assert remote["degraded"] is None
+            local = embedded.search(decode_image(data, settings), mode, 5)
+            assert [r["product_id"] for r in remote["results"]] == [h.product.product_id for h in local.hits]
+            for r, h in zip(remote["results"], local.hits, strict=True):
+                assert abs(r["score"] - h.score) < 1e-3
+    embedded.index.close()
+
+    # The stored product image is served by the gateway from the shared data dir.
+    img = httpx.get(f"{base}/v1/products/{records[0].product_id}/image", timeout=10)
+    assert img.status_code == 200 and img.content == Path(records[0].image_path).read_bytes()
+
+
+def test_bad_input_through_the_services_is_a_4xx(topology: dict) -> None:
+    base = topology["base"]
+    resp = httpx.post(f"{base}/v1/search", files={"image": ("x.jpg", b"garbage", "image/jpeg")}, timeout=30)
+    assert resp.status_code == 400 and "not an image" in resp.json()["detail"]
+
+
+def test_a_stopped_detector_degrades_instead_of_hanging(topology: dict, small_records: list) -> None:
+    procs = topology["procs"]
+    procs["detector"].terminate()
+    procs["detector"].wait(timeout=15)
+    data = Path(small_records[0].image_path).read_bytes()
+    start = time.monotonic()
+    resp = httpx.post(
+        f"{topology['base']}/v1/search", files={"image": ("q.jpg", data, "image/jpeg")},
+        data={"mode": "fine"}, timeout=60,
+    )
+    assert resp.status_code == 200 and "detector" in resp.json()["degraded"]
+    assert time.monotonic() - start < 30
+    assert httpx.get(f"{topology['base']}/readyz", timeout=10).status_code == 503
