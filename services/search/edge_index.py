@@ -157,7 +157,7 @@ def check_stored_layout(stored_dim: int, stored_names: Sequence[str], dim: int, 
     """ValueError if an existing index was built for another vector dimension or other vector names."""
     if stored_dim != dim:
         raise ValueError(
-            f"index at {where} holds {stored_dim}-d vectors but {dim}-d were requested; "
+            f"index at {where} holds vectors of dim {stored_dim} but dim {dim} was requested; "
             "re-index into a new collection (or delete the old one) after changing the embedder"
         )
     if sorted(stored_names) != sorted(VECTOR_NAMES):
@@ -235,17 +235,16 @@ class EdgeIndex:
             if "incompatible" in str(exc).lower():
                 raise ValueError(f"index at {self.path} does not match dim {dim}: {exc}") from exc
             raise RuntimeError(f"cannot open Qdrant Edge shard at {self.path}: {exc}") from exc
-        # Keyword indexes make category filters and id lookups index lookups; creating them is idempotent.
-        self._shard.update(qe.UpdateOperation.create_field_index(CATEGORY_FIELD, qe.PayloadSchemaType.Keyword))
-        # Ids are unique, so per-value HNSW sub-graphs for them would cost indexing time for nothing.
-        self._shard.update(
-            qe.UpdateOperation.create_field_index(PRODUCT_ID_FIELD, qe.KeywordIndexParams(enable_hnsw=False))
-        )
-        # The version only ever grows, even when the shard directory was deleted and recreated, so a
-        # cache keyed by version can never serve results of an older collection.
-        self._version = int(meta["version"]) if meta else 0
-        self._write_meta()
-        self._unindexed = self._estimate_unindexed()
+        try:
+            self._create_payload_indexes()
+            # The version only ever grows, even when the shard directory was deleted and recreated, so a
+            # cache keyed by version can never serve results of an older collection.
+            self._version = int(meta["version"]) if meta else 0
+            self._write_meta()
+            self._unindexed = self._estimate_unindexed()
+        except BaseException:
+            self.close()
+            raise
 
     # ---- VectorIndex -----------------------------------------------------------------------------
     def upsert(self, items: Sequence[tuple[Product, Mapping[str, np.ndarray]]]) -> int:
@@ -359,6 +358,22 @@ class EdgeIndex:
         if self._shard is None:
             raise RuntimeError(f"index at {self.path} is closed")
         return self._shard
+
+    def _create_payload_indexes(self) -> None:
+        """Keyword indexes turn category filters and id lookups into index lookups.
+
+        Creating one is idempotent but rewrites it (~0.1 s), so only missing ones are created.
+        """
+        schemas: dict[str, qe.PayloadSchemaType | qe.KeywordIndexParams] = {
+            CATEGORY_FIELD: qe.PayloadSchemaType.Keyword,
+            # Ids are unique, so per-value HNSW sub-graphs for them would cost indexing time for nothing.
+            PRODUCT_ID_FIELD: qe.KeywordIndexParams(enable_hnsw=False),
+        }
+        shard = self._open()
+        existing = shard.info().payload_schema
+        for field_name, schema in schemas.items():
+            if field_name not in existing:
+                shard.update(qe.UpdateOperation.create_field_index(field_name, schema))
 
     def _optimize_locked(self) -> bool:
         changed = bool(self._open().optimize())

@@ -208,15 +208,18 @@ class QdrantServerIndex:
                 },
                 hnsw_config=models.HnswConfigDiff(m=self.settings.hnsw_m, ef_construct=self.settings.hnsw_ef_construct),
             )
+        schemas: dict[str, models.PayloadSchemaType | models.KeywordIndexParams] = {
+            CATEGORY_FIELD: models.PayloadSchemaType.KEYWORD,
+            # Ids are unique, so per-value HNSW sub-graphs for them would cost indexing time for nothing.
+            PRODUCT_ID_FIELD: models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, enable_hnsw=False),
+        }
+        existing = self._client.get_collection(self.collection).payload_schema
         with warnings.catch_warnings():
             # Local mode warns that payload indexes do nothing there; the calls matter on a server.
             warnings.simplefilter("ignore", UserWarning)
-            self._client.create_payload_index(self.collection, CATEGORY_FIELD, models.PayloadSchemaType.KEYWORD)
-            self._client.create_payload_index(
-                self.collection, PRODUCT_ID_FIELD,
-                # Ids are unique, so per-value HNSW sub-graphs for them would cost indexing time for nothing.
-                models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, enable_hnsw=False),
-            )
+            for field_name, schema in schemas.items():
+                if field_name not in existing:
+                    self._client.create_payload_index(self.collection, field_name, schema, wait=True)
         if not self._client.collection_exists(self._meta_collection):
             self._client.create_collection(self._meta_collection, vectors_config={})
         self._write_meta(self._read_version())

@@ -11,7 +11,6 @@ from PIL import Image
 
 from fashion_search.domain import Box
 from fashion_search.model_base import InferenceModel
-from fashion_search.settings import Settings
 
 # --- Background-colour model (shared with the detector's product-photo path) -------------------------
 # The border strip, as a fraction of the shorter side, whose colours define "background".
@@ -19,6 +18,10 @@ BORDER_FRACTION = 0.04
 # Border colours are clustered so that two-tone backgrounds (tiles, a bed and a floor) are both modelled.
 BACKGROUND_CLUSTERS = 3
 KMEANS_ITERATIONS = 8
+MAX_BORDER_SAMPLES = 2048
+# A border cluster with less than this share of the border is usually the garment itself reaching the
+# edge (a sleeve, a hem), not background: it is dropped so the garment is not modelled as background.
+MIN_CLUSTER_SHARE = 0.15
 # A pixel is foreground when its Lab distance to every background cluster exceeds the larger of this
 # floor (JPEG noise and soft shadows on white stay below it) and the border's own spread, so that a
 # textured border raises the bar instead of turning into foreground.
@@ -77,7 +80,7 @@ def _kmeans(points: np.ndarray, k: int) -> np.ndarray:
     seeds = [order[int((i + 0.5) * len(order) / k)] for i in range(k)]
     centres = points[seeds].copy()
     for _ in range(KMEANS_ITERATIONS):
-        labels = _distances(points, centres).argmin(axis=1)
+        labels = _squared_distances(points, centres).argmin(axis=1)
         for j in range(k):
             members = points[labels == j]
             if len(members):
@@ -85,17 +88,32 @@ def _kmeans(points: np.ndarray, k: int) -> np.ndarray:
     return centres
 
 
-def _distances(points: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    """Euclidean distance of each point (N×3) to each centre (K×3): N×K."""
-    diff = points[:, None, :] - centres[None, :, :]
-    return np.sqrt((diff * diff).sum(axis=-1))
+def _squared_distances(points: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distance of each point (N×3) to each centre (K×3): N×K."""
+    out = np.empty((len(points), len(centres)), dtype=np.float32)
+    for j, centre in enumerate(centres):
+        diff = points - centre
+        out[:, j] = np.einsum("ij,ij->i", diff, diff)
+    return out
+
+
+def _nearest_distance(points: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Distance of each point to its nearest centre (N)."""
+    return np.sqrt(_squared_distances(points, centres).min(axis=1))
 
 
 def fit_background(lab: np.ndarray) -> BackgroundModel:
     """Model the background from the image border."""
     border = border_pixels(lab)
+    # A fixed stride keeps k-means cheap (and deterministic) on large borders.
+    border = border[::max(1, len(border) // MAX_BORDER_SAMPLES)]
     centres = _kmeans(border, min(BACKGROUND_CLUSTERS, len(border)))
-    spread = float(np.quantile(_distances(border, centres).min(axis=1), BORDER_SPREAD_QUANTILE))
+    labels = _squared_distances(border, centres).argmin(axis=1)
+    shares = np.bincount(labels, minlength=len(centres)) / len(border)
+    keep = shares >= MIN_CLUSTER_SHARE  # the largest cluster always has at least 1/K ≥ this share
+    centres = centres[keep]
+    members = border[keep[labels]]
+    spread = float(np.quantile(_nearest_distance(members, centres), BORDER_SPREAD_QUANTILE))
     threshold = max(MIN_FOREGROUND_DISTANCE, spread * BORDER_SPREAD_FACTOR)
     return BackgroundModel(centres, threshold, spread)
 
@@ -103,7 +121,7 @@ def fit_background(lab: np.ndarray) -> BackgroundModel:
 def background_distance(lab: np.ndarray, model: BackgroundModel) -> np.ndarray:
     """Per-pixel distance (H×W) to the nearest background cluster."""
     h, w = lab.shape[:2]
-    return _distances(lab.reshape(-1, 3), model.centres).min(axis=1).reshape(h, w)
+    return _nearest_distance(lab.reshape(-1, 3), model.centres).reshape(h, w)
 
 
 def colour_foreground(lab: np.ndarray, model: BackgroundModel) -> np.ndarray:
@@ -136,13 +154,24 @@ def main_components(mask: np.ndarray, keep_fraction: float = KEEP_COMPONENT_FRAC
     return np.isin(labels, keep)
 
 
+def _rect(frac: tuple[float, float, float, float], width: int, height: int) -> tuple[int, int, int, int]:
+    """A box given as fractions of an image, in that image's integer pixels (at least one pixel)."""
+    x0, y0 = min(width - 1, int(np.floor(frac[0] * width))), min(height - 1, int(np.floor(frac[1] * height)))
+    x1, y1 = min(width, int(np.ceil(frac[2] * width))), min(height, int(np.ceil(frac[3] * height)))
+    return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
+
+
+def _box_mask(mask: np.ndarray, rect: tuple[int, int, int, int], width: int, height: int) -> np.ndarray:
+    """The rect of a work-resolution mask, resized to the box's pixel size (smooth edges, then threshold)."""
+    x0, y0, x1, y1 = rect
+    region = mask[y0:y1, x0:x1].astype(np.float32)
+    return cv2.resize(region, (width, height), interpolation=cv2.INTER_LINEAR) >= 0.5
+
+
 class GarmentSegmenter(InferenceModel):
     """Boolean garment mask for each box, from OpenCV GrabCut with colour-prior and full-box fallbacks."""
 
     name = "grabcut-v0"
-
-    def __init__(self, settings: Settings | None = None) -> None:
-        super().__init__(settings)
 
     def _load(self) -> None:
         # Nothing to load: GrabCut has no weights. Kept so the servers treat every model alike.
@@ -164,29 +193,31 @@ class GarmentSegmenter(InferenceModel):
         if bw < MIN_SEGMENT_SIDE or bh < MIN_SEGMENT_SIDE:
             return np.ones((bh, bw), dtype=bool)
 
-        # Context crop around the box, downscaled: GrabCut cost grows with pixels, not with detail.
+        # Context crop around the box, downscaled: GrabCut learns the background from the context.
         mx, my = round(bw * CONTEXT_FRACTION), round(bh * CONTEXT_FRACTION)
         cx0, cy0 = max(0, x0 - mx), max(0, y0 - my)
         cx1, cy1 = min(img_w, x1 + mx), min(img_h, y1 + my)
-        crop, scale = resize_to_max_side(rgb[cy0:cy1, cx0:cx1], self.settings.segment_max_side)
-        ch, cw = crop.shape[:2]
-        # The box inside the work image.
-        rx0, ry0 = int(np.floor((x0 - cx0) * scale)), int(np.floor((y0 - cy0) * scale))
-        rx1, ry1 = min(cw, int(np.ceil((x1 - cx0) * scale))), min(ch, int(np.ceil((y1 - cy0) * scale)))
+        crop, _ = resize_to_max_side(rgb[cy0:cy1, cx0:cx1], self.settings.segment_max_side)
+        # The box as fractions of the context crop, so it maps onto any downscaled copy.
+        ctx_w, ctx_h = cx1 - cx0, cy1 - cy0
+        frac = ((x0 - cx0) / ctx_w, (y0 - cy0) / ctx_h, (x1 - cx0) / ctx_w, (y1 - cy0) / ctx_h)
 
         lab = to_lab(crop)
         background = fit_background(lab)
         colour = colour_foreground(lab, background)
 
-        mask = self._grabcut(crop, colour if background.plain else None, (rx0, ry0, rx1, ry1))
-        box_region = (slice(ry0, ry1), slice(rx0, rx1))
-        chosen = mask[box_region]
+        small, _ = resize_to_max_side(crop, self.settings.segment_grabcut_max_side)
+        sh, sw = small.shape[:2]
+        prior = None
+        if background.plain:
+            prior = cv2.resize(colour.astype(np.uint8), (sw, sh), interpolation=cv2.INTER_NEAREST).astype(bool)
+        mask = self._grabcut(small, prior, _rect(frac, sw, sh))
+        chosen = _box_mask(mask, _rect(frac, sw, sh), bw, bh)
         if chosen.mean() < MIN_MASK_FRACTION:
-            chosen = colour[box_region]
+            chosen = _box_mask(colour, _rect(frac, crop.shape[1], crop.shape[0]), bw, bh)
             if chosen.mean() < MIN_MASK_FRACTION:
                 return np.ones((bh, bw), dtype=bool)
-        full = cv2.resize(chosen.astype(np.uint8), (bw, bh), interpolation=cv2.INTER_NEAREST)
-        return full.astype(bool)
+        return chosen
 
     def _grabcut(self, crop: np.ndarray, prior: np.ndarray | None, rect: tuple[int, int, int, int]) -> np.ndarray:
         """GrabCut initialised from the rectangle (outside = background) and the optional colour prior."""

@@ -1,0 +1,67 @@
+"""gRPC adapter over GarmentSegmenter."""
+
+from __future__ import annotations
+
+import grpc
+import numpy as np
+
+from fashion_search.grpc_common import (
+    abort_on_invalid,
+    box_from_proto,
+    box_to_proto,
+    image_from_proto,
+    make_server,
+    mark_serving,
+)
+from fashion_search.rpc import common_pb2, segmenter_pb2, segmenter_pb2_grpc
+from fashion_search.serving import wait_for_termination
+from fashion_search.settings import Settings
+from services.segmenter.model import GarmentSegmenter
+
+SERVICE_NAME = "fashion_search.v1.Segmenter"
+
+
+def mask_to_proto(box: common_pb2.Box, mask: np.ndarray) -> segmenter_pb2.Mask:
+    """A bool H×W mask as a proto Mask: row-major, one byte (0 or 1) per pixel."""
+    height, width = mask.shape
+    return segmenter_pb2.Mask(box=box, width=width, height=height, data=mask.astype(np.uint8).tobytes())
+
+
+class SegmenterServicer(segmenter_pb2_grpc.SegmenterServicer):
+    """Segment over one in-process GarmentSegmenter."""
+
+    def __init__(self, model: GarmentSegmenter, settings: Settings) -> None:
+        self.model = model
+        self.settings = settings
+
+    def Segment(
+        self, request: segmenter_pb2.SegmentRequest, context: grpc.ServicerContext
+    ) -> segmenter_pb2.SegmentResponse:
+        """Image + boxes → one box-sized mask per box."""
+        image = abort_on_invalid(context, lambda: image_from_proto(request.image, self.settings))
+        boxes = [box_from_proto(b) for b in request.boxes]
+        masks = self.model.segment(image, boxes)
+        return segmenter_pb2.SegmentResponse(
+            masks=[mask_to_proto(box_to_proto(b), m) for b, m in zip(boxes, masks, strict=True)]
+        )
+
+
+def start_server(
+    settings: Settings, port: int | None = None, model: GarmentSegmenter | None = None
+) -> tuple[grpc.Server, int]:
+    """Load the model, start serving on port (0 = any free port) and report SERVING."""
+    model = model or GarmentSegmenter(settings)
+    servicer = SegmenterServicer(model, settings)
+    server, bound, health = make_server(
+        SERVICE_NAME, settings.segmenter_port if port is None else port, settings,
+        lambda s: segmenter_pb2_grpc.add_SegmenterServicer_to_server(servicer, s),
+    )
+    model.load()
+    mark_serving(health, SERVICE_NAME)
+    return server, bound
+
+
+def serve(settings: Settings) -> None:
+    """Run the segmenter service until SIGTERM/SIGINT."""
+    server, _ = start_server(settings)
+    wait_for_termination(server)

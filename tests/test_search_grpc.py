@@ -1,0 +1,122 @@
+"""The search service over real gRPC on loopback: RemoteIndex against a server over an EdgeIndex."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fashion_search.domain import GARMENT_VECTOR, IMAGE_VECTOR, Box, Product, VectorIndex
+from fashion_search.grpc_common import ServiceUnavailable, check_health
+from fashion_search.settings import Settings
+from services.search.client import RemoteIndex
+from services.search.edge_index import EdgeIndex
+from services.search.factory import make_index
+from services.search.server import start_server
+
+DIM = 8
+
+
+def unit_vectors(n: int, seed: int) -> np.ndarray:
+    x = np.random.default_rng(seed).normal(size=(n, DIM)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def catalog(n: int = 6) -> list[tuple[Product, dict[str, np.ndarray]]]:
+    image, garment = unit_vectors(n, seed=1), unit_vectors(n, seed=2)
+    return [
+        (
+            Product(f"p{i}", category="dress" if i % 2 else "shoe", title=f"P{i}", price=5.5 * i,
+                    image_ref=f"/i/{i}", tags=["a", "b"], box=Box(0.0, 1.0, 20.0, 30.0) if i % 2 else None),
+            {IMAGE_VECTOR: image[i], GARMENT_VECTOR: garment[i]},
+        )
+        for i in range(n)
+    ]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path, grpc_timeout_s=5, max_top_k=10)
+
+
+@pytest.fixture
+def url(settings: Settings) -> Iterator[str]:
+    """A search server on a free loopback port over an EdgeIndex under tmp_path."""
+    index = EdgeIndex(settings, DIM)
+    server, port = start_server(settings, port=0, index=index)
+    yield f"{settings.bind_host}:{port}"
+    server.stop(None).wait()
+    index.close()
+
+
+@pytest.fixture
+def remote(url: str, settings: Settings) -> Iterator[RemoteIndex]:
+    with RemoteIndex(url, settings) as client:
+        yield client
+
+
+def test_remote_index_round_trip(remote: RemoteIndex, url: str, settings: Settings) -> None:
+    assert isinstance(remote, VectorIndex)
+    assert check_health(url, settings)
+    items = catalog()
+    assert remote.upsert(items) == len(items)
+    hits = remote.search(items[3][1][IMAGE_VECTOR], top_k=3)
+    assert hits[0].product == items[3][0]
+    assert hits[0].score == pytest.approx(1.0, abs=1e-4)
+    garment = remote.search(items[2][1][GARMENT_VECTOR], top_k=2, vector_name=GARMENT_VECTOR, categories=["shoe"])
+    assert garment[0].product.product_id == "p2"
+    assert {h.product.category for h in garment} == {"shoe"}
+    assert remote.get("p1") == items[1][0]
+    assert remote.get("unknown") is None
+    before = remote.stats()
+    assert (before.count, before.dim, before.backend) == (len(items), DIM, "qdrant-edge")
+    assert before.categories == ["dress", "shoe"]
+    assert remote.delete(["p1", "nope"]) == 1
+    after = remote.stats()
+    assert after.count == len(items) - 1
+    assert after.version > before.version
+    assert remote.optimize() is False
+
+
+def test_factory_returns_remote_index_when_search_url_set(url: str, settings: Settings) -> None:
+    index = make_index(settings.model_copy(update={"search_url": url}), 0)
+    try:
+        assert isinstance(index, RemoteIndex)
+        assert index.stats().dim == DIM
+    finally:
+        index.close()
+
+
+def test_invalid_requests_raise_value_error(remote: RemoteIndex) -> None:
+    remote.upsert(catalog())
+    version = remote.stats().version
+    with pytest.raises(ValueError, match="shape"):
+        remote.search(np.ones(DIM + 1), top_k=3)
+    with pytest.raises(ValueError, match="top_k"):
+        remote.search(np.ones(DIM), top_k=0)
+    with pytest.raises(ValueError, match="unknown vector name"):
+        remote.search(np.ones(DIM), top_k=3, vector_name="colour")
+    with pytest.raises(ValueError, match="shape"):
+        remote.upsert([(Product("x"), {IMAGE_VECTOR: np.ones(3)})])
+    with pytest.raises(ValueError, match="product id"):
+        remote.get("")
+    assert remote.stats().version == version
+
+
+def test_unreachable_server_raises_service_unavailable(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, grpc_timeout_s=2)
+    with socket.socket() as sock:
+        sock.bind((settings.bind_host, 0))
+        port = sock.getsockname()[1]
+    # The socket is closed now, so nothing listens on the port.
+    with RemoteIndex(f"{settings.bind_host}:{port}", settings) as remote:
+        start = time.monotonic()
+        with pytest.raises(ServiceUnavailable):
+            remote.stats()
+        with pytest.raises(ServiceUnavailable):
+            remote.search(np.ones(DIM), top_k=1)
+        assert time.monotonic() - start < 3 * settings.grpc_timeout_s

@@ -1,0 +1,272 @@
+"""The VectorIndex backends (Qdrant Edge and qdrant-client local mode) behave the same."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fashion_search.domain import GARMENT_VECTOR, IMAGE_VECTOR, Box, Product, VectorIndex
+from fashion_search.settings import Settings
+from services.search.edge_index import EdgeIndex
+from services.search.factory import make_index, stored_dim
+from services.search.qdrant_index import QdrantServerIndex
+
+DIM = 8
+CATEGORIES = ("dress", "shirt", "shoe")
+BACKENDS = ("edge", "qdrant")
+
+Factory = Callable[..., VectorIndex]
+
+
+def unit_vectors(n: int, dim: int, seed: int) -> np.ndarray:
+    """n random unit vectors, reproducible."""
+    x = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def catalog(n: int = 12, dim: int = DIM) -> list[tuple[Product, dict[str, np.ndarray]]]:
+    """n products spread over CATEGORIES with distinct image and garment vectors."""
+    image, garment = unit_vectors(n, dim, seed=1), unit_vectors(n, dim, seed=2)
+    return [
+        (
+            Product(
+                product_id=f"p{i}", category=CATEGORIES[i % len(CATEGORIES)], title=f"Product {i}",
+                price=10.0 + i, image_ref=f"/img/{i}.jpg", tags=["new", f"t{i}"],
+                box=Box(1.0, 2.0, 30.5, 40.0) if i % 2 else None,
+            ),
+            {IMAGE_VECTOR: image[i], GARMENT_VECTOR: garment[i]},
+        )
+        for i in range(n)
+    ]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path, max_top_k=20)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def make(backend: str, settings: Settings, tmp_path: Path) -> Iterator[Factory]:
+    """Opens an index of the parametrised backend at a fixed place under tmp_path (so it can be reopened)."""
+    opened: list[VectorIndex] = []
+
+    def factory(dim: int = DIM, persistent: bool = False, **kwargs: int) -> VectorIndex:
+        if backend == "edge":
+            index: VectorIndex = EdgeIndex(settings, dim, tmp_path / "edge", **kwargs)
+        else:
+            # Local mode on disk writes every upsert through SQLite (slow); memory is enough unless reopening.
+            index = QdrantServerIndex(settings, dim, str(tmp_path / "qdrant") if persistent else ":memory:")
+        opened.append(index)
+        return index
+
+    yield factory
+    for index in opened:
+        index.close()
+
+
+@pytest.fixture
+def index(make: Factory) -> VectorIndex:
+    idx = make()
+    idx.upsert(catalog())
+    return idx
+
+
+def test_search_returns_nearest_first_with_payload(index: VectorIndex) -> None:
+    items = catalog()
+    product, vectors = items[5]
+    query = vectors[IMAGE_VECTOR] + 0.05 * unit_vectors(1, DIM, seed=9)[0]
+    hits = index.search(query, top_k=5)
+    assert len(hits) == 5
+    assert hits[0].product == product
+    assert hits[0].score > 0.95
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    garment_hits = index.search(items[7][1][GARMENT_VECTOR], top_k=3, vector_name=GARMENT_VECTOR)
+    assert garment_hits[0].product.product_id == "p7"
+    assert garment_hits[0].score == pytest.approx(1.0, abs=1e-4)
+
+
+def test_category_filter_single_and_several(index: VectorIndex) -> None:
+    query = catalog()[0][1][IMAGE_VECTOR]
+    dresses = index.search(query, top_k=20, categories=["dress"])
+    assert len(dresses) == 4
+    assert {h.product.category for h in dresses} == {"dress"}
+    mixed = index.search(query, top_k=20, categories=["dress", "shoe"])
+    assert len(mixed) == 8
+    assert {h.product.category for h in mixed} == {"dress", "shoe"}
+    assert index.search(query, top_k=5, categories=["hat"]) == []
+    assert len(index.search(query, top_k=20, categories=[])) == 12
+    assert index.stats().categories == sorted(CATEGORIES)
+
+
+def test_reupsert_replaces_product(index: VectorIndex) -> None:
+    before = index.stats()
+    new_vec = unit_vectors(1, DIM, seed=42)[0]
+    product = Product(product_id="p3", category="shoe", title="Renamed", price=99.5)
+    assert index.upsert([(product, {IMAGE_VECTOR: new_vec, GARMENT_VECTOR: new_vec})]) == 1
+    after = index.stats()
+    assert after.count == before.count
+    assert after.version > before.version
+    assert index.get("p3") == product
+    hit = index.search(new_vec, top_k=1)[0]
+    assert hit.product.title == "Renamed"
+    assert hit.score == pytest.approx(1.0, abs=1e-4)
+
+
+def test_delete_counts_existing_and_bumps_version(index: VectorIndex) -> None:
+    before = index.stats()
+    assert index.delete(["p1", "p2", "missing"]) == 2
+    after = index.stats()
+    assert after.count == before.count - 2
+    assert after.version > before.version
+    assert index.get("p1") is None
+    assert all(h.product.product_id not in {"p1", "p2"} for h in index.search(catalog()[1][1][IMAGE_VECTOR], 20))
+    assert index.delete(["missing"]) == 0
+    assert index.delete([]) == 0
+    assert index.stats().version == after.version
+
+
+def test_get_unknown_is_none(index: VectorIndex) -> None:
+    assert index.get("no-such-product") is None
+    assert index.get("p0") == catalog()[0][0]
+
+
+def test_stats(index: VectorIndex) -> None:
+    s = index.stats()
+    assert (s.count, s.dim) == (12, DIM)
+    assert s.backend in {"qdrant-edge", "qdrant"}
+    assert sorted(s.vector_names) == sorted([IMAGE_VECTOR, GARMENT_VECTOR])
+    assert s.version >= 1
+
+
+def test_reopen_keeps_data_and_version(make: Factory) -> None:
+    first = make(persistent=True)
+    first.upsert(catalog())
+    first.delete(["p0"])
+    stats = first.stats()
+    first.close()
+    reopened = make(persistent=True)
+    assert reopened.stats() == stats
+    assert reopened.get("p4") == catalog()[4][0]
+    assert reopened.search(catalog()[4][1][IMAGE_VECTOR], top_k=1)[0].product.product_id == "p4"
+    reopened.upsert(catalog()[:1])
+    assert reopened.stats().version > stats.version
+    reopened.close()
+    with pytest.raises(ValueError, match="dim"):
+        make(dim=DIM * 2, persistent=True)
+
+
+def test_hnsw_recall_after_bulk_load(make: Factory, backend: str) -> None:
+    n, dim = 2000, 32
+    vecs = unit_vectors(n, dim, seed=7)
+    # Thresholds of 1 KB make this small set big enough for Edge to build (and search) HNSW graphs.
+    thresholds = {"indexing_threshold_kb": 1, "full_scan_threshold_kb": 1} if backend == "edge" else {}
+    index = make(dim=dim, **thresholds)
+    items = [(Product(f"p{i}", category=CATEGORIES[i % 3]), {IMAGE_VECTOR: v, GARMENT_VECTOR: v})
+             for i, v in enumerate(vecs)]
+    index.upsert(items)
+    index.optimize()  # type: ignore[attr-defined]
+    if isinstance(index, EdgeIndex):
+        assert index.indexed_vector_count == 2 * n
+    queries = range(0, n, 4)
+    found = sum(index.search(vecs[i], top_k=1)[0].product.product_id == f"p{i}" for i in queries)
+    assert found / len(queries) >= 0.95
+    filtered = index.search(vecs[3], top_k=10, categories=["dress"])
+    assert len(filtered) == 10 and {h.product.category for h in filtered} == {"dress"}
+    # A point written after the graph was built sits in a plain segment and is found at once.
+    extra = unit_vectors(1, dim, seed=8)[0]
+    index.upsert([(Product("late"), {IMAGE_VECTOR: extra})])
+    assert index.search(extra, top_k=1)[0].product.product_id == "late"
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def shared_index(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VectorIndex]:
+    """One filled index per backend for tests that must leave it unchanged (opening one costs ~0.3 s)."""
+    tmp = tmp_path_factory.mktemp("shared")
+    settings = Settings(data_dir=tmp, max_top_k=20)
+    index: VectorIndex = (
+        EdgeIndex(settings, DIM, tmp / "edge") if request.param == "edge"
+        else QdrantServerIndex(settings, DIM, ":memory:")
+    )
+    index.upsert(catalog())
+    yield index
+    index.close()
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda ix: ix.upsert([(Product("x"), {IMAGE_VECTOR: np.ones(DIM + 1)})]), "shape"),
+        (lambda ix: ix.upsert([(Product("x"), {IMAGE_VECTOR: np.full(DIM, np.nan)})]), "NaN"),
+        (lambda ix: ix.upsert([(Product("x"), {IMAGE_VECTOR: np.zeros(DIM)})]), "zeros"),
+        (lambda ix: ix.upsert([(Product("x"), {"colour": np.ones(DIM)})]), "unknown vector name"),
+        (lambda ix: ix.upsert([(Product("x"), {})]), "no vectors"),
+        (lambda ix: ix.upsert([(Product(" "), {IMAGE_VECTOR: np.ones(DIM)})]), "product id"),
+        (lambda ix: ix.upsert([(Product("x", price=float("nan")), {IMAGE_VECTOR: np.ones(DIM)})]), "price"),
+        # One bad product refuses the whole batch: the good one before it must not be written either.
+        (lambda ix: ix.upsert([(Product("p0", title="changed"), {IMAGE_VECTOR: np.ones(DIM)}),
+                               (Product("y"), {IMAGE_VECTOR: np.ones(3)})]), "shape"),
+        (lambda ix: ix.search(np.ones(DIM), top_k=0), "top_k"),
+        (lambda ix: ix.search(np.ones(DIM), top_k=21), "top_k"),
+        (lambda ix: ix.search(np.ones(DIM - 1), top_k=3), "shape"),
+        (lambda ix: ix.search(np.ones(DIM), top_k=3, vector_name="colour"), "unknown vector name"),
+        (lambda ix: ix.search(np.ones(DIM), top_k=3, categories="dress"), "list"),
+        (lambda ix: ix.get(""), "product id"),
+        (lambda ix: ix.delete(["p1", ""]), "product id"),
+    ],
+)
+def test_invalid_input_raises_and_changes_nothing(
+    shared_index: VectorIndex, call: Callable[[VectorIndex], object], message: str,
+) -> None:
+    index = shared_index
+    before = index.stats()
+    with pytest.raises(ValueError, match=message):
+        call(index)
+    assert index.stats() == before
+    assert index.get("p0") == catalog()[0][0]
+    assert index.get("p1") == catalog()[1][0]
+
+
+def test_edge_index_is_thread_safe(settings: Settings, tmp_path: Path) -> None:
+    with EdgeIndex(settings, DIM, tmp_path / "edge") as index:
+        items = catalog(40)
+
+        def work(i: int) -> None:
+            index.upsert([items[i]])
+            assert index.search(items[i][1][IMAGE_VECTOR], top_k=1)[0].product.product_id == f"p{i}"
+
+        with ThreadPoolExecutor(max_workers=settings.grpc_workers) as pool:
+            list(pool.map(work, range(len(items))))
+        assert index.stats().count == len(items)
+        assert index.version == len(items)
+
+
+def test_edge_sidecar_and_closed_index(settings: Settings, tmp_path: Path) -> None:
+    index = EdgeIndex(settings, DIM, tmp_path / "edge")
+    index.upsert(catalog(3))
+    assert (tmp_path / "edge.meta.json").exists()
+    index.close()
+    index.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        index.stats()
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_factory_builds_backend_and_reads_stored_dim(tmp_path: Path, backend_name: str) -> None:
+    settings = Settings(data_dir=tmp_path, index_backend=backend_name, search_url="")
+    assert stored_dim(settings) is None
+    index = make_index(settings, DIM)
+    try:
+        assert isinstance(index, EdgeIndex if backend_name == "edge" else QdrantServerIndex)
+        index.upsert(catalog(2))
+    finally:
+        index.close()
+    assert stored_dim(settings) == DIM
