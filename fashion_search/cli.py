@@ -34,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print the figures as JSON")
     ev.add_argument("--limit", type=int, default=0, help="use at most N images per class (0 = all)")
     ev.add_argument("--output", help="also write the figures to this Markdown file")
+    ev.add_argument(
+        "--ablation", action="store_true",
+        help="compare ImageNet / +color / learned 512 / learned 542 features side by side (exact kNN)",
+    )
 
     bench = sub.add_parser("bench", help="per-stage latency p50/p95 for simple and fine mode")
     bench.add_argument("--queries", type=int, default=0, help="number of queries (default: settings)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shlex
 import sys
@@ -127,8 +128,15 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     """Precision@5/10/20 and mAP@20 of a catalog against query images."""
-    from fashion_search.evaluation import evaluate, to_markdown, write_section
+    from fashion_search.evaluation import ablation, ablation_markdown, evaluate, to_markdown, write_section
 
+    if args.ablation:
+        table = ablation(settings, args.catalog, args.queries, args.limit)
+        text = ablation_markdown(table, _command_line(), f"catalog `{args.catalog}`, queries `{args.queries}`")
+        print(json.dumps(table, indent=2) if args.json else text)
+        if args.output:
+            write_section(Path(args.output), "eval-ablation", text, "Evaluation")
+        return 0
     result = evaluate(settings, args.catalog, args.queries, args.mode, args.limit)
     if args.json:
         print(result.to_json())

@@ -9,6 +9,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from fashion_search.catalog import CatalogRecord, load_catalog
@@ -153,3 +154,59 @@ def write_section(path: Path, key: str, body: str, title: str) -> None:
         text = text.rstrip("\n") + "\n\n" + block
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+
+
+ABLATION_VARIANTS = ("imagenet-1280", "imagenet-1280+color", "learned-512", "learned-512+color (542)")
+
+
+def _embed_all(records: list[CatalogRecord], embedders: dict[str, object], settings: Settings) -> dict[str, np.ndarray]:
+    """Every ablation variant's vectors for the records, from one forward pass per network."""
+    from fashion_search.pipeline import prepare
+    from services.embedder.model import l2_normalize
+
+    parts: dict[str, list[np.ndarray]] = {v: [] for v in ABLATION_VARIANTS}
+    batch = max(1, settings.ingest_batch_size)
+    for start in tqdm(range(0, len(records), batch), unit="batch", desc="ablation features"):
+        images = [prepare(decode_image(Path(r.image_path).read_bytes(), settings), settings)
+                  for r in records[start:start + batch]]
+        for prefix, embedder in embedders.items():
+            out = embedder.raw(images)  # type: ignore[attr-defined]
+            plain, fused = ABLATION_VARIANTS[0:2] if prefix == "imagenet" else ABLATION_VARIANTS[2:4]
+            parts[plain].append(l2_normalize(out.pooled))
+            parts[fused].append(embedder.fuse(out))  # type: ignore[attr-defined]
+    return {v: np.concatenate(p) for v, p in parts.items()}
+
+
+def ablation(settings: Settings, catalog_dir: str, queries_dir: str, limit: int = 0) -> dict[str, dict[str, float]]:
+    """P@5/10/20 and mAP@20 of the four seed-001 feature variants, side by side in one run (exact cosine kNN)."""
+    from services.embedder.model import GarmentEmbedder
+
+    catalog = _limit(load_catalog(catalog_dir), limit)
+    queries = _limit(load_catalog(queries_dir), limit)
+    embedders = {
+        "imagenet": GarmentEmbedder(settings.model_copy(update={"embedder_model": "imagenet"})),
+        "learned": GarmentEmbedder(settings.model_copy(update={"embedder_model": "fashion-v1"})),
+    }
+    cat_vecs = _embed_all(catalog, embedders, settings)
+    q_vecs = _embed_all(queries, embedders, settings)
+    cat_labels = np.array([r.category for r in catalog])
+    q_labels = np.array([r.category for r in queries])
+    table = {}
+    for variant in ABLATION_VARIANTS:
+        top = np.argsort(-(q_vecs[variant] @ cat_vecs[variant].T), axis=1)[:, : max(KS)]
+        rel = cat_labels[top] == q_labels[:, None]
+        row = {f"P@{k}": round(float(rel[:, :k].mean()), 4) for k in KS}
+        row["mAP@20"] = round(statistics.fmean(average_precision(list(r)) for r in rel), 4)
+        table[variant] = row
+    return table
+
+
+def ablation_markdown(table: dict[str, dict[str, float]], command: str, n_catalog: str) -> str:
+    """Markdown table of an ablation run."""
+    lines = [
+        "## Ablation (seed-001 protocol, exact cosine kNN)", "", f"Command: `{command}` — {n_catalog}", "",
+        "| features | P@5 | P@10 | P@20 | mAP@20 |", "|---|---|---|---|---|",
+    ]
+    for variant, row in table.items():
+        lines.append(f"| {variant} | {row['P@5']:.3f} | {row['P@10']:.3f} | {row['P@20']:.3f} | {row['mAP@20']:.3f} |")
+    return "\n".join(lines) + "\n"

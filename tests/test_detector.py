@@ -92,15 +92,20 @@ def test_detections_are_sorted_and_filtered(detector: GarmentDetector, monkeypat
         Detection(Box(0, 60, 10, 64), "shoes", 0.6),
     ]
     monkeypatch.setattr(detector, "_detect_worn", lambda image, rgb: list(unsorted))
-    image = Image.new("RGB", (10, 64), "white")
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, size=(64, 10, 3), dtype=np.uint8))
     assert [d.category for d in detector.detect(image, min_score=0.0)] == ["t-shirt", "shoes", "hat", "pants"]
     assert [d.category for d in detector.detect(image, min_score=0.5)] == ["t-shirt", "shoes"]
 
 
 @pytest.mark.parametrize("size", [(320, 240), (1, 1), (5, 300)])
-def test_blank_and_tiny_images_do_not_crash(detector: GarmentDetector, size: tuple[int, int]) -> None:
-    image = Image.new("RGB", size, (255, 255, 255))
-    found = detector.detect(image, min_score=0.0)
+def test_blank_images_have_no_garments(detector: GarmentDetector, size: tuple[int, int]) -> None:
+    assert detector.detect(Image.new("RGB", size, (255, 255, 255)), min_score=0.0) == []
+
+
+@pytest.mark.parametrize("size", [(1, 1), (2, 7), (5, 300), (900, 3)])
+def test_tiny_and_thin_images_do_not_crash(detector: GarmentDetector, size: tuple[int, int]) -> None:
+    rgb = np.random.default_rng(0).integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+    found = detector.detect(Image.fromarray(rgb), min_score=0.0)
     for d in found:
         assert d.category in CATEGORIES
         assert 0 <= d.box.x0 <= d.box.x1 <= size[0] and 0 <= d.box.y0 <= d.box.y1 <= size[1]
@@ -112,8 +117,8 @@ def test_flat_laid_garments_are_not_taken_for_people(detector: GarmentDetector) 
         assert detector._person_landmarks(rgb) is None, stem
 
 
-def test_body_regions_from_a_standing_pose() -> None:
-    # A synthetic frontal pose in a 400×800 image: head at the top, feet at the bottom.
+def standing_pose() -> np.ndarray:
+    """Landmarks (33×2) of a synthetic frontal pose in a 400×800 image: head at the top, feet at the bottom."""
     xy = np.zeros((33, 2))
     points = {
         0: (200, 90), 2: (190, 80), 5: (210, 80), 7: (180, 85), 8: (220, 85),
@@ -123,7 +128,11 @@ def test_body_regions_from_a_standing_pose() -> None:
     }
     for i, p in points.items():
         xy[i] = p
-    regions = {r.name: r for r in body_regions(xy, np.ones(33), 400, 800)}
+    return xy
+
+
+def test_body_regions_from_a_standing_pose() -> None:
+    regions = {r.name: r for r in body_regions(standing_pose(), np.ones(33), 400, 800)}
     assert set(regions) == set(REGION_CATEGORIES)
     for r in regions.values():
         assert 0 <= r.box.x0 < r.box.x1 <= 400 and 0 <= r.box.y0 < r.box.y1 <= 800
@@ -138,3 +147,21 @@ def test_foreground_box_finds_a_garment_on_white() -> None:
     box = foreground_box(rgb)
     assert box.iou(Box(40, 60, 170, 250)) > 0.85
     assert foreground_box(np.full((300, 200, 3), 250, dtype=np.uint8)) == Box(0, 0, 200, 300)
+
+
+def test_worn_regions_get_categories_their_body_part_allows(
+    detector: GarmentDetector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    visibility = np.ones(33)
+    visibility[[29, 30, 31, 32]] = 0.1  # feet hidden: no feet region
+    monkeypatch.setattr(detector, "_person_landmarks", lambda rgb: (standing_pose(), visibility))
+    image = Image.new("RGB", (400, 800), (240, 240, 240))
+    image.paste((40, 40, 160), (110, 130, 290, 400))  # a blue top
+    image.paste((60, 60, 60), (140, 370, 260, 690))  # dark trousers
+    found = detector.detect(image, min_score=0.0)
+    by_category = {d.category: d for d in found}
+    assert len(found) == 3
+    assert all(d.category in REGION_CATEGORIES["top"] + REGION_CATEGORIES["bottom"] + ("hat",) for d in found)
+    assert "shoes" not in by_category
+    assert "hat" in by_category
+    assert [d.score for d in found] == sorted((d.score for d in found), reverse=True)

@@ -133,6 +133,11 @@ def test_garbage_image_is_invalid_argument(detector_url: str, segmenter_url: str
                 seg_stub.Segment(segmenter_pb2.SegmentRequest(image=image, boxes=[common_pb2.Box(x1=2, y1=2)]),
                                  timeout=10)
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        white = common_pb2.Image(data=b"\xff" * 48, width=4, height=4)
+        with pytest.raises(grpc.RpcError) as err:
+            seg_stub.Segment(segmenter_pb2.SegmentRequest(image=white, boxes=[common_pb2.Box(x1=float("nan"), y1=2)]),
+                             timeout=10)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_oversized_image_through_the_client_is_invalid_image(detector_url: str, settings: Settings) -> None:

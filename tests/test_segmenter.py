@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -108,3 +109,13 @@ def test_real_product_photo(segmenter: GarmentSegmenter) -> None:
     (mask,) = segmenter.segment(image, [Box(0, 0, image.width, image.height)])
     # Trousers fill a good part of the frame but not all of it.
     assert 0.1 < mask.mean() < 0.9
+
+
+def test_masks_are_deterministic_across_calls_and_threads(segmenter: GarmentSegmenter) -> None:
+    image, _ = garment_on(tiled_background())
+    boxes = [Box(15, 45, 305, 265)]
+    first = segmenter.segment(image, boxes)[0]
+    assert np.array_equal(first, segmenter.segment(image, boxes)[0])
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for other in pool.map(lambda _: segmenter.segment(image, boxes)[0], range(4)):
+            assert np.array_equal(first, other)

@@ -30,6 +30,9 @@ BOX_COMPONENT_FRACTION = 0.05
 # A product photo frames its garment: a box under this fraction of the image is a detail (a print,
 # a label) that the colour threshold singled out, so the whole image is the safer answer.
 MIN_BOX_AREA_FRACTION = 0.08
+# An image whose channels all vary less than this (std, 0-255 scale) is blank: a garment filling the frame
+# still has folds, seams and shading well above it, so "no garment" is the honest answer.
+BLANK_IMAGE_STD = 3.0
 # Padding added around the foreground box, as a fraction of its size (antialiased edges, soft shadows).
 BOX_PADDING = 0.03
 
@@ -99,6 +102,12 @@ def foreground_box(rgb: np.ndarray) -> Box:
         return whole
     pad_x, pad_y = (x1 - x0) * BOX_PADDING, (y1 - y0) * BOX_PADDING
     return Box(x0 - pad_x, y0 - pad_y, x1 + pad_x, y1 + pad_y).clip(w, h)
+
+
+def is_blank(rgb: np.ndarray) -> bool:
+    """Whether the image is (nearly) one flat colour, so there is no garment to report."""
+    small, _ = resize_to_max_side(rgb, FOREGROUND_MAX_SIDE)
+    return float(small.reshape(-1, 3).std(axis=0).max()) < BLANK_IMAGE_STD
 
 
 def _float32_detection(d: Detection) -> Detection:
@@ -199,14 +208,16 @@ class GarmentDetector(InferenceModel):
         self.load()
         threshold = self.settings.detector_min_score if min_score is None else min_score
         rgb = np.asarray(image.convert("RGB"))
+        if is_blank(rgb):
+            return []
         image = Image.fromarray(rgb)
-        detections = self._detect_worn(image, rgb)
+        detections = [d for d in self._detect_worn(image, rgb) if d.score >= threshold]
         if not detections:
+            # No person, or no region of one sure enough: treat it as a product photo.
             box = foreground_box(rgb)
             category, score = self.classify(image, [box])[0]
-            detections = [Detection(box, category, score)]
-        kept = [_float32_detection(d) for d in detections if d.score >= threshold]
-        return sorted(kept, key=lambda d: d.score, reverse=True)
+            detections = [Detection(box, category, score)] if score >= threshold else []
+        return sorted((_float32_detection(d) for d in detections), key=lambda d: d.score, reverse=True)
 
     def classify(self, image: Image.Image, boxes: Sequence[Box]) -> list[tuple[str, float]]:
         """(category, probability) for each box's crop, over all categories."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -56,12 +55,23 @@ class EfficientNetBackbone(InferenceModel):
         batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 255.0
         return batch
 
+    @property
+    def network(self) -> torch.nn.Module:
+        """The underlying EfficientNet (loaded)."""
+        self.load()
+        return self._model
+
+    @staticmethod
+    def normalize(rgb: torch.Tensor) -> torch.Tensor:
+        """[0, 1] RGB → the network's input range."""
+        return (rgb - _MEAN) / _STD
+
     @torch.inference_mode()
     def forward(self, images: Sequence[Image.Image]) -> BackboneOutput:
         """Run the network on a batch of images."""
         self.load()
         rgb = self.preprocess(images)
-        fmap = self._model.extract_features((rgb - _MEAN) / _STD)
+        fmap = self._model.extract_features(self.normalize(rgb))
         pooled = fmap.mean(dim=(2, 3))
         rgb_pooled = torch.nn.functional.adaptive_avg_pool2d(rgb, fmap.shape[-2:])
         return BackboneOutput(pooled.numpy(), fmap.numpy(), rgb_pooled.numpy())

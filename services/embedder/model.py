@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from fashion_search.model_base import InferenceModel
 from fashion_search.settings import Settings
 from services.embedder.backbone import BackboneOutput, EfficientNetBackbone
+from services.embedder.fashion_net import EMBED_DIM, FashionTail, frozen_features, load_tail
 
 COLOR_POSITIONS = 10
 COLOR_DIM = 3 * COLOR_POSITIONS
@@ -36,34 +39,58 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
 
 
 class GarmentEmbedder(InferenceModel):
-    """Image → [deep features (unit length) ‖ colour · w/√30], L2-normalised; w = settings.color_weight."""
+    """Image → [deep features (unit length) ‖ colour · w/√30], L2-normalised; w = settings.color_weight.
 
-    name = "effnet-lite0+color30"
+    Deep features: the fashion-trained 512-d FC (`embedder_model="fashion-v1"`, 542-d in all, as seed 001) or the
+    ImageNet pooled 1280-d features (`"imagenet"`, the v0 baseline).
+    """
 
     def __init__(self, settings: Settings | None = None, backbone: EfficientNetBackbone | None = None) -> None:
         super().__init__(settings)
-        self.backbone = backbone or EfficientNetBackbone(self.settings)
+        self.variant = self.settings.embedder_model
+        # The fashion tail rewrites the last blocks' weights, so it never shares a backbone with the detector.
+        shareable = backbone is not None and self.variant == "imagenet"
+        self.backbone = backbone if shareable and backbone is not None else EfficientNetBackbone(self.settings)
+        self._tail: FashionTail | None = None
+
+    @property
+    def deep_dim(self) -> int:
+        """Dimension of the learned (or ImageNet) part."""
+        return EMBED_DIM if self.variant == "fashion-v1" else EfficientNetBackbone.feature_dim
 
     @property
     def dim(self) -> int:
-        """Vector dimension."""
-        return EfficientNetBackbone.feature_dim + COLOR_DIM
+        """Vector dimension (no weights are loaded to answer)."""
+        return self.deep_dim + COLOR_DIM
 
     @property
     def model_name(self) -> str:
         """Model identifier stored with the index so mismatched vectors are caught."""
-        return f"{self.name}@w{self.settings.color_weight:g}"
+        base = "effnet-lite0-fashion-v1" if self.variant == "fashion-v1" else "effnet-lite0-imagenet"
+        return f"{base}+color30@w{self.settings.color_weight:g}"
 
     def _load(self) -> None:
         self.backbone.load()
+        if self.variant == "fashion-v1":
+            self._tail, _ = load_tail(self.backbone.network, Path(self.settings.embedder_weights))
+
+    @torch.inference_mode()
+    def raw(self, images: Sequence[Image.Image]) -> BackboneOutput:
+        """Deep features (before normalisation), last feature map and pooled RGB for a batch."""
+        self.load()
+        if self._tail is None:
+            return self.backbone.forward(images)
+        rgb = self.backbone.preprocess(images)
+        fmap = self._tail.feature_map(frozen_features(self.backbone.network, self.backbone.normalize(rgb)))
+        deep = self._tail.embed(fmap)
+        rgb_pooled = torch.nn.functional.adaptive_avg_pool2d(rgb, fmap.shape[-2:])
+        return BackboneOutput(deep.numpy(), fmap.numpy(), rgb_pooled.numpy())
 
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Embed a batch of images to a (B, dim) float32 array of unit vectors."""
         if not images:
             return np.zeros((0, self.dim), dtype=np.float32)
-        self.load()
-        out = self.backbone.forward(images)
-        return self.fuse(out)
+        return self.fuse(self.raw(images))
 
     def fuse(self, out: BackboneOutput) -> np.ndarray:
         """Combine deep and colour parts of a backbone output into the final vectors."""

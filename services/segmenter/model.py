@@ -19,6 +19,9 @@ BORDER_FRACTION = 0.04
 BACKGROUND_CLUSTERS = 3
 KMEANS_ITERATIONS = 8
 MAX_BORDER_SAMPLES = 2048
+# The segmenter refits the background for every box, so it samples fewer border pixels (its k-means
+# dominates the non-GrabCut time otherwise); a few hundred pixels pin three colour clusters well.
+SEGMENT_BORDER_SAMPLES = 512
 # A border cluster with less than this share of the border is usually the garment itself reaching the
 # edge (a sleeve, a hem), not background: it is dropped so the garment is not modelled as background.
 MIN_CLUSTER_SHARE = 0.15
@@ -39,6 +42,8 @@ CONTEXT_FRACTION = 0.1
 MIN_SEGMENT_SIDE = 8
 # GrabCut "collapses" when it keeps less than this fraction of the box; then a fallback mask is used.
 MIN_MASK_FRACTION = 0.05
+# Fixed seed for OpenCV's RNG before each GrabCut call (see _grabcut): masks must be reproducible.
+GRABCUT_SEED = 0
 # Frame (in work-image pixels) marked probable background when the box has no context around it.
 FRAME_PIXELS = 2
 # Components at least this fraction of the largest one are kept (a pair of shoes is two blobs);
@@ -102,11 +107,11 @@ def _nearest_distance(points: np.ndarray, centres: np.ndarray) -> np.ndarray:
     return np.sqrt(_squared_distances(points, centres).min(axis=1))
 
 
-def fit_background(lab: np.ndarray) -> BackgroundModel:
-    """Model the background from the image border."""
+def fit_background(lab: np.ndarray, max_samples: int = MAX_BORDER_SAMPLES) -> BackgroundModel:
+    """Model the background from the image border (at most about max_samples border pixels)."""
     border = border_pixels(lab)
     # A fixed stride keeps k-means cheap (and deterministic) on large borders.
-    border = border[::max(1, len(border) // MAX_BORDER_SAMPLES)]
+    border = border[::max(1, len(border) // max_samples)]
     centres = _kmeans(border, min(BACKGROUND_CLUSTERS, len(border)))
     labels = _squared_distances(border, centres).argmin(axis=1)
     shares = np.bincount(labels, minlength=len(centres)) / len(border)
@@ -174,8 +179,8 @@ class GarmentSegmenter(InferenceModel):
     name = "grabcut-v0"
 
     def _load(self) -> None:
-        # Nothing to load: GrabCut has no weights. Kept so the servers treat every model alike.
-        cv2.setNumThreads(1)  # masks are small; thread start-up costs more than it saves
+        # Nothing to load: GrabCut has no weights; the servers still call load() on every model alike.
+        return None
 
     def segment(self, image: Image.Image, boxes: Sequence[Box]) -> list[np.ndarray]:
         """One H×W bool mask per box (H, W = the clipped box's integer height and width)."""
@@ -203,17 +208,20 @@ class GarmentSegmenter(InferenceModel):
         frac = ((x0 - cx0) / ctx_w, (y0 - cy0) / ctx_h, (x1 - cx0) / ctx_w, (y1 - cy0) / ctx_h)
 
         lab = to_lab(crop)
-        background = fit_background(lab)
-        colour = colour_foreground(lab, background)
+        background = fit_background(lab, SEGMENT_BORDER_SAMPLES)
+        # The colour mask is only needed as GrabCut's prior (plain border) or as its fallback.
+        colour = colour_foreground(lab, background) if background.plain else None
 
         small, _ = resize_to_max_side(crop, self.settings.segment_grabcut_max_side)
         sh, sw = small.shape[:2]
         prior = None
-        if background.plain:
+        if colour is not None:
             prior = cv2.resize(colour.astype(np.uint8), (sw, sh), interpolation=cv2.INTER_NEAREST).astype(bool)
         mask = self._grabcut(small, prior, _rect(frac, sw, sh))
         chosen = _box_mask(mask, _rect(frac, sw, sh), bw, bh)
         if chosen.mean() < MIN_MASK_FRACTION:
+            if colour is None:
+                colour = colour_foreground(lab, background)
             chosen = _box_mask(colour, _rect(frac, crop.shape[1], crop.shape[0]), bw, bh)
             if chosen.mean() < MIN_MASK_FRACTION:
                 return np.ones((bh, bw), dtype=bool)
@@ -238,6 +246,9 @@ class GarmentSegmenter(InferenceModel):
             return np.zeros((ch, cw), dtype=bool)
         bgd_model = np.zeros((1, 65), np.float64)
         fgd_model = np.zeros((1, 65), np.float64)
+        # GrabCut seeds its colour mixtures with k-means on OpenCV's per-thread RNG: reseed it so a mask
+        # depends only on the input (the same in-process and behind the gRPC service's thread pool).
+        cv2.setRNGSeed(GRABCUT_SEED)
         try:
             cv2.grabCut(crop, init, None, bgd_model, fgd_model, self.settings.segment_iterations,
                         cv2.GC_INIT_WITH_MASK)

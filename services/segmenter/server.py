@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import grpc
 import numpy as np
 
+from fashion_search.domain import Box
 from fashion_search.grpc_common import (
     abort_on_invalid,
     box_from_proto,
@@ -27,6 +30,14 @@ def mask_to_proto(box: common_pb2.Box, mask: np.ndarray) -> segmenter_pb2.Mask:
     return segmenter_pb2.Mask(box=box, width=width, height=height, data=mask.astype(np.uint8).tobytes())
 
 
+def finite_box(msg: common_pb2.Box) -> Box:
+    """A proto box as a domain box; ValueError (→ INVALID_ARGUMENT) for NaN or infinite coordinates."""
+    box = box_from_proto(msg)
+    if not all(math.isfinite(v) for v in (box.x0, box.y0, box.x1, box.y1)):
+        raise ValueError(f"box coordinates must be finite: {box}")
+    return box
+
+
 class SegmenterServicer(segmenter_pb2_grpc.SegmenterServicer):
     """Segment over one in-process GarmentSegmenter."""
 
@@ -39,7 +50,7 @@ class SegmenterServicer(segmenter_pb2_grpc.SegmenterServicer):
     ) -> segmenter_pb2.SegmentResponse:
         """Image + boxes → one box-sized mask per box."""
         image = abort_on_invalid(context, lambda: image_from_proto(request.image, self.settings))
-        boxes = [box_from_proto(b) for b in request.boxes]
+        boxes = abort_on_invalid(context, lambda: [finite_box(b) for b in request.boxes])
         masks = self.model.segment(image, boxes)
         return segmenter_pb2.SegmentResponse(
             masks=[mask_to_proto(box_to_proto(b), m) for b, m in zip(boxes, masks, strict=True)]
