@@ -39,6 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="compare ImageNet / +color / learned 512 / learned 542 features side by side (exact kNN)",
     )
 
+    s2s = sub.add_parser("eval-scenes", help="street-to-shop Recall@1/@10 on generated scenes, simple vs fine")
+    s2s.add_argument("--scenes", required=True, help="a folder written by `python -m fashion_search.datasets.scenes`")
+    s2s.add_argument("--catalog", action="append", required=True, help="ImageFolder catalog (repeatable)")
+    s2s.add_argument("--limit", type=int, default=0, help="use the first N scenes (0 = all)")
+    s2s.add_argument("--json", action="store_true")
+    s2s.add_argument("--output", help="also write the figures to this Markdown file")
+
     bench = sub.add_parser("bench", help="per-stage latency p50/p95 for simple and fine mode")
     bench.add_argument("--queries", type=int, default=0, help="number of queries (default: settings)")
     bench.add_argument("--output", default="", help="Markdown file (default: docs/BENCHMARKS.md)")
@@ -57,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from fashion_search import commands
 
-    handler = getattr(commands, f"cmd_{args.command}")
+    handler = getattr(commands, f"cmd_{args.command.replace('-', '_')}")
     return int(handler(args, settings) or 0)
 
 

@@ -147,6 +147,19 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_eval_scenes(args: argparse.Namespace, settings: Settings) -> int:
+    """Street-to-shop recall on generated scenes."""
+    from fashion_search.evaluation import write_section
+    from fashion_search.evaluation_scenes import street_to_shop, street_to_shop_markdown
+
+    result = street_to_shop(settings, args.scenes, args.catalog, args.limit)
+    text = street_to_shop_markdown(result, _command_line())
+    print(json.dumps(result, indent=2) if args.json else text)
+    if args.output:
+        write_section(Path(args.output), "eval-street-to-shop", text, "Evaluation")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     """Per-stage latency table, printed and written to docs/BENCHMARKS.md."""
     from fashion_search.bench import run_bench, to_markdown

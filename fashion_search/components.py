@@ -24,6 +24,15 @@ def build_detector(settings: Settings, backbone: object | None = None) -> Detect
         from services.detector.client import RemoteDetector
 
         return RemoteDetector(settings.detector_url, settings)
+    return local_detector(settings, backbone)
+
+
+def local_detector(settings: Settings, backbone: object | None = None) -> Detector:
+    """The in-process detector chosen by FS_DETECTOR_MODEL (the detector service serves this one)."""
+    if settings.detector_model == "centernet-v1":
+        from services.detector.centernet import SceneDetector
+
+        return SceneDetector(settings)
     from services.detector.model import GarmentDetector
 
     return GarmentDetector(settings, backbone)  # type: ignore[arg-type]

@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     embedder_model: Literal["fashion-v1", "imagenet"] = "fashion-v1"
     embedder_weights: Path = PACKAGE_DIR.parent / "services" / "embedder" / "weights" / "fashion_embedder_v1.pt"
     color_weight: float = 0.35
+    # "centernet-v1": trained on generated scenes (several garments per photo); "v0": pose regions + one
+    # background-colour box per product photo, named by the linear garment head
+    detector_model: Literal["centernet-v1", "v0"] = "v0"
     detector_min_score: float = 0.25
     detector_max_side: int = 640
     segment_max_side: int = 192

@@ -140,6 +140,15 @@ def test_generate_scenes_deterministic_and_consistent(source_dir: Path, tmp_path
             assert stack.sum(axis=0).max() == 1
 
 
+def test_mask_cache_reuse_is_identical(source_dir: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache" / "masks.jsonl"
+    first = generate_scenes(source_dir, tmp_path / "a", 4, seed=5, split_name="train", mask_cache=cache)
+    assert cache.is_file() and first["mask_seconds"] > 0
+    second = generate_scenes(source_dir, tmp_path / "b", 4, seed=5, split_name="train", mask_cache=cache)
+    assert second["mask_seconds"] == 0  # every mask came from the cache
+    assert (tmp_path / "a" / ANNOTATIONS).read_bytes() == (tmp_path / "b" / ANNOTATIONS).read_bytes()
+
+
 @pytest.mark.skipif(not (REAL_DATA / "validation").is_dir(), reason="clothing-small data set not present")
 def test_real_scenes_load(tmp_path: Path) -> None:
     generate_scenes(REAL_DATA / "validation", tmp_path, 3, seed=0, split_name="validation")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import colorsys
+import hashlib
 import io
 import json
 import os
@@ -26,14 +27,15 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from fashion_search.catalog import CatalogRecord, load_catalog
+from fashion_search.datasets import garment_mask as garment_mask_module
 from fashion_search.datasets.garment_mask import garment_mask
 
 # Scene geometry: the longest side, and the shorter side as a fraction of it.
 SCENE_SIDE = 512
 SHORT_SIDE_RANGE = (0.6, 1.0)
 MAX_OBJECTS = 4
-# Source photos are analysed and cut at most this large (the catalog photos are ~400 x 533).
-MAX_SOURCE_SIDE = 640
+# Source photos are cut at most this large (clothing-small photos are 400 px on the short side, <= 936 px long).
+MAX_SOURCE_SIDE = 1024
 # Garment longest side as a fraction of the scene's shorter side, before the per-category and crowd factors.
 GARMENT_SIZE_RANGE = (0.4, 0.95)
 # Small items are smaller than a dress in a street photo, though product photos frame all of them alike.
@@ -58,10 +60,10 @@ COLOUR_JITTER = 0.08
 WHITE_BALANCE_JITTER = 0.04
 GARMENT_BLUR_P = 0.3
 GARMENT_BLUR_SIGMA = (0.4, 1.2)
-# Edge clean-up: source-mask erosion (source pixels), the blur that spreads garment colour past the edge, then
-# erosion and feathering of the alpha at scene scale.
+# Edge clean-up: mask erosion (source pixels), the box filter that spreads garment colour a few pixels past the
+# edge (as far as the warp and feathering below can reach), then erosion and feathering of the alpha.
 SOURCE_ERODE_PX = 2
-EDGE_FILL_SIGMA = 3.0
+EDGE_FILL_BOX = 7
 ALPHA_ERODE_PX = 1
 ALPHA_FEATHER_SIGMA = 0.7
 # Soft drop shadow under a garment: probability, darkening, blur and offset as fractions of the garment size.
@@ -82,6 +84,7 @@ PHOTO_BLUR_SIGMA = (1.5, 6.0)
 # A photo corner holding more than this share of the photo's garment mask is not used as a background.
 PHOTO_MAX_GARMENT_SHARE = 0.05
 ANNOTATIONS = "annotations.jsonl"
+EXIF_ORIENTATION = 0x0112
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -145,32 +148,98 @@ def load_scenes(out_dir: str | Path) -> list[dict[str, Any]]:
 def _load_rgb(path: str) -> np.ndarray:
     """RGB array of a photo, upright, at most MAX_SOURCE_SIDE."""
     with Image.open(path) as im:
-        img = ImageOps.exif_transpose(im).convert("RGB")
+        # exif_transpose always copies; only pay for it when the photo is actually rotated.
+        img = (ImageOps.exif_transpose(im) if im.getexif().get(EXIF_ORIENTATION, 1) != 1 else im).convert("RGB")
     if max(img.size) > MAX_SOURCE_SIDE:
-        img.thumbnail((MAX_SOURCE_SIDE, MAX_SOURCE_SIDE), Image.Resampling.LANCZOS)
+        img.thumbnail((MAX_SOURCE_SIDE, MAX_SOURCE_SIDE), Image.Resampling.BILINEAR, reducing_gap=2.0)
     return np.asarray(img)
 
 
-class _SourceBank:
-    """Catalog photos of one split with lazily computed, cached garment masks (deterministic per photo)."""
+def _mask_version() -> str:
+    """Fingerprint of the garment-mask code: cached masks from another version are recomputed."""
+    return hashlib.sha1(Path(garment_mask_module.__file__).read_bytes()).hexdigest()[:12]
 
-    def __init__(self, records: list[CatalogRecord]) -> None:
+
+class _SourceBank:
+    """Catalog photos of one split with lazily computed garment masks (deterministic per photo).
+
+    Masks are kept bit-packed and cropped to their box (a few KB per photo), and optionally persisted in a JSONL
+    cache keyed by mask-code version, photo path, size and mtime, so a later run skips the analysis.
+    """
+
+    def __init__(self, records: list[CatalogRecord], cache_path: Path | None = None) -> None:
         self.records = records
         by_cat: dict[str, list[int]] = {}
         for i, rec in enumerate(records):
             by_cat.setdefault(rec.category, []).append(i)
         self.categories = sorted(by_cat)
         self.by_category = by_cat
-        self._masks: dict[int, np.ndarray | None] = {}
+        self._masks: dict[int, tuple[tuple[int, int], list[int], np.ndarray] | None] = {}
+        self.mask_seconds = 0.0
+        self._version = _mask_version()
+        self._cache_path = cache_path
+        self._cache: dict[str, dict[str, Any] | None] = {}
+        self._cache_dirty = False
+        if cache_path is not None and cache_path.is_file():
+            with cache_path.open(encoding="utf-8") as fh:
+                for line in fh:
+                    if line.strip():
+                        entry = json.loads(line)
+                        if entry["key"].startswith(self._version + "|"):
+                            self._cache[entry["key"]] = entry["rle"]
+
+    def _key(self, idx: int) -> str:
+        path = self.records[idx].image_path
+        st = os.stat(path)
+        return f"{self._version}|{path}|{st.st_size}|{st.st_mtime_ns}"
 
     def mask(self, idx: int) -> np.ndarray | None:
-        """The photo's garment mask (None when unusable), computed once."""
+        """The photo's full-size garment mask (None when unusable), computed once."""
         if idx not in self._masks:
-            self._masks[idx] = garment_mask(Image.fromarray(_load_rgb(self.records[idx].image_path)))[0]
-        return self._masks[idx]
+            key = self._key(idx)
+            if key in self._cache:
+                rle = self._cache[key]
+                full = None if rle is None else decode_rle(rle)
+            else:
+                start = time.perf_counter()
+                full = garment_mask(Image.fromarray(_load_rgb(self.records[idx].image_path)))[0]
+                self.mask_seconds += time.perf_counter() - start
+                if self._cache_path is not None:
+                    self._cache[key] = None if full is None else encode_rle(full)
+                    self._cache_dirty = True
+            box = None if full is None else mask_box(full)
+            if full is None or box is None:
+                self._masks[idx] = None
+            else:
+                x0, y0, x1, y1 = box
+                self._masks[idx] = (full.shape, box, np.packbits(full[y0:y1, x0:x1]))
+        stored = self._masks[idx]
+        if stored is None:
+            return None
+        shape, (x0, y0, x1, y1), packed = stored
+        full = np.zeros(shape, bool)
+        full[y0:y1, x0:x1] = np.unpackbits(packed, count=(y1 - y0) * (x1 - x0)).reshape(y1 - y0, x1 - x0)
+        return full
+
+    def usable(self, idx: int) -> bool:
+        """Whether the photo has a usable garment mask (computes it if needed)."""
+        if idx not in self._masks:
+            self.mask(idx)
+        return self._masks[idx] is not None
+
+    def save_cache(self) -> None:
+        """Write the mask cache (atomically) if this run analysed new photos."""
+        if self._cache_path is None or not self._cache_dirty:
+            return
+        self._cache_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._cache_path.with_suffix(self._cache_path.suffix + ".tmp")
+        with tmp.open("w", encoding="utf-8") as fh:
+            for key in sorted(self._cache):
+                fh.write(json.dumps({"key": key, "rle": self._cache[key]}, separators=(",", ":")) + "\n")
+        os.replace(tmp, self._cache_path)
 
     def stats(self) -> tuple[int, int]:
-        """(photos analysed so far, of which usable)."""
+        """(photos checked so far, from the cache or analysed, and of those the usable ones)."""
         return len(self._masks), sum(m is not None for m in self._masks.values())
 
     def draw_garment(self, rng: np.random.Generator, exclude: set[int]) -> int | None:
@@ -179,7 +248,7 @@ class _SourceBank:
             cat = self.categories[rng.integers(len(self.categories))]
             pool = self.by_category[cat]
             idx = pool[rng.integers(len(pool))]
-            if idx not in exclude and self.mask(idx) is not None:
+            if idx not in exclude and self.usable(idx):
                 return idx
         return None
 
@@ -253,21 +322,26 @@ def _bg_stripes(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 
 def _bg_tiles(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     """Pavement or floor tiles with grout lines, optionally foreshortened like a floor seen at an angle."""
-    size = rng.uniform(30, 140)
-    grout = max(1, int(rng.integers(1, 5)))
-    big_h, big_w = h * 2, w * 2  # drawn larger so a perspective squeeze still fills the frame
-    ys, xs = np.mgrid[0:big_h, 0:big_w]
-    ty, tx = (ys // size).astype(np.int32), (xs // size).astype(np.int32)
-    base = _colour(rng)
-    shade = rng.uniform(0.88, 1.12, size=(int(ty.max()) + 1, int(tx.max()) + 1)).astype(np.float32)
-    img = base * shade[ty, tx][..., None]
-    lines = ((ys % size) < grout) | ((xs % size) < grout)
-    img[lines] = _colour(rng) if rng.random() < 0.3 else base * rng.uniform(0.5, 1.3)
+    size = int(rng.integers(30, 140))
+    grout = int(rng.integers(1, 5))
+    big_h, big_w = int(h * 1.5), int(w * 1.5)  # drawn larger so a perspective squeeze still fills the frame
+    ny, nx = -(-big_h // size), -(-big_w // size)
+    shades = rng.uniform(0.88, 1.12, size=(ny, nx)).astype(np.float32)
+    tiles = cv2.resize(shades, (nx * size, ny * size), interpolation=cv2.INTER_NEAREST)[:big_h, :big_w]
+    img = tiles[..., None] * _colour(rng)
+    # Grout visibly darker or lighter than the tiles, or a colour of its own.
+    contrast = rng.uniform(0.5, 0.8) if rng.random() < 0.6 else rng.uniform(1.2, 1.5)
+    line = _colour(rng) if rng.random() < 0.3 else img[0, 0] * contrast
+    for k in range(0, big_h, size):
+        img[k : k + grout] = line
+    for k in range(0, big_w, size):
+        img[:, k : k + grout] = line
     src = np.float32([[0, 0], [big_w, 0], [big_w, big_h], [0, big_h]])
-    squeeze = rng.uniform(0.0, 0.35) * w
-    dst = np.float32([[-squeeze, 0], [w + squeeze, 0], [w + squeeze * 3, h], [-squeeze * 3, h]])
-    if rng.random() < 0.5:
-        dst = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
+    if rng.random() < 0.5:  # a floor receding from the camera: the far edge is squeezed
+        squeeze = rng.uniform(0.1, 0.35) * w
+        dst = np.float32([[-squeeze, 0], [w + squeeze, 0], [w + squeeze * 3, h], [-squeeze * 3, h]])
+    else:
+        dst = np.float32([[0, 0], [big_w, 0], [big_w, big_h], [0, big_h]])
     m = cv2.getPerspectiveTransform(src, dst)
     return cv2.warpPerspective(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
@@ -365,28 +439,35 @@ def _garment_patch(
     """The garment cut out, scaled, flipped, rotated, perspective-warped and jittered: (RGB float32, alpha 0..1)."""
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    rgb, alpha = photo[y0:y1, x0:x1].astype(np.float32), mask[y0:y1, x0:x1].astype(np.uint8)
+    scale = target_side / max(y1 - y0, x1 - x0)
+    size = (max(2, round((x1 - x0) * scale)), max(2, round((y1 - y0) * scale)))
+    # Area averaging only pays off (against aliasing) for strong downscales; bilinear is several times cheaper.
+    interp = cv2.INTER_AREA if scale < 0.5 else cv2.INTER_LINEAR
+    rgb = cv2.resize(photo[y0:y1, x0:x1], size, interpolation=interp).astype(np.float32)
+    solid = cv2.resize(mask[y0:y1, x0:x1].astype(np.float32), size, interpolation=interp) > 0.5
     # The mask edge still holds pixels mixed with the photo's background: cut them, and give everything outside
     # the garment the colour of the nearby garment (normalised convolution), so the soft alpha edge blends garment
     # colour into the scene instead of a light halo.
-    alpha = cv2.erode(alpha, np.ones((3, 3), np.uint8), iterations=SOURCE_ERODE_PX).astype(np.float32)
-    weight = cv2.GaussianBlur(alpha, (0, 0), EDGE_FILL_SIGMA)[..., None]
-    spread = cv2.GaussianBlur(rgb * alpha[..., None], (0, 0), EDGE_FILL_SIGMA) / np.maximum(weight, 1e-3)
+    erode_px = max(1, round(SOURCE_ERODE_PX * min(scale, 1.0)))
+    alpha = cv2.erode(solid.astype(np.uint8), np.ones((3, 3), np.uint8), iterations=erode_px).astype(np.float32)
+    box = (EDGE_FILL_BOX, EDGE_FILL_BOX)
+    weight = cv2.blur(alpha, box)[..., None]
+    spread = cv2.blur(rgb * alpha[..., None], box) / np.maximum(weight, 1e-3)
     rgb = np.where(alpha[..., None] > 0, rgb, spread)
-    scale = target_side / max(y1 - y0, x1 - x0)
-    size = (max(2, round((x1 - x0) * scale)), max(2, round((y1 - y0) * scale)))
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    rgb, alpha = cv2.resize(rgb, size, interpolation=interp), cv2.resize(alpha, size, interpolation=interp)
     if rng.random() < FLIP_P:
-        rgb, alpha = rgb[:, ::-1], alpha[:, ::-1]
+        rgb, alpha = np.ascontiguousarray(rgb[:, ::-1]), np.ascontiguousarray(alpha[:, ::-1])
 
-    # Small photometric change: brightness, contrast, saturation, white balance.
-    grey = rgb.mean(axis=2, keepdims=True)
-    rgb = grey + (rgb - grey) * rng.uniform(1 - COLOUR_JITTER, 1 + COLOUR_JITTER)
-    mean = float(rgb.mean())
-    rgb = mean + (rgb - mean) * rng.uniform(1 - COLOUR_JITTER, 1 + COLOUR_JITTER)
-    rgb = rgb * rng.uniform(1 - COLOUR_JITTER, 1 + COLOUR_JITTER)
-    rgb = rgb * rng.uniform(1 - WHITE_BALANCE_JITTER, 1 + WHITE_BALANCE_JITTER, size=3).astype(np.float32)
+    # Small photometric change in one colour transform: saturation (mix with grey), contrast about the garment's
+    # mean, brightness and white balance gains.
+    sat, con, bright = rng.uniform(1 - COLOUR_JITTER, 1 + COLOUR_JITTER, size=3)
+    gains = bright * rng.uniform(1 - WHITE_BALANCE_JITTER, 1 + WHITE_BALANCE_JITTER, size=3)
+    mean = float(np.mean(cv2.mean(rgb, mask=(alpha > 0).astype(np.uint8))[:3]))
+    matrix = np.zeros((3, 4), np.float32)
+    for c in range(3):
+        matrix[c, :3] = (1 - sat) * con * gains[c] / 3
+        matrix[c, c] += sat * con * gains[c]
+        matrix[c, 3] = (1 - con) * mean * gains[c]
+    rgb = cv2.transform(rgb, matrix)
 
     # Rotation about the centre plus independent corner jitter gives a mild perspective.
     w, h = size
@@ -399,10 +480,8 @@ def _garment_patch(
     out_size = (int(np.ceil(dst[:, 0].max())) + 1, int(np.ceil(dst[:, 1].max())) + 1)
     m = cv2.getPerspectiveTransform(src, dst)
     # Replicated borders keep garment colours (not black) under the soft alpha edge.
-    rgb = cv2.warpPerspective(np.ascontiguousarray(rgb), m, out_size, flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_REPLICATE)
-    alpha = cv2.warpPerspective(np.ascontiguousarray(alpha), m, out_size, flags=cv2.INTER_LINEAR,
-                                borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    rgb = cv2.warpPerspective(rgb, m, out_size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    alpha = cv2.warpPerspective(alpha, m, out_size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
     alpha = cv2.erode(alpha, np.ones((2 * ALPHA_ERODE_PX + 1,) * 2, np.uint8))
     alpha = cv2.GaussianBlur(alpha, (0, 0), ALPHA_FEATHER_SIGMA)
     if rng.random() < GARMENT_BLUR_P:  # defocus: colour and edge soften together
@@ -470,34 +549,44 @@ def _make_scene(rng: np.random.Generator, bank: _SourceBank) -> tuple[np.ndarray
         x0, y0, (sy, sx, py, px), new_vis = placed
         a = alpha[py, px][..., None]
         if rng.random() < SHADOW_P:
+            # A blurred, offset copy of the alpha darkens what lies under the garment (drawn in patch coordinates).
             size = max(ph, pw)
             blur = max(1.0, rng.uniform(*SHADOW_BLUR) * size)
             dx, dy = (rng.uniform(-SHADOW_OFFSET, SHADOW_OFFSET, size=2) * size).astype(int)
-            shadow = np.zeros((h, w), np.float32)
-            shifted = _paste_region((h, w), x0 + dx, y0 + dy, ph, pw)
+            pad = int(3 * blur) + 1
+            shadow = _blur(cv2.copyMakeBorder(alpha, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0), blur)
+            strength = rng.uniform(*SHADOW_STRENGTH)
+            shifted = _paste_region((h, w), x0 + dx - pad, y0 + dy - pad, *shadow.shape)
             if shifted is not None:
                 ssy, ssx, spy, spx = shifted
-                shadow[ssy, ssx] = alpha[spy, spx]
-                shadow = _blur(shadow, blur)
-                scene *= (1 - rng.uniform(*SHADOW_STRENGTH) * shadow)[..., None]
+                scene[ssy, ssx] *= (1 - strength * shadow[spy, spx])[..., None]
         scene[sy, sx] = scene[sy, sx] * (1 - a) + rgb[py, px] * a
         for o in objects:
             o["visible"] &= ~new_vis
         objects.append({"record": rec, "visible": new_vis, "total": total})
 
     if rng.random() < NOISE_P:
-        scene = scene + rng.normal(0, rng.uniform(*NOISE_SIGMA), size=scene.shape).astype(np.float32)
+        scene += rng.standard_normal(scene.shape, dtype=np.float32) * np.float32(rng.uniform(*NOISE_SIGMA))
     return np.clip(scene + 0.5, 0, 255).astype(np.uint8), [o for o in objects if o["visible"].any()]
 
 
 def generate_scenes(
-    source_dir: str | Path, out_dir: str | Path, n_scenes: int, seed: int, split_name: str, progress: bool = False
+    source_dir: str | Path,
+    out_dir: str | Path,
+    n_scenes: int,
+    seed: int,
+    split_name: str,
+    mask_cache: str | Path | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
-    """Write n_scenes JPEGs under out_dir/images and their annotations to out_dir/annotations.jsonl; return stats."""
+    """Write n_scenes JPEGs under out_dir/images and their annotations to out_dir/annotations.jsonl; return stats.
+
+    mask_cache: optional JSONL file of garment masks, read and extended, so later runs skip the photo analysis.
+    """
     records = load_catalog(source_dir)
     if not records:
         raise ValueError(f"no source photos under {source_dir}")
-    bank = _SourceBank(records)
+    bank = _SourceBank(records, Path(mask_cache) if mask_cache is not None else None)
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     start, n_objects = time.perf_counter(), 0
@@ -529,9 +618,11 @@ def generate_scenes(
                     "objects": anns}
             fh.write(json.dumps(line, separators=(",", ":")) + "\n")
     os.replace(tmp, out / ANNOTATIONS)
-    analysed, usable = bank.stats()
-    return {"scenes": n_scenes, "objects": n_objects, "photos": len(records), "photos_analysed": analysed,
-            "photos_usable": usable, "seconds": round(time.perf_counter() - start, 2)}
+    bank.save_cache()
+    checked, usable = bank.stats()
+    return {"scenes": n_scenes, "objects": n_objects, "photos": len(records), "photos_checked": checked,
+            "photos_usable": usable, "seconds": round(time.perf_counter() - start, 2),
+            "mask_seconds": round(bank.mask_seconds, 2)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -542,9 +633,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=1000, help="number of scenes")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--split", default=None, help="split name used in file names (default: source folder name)")
+    ap.add_argument("--mask-cache", default=None,
+                    help='garment mask cache file (default: OUT/garment_masks.jsonl; "none" disables it)')
     args = ap.parse_args(argv)
     split = args.split or Path(args.source).resolve().name
-    stats = generate_scenes(args.source, args.out, args.n, args.seed, split, progress=sys.stderr.isatty())
+    cache = None if args.mask_cache == "none" else Path(args.mask_cache or Path(args.out) / "garment_masks.jsonl")
+    stats = generate_scenes(args.source, args.out, args.n, args.seed, split, cache, progress=sys.stderr.isatty())
     rate = stats["scenes"] / max(stats["seconds"], 1e-9)
     print(json.dumps({**stats, "scenes_per_second": round(rate, 1)}))
     return 0

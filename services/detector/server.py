@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 
+from fashion_search.domain import Detector
 from fashion_search.grpc_common import (
     abort_on_invalid,
     box_to_proto,
@@ -14,7 +15,6 @@ from fashion_search.grpc_common import (
 from fashion_search.rpc import detector_pb2, detector_pb2_grpc
 from fashion_search.serving import wait_for_termination
 from fashion_search.settings import Settings
-from services.detector.model import GarmentDetector
 
 SERVICE_NAME = "fashion_search.v1.Detector"
 
@@ -22,7 +22,7 @@ SERVICE_NAME = "fashion_search.v1.Detector"
 class DetectorServicer(detector_pb2_grpc.DetectorServicer):
     """Detect over one in-process GarmentDetector."""
 
-    def __init__(self, model: GarmentDetector, settings: Settings) -> None:
+    def __init__(self, model: Detector, settings: Settings) -> None:
         self.model = model
         self.settings = settings
 
@@ -44,10 +44,13 @@ class DetectorServicer(detector_pb2_grpc.DetectorServicer):
 
 
 def start_server(
-    settings: Settings, port: int | None = None, model: GarmentDetector | None = None
+    settings: Settings, port: int | None = None, model: Detector | None = None
 ) -> tuple[grpc.Server, int]:
     """Load the model, start serving on port (0 = any free port) and report SERVING."""
-    model = model or GarmentDetector(settings)
+    if model is None:
+        from fashion_search.components import local_detector
+
+        model = local_detector(settings)
     servicer = DetectorServicer(model, settings)
     server, bound, health = make_server(
         SERVICE_NAME, settings.detector_port if port is None else port, settings,

@@ -1,0 +1,58 @@
+"""Detection metrics: VOC-style average precision at an IoU threshold, per class and mean."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+
+from fashion_search.domain import Box, Detection
+
+
+def average_precision(recall: np.ndarray, precision: np.ndarray) -> float:
+    """All-point interpolated area under the precision/recall curve (VOC 2010+)."""
+    r = np.concatenate([[0.0], recall, [1.0]])
+    p = np.concatenate([[0.0], precision, [0.0]])
+    for i in range(len(p) - 2, -1, -1):
+        p[i] = max(p[i], p[i + 1])
+    idx = np.flatnonzero(r[1:] != r[:-1])
+    return float(np.sum((r[idx + 1] - r[idx]) * p[idx + 1]))
+
+
+def detection_map(
+    predictions: Sequence[Sequence[Detection]],
+    truths: Sequence[Sequence[tuple[Box, str]]],
+    iou_threshold: float = 0.5,
+    class_agnostic: bool = False,
+) -> tuple[float, dict[str, float]]:
+    """mAP over classes present in the ground truth, and AP per class; each truth matches one prediction."""
+    scored: dict[str, list[tuple[float, int, Box]]] = defaultdict(list)
+    gt: dict[str, dict[int, list[Box]]] = defaultdict(lambda: defaultdict(list))
+    for i, (preds, objs) in enumerate(zip(predictions, truths, strict=True)):
+        for d in preds:
+            scored["garment" if class_agnostic else d.category].append((d.score, i, d.box))
+        for box, cat in objs:
+            gt["garment" if class_agnostic else cat][i].append(box)
+    per_class = {}
+    for cat, images in gt.items():
+        n_true = sum(len(b) for b in images.values())
+        used = {i: [False] * len(b) for i, b in images.items()}
+        tp, fp = [], []
+        for _, i, box in sorted(scored.get(cat, []), key=lambda s: -s[0]):
+            cands = images.get(i, [])
+            ious = [box.iou(t) for t in cands]
+            j = int(np.argmax(ious)) if ious else -1
+            if j >= 0 and ious[j] >= iou_threshold and not used[i][j]:
+                used[i][j] = True
+                tp.append(1)
+                fp.append(0)
+            else:
+                tp.append(0)
+                fp.append(1)
+        tps, fps = np.cumsum(tp), np.cumsum(fp)
+        recall = tps / max(n_true, 1)
+        precision = tps / np.maximum(tps + fps, 1)
+        per_class[cat] = average_precision(recall, precision) if len(tp) else 0.0
+    mean = float(np.mean(list(per_class.values()))) if per_class else 0.0
+    return mean, dict(sorted(per_class.items()))
