@@ -46,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     s2s.add_argument("--json", action="store_true")
     s2s.add_argument("--output", help="also write the figures to this Markdown file")
 
+    em = sub.add_parser("eval-models", help="detector mAP@0.5 and segmenter mIoU on generated scenes")
+    em.add_argument("--scenes", required=True)
+    em.add_argument("--limit", type=int, default=0)
+    em.add_argument("--json", action="store_true")
+    em.add_argument("--output", help="also write the figures to this Markdown file")
+
     bench = sub.add_parser("bench", help="per-stage latency p50/p95 for simple and fine mode")
     bench.add_argument("--queries", type=int, default=0, help="number of queries (default: settings)")
     bench.add_argument("--output", default="", help="Markdown file (default: docs/BENCHMARKS.md)")

@@ -160,6 +160,19 @@ def cmd_eval_scenes(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_eval_models(args: argparse.Namespace, settings: Settings) -> int:
+    """Detector mAP and segmenter mIoU on generated scenes."""
+    from fashion_search.evaluation import write_section
+    from fashion_search.evaluation_models import evaluate_models, models_markdown
+
+    result = evaluate_models(settings, args.scenes, args.limit)
+    text = models_markdown(result, _command_line())
+    print(json.dumps(result, indent=2) if args.json else text)
+    if args.output:
+        write_section(Path(args.output), f"eval-models-{settings.detector_model}", text, "Evaluation")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     """Per-stage latency table, printed and written to docs/BENCHMARKS.md."""
     from fashion_search.bench import run_bench, to_markdown

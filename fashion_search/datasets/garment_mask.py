@@ -31,12 +31,15 @@ SECOND_COMPONENT_RATIO = 0.25
 # moderately darker, with chroma scaled down about as much (black and dark garments are darker and greyer).
 SHADOW_MIN_BG_CHROMA = 15.0
 SHADOW_MAX_HUE_DEG = 20.0
-SHADOW_LIGHT_RATIO = (0.45, 1.0)
+SHADOW_LIGHT_RATIO = (0.25, 1.0)
 SHADOW_CHROMA_RATIO = (0.5, 1.1)
 # Enclosed holes up to this fraction of the mask are filled whatever their colour (buttons, prints, creases).
 SMALL_HOLE_FRACTION = 0.002
-# Larger holes are filled unless at least this share of their pixels looks like background.
+# Larger holes stay open (a gap between sleeve and body) when at least this share of their pixels looks like
+# background and garment no thicker than GAP_MAX_WALL (fraction of the shorter side) separates them from the
+# outside; otherwise they are filled (a print in the background's colour).
 HOLE_MAX_BG_SHARE = 0.5
+GAP_MAX_WALL = 0.04
 # Morphology kernel size as a fraction of the shorter side.
 MORPH_FRACTION = 0.012
 # Background ring checked for leftovers: between RING_INNER and RING_OUTER morphology kernels outside the mask.
@@ -83,18 +86,33 @@ def _background_model(lab: np.ndarray, band: int) -> tuple[np.ndarray, float, fl
     return full.astype(np.float32), sigma, float(1.0 - keep.mean())
 
 
-def _fill_holes(mask: np.ndarray, bg_like: np.ndarray) -> np.ndarray:
-    """Fill enclosed holes, except those that look like background (the gap between a sleeve and the body)."""
+def _fill_holes(mask: np.ndarray, bg_like: np.ndarray, max_wall: float) -> np.ndarray:
+    """Fill enclosed holes, except background-like ones next to the outline (the gap between a sleeve and the body).
+
+    A print that matches the background sits deep inside the garment; a sleeve gap is closed off from the outside
+    only by a thin contact, so its distance to the outside background is at most max_wall pixels.
+    """
     n, labels, stats, _ = cv2.connectedComponentsWithStats((~mask).astype(np.uint8), connectivity=4)
+    h, w = mask.shape
+    inner = [i for i in range(1, n) if stats[i, 0] > 0 and stats[i, 1] > 0
+             and stats[i, 0] + stats[i, 2] < w and stats[i, 1] + stats[i, 3] < h]
+    if not inner:
+        return mask
+    # Distance of every pixel to the outside background (the non-mask parts that touch the frame).
+    outside = ~mask & ~np.isin(labels, inner)
+    wall = cv2.distanceTransform((~outside).astype(np.uint8), cv2.DIST_L2, 3)
     out = mask.copy()
     max_small = SMALL_HOLE_FRACTION * mask.sum()
-    for i in range(1, n):
-        x, y, w, h, area = stats[i]
-        if x == 0 or y == 0 or x + w == mask.shape[1] or y + h == mask.shape[0]:
-            continue  # touches the frame: outside background, not a hole
-        region = labels[y : y + h, x : x + w] == i
-        if area <= max_small or bg_like[y : y + h, x : x + w][region].mean() < HOLE_MAX_BG_SHARE:
-            out[y : y + h, x : x + w] |= region
+    for i in inner:
+        x, y, bw, bh, area = stats[i]
+        region = labels[y : y + bh, x : x + bw] == i
+        gap = (
+            area > max_small
+            and bg_like[y : y + bh, x : x + bw][region].mean() >= HOLE_MAX_BG_SHARE
+            and wall[y : y + bh, x : x + bw][region].min() <= max_wall
+        )
+        if not gap:
+            out[y : y + bh, x : x + bw] |= region
     return out
 
 
@@ -152,7 +170,7 @@ def garment_mask(image: Image.Image) -> tuple[np.ndarray | None, float]:
     keep = 1 + np.flatnonzero(areas >= SECOND_COMPONENT_RATIO * areas.max())
     # Background-like: close to the background model, or a shadow cast on it.
     bg_like = (delta < RING_DELTA_FRACTION * thresh) | shadow
-    mask = _fill_holes(np.isin(labels, keep), bg_like)
+    mask = _fill_holes(np.isin(labels, keep), bg_like, GAP_MAX_WALL * min(h, w))
     coverage = float(mask.mean())
     if not MIN_COVERAGE <= coverage <= MAX_COVERAGE:
         return None, 0.0

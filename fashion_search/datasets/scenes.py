@@ -60,8 +60,8 @@ COLOUR_JITTER = 0.08
 WHITE_BALANCE_JITTER = 0.04
 GARMENT_BLUR_P = 0.3
 GARMENT_BLUR_SIGMA = (0.4, 1.2)
-# Edge clean-up: mask erosion (source pixels), the box filter that spreads garment colour a few pixels past the
-# edge (as far as the warp and feathering below can reach), then erosion and feathering of the alpha.
+# Edge clean-up: mask erosion (source-photo pixels, scaled with the cut-out), the box filter that spreads garment
+# colour a few pixels past the edge (as far as the warp and feathering below reach), alpha erosion and feathering.
 SOURCE_ERODE_PX = 2
 EDGE_FILL_BOX = 7
 ALPHA_ERODE_PX = 1
@@ -517,7 +517,8 @@ def _make_scene(rng: np.random.Generator, bank: _SourceBank) -> tuple[np.ndarray
     for idx in chosen:
         rec = bank.records[idx]
         mask = bank.mask(idx)
-        assert mask is not None  # draw_garment only returns photos with a mask
+        if mask is None:  # draw_garment only returns photos with a mask; this keeps the type checker honest
+            continue
         crowd = 1 - CROWD_SHRINK * (len(chosen) - 1)
         side = min(h, w) * rng.uniform(*GARMENT_SIZE_RANGE) * CATEGORY_SIZE.get(rec.category, 1.0) * crowd
         rgb, alpha = _garment_patch(rng, _load_rgb(rec.image_path), mask, side)
@@ -567,7 +568,9 @@ def _make_scene(rng: np.random.Generator, bank: _SourceBank) -> tuple[np.ndarray
 
     if rng.random() < NOISE_P:
         scene += rng.standard_normal(scene.shape, dtype=np.float32) * np.float32(rng.uniform(*NOISE_SIGMA))
-    return np.clip(scene + 0.5, 0, 255).astype(np.uint8), [o for o in objects if o["visible"].any()]
+    # Placement already keeps every garment MIN_VISIBLE visible; the filter states the contract.
+    kept = [o for o in objects if o["visible"].sum() >= MIN_VISIBLE * o["total"]]
+    return np.clip(scene + 0.5, 0, 255).astype(np.uint8), kept
 
 
 def generate_scenes(
@@ -589,6 +592,8 @@ def generate_scenes(
     bank = _SourceBank(records, Path(mask_cache) if mask_cache is not None else None)
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
+    for stale in (out / "images").glob(f"{split_name}_*.jpg"):  # scenes of an earlier, longer run
+        stale.unlink()
     start, n_objects = time.perf_counter(), 0
     tmp = out / (ANNOTATIONS + ".tmp")
     indices: range | Any = range(n_scenes)
