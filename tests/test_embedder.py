@@ -19,7 +19,7 @@ def test_vectors_are_unit_length_and_deterministic(shared_models: dict, small_re
     embedder = shared_models["embedder"]
     images = _load(small_records[:3])
     a, b = embedder.embed(images), embedder.embed(images)
-    assert a.shape == (3, embedder.dim) and embedder.dim == 1280 + COLOR_DIM
+    assert a.shape == (3, embedder.dim) and embedder.dim == embedder.deep_dim + COLOR_DIM
     np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(a, b, atol=1e-5)
     assert embedder.embed([]).shape == (0, embedder.dim)
