@@ -74,14 +74,14 @@ def street_to_shop(
         "scenes": len(scenes), "garments": n, "catalog": len(catalog), "catalog_dirs": catalog_dirs,
         "detected_iou50": round(detected / n, 4) if n else 0.0, "recall": table,
         "median_ms": {m: round(statistics.median(v), 1) for m, v in latencies.items()},
-        "model": pipeline.embedder.model_name,
+        "model": pipeline.embedder.model_name, "detector": settings.detector_model,
     }
 
 
 def street_to_shop_markdown(result: dict[str, Any], command: str) -> str:
     """Markdown section for docs/EVALUATION.md."""
     lines = [
-        "## Street-to-shop (generated scenes → own product)", "",
+        f"## Street-to-shop (generated scenes → own product), detector `{result['detector']}`", "",
         f"Command: `{command}`", "",
         f"{result['scenes']} scenes, {result['garments']} garments, catalog of {result['catalog']} products; "
         f"model `{result['model']}`. Fine mode: a garment counts only if a detection overlaps it with IoU ≥ "
