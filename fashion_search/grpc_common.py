@@ -134,6 +134,16 @@ def mark_serving(health_servicer: health.HealthServicer, name: str) -> None:
     health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
 
 
+def start_model_server(
+    name: str, port: int, settings: Settings, model: Any, register: Callable[[grpc.Server], None]
+) -> tuple[grpc.Server, int]:
+    """Bind, load the model's weights, then report SERVING: health turns green only once requests can be served."""
+    server, bound, health_servicer = make_server(name, port, settings, register)
+    model.load()
+    mark_serving(health_servicer, name)
+    return server, bound
+
+
 def check_health(url: str, settings: Settings, timeout_s: float = 2.0) -> bool:
     """True if the server at url answers SERVING to the standard health check."""
     try:

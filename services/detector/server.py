@@ -9,8 +9,7 @@ from fashion_search.grpc_common import (
     abort_on_invalid,
     box_to_proto,
     image_from_proto,
-    make_server,
-    mark_serving,
+    start_model_server,
 )
 from fashion_search.rpc import detector_pb2, detector_pb2_grpc
 from fashion_search.serving import wait_for_termination
@@ -52,13 +51,10 @@ def start_server(
 
         model = local_detector(settings)
     servicer = DetectorServicer(model, settings)
-    server, bound, health = make_server(
-        SERVICE_NAME, settings.detector_port if port is None else port, settings,
+    return start_model_server(
+        SERVICE_NAME, settings.detector_port if port is None else port, settings, model,
         lambda s: detector_pb2_grpc.add_DetectorServicer_to_server(servicer, s),
     )
-    model.load()
-    mark_serving(health, SERVICE_NAME)
-    return server, bound
 
 
 def serve(settings: Settings) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 
-from fashion_search.grpc_common import abort_on_invalid, image_from_proto, make_server, mark_serving
+from fashion_search.grpc_common import abort_on_invalid, image_from_proto, start_model_server
 from fashion_search.rpc import embedder_pb2, embedder_pb2_grpc
 from fashion_search.serving import wait_for_termination
 from fashion_search.settings import Settings
@@ -49,13 +49,10 @@ def start_server(
     """Load the model, start serving on port (0 = any free port) and report SERVING."""
     model = model or GarmentEmbedder(settings)
     servicer = EmbedderServicer(model, settings)
-    server, bound, health = make_server(
-        SERVICE_NAME, settings.embedder_port if port is None else port, settings,
+    return start_model_server(
+        SERVICE_NAME, settings.embedder_port if port is None else port, settings, model,
         lambda s: embedder_pb2_grpc.add_EmbedderServicer_to_server(servicer, s),
     )
-    model.load()
-    mark_serving(health, SERVICE_NAME)
-    return server, bound
 
 
 def serve(settings: Settings) -> None:

@@ -13,8 +13,7 @@ from fashion_search.grpc_common import (
     box_from_proto,
     box_to_proto,
     image_from_proto,
-    make_server,
-    mark_serving,
+    start_model_server,
 )
 from fashion_search.rpc import common_pb2, segmenter_pb2, segmenter_pb2_grpc
 from fashion_search.serving import wait_for_termination
@@ -63,13 +62,10 @@ def start_server(
     """Load the model, start serving on port (0 = any free port) and report SERVING."""
     model = model or GarmentSegmenter(settings)
     servicer = SegmenterServicer(model, settings)
-    server, bound, health = make_server(
-        SERVICE_NAME, settings.segmenter_port if port is None else port, settings,
+    return start_model_server(
+        SERVICE_NAME, settings.segmenter_port if port is None else port, settings, model,
         lambda s: segmenter_pb2_grpc.add_SegmenterServicer_to_server(servicer, s),
     )
-    model.load()
-    mark_serving(health, SERVICE_NAME)
-    return server, bound
 
 
 def serve(settings: Settings) -> None:
