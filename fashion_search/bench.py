@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import platform
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,18 +23,15 @@ Table = dict[str, dict[str, tuple[float, float]]]
 
 def run_bench(settings: Settings, n_queries: int) -> tuple[Table, dict[str, object]]:
     """Index the sample catalog in a temporary index and time n queries per mode; returns p50/p95 per stage."""
-    from fashion_search.components import build_pipeline
+    from fashion_search.components import temporary_pipeline
 
     records = load_catalog(settings.sample_catalog)
-    with tempfile.TemporaryDirectory(prefix="fs-bench-") as tmp:
-        local = settings.model_copy(update={"data_dir": Path(tmp), "index_backend": "edge", "search_url": ""})
-        pipeline = build_pipeline(local)
+    with temporary_pipeline(settings, "fs-bench-") as pipeline:
+        local = pipeline.settings
         start = time.perf_counter()
         report = Ingestor(pipeline, local).ingest_records(records, with_garment=True)
         ingest_s = time.perf_counter() - start
-        optimize = getattr(pipeline.index, "optimize", None)
-        if callable(optimize):
-            optimize()
+        pipeline.index.optimize()
         # Queries: every k-th catalog photo, so they spread over all classes.
         step = max(1, len(records) // n_queries)
         queries = [decode_image(Path(r.image_path).read_bytes(), local) for r in records[::step][:n_queries]]
@@ -51,7 +47,6 @@ def run_bench(settings: Settings, n_queries: int) -> tuple[Table, dict[str, obje
             table[mode] = {
                 s: (float(np.percentile(v, 50)), float(np.percentile(v, 95))) for s, v in samples.items()
             }
-        pipeline.index.close()
     info: dict[str, object] = {
         "catalog_size": report.indexed, "queries": len(queries), "ingest_s": round(ingest_s, 1),
         "ingest_per_s": round(report.indexed / ingest_s, 1) if ingest_s else 0.0,

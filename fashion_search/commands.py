@@ -50,9 +50,7 @@ def _ingest_local(records: list, settings: Settings) -> int:
     try:
         with tqdm(total=len(records), unit="product", desc="ingest") as bar:
             report = Ingestor(pipeline, settings).ingest_records(records, on_progress=bar.update)
-        optimize = getattr(pipeline.index, "optimize", None)
-        if callable(optimize):
-            optimize()
+        pipeline.index.optimize()
     finally:
         pipeline.index.close()
     return _report(report)
@@ -103,9 +101,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         records = load_catalog(args.catalog or settings.sample_catalog)
         with tqdm(total=len(records), unit="product", desc="indexing sample catalog") as bar:
             report = Ingestor(pipeline, settings).ingest_records(records, on_progress=bar.update)
-        optimize = getattr(pipeline.index, "optimize", None)
-        if callable(optimize):
-            optimize()
+        pipeline.index.optimize()
         _report(report)
     else:
         print(f"reusing the index at {settings.index_path} ({stats.count} products, version {stats.version})")

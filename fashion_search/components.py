@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 from fashion_search.domain import Detector, Embedder, Segmenter, VectorIndex
 from fashion_search.pipeline import SearchPipeline
 from fashion_search.settings import Settings
@@ -60,6 +65,18 @@ def build_index(settings: Settings, embedder: Embedder | None = None) -> VectorI
 
         embedder = GarmentEmbedder(settings)
     return make_index(settings, embedder.dim)
+
+
+@contextmanager
+def temporary_pipeline(settings: Settings, prefix: str) -> Iterator[SearchPipeline]:
+    """An in-process pipeline over a fresh Qdrant Edge index in a temporary folder (evaluations, benchmarks)."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        local = settings.model_copy(update={"data_dir": Path(tmp), "index_backend": "edge", "search_url": ""})
+        pipeline = build_pipeline(local)
+        try:
+            yield pipeline
+        finally:
+            pipeline.index.close()
 
 
 def build_pipeline(settings: Settings, index: VectorIndex | None = None) -> SearchPipeline:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,21 +72,18 @@ def evaluate(
     settings: Settings, catalog_dir: str, queries_dir: str, mode: str = "simple", limit: int = 0
 ) -> EvalResult:
     """Index the catalog in a temporary Qdrant Edge index, query with every query image, score the lists."""
-    from fashion_search.components import build_pipeline
+    from fashion_search.components import temporary_pipeline
 
     catalog = _limit(load_catalog(catalog_dir), limit)
     queries = _limit(load_catalog(queries_dir), limit)
     if not catalog or not queries:
         raise ValueError("empty catalog or query folder (expected ImageFolder layout: <class>/<image>)")
-    with tempfile.TemporaryDirectory(prefix="fs-eval-") as tmp:
-        local = settings.model_copy(update={"data_dir": Path(tmp), "index_backend": "edge", "search_url": ""})
-        pipeline = build_pipeline(local)
+    with temporary_pipeline(settings, "fs-eval-") as pipeline:
+        local = pipeline.settings
         ingestor = Ingestor(pipeline, local)
         with tqdm(total=len(catalog), unit="img", desc=f"index catalog ({mode})") as bar:
             report = ingestor.ingest_records(catalog, with_garment=(mode == "fine"), on_progress=bar.update)
-        optimize = getattr(pipeline.index, "optimize", None)
-        if callable(optimize):
-            optimize()
+        pipeline.index.optimize()
         by_class: dict[str, list[tuple[list[bool], float]]] = defaultdict(list)
         latencies = []
         k_max = max(KS)
@@ -98,7 +94,6 @@ def evaluate(
             rel = [h.product.category == rec.category for h in outcome.hits]
             by_class[rec.category].append((rel, average_precision(rel, k_max)))
         model = pipeline.embedder.model_name
-        pipeline.index.close()
     all_lists = [r for rows in by_class.values() for r in rows]
     precision = {f"P@{k}": round(statistics.fmean(precision_at(r, k) for r, _ in all_lists), 4) for k in KS}
     per_class = {

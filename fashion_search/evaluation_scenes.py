@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import statistics
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +28,12 @@ def street_to_shop(
     settings: Settings, scenes_dir: str, catalog_dirs: list[str], limit: int = 0
 ) -> dict[str, Any]:
     """Recall@1/@10 per garment for simple mode (whole scene) and fine mode (the detection matching the garment)."""
-    from fashion_search.components import build_pipeline
+    from fashion_search.components import temporary_pipeline
 
     scenes = load_scenes(scenes_dir)[: limit or None]
     catalog: list[CatalogRecord] = [rec for d in catalog_dirs for rec in load_catalog(d)]
-    with tempfile.TemporaryDirectory(prefix="fs-s2s-") as tmp:
-        local = settings.model_copy(update={"data_dir": Path(tmp), "index_backend": "edge", "search_url": ""})
-        pipeline = build_pipeline(local)
+    with temporary_pipeline(settings, "fs-s2s-") as pipeline:
+        local = pipeline.settings
         with tqdm(total=len(catalog), unit="img", desc="index catalog") as bar:
             Ingestor(pipeline, local).ingest_records(catalog, with_garment=True, on_progress=bar.update)
         ranks: dict[str, list[int | None]] = {"simple": [], "fine": [], "fine-merged": []}
@@ -61,7 +59,6 @@ def street_to_shop(
                     ranks["fine"].append(_rank([h.product.product_id for h in best.hits], pid))
                 else:
                     ranks["fine"].append(None)
-        pipeline.index.close()
     n = len(ranks["simple"])
     table = {
         mode: {

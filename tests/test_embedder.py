@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 from PIL import Image
 
@@ -46,6 +44,3 @@ def test_same_class_photos_are_closer_than_other_classes(shared_models: dict, sm
     other = cats[:, None] != cats[None, :]
     assert sims[same].mean() > sims[other].mean() + 0.05
 
-
-def test_missing_file_is_not_silently_embedded(tmp_path: Path) -> None:
-    assert not (tmp_path / "nope.jpg").exists()

@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Response, UploadFile
 from fastapi.responses import FileResponse
 
+from fashion_search.domain import Product
 from fashion_search.ingest import Ingestor
 from fashion_search.pipeline import SearchPipeline
 from fashion_search.settings import Settings
@@ -28,6 +29,13 @@ def _check_id(product_id: str) -> str:
     if not PRODUCT_ID.fullmatch(product_id):
         raise HTTPException(422, "product_id must be 1-128 characters of letters, digits, '.', '_', ':' or '-'")
     return product_id
+
+
+def _product_or_404(pipeline: SearchPipeline, product_id: str) -> Product:
+    product = pipeline.index.get(_check_id(product_id))
+    if product is None:
+        raise HTTPException(404, f"unknown product {product_id!r}")
+    return product
 
 
 @router.post("/products", response_model=ProductOut, status_code=201, responses=ERRORS)
@@ -61,18 +69,13 @@ def add_product(
 @router.get("/products/{product_id}", response_model=ProductOut, responses=NOT_FOUND)
 def get_product(product_id: str, pipeline: Annotated[SearchPipeline, Depends(get_pipeline)]) -> ProductOut:
     """One product's catalog data."""
-    product = pipeline.index.get(_check_id(product_id))
-    if product is None:
-        raise HTTPException(404, f"unknown product {product_id!r}")
-    return product_out(product)
+    return product_out(_product_or_404(pipeline, product_id))
 
 
 @router.get("/products/{product_id}/image", response_class=FileResponse, responses=NOT_FOUND)
 def product_image(product_id: str, pipeline: Annotated[SearchPipeline, Depends(get_pipeline)]) -> FileResponse:
     """The product's photo."""
-    product = pipeline.index.get(_check_id(product_id))
-    if product is None:
-        raise HTTPException(404, f"unknown product {product_id!r}")
+    product = _product_or_404(pipeline, product_id)
     path = Path(product.image_ref)
     if not product.image_ref or not path.is_file():
         raise HTTPException(404, f"product {product_id!r} has no stored image")
