@@ -1,4 +1,4 @@
-"""The `fashion-search` command: demo, serve, ingest, eval, bench, healthcheck."""
+"""The `fashion-search` command: demo, serve, ingest, train, eval, bench, healthcheck."""
 
 from __future__ import annotations
 
@@ -8,6 +8,12 @@ import sys
 
 SERVE_TARGETS = ("gateway", "detector", "segmenter", "embedder", "search", "worker")
 MODES = ("simple", "fine", "tag")
+# Each trainer is a module with main(argv); `fashion-search train X --help` shows its own options.
+TRAINERS = {
+    "detector": "services.detector.train_detector",
+    "segmenter": "services.segmenter.train_segmenter",
+    "embedder": "services.embedder.train",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--sync", action="store_true", help="ingest in-process even if a broker is configured")
     ingest.add_argument("--wait", action="store_true", help="with a broker: wait for all tasks to finish")
 
+    tr = sub.add_parser("train", help="train a model's shipped weights (options after the target go to its trainer)")
+    tr.add_argument("target", choices=sorted(TRAINERS))
+    tr.add_argument("options", nargs=argparse.REMAINDER, help="trainer options, e.g. --epochs 8")
+
     ev = sub.add_parser("eval", help="retrieval precision of an ImageFolder catalog against query images")
     ev.add_argument("--catalog", required=True)
     ev.add_argument("--queries", required=True)
@@ -40,17 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     s2s = sub.add_parser("eval-scenes", help="street-to-shop Recall@1/@10 on generated scenes, simple vs fine")
-    s2s.add_argument("--scenes", required=True, help="a folder written by `python -m fashion_search.datasets.scenes`")
+    _scene_options(s2s)
     s2s.add_argument("--catalog", action="append", required=True, help="ImageFolder catalog (repeatable)")
-    s2s.add_argument("--limit", type=int, default=0, help="use the first N scenes (0 = all)")
-    s2s.add_argument("--json", action="store_true")
-    s2s.add_argument("--output", help="also write the figures to this Markdown file")
 
     em = sub.add_parser("eval-models", help="detector mAP@0.5 and segmenter mIoU on generated scenes")
-    em.add_argument("--scenes", required=True)
-    em.add_argument("--limit", type=int, default=0)
-    em.add_argument("--json", action="store_true")
-    em.add_argument("--output", help="also write the figures to this Markdown file")
+    _scene_options(em)
 
     bench = sub.add_parser("bench", help="per-stage latency p50/p95 for simple and fine mode")
     bench.add_argument("--queries", type=int, default=0, help="number of queries (default: settings)")
@@ -59,6 +63,19 @@ def build_parser() -> argparse.ArgumentParser:
     hc = sub.add_parser("healthcheck", help="exit 0 if the service at URL is healthy (grpc://host:port or http://...)")
     hc.add_argument("url")
     return parser
+
+
+def _scene_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--scenes", required=True, help="a folder of generated scenes (fashion_search.datasets.scenes)")
+    parser.add_argument(
+        "--generate-from", default=None,
+        help="photos to generate the scenes from when --scenes holds none yet (held-out photos only)",
+    )
+    parser.add_argument("--n", type=int, default=500, help="scenes to generate (with --generate-from)")
+    parser.add_argument("--seed", type=int, default=2, help="generator seed (with --generate-from)")
+    parser.add_argument("--limit", type=int, default=0, help="use the first N scenes (0 = all)")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--output", help="also write the figures to this Markdown file")
 
 
 def main(argv: list[str] | None = None) -> int:

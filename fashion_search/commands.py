@@ -143,12 +143,18 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _scenes(args: argparse.Namespace) -> Path:
+    from fashion_search.datasets.scenes import ensure_scenes
+
+    return ensure_scenes(args.scenes, args.generate_from, args.n, args.seed)
+
+
 def cmd_eval_scenes(args: argparse.Namespace, settings: Settings) -> int:
     """Street-to-shop recall on generated scenes."""
     from fashion_search.evaluation import write_section
     from fashion_search.evaluation_scenes import street_to_shop, street_to_shop_markdown
 
-    result = street_to_shop(settings, args.scenes, args.catalog, args.limit)
+    result = street_to_shop(settings, str(_scenes(args)), args.catalog, args.limit)
     text = street_to_shop_markdown(result, _command_line())
     print(json.dumps(result, indent=2) if args.json else text)
     if args.output:
@@ -161,11 +167,12 @@ def cmd_eval_models(args: argparse.Namespace, settings: Settings) -> int:
     from fashion_search.evaluation import write_section
     from fashion_search.evaluation_models import evaluate_models, models_markdown
 
-    result = evaluate_models(settings, args.scenes, args.limit)
+    result = evaluate_models(settings, str(_scenes(args)), args.limit)
     text = models_markdown(result, _command_line())
     print(json.dumps(result, indent=2) if args.json else text)
     if args.output:
-        write_section(Path(args.output), f"eval-models-{settings.detector_model}", text, "Evaluation")
+        key = f"eval-models-{settings.detector_model}-{result['segmenter']}"
+        write_section(Path(args.output), key, text, "Evaluation")
     return 0
 
 
@@ -179,6 +186,16 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     out = Path(args.output) if args.output else settings.docs_dir / "BENCHMARKS.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    """Run one model's trainer with the remaining options (it writes the weights file and logs its figures)."""
+    import importlib
+
+    from fashion_search.cli import TRAINERS
+
+    importlib.import_module(TRAINERS[args.target]).main(args.options)
     return 0
 
 

@@ -34,10 +34,10 @@ def build_detector(settings: Settings, backbone: object | None = None) -> Detect
 
 def local_detector(settings: Settings, backbone: object | None = None) -> Detector:
     """The in-process detector chosen by FS_DETECTOR_MODEL (the detector service serves this one)."""
-    if settings.detector_model == "centernet-v1":
+    if settings.detector_model.startswith("centernet"):
         from services.detector.centernet import SceneDetector
 
-        return SceneDetector(settings)
+        return SceneDetector(settings, settings.detector_model)
     from services.detector.model import GarmentDetector
 
     return GarmentDetector(settings, backbone)  # type: ignore[arg-type]
@@ -49,9 +49,18 @@ def build_segmenter(settings: Settings) -> Segmenter:
         from services.segmenter.client import RemoteSegmenter
 
         return RemoteSegmenter(settings.segmenter_url, settings)
-    from services.segmenter.model import GarmentSegmenter
+    return local_segmenter(settings)
 
-    return GarmentSegmenter(settings)
+
+def local_segmenter(settings: Settings) -> Segmenter:
+    """The in-process segmenter chosen by FS_SEGMENTER_MODEL (the segmenter service serves this one)."""
+    if settings.segmenter_model == "grabcut":
+        from services.segmenter.model import GarmentSegmenter
+
+        return GarmentSegmenter(settings)
+    from services.segmenter.mask_net import MaskSegmenter
+
+    return MaskSegmenter(settings)
 
 
 def build_index(settings: Settings, embedder: Embedder | None = None) -> VectorIndex:

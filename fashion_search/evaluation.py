@@ -178,9 +178,10 @@ def ablation(settings: Settings, catalog_dir: str, queries_dir: str, limit: int 
 
     catalog = _limit(load_catalog(catalog_dir), limit)
     queries = _limit(load_catalog(queries_dir), limit)
+    learned = "fashion-v2" if settings.embedder_model == "imagenet" else settings.embedder_model
     embedders = {
         "imagenet": GarmentEmbedder(settings.model_copy(update={"embedder_model": "imagenet"})),
-        "learned": GarmentEmbedder(settings.model_copy(update={"embedder_model": "fashion-v1"})),
+        "learned": GarmentEmbedder(settings.model_copy(update={"embedder_model": learned})),
     }
     cat_vecs = _embed_all(catalog, embedders, settings)
     q_vecs = _embed_all(queries, embedders, settings)

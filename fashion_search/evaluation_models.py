@@ -18,6 +18,14 @@ from services.detector.metrics import detection_map
 EVAL_MIN_SCORE = 0.05  # keep weak detections: the precision/recall curve needs them
 
 
+def mask_scores(mask: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    """IoU and pixel accuracy of a box mask against the true one of the same box (an empty union has IoU 1)."""
+    pred = np.asarray(mask, bool)[: truth.shape[0], : truth.shape[1]]
+    union = np.logical_or(pred, truth).sum()
+    iou = float(np.logical_and(pred, truth).sum() / union) if union else 1.0
+    return iou, float((pred == truth).mean())
+
+
 def evaluate_models(settings: Settings, scenes_dir: str, limit: int = 0) -> dict[str, Any]:
     """Run the configured in-process detector and segmenter over held-out scenes."""
     from fashion_search.components import build_segmenter, local_detector
@@ -39,15 +47,14 @@ def evaluate_models(settings: Settings, scenes_dir: str, limit: int = 0) -> dict
         seg_ms.append((time.perf_counter() - start) * 1000 / max(1, len(boxes)))
         for obj, box, mask in zip(scene["objects"], boxes, masks, strict=True):
             x0, y0, x1, y1 = box.clip(image.width, image.height).as_int()
-            truth = decode_mask(obj)[y0:y1, x0:x1]
-            pred = np.asarray(mask, bool)[: truth.shape[0], : truth.shape[1]]
-            union = np.logical_or(pred, truth).sum()
-            ious.append(float(np.logical_and(pred, truth).sum() / union) if union else 1.0)
-            accs.append(float((pred == truth).mean()))
+            iou, acc = mask_scores(mask, decode_mask(obj)[y0:y1, x0:x1])
+            ious.append(iou)
+            accs.append(acc)
     mean_ap, per_class = detection_map(preds, truths)
     agnostic, _ = detection_map(preds, truths, class_agnostic=True)
     return {
         "scenes": len(scenes), "garments": len(ious), "detector": settings.detector_model,
+        "segmenter": getattr(segmenter, "name", settings.segmenter_model),
         "map50": round(mean_ap, 4), "agnostic_ap50": round(agnostic, 4),
         "per_class_ap50": {k: round(v, 4) for k, v in per_class.items()},
         "mask_miou": round(statistics.fmean(ious), 4), "mask_pixel_accuracy": round(statistics.fmean(accs), 4),
@@ -59,7 +66,7 @@ def evaluate_models(settings: Settings, scenes_dir: str, limit: int = 0) -> dict
 def models_markdown(result: dict[str, Any], command: str) -> str:
     """Markdown section for docs/EVALUATION.md."""
     lines = [
-        f"## Detector `{result['detector']}` and segmenter on held-out generated scenes", "",
+        f"## Detector `{result['detector']}` and segmenter `{result['segmenter']}` on held-out generated scenes", "",
         f"Command: `{command}`", "",
         f"{result['scenes']} scenes, {result['garments']} garments. Detection mAP@0.5 {result['map50']:.3f} "
         f"(class-agnostic AP@0.5 {result['agnostic_ap50']:.3f}); median detect {result['detect_ms_median']} ms per "

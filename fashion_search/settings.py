@@ -60,15 +60,22 @@ class Settings(BaseSettings):
     # Models
     torch_threads: int = 0
     embed_image_size: int = 224
-    # "fashion-v1": trained 512-d embedding + colour (542-d, seed 001); "imagenet": ImageNet pooled 1280 + colour
-    embedder_model: Literal["fashion-v1", "imagenet"] = "fashion-v1"
-    embedder_weights: Path = PACKAGE_DIR.parent / "services" / "embedder" / "weights" / "fashion_embedder_v1.pt"
+    # "fashion-v2": 512-d embedding trained on classes and on street-to-shop pairs, + colour (542-d, seed 001);
+    # "fashion-v1": trained on classes only; "imagenet": ImageNet pooled 1280 + colour (the v0 baseline)
+    embedder_model: Literal["fashion-v2", "fashion-v1", "imagenet"] = "fashion-v2"
+    # Empty: the weights shipped for embedder_model (services/embedder/weights/fashion_embedder_<v>.pt)
+    embedder_weights: Path | None = None
     color_weight: float = 0.35
-    # "centernet-v1": trained on generated scenes (several garments per photo); "v0": pose regions + one
-    # background-colour box per product photo, named by the linear garment head
-    detector_model: Literal["centernet-v1", "v0"] = "v0"
+    # Trained on generated scenes (several garments per photo): "centernet-v2" reads the fashion embedder's
+    # last stage at 320 px, "centernet-v1" ImageNet features at 384 px; "v0": pose regions + one
+    # background-colour box per product photo, named by the linear garment head (untrained baseline)
+    detector_model: Literal["centernet-v2", "centernet-v1", "v0"] = "centernet-v2"
     detector_min_score: float = 0.25
     detector_max_side: int = 640
+    # "masknet-v1": light U-Net decoder on frozen EfficientNet-Lite0 features, trained on generated scenes;
+    # "grabcut": the v0 GrabCut segmenter (no weights; the settings below)
+    segmenter_model: Literal["masknet-v1", "grabcut"] = "masknet-v1"
+    segmenter_weights: Path = PACKAGE_DIR.parent / "services" / "segmenter" / "weights" / "masknet_v1.pt"
     segment_max_side: int = 192
     segment_iterations: int = 3
     # GrabCut runs on a further downscaled copy: its cost grows with pixels (per box on 2 shared cores:

@@ -15,11 +15,11 @@ from tests.conftest import SAMPLE, make_settings
 VAL_SAMPLE = Path(__file__).resolve().parent / "data" / "val_sample"
 
 
-def test_shipped_weights_load_and_give_542_d_unit_vectors(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, embedder_model="fashion-v1")
-    assert settings.embedder_weights.is_file()
-    assert settings.embedder_weights.stat().st_size < 8_000_000, "weights must stay a few MB"
-    embedder = GarmentEmbedder(settings)
+@pytest.mark.parametrize("variant", ["fashion-v2", "fashion-v1"])
+def test_shipped_weights_load_and_give_542_d_unit_vectors(tmp_path: Path, variant: str) -> None:
+    embedder = GarmentEmbedder(make_settings(tmp_path, embedder_model=variant))
+    assert embedder.weights.is_file()
+    assert embedder.weights.stat().st_size < 8_000_000, "weights must stay a few MB"
     assert embedder.dim == 512 + COLOR_DIM == 542
     from PIL import Image
 

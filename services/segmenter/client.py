@@ -1,4 +1,4 @@
-"""GarmentSegmenter's interface over gRPC, for a gateway or worker whose segmenter runs elsewhere."""
+"""The Segmenter interface over gRPC, for a gateway or worker whose segmenter runs elsewhere."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""gRPC adapter over GarmentSegmenter."""
+"""gRPC adapter over the in-process segmenter chosen by FS_SEGMENTER_MODEL."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import grpc
 import numpy as np
 
-from fashion_search.domain import Box
+from fashion_search.domain import Box, Segmenter
 from fashion_search.grpc_common import (
     abort_on_invalid,
     box_from_proto,
@@ -18,7 +18,6 @@ from fashion_search.grpc_common import (
 from fashion_search.rpc import common_pb2, segmenter_pb2, segmenter_pb2_grpc
 from fashion_search.serving import wait_for_termination
 from fashion_search.settings import Settings
-from services.segmenter.model import GarmentSegmenter
 
 SERVICE_NAME = "fashion_search.v1.Segmenter"
 
@@ -38,9 +37,9 @@ def finite_box(msg: common_pb2.Box) -> Box:
 
 
 class SegmenterServicer(segmenter_pb2_grpc.SegmenterServicer):
-    """Segment over one in-process GarmentSegmenter."""
+    """Segment over one in-process segmenter."""
 
-    def __init__(self, model: GarmentSegmenter, settings: Settings) -> None:
+    def __init__(self, model: Segmenter, settings: Settings) -> None:
         self.model = model
         self.settings = settings
 
@@ -57,10 +56,12 @@ class SegmenterServicer(segmenter_pb2_grpc.SegmenterServicer):
 
 
 def start_server(
-    settings: Settings, port: int | None = None, model: GarmentSegmenter | None = None
+    settings: Settings, port: int | None = None, model: Segmenter | None = None
 ) -> tuple[grpc.Server, int]:
     """Load the model, start serving on port (0 = any free port) and report SERVING."""
-    model = model or GarmentSegmenter(settings)
+    from fashion_search.components import local_segmenter
+
+    model = model or local_segmenter(settings)
     servicer = SegmenterServicer(model, settings)
     return start_model_server(
         SERVICE_NAME, settings.segmenter_port if port is None else port, settings, model,
