@@ -69,6 +69,14 @@ def closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _assert_same_detections(got: list, expected: list) -> None:
+    # Two processes may run torch with different thread counts: sums reorder, last float bits differ.
+    assert [d.category for d in got] == [d.category for d in expected]
+    for a, b in zip(got, expected, strict=True):
+        assert a.score == pytest.approx(b.score, abs=1e-4)
+        assert a.box.to_list() == pytest.approx(b.box.to_list(), abs=0.11)
+
+
 def test_remote_detector_matches_in_process(detector_url: str, settings: Settings, shared_models: dict) -> None:
     assert check_health(detector_url, settings)
     local = shared_models["detector"]
@@ -77,7 +85,7 @@ def test_remote_detector_matches_in_process(detector_url: str, settings: Setting
     try:
         for image in sample_images():
             for min_score in (None, 0.0, 0.5):
-                assert remote.detect(image, min_score) == local.detect(image, min_score)
+                _assert_same_detections(remote.detect(image, min_score), local.detect(image, min_score))
     finally:
         remote.close()
 
