@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 MODES = ("simple", "fine", "tag")
 # A shopper's photo rarely shows more than a handful of garments; more boxes only add latency.
 MAX_GARMENTS = 4
+SAME_GARMENT_IOU = 0.7
 WHITE = (255, 255, 255)
 
 
@@ -121,12 +122,12 @@ class SearchPipeline:
         return [cutout(image, d.box, m) for d, m in zip(detections, masks, strict=True)]
 
     def detect(self, image: Image.Image, timer: _Timer | None = None) -> list[Detection]:
-        """Detections sorted best-first, at most MAX_GARMENTS."""
+        """Distinct garments, best-first, at most MAX_GARMENTS."""
         start = time.perf_counter()
         found = self.detector.detect(image, self.settings.detector_min_score)
         if timer:
             timer.add("detect", start)
-        return sorted(found, key=lambda d: -d.score)[:MAX_GARMENTS]
+        return distinct_garments(found)[:MAX_GARMENTS]
 
     # ---- catalog side -------------------------------------------------------------------------
     def catalog_vectors(self, images: Sequence[Image.Image], with_garment: bool = True) -> list[IndexedVectors]:
@@ -202,6 +203,19 @@ class SearchPipeline:
         ]
         timer.add("search", start)
         return results
+
+
+def distinct_garments(detections: Sequence[Detection]) -> list[Detection]:
+    """Best-first detections, dropping any that overlaps a better one by SAME_GARMENT_IOU or more.
+
+    Detectors score each class on its own (as mAP expects), so one garment can come back twice, as a shirt and as a
+    long-sleeve top with nearly the same box; fine mode should cut, embed and search it once, as the likelier class.
+    """
+    kept: list[Detection] = []
+    for det in sorted(detections, key=lambda d: -d.score):
+        if all(det.box.iou(k.box) < SAME_GARMENT_IOU for k in kept):
+            kept.append(det)
+    return kept
 
 
 def _merge(groups: Sequence[Sequence[Hit]], top_k: int) -> list[Hit]:

@@ -11,6 +11,7 @@ from PIL import Image
 from fashion_search.domain import Box, Detection, Detector
 from services.detector.head import CATEGORIES, DEFAULT_HEAD_PATH, GarmentHead
 from services.detector.model import REGION_CATEGORIES, GarmentDetector, body_regions, foreground_box
+from tests.conftest import make_settings
 
 DATA = Path("/work/shared/data/clothing-small")
 PER_CLASS = 3
@@ -35,9 +36,8 @@ def find_validation(stem: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def detector(shared_models: dict) -> GarmentDetector:
-    model = shared_models["detector"]
-    assert isinstance(model, GarmentDetector)
+def detector(tmp_path_factory: pytest.TempPathFactory) -> GarmentDetector:
+    model = GarmentDetector(make_settings(tmp_path_factory.mktemp("v0"), detector_model="v0"))
     model.load()
     return model
 
