@@ -261,7 +261,7 @@ def save(decoder: MaskDecoder, meta: dict[str, Any], path: Path) -> None:
     torch.save({"state": state, "meta": meta}, path)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     """Encode augmented crops, train the decoder, pick the epoch on held-out train scenes, report, save."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenes", default="data/scenes/train")
@@ -273,7 +273,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch/OpenCV threads (other jobs share the CPU)")
     parser.add_argument("--limit", type=int, default=0, help="use only the first N train scenes (quick runs)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
