@@ -54,7 +54,6 @@ VARIANTS = {
     # 320 px: a third fewer pixels than v1, for fine mode's latency budget
     "centernet-v2": Variant("centernet-v2", 320, "fashion-v1", 1280),
 }
-WEIGHTS = VARIANTS["centernet-v1"].weights
 
 
 class CenterHead(nn.Module):
