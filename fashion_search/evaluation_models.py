@@ -11,7 +11,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from fashion_search.datasets.scenes import decode_mask, load_scenes
-from fashion_search.domain import Box
+from fashion_search.domain import Box, Segmenter
 from fashion_search.settings import Settings
 from services.detector.metrics import detection_map
 
@@ -24,6 +24,21 @@ def mask_scores(mask: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     union = np.logical_or(pred, truth).sum()
     iou = float(np.logical_and(pred, truth).sum() / union) if union else 1.0
     return iou, float((pred == truth).mean())
+
+
+def score_true_boxes(segmenter: Segmenter, image: Image.Image, scene: dict[str, Any]) -> tuple[list, list, float]:
+    """Segment a scene's garments given their true boxes: per-garment IoU and pixel accuracy, ms per box."""
+    boxes = [Box(*o["box"]) for o in scene["objects"]]
+    start = time.perf_counter()
+    masks = segmenter.segment(image, boxes)
+    ms_per_box = (time.perf_counter() - start) * 1000 / max(1, len(boxes))
+    ious, accs = [], []
+    for obj, box, mask in zip(scene["objects"], boxes, masks, strict=True):
+        x0, y0, x1, y1 = box.clip(image.width, image.height).as_int()
+        iou, acc = mask_scores(mask, decode_mask(obj)[y0:y1, x0:x1])
+        ious.append(iou)
+        accs.append(acc)
+    return ious, accs, ms_per_box
 
 
 def evaluate_models(settings: Settings, scenes_dir: str, limit: int = 0) -> dict[str, Any]:
@@ -41,15 +56,10 @@ def evaluate_models(settings: Settings, scenes_dir: str, limit: int = 0) -> dict
         preds.append(detector.detect(image, EVAL_MIN_SCORE))
         det_ms.append((time.perf_counter() - start) * 1000)
         truths.append([(Box(*o["box"]), o["category"]) for o in scene["objects"]])
-        boxes = [Box(*o["box"]) for o in scene["objects"]]
-        start = time.perf_counter()
-        masks = segmenter.segment(image, boxes)
-        seg_ms.append((time.perf_counter() - start) * 1000 / max(1, len(boxes)))
-        for obj, box, mask in zip(scene["objects"], boxes, masks, strict=True):
-            x0, y0, x1, y1 = box.clip(image.width, image.height).as_int()
-            iou, acc = mask_scores(mask, decode_mask(obj)[y0:y1, x0:x1])
-            ious.append(iou)
-            accs.append(acc)
+        scene_ious, scene_accs, ms_per_box = score_true_boxes(segmenter, image, scene)
+        ious += scene_ious
+        accs += scene_accs
+        seg_ms.append(ms_per_box)
     mean_ap, per_class = detection_map(preds, truths)
     agnostic, _ = detection_map(preds, truths, class_agnostic=True)
     return {

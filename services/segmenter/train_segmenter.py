@@ -29,7 +29,7 @@ from PIL import Image
 
 from fashion_search.datasets.scenes import decode_mask, load_scenes
 from fashion_search.domain import Box
-from fashion_search.evaluation_models import mask_scores
+from fashion_search.evaluation_models import mask_scores, score_true_boxes
 from fashion_search.settings import Settings
 from services.segmenter.mask_net import (
     INPUT_SIZE,
@@ -240,16 +240,12 @@ def evaluate_segmenter(segmenter: Any, scenes: list[dict[str, Any]]) -> dict[str
     """mIoU, pixel accuracy and median ms per box given the true boxes, as `fashion-search eval-models` does."""
     ious, accs, ms = [], [], []
     for scene in scenes:
-        image = Image.open(scene["image_path"]).convert("RGB")
-        boxes = [Box(*o["box"]) for o in scene["objects"]]
-        start = time.perf_counter()
-        masks = segmenter.segment(image, boxes)
-        ms.append((time.perf_counter() - start) * 1000 / max(1, len(boxes)))
-        for obj, box, mask in zip(scene["objects"], boxes, masks, strict=True):
-            x0, y0, x1, y1 = box.clip(image.width, image.height).as_int()
-            iou, acc = mask_scores(mask, decode_mask(obj)[y0:y1, x0:x1])
-            ious.append(iou)
-            accs.append(acc)
+        scene_ious, scene_accs, ms_per_box = score_true_boxes(
+            segmenter, Image.open(scene["image_path"]).convert("RGB"), scene
+        )
+        ious += scene_ious
+        accs += scene_accs
+        ms.append(ms_per_box)
     return {"miou": round(statistics.fmean(ious), 4), "pixel_accuracy": round(statistics.fmean(accs), 4),
             "ms_per_box_median": round(statistics.median(ms), 1), "garments": len(ious)}
 
