@@ -13,7 +13,6 @@ The backbone is frozen, so its features are computed once per scene and cached; 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import math
@@ -27,6 +26,7 @@ from PIL import Image
 
 from fashion_search.datasets.scenes import load_scenes
 from fashion_search.domain import Box
+from fashion_search.feature_cache import cached
 from services.detector.centernet import (
     STRIDE,
     VARIANTS,
@@ -49,26 +49,24 @@ CACHE_BATCH = 16  # low threshold for mAP: the precision/recall curve needs the 
 @torch.inference_mode()
 def cache_pyramid(variant: Variant, scenes: list[dict[str, Any]], cache_dir: Path) -> tuple[torch.Tensor, ...]:
     """Frozen features (float16, N×C×H×W, stride 16 and 32) of every scene; cached on disk."""
-    names = [s["image_path"] for s in scenes]
-    key = hashlib.sha256(json.dumps([names, variant.name, variant.input_size]).encode()).hexdigest()[:16]
-    path = cache_dir / f"detector-pyramid-{key}.pt"
-    if path.exists():
-        return torch.load(path, weights_only=True)
-    pyramid = Pyramid(variant)
-    mids, deeps = [], []
-    start = time.time()
-    for i in range(0, len(scenes), CACHE_BATCH):
-        x = torch.cat([
-            preprocess(Image.open(s["image_path"]), variant.input_size) for s in scenes[i:i + CACHE_BATCH]
-        ])
-        mid, deep = pyramid(x)
-        mids.append(mid.half())
-        deeps.append(deep.half())
-        log.info("cached %d/%d scenes (%.0f s)", min(i + CACHE_BATCH, len(scenes)), len(scenes), time.time() - start)
-    out = (torch.cat(mids), torch.cat(deeps))
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    torch.save(out, path)
-    return out
+
+    def build() -> tuple[torch.Tensor, torch.Tensor]:
+        pyramid = Pyramid(variant)
+        mids, deeps = [], []
+        start = time.time()
+        for i in range(0, len(scenes), CACHE_BATCH):
+            x = torch.cat([
+                preprocess(Image.open(s["image_path"]), variant.input_size) for s in scenes[i:i + CACHE_BATCH]
+            ])
+            mid, deep = pyramid(x)
+            mids.append(mid.half())
+            deeps.append(deep.half())
+            log.info("cached %d/%d scenes (%.0f s)", min(i + CACHE_BATCH, len(scenes)), len(scenes),
+                     time.time() - start)
+        return torch.cat(mids), torch.cat(deeps)
+
+    key = [[s["image_path"] for s in scenes], variant.name, variant.input_size]
+    return cached(cache_dir, "detector-pyramid", key, build)
 
 
 ObjectTarget = tuple[int, int, float, float, float, float]

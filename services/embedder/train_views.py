@@ -6,12 +6,10 @@ cached on disk (float16), keyed by the inputs; training then only runs the fine-
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +20,7 @@ from PIL import Image, ImageEnhance
 
 from fashion_search.catalog import CatalogRecord
 from fashion_search.datasets.scenes import SourceBank, decode_mask
+from fashion_search.feature_cache import cached
 from services.embedder.fashion_net import frozen_features
 
 log = logging.getLogger("train-embedder")
@@ -122,17 +121,6 @@ def _frozen(net: torch.nn.Module, views: Iterable[np.ndarray], total: int, what:
     return torch.cat(chunks)
 
 
-def _cached(cache_dir: Path, name: str, key: object, build: Callable[[], Any]) -> Any:
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    path = cache_dir / f"{name}-{digest}.pt"
-    if path.exists():
-        return torch.load(path, weights_only=True)
-    value = build()
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    torch.save(value, path)
-    return value
-
-
 def product_features(
     net: torch.nn.Module, records: list[CatalogRecord], bank: SourceBank, seed: int, cache_dir: Path
 ) -> torch.Tensor:
@@ -152,7 +140,7 @@ def product_features(
         return feats.reshape(len(records), PRODUCT_VIEWS, *feats.shape[1:])
 
     key = [[r.image_path for r in records], PRODUCT_VIEWS, seed, SIZE, "products-v2"]
-    return _cached(cache_dir, "embedder-products", key, build)
+    return cached(cache_dir, "embedder-products", key, build)
 
 
 def street_features(
@@ -178,4 +166,4 @@ def street_features(
         return _frozen(net, views(), len(owners), "street crops")
 
     key = [[s["image_path"] for s in scenes], product_ids, STREET_CROPS_PER_OBJECT, seed, SIZE, "street-v1"]
-    return _cached(cache_dir, "embedder-street", key, build), owners
+    return cached(cache_dir, "embedder-street", key, build), owners
