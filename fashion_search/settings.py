@@ -75,7 +75,8 @@ class Settings(BaseSettings):
     # "masknet-v1": light U-Net decoder on frozen EfficientNet-Lite0 features, trained on generated scenes;
     # "grabcut": the v0 GrabCut segmenter (no weights; the settings below)
     segmenter_model: Literal["masknet-v1", "grabcut"] = "masknet-v1"
-    segmenter_weights: Path = PACKAGE_DIR.parent / "services" / "segmenter" / "weights" / "masknet_v1.pt"
+    # Empty: the weights shipped with masknet-v1 (services/segmenter/weights/masknet_v1.pt)
+    segmenter_weights: Path | None = None
     segment_max_side: int = 192
     segment_iterations: int = 3
     # GrabCut runs on a further downscaled copy: its cost grows with pixels (per box on 2 shared cores:

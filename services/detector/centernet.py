@@ -97,6 +97,8 @@ class Pyramid(nn.Module):
         if variant.deep != "imagenet":
             # load_tail rewrites the network's last stage with the fashion weights; earlier blocks stay ImageNet.
             self.tail, _ = load_tail(self.net, shipped_weights(variant.deep))
+        # With a fashion tail, the blocks from TAIL_START on run inside it (then its conv head).
+        self.frozen_blocks = list(self.net._blocks) if self.tail is None else list(self.net._blocks)[:TAIL_START]
         self.eval()
 
     @torch.inference_mode()
@@ -105,8 +107,7 @@ class Pyramid(nn.Module):
         net = self.net
         h = net._swish(net._bn0(net._conv_stem(x)))
         mid = h
-        blocks = list(net._blocks) if self.tail is None else list(net._blocks)[:TAIL_START]
-        for i, block in enumerate(blocks):
+        for i, block in enumerate(self.frozen_blocks):
             h = block(h)
             if i == MID_BLOCK:
                 mid = h

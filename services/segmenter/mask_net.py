@@ -158,7 +158,7 @@ class MaskSegmenter(InferenceModel):
 
     def __init__(self, settings: Settings | None = None, weights: Path | None = None) -> None:
         super().__init__(settings)
-        self.weights = Path(weights or self.settings.segmenter_weights)
+        self.weights = Path(weights or self.settings.segmenter_weights or WEIGHTS)
         self.meta: dict = {}
 
     def _load(self) -> None:
