@@ -1,4 +1,4 @@
-"""The `fashion-search` command: demo, serve, ingest, train, eval, bench, healthcheck."""
+"""The `fashion-search` command: demo, serve, ingest, reindex, train, eval, bench, healthcheck."""
 
 from __future__ import annotations
 
@@ -32,6 +32,13 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("path")
     ingest.add_argument("--sync", action="store_true", help="ingest in-process even if a broker is configured")
     ingest.add_argument("--wait", action="store_true", help="with a broker: wait for all tasks to finish")
+
+    rx = sub.add_parser(
+        "reindex", help="recompute the vectors of indexed products from their stored images (after a model change)",
+    )
+    rx.add_argument("product_ids", nargs="*", metavar="PRODUCT_ID", help="only these products (default: all)")
+    rx.add_argument("--queue", action="store_true", help="send batches to the Celery workers (needs FS_BROKER_URL)")
+    rx.add_argument("--wait", action="store_true", help="with --queue: wait for all tasks to finish")
 
     tr = sub.add_parser("train", help="train a model's shipped weights (options after the target go to its trainer)")
     tr.add_argument("target", choices=sorted(TRAINERS))

@@ -56,10 +56,10 @@ def _ingest_local(records: list, settings: Settings) -> int:
     return _report(report)
 
 
-def _report(report: object) -> int:
+def _report(report: object, verb: str = "indexed") -> int:
     indexed = getattr(report, "indexed", 0)
     failed = getattr(report, "failed", [])
-    print(f"indexed {indexed} products; {len(failed)} refused")
+    print(f"{verb} {indexed} products; {len(failed)} refused")
     for pid, why in failed[:20]:
         print(f"  {pid}: {why}")
     return 0 if indexed or not failed else 1
@@ -87,6 +87,44 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     report = wait_for(results, len(records) - len(unreadable.failed))
     report.merge(unreadable)
     return _report(report)
+
+
+def cmd_reindex(args: argparse.Namespace, settings: Settings) -> int:
+    """Recompute indexed products' vectors in-process, or through Celery with --queue."""
+    ids: list[str] | None = list(args.product_ids) or None
+    if args.queue:
+        return _reindex_queue(ids, args.wait, settings)
+    from fashion_search.components import build_pipeline
+    from fashion_search.ingest import Ingestor
+
+    pipeline = build_pipeline(settings)
+    try:
+        total = len(set(ids)) if ids is not None else pipeline.index.stats().count
+        with tqdm(total=total, unit="product", desc="reindex") as bar:
+            report = Ingestor(pipeline, settings).reindex(ids, on_progress=bar.update)
+        pipeline.index.optimize()
+    finally:
+        pipeline.index.close()
+    return _report(report, "reindexed")
+
+
+def _reindex_queue(ids: list[str] | None, wait: bool, settings: Settings) -> int:
+    if not settings.broker_url:
+        print("error: --queue needs a broker (FS_BROKER_URL)", file=sys.stderr)
+        return 2
+    from fashion_search.components import build_index
+    from workers.enqueue import enqueue_reindex, wait_for
+
+    # Only the listing needs the index here (no model is loaded); the workers open their own.
+    index = build_index(settings)
+    try:
+        results, total = enqueue_reindex(index, settings, ids)
+    finally:
+        index.close()
+    print(f"queued {len(results)} reindex tasks for {total} products on {settings.broker_url}")
+    if not wait:
+        return 0
+    return _report(wait_for(results, total, desc="reindex (queue)"), "reindexed")
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:

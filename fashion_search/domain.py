@@ -145,6 +145,13 @@ class VectorIndex(Protocol):
 
     def get(self, product_id: str) -> Product | None: ...
 
+    def scroll(self, offset: str | None, limit: int) -> tuple[list[Product], str | None]:
+        """Up to limit products in point-id order from offset (None: the start), and the next page's offset.
+
+        The offset is an opaque cursor (None when no page follows); re-upserting a product keeps its place.
+        """
+        ...
+
     def delete(self, product_ids: Sequence[str]) -> int: ...
 
     def stats(self) -> IndexStats: ...

@@ -1,17 +1,17 @@
-"""Catalog ingestion: the one implementation used by the CLI, the gateway and the Celery task."""
+"""Catalog ingestion and reindexing: the one implementation used by the CLI, the gateway and the Celery tasks."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from PIL import Image
 
 from fashion_search.catalog import CatalogRecord
-from fashion_search.domain import Product
+from fashion_search.domain import Product, VectorIndex
 from fashion_search.images import InvalidImage, decode_image
 from fashion_search.pipeline import SearchPipeline, product_with
 from fashion_search.settings import Settings
@@ -44,8 +44,38 @@ def store_image(data: bytes, settings: Settings) -> str:
     return str(path.resolve())
 
 
+def reindex_page_size(settings: Settings) -> int:
+    """Products per reindex batch: the ingest batch size, within what one scroll page may list."""
+    return max(1, min(settings.ingest_batch_size, settings.max_scroll_limit))
+
+
+def id_batches(product_ids: Sequence[str], size: int) -> Iterator[list[str]]:
+    """The distinct ids in their given order, in batches of at most size."""
+    ids = list(dict.fromkeys(product_ids))
+    for start in range(0, len(ids), size):
+        yield ids[start:start + size]
+
+
+def scroll_pages(index: VectorIndex, limit: int) -> Iterator[list[Product]]:
+    """Every product of the index, one non-empty page of at most limit products at a time.
+
+    Re-upserting a product keeps its point id and thus its place in the scroll order, so reindexing while
+    paging never makes the listing skip or repeat a product.
+    """
+    offset: str | None = None
+    while True:
+        page, offset = index.scroll(offset, limit)
+        if page:
+            yield page
+        if offset is None:
+            return
+
+
 class Ingestor:
-    """Turns catalog records into indexed products, in batches, skipping (and reporting) bad images."""
+    """Turns catalog records into indexed products, in batches, skipping (and reporting) bad images.
+
+    Also reindexes products already in the index from their stored images, after a model change.
+    """
 
     def __init__(self, pipeline: SearchPipeline, settings: Settings) -> None:
         self.pipeline = pipeline
@@ -62,10 +92,10 @@ class Ingestor:
         batch = max(1, self.settings.ingest_batch_size)
         for start in range(0, len(records), batch):
             chunk = records[start:start + batch]
-            loaded: list[tuple[CatalogRecord, Image.Image]] = []
+            loaded: list[tuple[Product, Image.Image]] = []
             for rec in chunk:
                 try:
-                    loaded.append((rec, decode_image(Path(rec.image_path).read_bytes(), self.settings)))
+                    loaded.append((_product(rec), self._load(rec.image_path)))
                 except (OSError, InvalidImage) as exc:
                     report.failed.append((rec.product_id, str(exc)))
             report.merge(self._index(loaded, with_garment))
@@ -76,7 +106,7 @@ class Ingestor:
     def ingest_payloads(self, payloads: Sequence[dict[str, object]], image_data: Sequence[bytes]) -> IngestReport:
         """Index records that arrive with their image bytes (Celery tasks, HTTP uploads); images are stored."""
         report = IngestReport()
-        loaded: list[tuple[CatalogRecord, Image.Image]] = []
+        loaded: list[tuple[Product, Image.Image]] = []
         for payload, data in zip(payloads, image_data, strict=True):
             rec = CatalogRecord(**payload)  # type: ignore[arg-type]
             try:
@@ -85,20 +115,70 @@ class Ingestor:
                 report.failed.append((rec.product_id, str(exc)))
                 continue
             rec.image_path = store_image(data, self.settings)
-            loaded.append((rec, img))
+            loaded.append((_product(rec), img))
         report.merge(self._index(loaded, True))
         return report
 
-    def _index(self, loaded: list[tuple[CatalogRecord, Image.Image]], with_garment: bool) -> IngestReport:
+    def reindex(
+        self, product_ids: Sequence[str] | None = None, on_progress: Callable[[int], None] | None = None,
+    ) -> IngestReport:
+        """Recompute the vectors of the given products (None: every product) from their stored images.
+
+        Payloads are kept and upserts are keyed by product id, so a repeated run is harmless; a product whose
+        image is missing or unreadable (or an id not in the index) is reported and left as it is.
+        """
+        report = IngestReport()
+        pages = self._pages_of_ids(product_ids, report) if product_ids is not None else self._pages_of_all()
+        for page, seen in pages:
+            loaded: list[tuple[Product, Image.Image]] = []
+            for product in page:
+                try:
+                    if not product.image_ref:
+                        raise OSError("no stored image (image_ref is empty)")
+                    # The box came from the old detector; the new detection sets it again (or leaves none).
+                    loaded.append((replace(product, box=None), self._load(product.image_ref)))
+                except (OSError, InvalidImage) as exc:
+                    report.failed.append((product.product_id, str(exc)))
+            report.merge(self._index(loaded, True))
+            if on_progress:
+                on_progress(seen)
+        return report
+
+    def _pages_of_ids(self, product_ids: Sequence[str], report: IngestReport) -> Iterator[tuple[list[Product], int]]:
+        """The stored products of the given ids in batches, each with its count of ids; unknown ids are reported."""
+        for chunk in id_batches(product_ids, reindex_page_size(self.settings)):
+            page: list[Product] = []
+            for pid in chunk:
+                product = self.pipeline.index.get(pid)
+                if product is None:
+                    report.failed.append((pid, "not in the index"))
+                else:
+                    page.append(product)
+            yield page, len(chunk)
+
+    def _pages_of_all(self) -> Iterator[tuple[list[Product], int]]:
+        """Every stored product, one scroll page at a time (each with its size)."""
+        for page in scroll_pages(self.pipeline.index, reindex_page_size(self.settings)):
+            yield page, len(page)
+
+    def _load(self, path: str) -> Image.Image:
+        return decode_image(Path(path).read_bytes(), self.settings)
+
+    def _index(self, loaded: list[tuple[Product, Image.Image]], with_garment: bool) -> IngestReport:
         if not loaded:
             return IngestReport()
         indexed = self.pipeline.catalog_vectors([img for _, img in loaded], with_garment=with_garment)
-        items = []
-        for (rec, _), vecs in zip(loaded, indexed, strict=True):
-            product = Product(
-                product_id=rec.product_id, category=rec.category, title=rec.title, price=rec.price,
-                image_ref=rec.image_path, tags=list(rec.tags),
-            )
-            items.append((product_with(product, vecs), vecs.vectors))
+        items = [
+            (product_with(product, vecs), vecs.vectors)
+            for (product, _), vecs in zip(loaded, indexed, strict=True)
+        ]
         self.pipeline.index.upsert(items)
         return IngestReport(indexed=len(items))
+
+
+def _product(rec: CatalogRecord) -> Product:
+    """The product a catalog record describes, before its vectors are known."""
+    return Product(
+        product_id=rec.product_id, category=rec.category, title=rec.title, price=rec.price,
+        image_ref=rec.image_path, tags=list(rec.tags),
+    )

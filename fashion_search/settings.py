@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     hnsw_m: int = 16
     hnsw_ef_construct: int = 100
     hnsw_ef_search: int = 128
+    # Most products one scroll page may list: bounds the work and the message size of one listing call.
+    max_scroll_limit: int = 1000
 
     # Remote services: empty = run that model in-process (the embedded default)
     detector_url: str = ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -138,6 +139,18 @@ def test_search_uses_qdrant(services: dict[str, dict[str, Any]]) -> None:
     assert env["FS_INDEX_BACKEND"] == "qdrant"
     assert urlsplit(env["FS_QDRANT_URL"]).hostname == "qdrant"
     assert services["search"]["depends_on"]["qdrant"]["condition"] == "service_healthy"
+
+
+def test_qdrant_image_is_pinned_to_the_client_minor(services: dict[str, dict[str, Any]]) -> None:
+    """The qdrant image defaults to a fixed release (never `latest`) of the installed qdrant-client's minor."""
+    image = services["qdrant"]["image"]
+    # `${QDRANT_TAG:-v1.2.3}`: what compose runs when QDRANT_TAG is unset.
+    tag = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", image).rsplit(":", 1)[-1]
+    assert tag and tag != "latest", image
+    pinned = re.fullmatch(r"v(\d+)\.(\d+)\.(\d+)", tag)
+    assert pinned, f"qdrant image tag {tag!r} is not a release such as v1.15.3"
+    client = version("qdrant-client").split(".")
+    assert pinned.groups()[:2] == tuple(client[:2]), f"qdrant {tag} vs qdrant-client {version('qdrant-client')}"
 
 
 def test_worker_uses_the_redis_broker(services: dict[str, dict[str, Any]]) -> None:

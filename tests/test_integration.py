@@ -1,6 +1,7 @@
 """The distributed topology as real processes on loopback: four gRPC services, the gateway, a Celery worker.
 
-A catalog is ingested through the queue (Redis broker) and the gateway's answers must equal the embedded mode's.
+A catalog is ingested through the queue (Redis broker) and the gateway's answers must equal the embedded mode's;
+then it is reindexed through the queue.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ import pytest
 import redis
 
 from fashion_search.catalog import CatalogRecord
-from fashion_search.ingest import Ingestor
+from fashion_search.ingest import Ingestor, scroll_pages
 from fashion_search.pipeline import SearchPipeline
+from fashion_search.settings import Settings
+from services.search.client import RemoteIndex
 from services.search.factory import make_index
 from tests.conftest import make_settings
 
@@ -164,6 +167,33 @@ def test_queue_ingest_and_remote_search_match_embedded_mode(
     # The stored product image is served by the gateway from the shared data dir.
     img = httpx.get(f"{base}/v1/products/{records[0].product_id}/image", timeout=10)
     assert img.status_code == 200 and img.content == Path(records[0].image_path).read_bytes()
+
+
+def test_queue_reindex_keeps_products_and_reports_unreadable_images(topology: dict, tmp_path: Path) -> None:
+    """Runs after the queue ingest above: a real worker recomputes every product from its stored image."""
+    env = topology["env"]
+    remote = RemoteIndex(env["FS_SEARCH_URL"], make_settings(tmp_path))
+    try:
+        before = remote.stats()
+        assert before.count > 0, "the queue ingest test must run first"
+        products = [p for page in scroll_pages(remote, 100) for p in page]
+        assert len(products) == before.count
+        broken = products[0]
+        Path(broken.image_ref).write_bytes(b"not an image any more")
+        done = subprocess.run(
+            _cli("reindex", "--queue", "--wait"), env=env, capture_output=True, text=True, timeout=600
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        batch = int(Settings.model_fields["ingest_batch_size"].default)
+        assert f"queued {-(-before.count // batch)} reindex tasks for {before.count} products" in done.stdout
+        assert f"reindexed {before.count - 1} products; 1 refused" in done.stdout
+        assert f"{broken.product_id}: not an image" in done.stdout
+        after = remote.stats()
+        assert after.count == before.count and after.version > before.version
+        # Payloads (and boxes: the models did not change) are as they were; nothing was dropped.
+        assert [p for page in scroll_pages(remote, 100) for p in page] == products
+    finally:
+        remote.close()
 
 
 def test_bad_input_through_the_services_is_a_4xx(topology: dict) -> None:

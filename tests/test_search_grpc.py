@@ -82,6 +82,25 @@ def test_remote_index_round_trip(remote: RemoteIndex, url: str, settings: Settin
     assert remote.optimize() is False
 
 
+def test_remote_scroll_round_trip(remote: RemoteIndex) -> None:
+    items = catalog()
+    remote.upsert(items)
+    seen = []
+    offset: str | None = None
+    while True:
+        page, offset = remote.scroll(offset, 4)
+        seen.extend(page)
+        if offset is None:
+            break
+    # Payloads (box included) come back whole, each product once, over two pages.
+    assert sorted(seen, key=lambda p: p.product_id) == [p for p, _ in items]
+    assert remote.scroll(None, 10) == (seen, None)
+    with pytest.raises(ValueError, match="limit"):
+        remote.scroll(None, 0)
+    with pytest.raises(ValueError, match="offset"):
+        remote.scroll("garbage", 3)
+
+
 def test_factory_returns_remote_index_when_search_url_set(url: str, settings: Settings) -> None:
     index = make_index(settings.model_copy(update={"search_url": url}), 0)
     try:

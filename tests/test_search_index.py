@@ -139,6 +139,42 @@ def test_get_unknown_is_none(index: VectorIndex) -> None:
     assert index.get("p0") == catalog()[0][0]
 
 
+def test_scroll_pages_through_every_product_once(index: VectorIndex) -> None:
+    expected = {p.product_id: p for p, _ in catalog()}
+    seen: list[str] = []
+    offset: str | None = None
+    pages = 0
+    while True:
+        page, offset = index.scroll(offset, 5)
+        pages += 1
+        assert len(page) <= 5
+        for product in page:
+            assert product == expected[product.product_id]  # the whole payload, box included
+            seen.append(product.product_id)
+        if offset is None:
+            break
+    assert sorted(seen) == sorted(expected) and len(seen) == len(set(seen))
+    assert pages == 3
+    everything, last = index.scroll(None, 20)
+    assert last is None and [p.product_id for p in everything] == seen
+    # Re-upserting the products of a page (what a reindex does) keeps each one's place in the order.
+    first, cursor = index.scroll(None, 4)
+    index.upsert([(p, {IMAGE_VECTOR: unit_vectors(1, DIM, seed=i)[0]}) for i, p in enumerate(first)])
+    assert [p.product_id for p in index.scroll(cursor, 20)[0]] == seen[4:]
+
+
+def test_scroll_empty_index_and_bad_arguments(make: Factory) -> None:
+    index = make()
+    assert index.scroll(None, 10) == ([], None)
+    index.upsert(catalog(2))
+    with pytest.raises(ValueError, match="limit"):
+        index.scroll(None, 0)
+    with pytest.raises(ValueError, match="limit"):
+        index.scroll(None, 1001)
+    with pytest.raises(ValueError, match="offset"):
+        index.scroll("p0", 5)
+
+
 def test_stats(index: VectorIndex) -> None:
     s = index.stats()
     assert (s.count, s.dim) == (12, DIM)
@@ -221,6 +257,8 @@ def shared_index(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
         (lambda ix: ix.search(np.ones(DIM), top_k=3, categories="dress"), "list"),
         (lambda ix: ix.get(""), "product id"),
         (lambda ix: ix.delete(["p1", ""]), "product id"),
+        (lambda ix: ix.scroll(None, 0), "limit"),
+        (lambda ix: ix.scroll("not-a-cursor", 3), "offset"),
     ],
 )
 def test_invalid_input_raises_and_changes_nothing(

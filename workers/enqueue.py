@@ -1,17 +1,18 @@
-"""Producer side: split a catalog into ingest tasks and follow their progress."""
+"""Producer side: split a catalog (or the index, to reindex it) into tasks and follow their progress."""
 
 from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from celery.result import AsyncResult
 from tqdm import tqdm
 
 from fashion_search.catalog import CatalogRecord
-from fashion_search.ingest import IngestReport
+from fashion_search.domain import VectorIndex
+from fashion_search.ingest import IngestReport, id_batches, reindex_page_size, scroll_pages
 from fashion_search.settings import Settings
 
 POLL_S = 0.5
@@ -38,12 +39,36 @@ def enqueue_catalog(records: Sequence[CatalogRecord], settings: Settings) -> tup
     return results, unreadable
 
 
-def wait_for(results: Sequence[AsyncResult], total: int, timeout_s: float | None = None) -> IngestReport:
+def enqueue_reindex(
+    index: VectorIndex, settings: Settings, product_ids: Sequence[str] | None = None,
+) -> tuple[list[AsyncResult], int]:
+    """Send one reindex task per batch of product ids (given, or every product, paged from the index).
+
+    Returns the tasks and how many ids they carry. Workers read each product and its stored image themselves.
+    """
+    from workers.tasks import reindex_batch
+
+    batch = reindex_page_size(settings)
+    batches: Iterable[list[str]] = (
+        id_batches(product_ids, batch) if product_ids is not None
+        else ([p.product_id for p in page] for page in scroll_pages(index, batch))
+    )
+    results: list[AsyncResult] = []
+    total = 0
+    for chunk in batches:
+        results.append(reindex_batch.delay(chunk))
+        total += len(chunk)
+    return results, total
+
+
+def wait_for(
+    results: Sequence[AsyncResult], total: int, timeout_s: float | None = None, desc: str = "ingest (queue)",
+) -> IngestReport:
     """Block until every task finished, with a progress bar over products; failed tasks are reported."""
     report = IngestReport()
     pending = list(results)
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    with tqdm(total=total, unit="product", desc="ingest (queue)") as bar:
+    with tqdm(total=total, unit="product", desc=desc) as bar:
         while pending:
             still = []
             for res in pending:
@@ -60,6 +85,6 @@ def wait_for(results: Sequence[AsyncResult], total: int, timeout_s: float | None
             pending = still
             if pending:
                 if deadline is not None and time.monotonic() > deadline:
-                    raise TimeoutError(f"{len(pending)} ingest tasks still running after {timeout_s}s")
+                    raise TimeoutError(f"{len(pending)} tasks still running after {timeout_s}s")
                 time.sleep(POLL_S)
     return report

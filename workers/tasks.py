@@ -1,4 +1,4 @@
-"""Celery tasks: each runs the same Ingestor as the CLI and the gateway."""
+"""Celery tasks: each runs the same Ingestor as the CLI and the gateway (ingest and reindex)."""
 
 from __future__ import annotations
 
@@ -32,15 +32,19 @@ def get_ingestor() -> Ingestor:
         return _ingestor
 
 
-@celery_app.task(
-    bind=True,
-    name="fashion_search.ingest_batch",
-    autoretry_for=(ServiceUnavailable, ConnectionError, TimeoutError),
-    retry_backoff=True,
-    retry_backoff_max=60,
-    retry_jitter=True,
-    max_retries=get_settings().task_max_retries,
-)
+# Every task retries outages of the services and the broker with jittered backoff; their writes are upserts
+# keyed by product id, so a retried (or redelivered) batch is harmless.
+RETRY_OPTIONS: dict[str, Any] = {
+    "bind": True,
+    "autoretry_for": (ServiceUnavailable, ConnectionError, TimeoutError),
+    "retry_backoff": True,
+    "retry_backoff_max": 60,
+    "retry_jitter": True,
+    "max_retries": get_settings().task_max_retries,
+}
+
+
+@celery_app.task(name="fashion_search.ingest_batch", **RETRY_OPTIONS)
 def ingest_batch(self: Task, records: list[dict[str, Any]], images_b64: list[str]) -> dict[str, Any]:
     """Index a batch of products sent with their photos; upserts are keyed by product id, so retries are safe."""
     self.update_state(state="PROGRESS", meta={"done": 0, "total": len(records)})
@@ -48,3 +52,12 @@ def ingest_batch(self: Task, records: list[dict[str, Any]], images_b64: list[str
     report = get_ingestor().ingest_payloads(records, images)
     log.info("indexed %d products, %d refused", report.indexed, len(report.failed))
     return {"indexed": report.indexed, "failed": report.failed, "total": len(records)}
+
+
+@celery_app.task(name="fashion_search.reindex_batch", **RETRY_OPTIONS)
+def reindex_batch(self: Task, product_ids: list[str]) -> dict[str, Any]:
+    """Recompute the vectors of indexed products from their stored images; payloads kept, bad images reported."""
+    self.update_state(state="PROGRESS", meta={"done": 0, "total": len(product_ids)})
+    report = get_ingestor().reindex(product_ids)
+    log.info("reindexed %d products, %d refused", report.indexed, len(report.failed))
+    return {"indexed": report.indexed, "failed": report.failed, "total": len(product_ids)}

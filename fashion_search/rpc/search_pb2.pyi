@@ -110,6 +110,22 @@ class DeleteResponse(_message.Message):
     version: int
     def __init__(self, deleted: _Optional[int] = ..., version: _Optional[int] = ...) -> None: ...
 
+class ScrollRequest(_message.Message):
+    __slots__ = ("offset", "limit")
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    offset: str
+    limit: int
+    def __init__(self, offset: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ScrollResponse(_message.Message):
+    __slots__ = ("products", "next_offset")
+    PRODUCTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    products: _containers.RepeatedCompositeFieldContainer[Product]
+    next_offset: str
+    def __init__(self, products: _Optional[_Iterable[_Union[Product, _Mapping]]] = ..., next_offset: _Optional[str] = ...) -> None: ...
+
 class StatsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -35,6 +35,11 @@ class SearchStub(object):
                 request_serializer=fashion__search_dot_rpc_dot_search__pb2.DeleteRequest.SerializeToString,
                 response_deserializer=fashion__search_dot_rpc_dot_search__pb2.DeleteResponse.FromString,
                 )
+        self.Scroll = channel.unary_unary(
+                '/fashion_search.v1.Search/Scroll',
+                request_serializer=fashion__search_dot_rpc_dot_search__pb2.ScrollRequest.SerializeToString,
+                response_deserializer=fashion__search_dot_rpc_dot_search__pb2.ScrollResponse.FromString,
+                )
         self.Stats = channel.unary_unary(
                 '/fashion_search.v1.Search/Stats',
                 request_serializer=fashion__search_dot_rpc_dot_search__pb2.StatsRequest.SerializeToString,
@@ -70,6 +75,13 @@ class SearchServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Scroll(self, request, context):
+        """Lists the products page by page, in point-id order (for reindexing).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Stats(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -98,6 +110,11 @@ def add_SearchServicer_to_server(servicer, server):
                     servicer.Delete,
                     request_deserializer=fashion__search_dot_rpc_dot_search__pb2.DeleteRequest.FromString,
                     response_serializer=fashion__search_dot_rpc_dot_search__pb2.DeleteResponse.SerializeToString,
+            ),
+            'Scroll': grpc.unary_unary_rpc_method_handler(
+                    servicer.Scroll,
+                    request_deserializer=fashion__search_dot_rpc_dot_search__pb2.ScrollRequest.FromString,
+                    response_serializer=fashion__search_dot_rpc_dot_search__pb2.ScrollResponse.SerializeToString,
             ),
             'Stats': grpc.unary_unary_rpc_method_handler(
                     servicer.Stats,
@@ -180,6 +197,23 @@ class Search(object):
         return grpc.experimental.unary_unary(request, target, '/fashion_search.v1.Search/Delete',
             fashion__search_dot_rpc_dot_search__pb2.DeleteRequest.SerializeToString,
             fashion__search_dot_rpc_dot_search__pb2.DeleteResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def Scroll(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/fashion_search.v1.Search/Scroll',
+            fashion__search_dot_rpc_dot_search__pb2.ScrollRequest.SerializeToString,
+            fashion__search_dot_rpc_dot_search__pb2.ScrollResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
 

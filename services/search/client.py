@@ -78,6 +78,11 @@ class RemoteIndex:
         response = self._call(self._stub.Get, search_pb2.GetRequest(product_id=product_id))
         return product_from_proto(response.product) if response.found else None
 
+    def scroll(self, offset: str | None, limit: int) -> tuple[list[Product], str | None]:
+        """One page of the server's products in point-id order, and the next page's offset (None after the last)."""
+        response = self._call(self._stub.Scroll, search_pb2.ScrollRequest(offset=offset or "", limit=limit))
+        return [product_from_proto(p) for p in response.products], response.next_offset or None
+
     def delete(self, product_ids: Sequence[str]) -> int:
         """Delete products by id; returns how many existed."""
         if not product_ids:

@@ -84,6 +84,25 @@ def check_top_k(top_k: int, settings: Settings) -> int:
     return int(top_k)
 
 
+def check_scroll_limit(limit: int, settings: Settings) -> int:
+    """A scroll page size within 1..settings.max_scroll_limit, or ValueError."""
+    if isinstance(limit, bool) or not isinstance(limit, int | np.integer):
+        raise ValueError(f"limit must be an integer, got {limit!r}")
+    if not 1 <= limit <= settings.max_scroll_limit:
+        raise ValueError(f"limit must be between 1 and {settings.max_scroll_limit}, got {limit}")
+    return int(limit)
+
+
+def check_scroll_offset(offset: str | None) -> str | None:
+    """A scroll cursor (a point id, as a previous page returned it) in canonical form, None for the start."""
+    if offset is None or offset == "":
+        return None
+    try:
+        return str(uuid.UUID(str(offset)))
+    except ValueError:
+        raise ValueError(f"offset {offset!r} is not a cursor returned by scroll") from None
+
+
 def check_categories(categories: Sequence[str] | None) -> list[str] | None:
     """The category filter as a list, None for no filter (None or empty), or ValueError."""
     if not categories:
@@ -290,6 +309,16 @@ class EdgeIndex:
         with self._lock:
             records = self._open().retrieve([pid], with_payload=True, with_vector=False)
         return product_from_payload(records[0].payload) if records else None
+
+    def scroll(self, offset: str | None, limit: int) -> tuple[list[Product], str | None]:
+        """Up to limit products in point-id order from offset (None: the start), and the next offset or None."""
+        request = qe.ScrollRequest(
+            offset=check_scroll_offset(offset), limit=check_scroll_limit(limit, self.settings),
+            with_payload=True, with_vector=False,
+        )
+        with self._lock:
+            records, next_offset = self._open().scroll(request)
+        return [product_from_payload(r.payload) for r in records], None if next_offset is None else str(next_offset)
 
     def delete(self, product_ids: Sequence[str]) -> int:
         """Delete products by id; returns how many existed."""

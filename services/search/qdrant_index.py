@@ -20,6 +20,8 @@ from services.search.edge_index import (
     check_categories,
     check_product_id,
     check_product_ids,
+    check_scroll_limit,
+    check_scroll_offset,
     check_stored_layout,
     check_top_k,
     check_vector,
@@ -134,6 +136,17 @@ class QdrantServerIndex:
             self._check_open()
             records = self._client.retrieve(self.collection, [pid], with_payload=True)
         return product_from_payload(records[0].payload) if records else None
+
+    def scroll(self, offset: str | None, limit: int) -> tuple[list[Product], str | None]:
+        """Up to limit products in point-id order from offset (None: the start), and the next offset or None."""
+        start = check_scroll_offset(offset)
+        page = check_scroll_limit(limit, self.settings)
+        with self._lock:
+            self._check_open()
+            records, next_offset = self._client.scroll(
+                self.collection, offset=start, limit=page, with_payload=True, with_vectors=False,
+            )
+        return [product_from_payload(r.payload) for r in records], None if next_offset is None else str(next_offset)
 
     def delete(self, product_ids: Sequence[str]) -> int:
         """Delete products by id; returns how many existed."""

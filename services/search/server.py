@@ -31,7 +31,7 @@ def point_from_proto(msg: search_pb2.IndexedPoint) -> tuple[Product, dict[str, n
 
 
 class SearchServicer(search_pb2_grpc.SearchServicer):
-    """Upsert / Search / Get / Delete / Stats over one VectorIndex; bad input → INVALID_ARGUMENT."""
+    """Upsert / Search / Get / Scroll / Delete / Stats over one VectorIndex; bad input → INVALID_ARGUMENT."""
 
     def __init__(self, index: VectorIndex) -> None:
         self.index = index
@@ -71,6 +71,15 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
             return search_pb2.DeleteResponse(deleted=deleted, version=self.index.stats().version)
 
         return abort_on_invalid(context, run)
+
+    def Scroll(self, request: search_pb2.ScrollRequest, context: grpc.ServicerContext) -> search_pb2.ScrollResponse:
+        """One page of products in point-id order; next_offset is empty after the last page."""
+        products, next_offset = abort_on_invalid(
+            context, lambda: self.index.scroll(request.offset or None, request.limit)
+        )
+        return search_pb2.ScrollResponse(
+            products=[product_to_proto(p) for p in products], next_offset=next_offset or "",
+        )
 
     def Stats(self, request: search_pb2.StatsRequest, context: grpc.ServicerContext) -> search_pb2.StatsResponse:
         """Count, version, dim, backend, vector names and categories of the collection."""

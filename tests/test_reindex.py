@@ -1,0 +1,143 @@
+"""Reindexing in-process: new vectors from the stored images, payloads kept, unreadable images reported."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fashion_search.domain import GARMENT_VECTOR, IMAGE_VECTOR, Embedder
+from fashion_search.images import decode_image
+from fashion_search.ingest import Ingestor
+from fashion_search.pipeline import SearchPipeline
+from fashion_search.settings import Settings
+from services.search.edge_index import EdgeIndex
+from tests.conftest import make_settings
+
+VAL = Path(__file__).resolve().parent / "data" / "val_sample"
+CLASSES = ("dress", "hat", "pants", "shoes", "t-shirt")
+GOOD, CORRUPT, MISSING = ("p0", "p1", "p2"), "p3", "p4"
+
+
+def recolored(embedder: Embedder, color_weight: float) -> Embedder:
+    """The same loaded model weighting colour differently: what a model upgrade looks like to the index."""
+    embedder.load()  # type: ignore[attr-defined]
+    clone = copy.copy(embedder)
+    clone.settings = embedder.settings.model_copy(update={"color_weight": color_weight})  # type: ignore[attr-defined]
+    return clone
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    # Batches of two make a five-product catalog span several scroll pages and several upserts.
+    return make_settings(tmp_path, ingest_batch_size=2)
+
+
+@pytest.fixture
+def indexed(settings: Settings, shared_models: dict) -> Iterator[tuple[SearchPipeline, SearchPipeline, list[bytes]]]:
+    """Five uploaded products indexed with the current embedder; a second pipeline over the same index
+    embeds with a changed colour weight (the "upgraded" models)."""
+    old, new = shared_models["embedder"], recolored(shared_models["embedder"], 1.0)
+    det, seg = shared_models["detector"], shared_models["segmenter"]
+    index = EdgeIndex(settings, old.dim)
+    images = [sorted((VAL / c).glob("*.jpg"))[0].read_bytes() for c in CLASSES]
+    payloads = [
+        {"product_id": f"p{i}", "image_path": "", "title": f"Product {i}", "category": c, "price": 10.5 + i,
+         "tags": ["sale", c]}
+        for i, c in enumerate(CLASSES)
+    ]
+    report = Ingestor(SearchPipeline(settings, det, seg, old, index), settings).ingest_payloads(payloads, images)
+    assert report.indexed == len(CLASSES) and not report.failed
+    yield SearchPipeline(settings, det, seg, old, index), SearchPipeline(settings, det, seg, new, index), images
+    index.close()
+
+
+def _top(pipeline: SearchPipeline, vector: object, name: str = IMAGE_VECTOR) -> tuple[str, float]:
+    hit = pipeline.index.search(vector, top_k=1, vector_name=name)[0]  # type: ignore[arg-type]
+    return hit.product.product_id, hit.score
+
+
+def test_reindex_all_updates_vectors_keeps_payload_and_reports_bad_images(
+    indexed: tuple[SearchPipeline, SearchPipeline, list[bytes]], settings: Settings,
+) -> None:
+    old, new, images = indexed
+    index = new.index
+    before = {f"p{i}": index.get(f"p{i}") for i in range(len(CLASSES))}
+    stats = index.stats()
+    decoded = [decode_image(data, settings) for data in images]
+    old_vecs = old.catalog_vectors(decoded)
+    new_vecs = new.catalog_vectors(decoded)
+    for i, pid in enumerate(GOOD):
+        found, score = _top(new, new_vecs[i].vectors[IMAGE_VECTOR])
+        assert found != pid or score < 0.999, "the changed colour weight must change the vectors"
+
+    # One stored image is overwritten with garbage, another one is gone.
+    Path(before[CORRUPT].image_ref).write_bytes(b"definitely not a jpeg")
+    Path(before[MISSING].image_ref).unlink()
+    progress: list[int] = []
+    report = Ingestor(new, settings).reindex(on_progress=progress.append)
+
+    assert report.indexed == len(GOOD)
+    assert dict(report.failed).keys() == {CORRUPT, MISSING}
+    assert "not an image" in dict(report.failed)[CORRUPT]
+    assert "No such file" in dict(report.failed)[MISSING]
+    assert sum(progress) == len(CLASSES) and len(progress) == 3
+    after = index.stats()
+    assert after.count == stats.count and after.version > stats.version
+    for pid, product in before.items():
+        assert index.get(pid) == product  # id, category, title, price, tags, image ref and box all kept
+    for i, pid in enumerate(GOOD):
+        assert _top(new, new_vecs[i].vectors[IMAGE_VECTOR]) == (pid, pytest.approx(1.0, abs=1e-4))
+        assert _top(new, new_vecs[i].vectors[GARMENT_VECTOR], GARMENT_VECTOR) == (pid, pytest.approx(1.0, abs=1e-4))
+    # The products whose image could not be read still hold their old vectors, untouched.
+    for i, pid in ((3, CORRUPT), (4, MISSING)):
+        assert _top(new, old_vecs[i].vectors[IMAGE_VECTOR]) == (pid, pytest.approx(1.0, abs=1e-4))
+
+
+def test_reindex_given_ids_twice_is_harmless(
+    indexed: tuple[SearchPipeline, SearchPipeline, list[bytes]], settings: Settings,
+) -> None:
+    old, new, images = indexed
+    index = new.index
+    before = index.get("p1")
+    ingestor = Ingestor(new, settings)
+    # A retried task runs the same batch again: same vectors, same payload, nothing added.
+    for _ in range(2):
+        report = ingestor.reindex(["p1", "unknown", "p1"])
+        assert report.indexed == 1
+        assert report.failed == [("unknown", "not in the index")]
+    assert index.stats().count == len(CLASSES)
+    assert index.get("p1") == before
+    vec = new.catalog_vectors([decode_image(images[1], settings)])[0].vectors[IMAGE_VECTOR]
+    assert _top(new, vec) == ("p1", pytest.approx(1.0, abs=1e-4))
+    # Products not named keep their old vectors.
+    vec0 = old.catalog_vectors([decode_image(images[0], settings)])[0].vectors[IMAGE_VECTOR]
+    assert _top(new, vec0) == ("p0", pytest.approx(1.0, abs=1e-4))
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The CLI's settings on an empty Edge index under tmp_path, with no broker and no remote service."""
+    from fashion_search.settings import get_settings
+
+    for name, value in {"FS_DATA_DIR": str(tmp_path), "FS_INDEX_BACKEND": "edge", "FS_BROKER_URL": "",
+                        "FS_SEARCH_URL": "", "FS_DETECTOR_URL": "", "FS_SEGMENTER_URL": "",
+                        "FS_EMBEDDER_URL": ""}.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    yield tmp_path
+    get_settings.cache_clear()
+
+
+def test_cli_reindex_in_process_and_queue_without_broker(cli_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from fashion_search.cli import main
+
+    # Nothing is indexed, so no model is ever loaded: this checks the wiring, the tests above the work.
+    assert main(["reindex"]) == 0
+    assert "reindexed 0 products; 0 refused" in capsys.readouterr().out
+    assert main(["reindex", "ghost"]) == 1
+    assert "ghost: not in the index" in capsys.readouterr().out
+    assert main(["reindex", "--queue"]) == 2
+    assert "FS_BROKER_URL" in capsys.readouterr().err
