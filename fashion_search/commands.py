@@ -196,7 +196,8 @@ def cmd_eval_scenes(args: argparse.Namespace, settings: Settings) -> int:
     text = street_to_shop_markdown(result, _command_line())
     print(json.dumps(result, indent=2) if args.json else text)
     if args.output:
-        write_section(Path(args.output), f"eval-street-to-shop-{settings.detector_model}", text, "Evaluation")
+        key = f"eval-street-to-shop-{settings.detector_model}-catalog-{settings.catalog_garment}"
+        write_section(Path(args.output), key, text, "Evaluation")
     return 0
 
 

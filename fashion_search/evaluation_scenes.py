@@ -72,16 +72,19 @@ def street_to_shop(
         "detected_iou50": round(detected / n, 4) if n else 0.0, "recall": table,
         "median_ms": {m: round(statistics.median(v), 1) for m, v in latencies.items()},
         "model": pipeline.embedder.model_name, "detector": settings.detector_model,
+        "catalog_garment": settings.catalog_garment,
     }
 
 
 def street_to_shop_markdown(result: dict[str, Any], command: str) -> str:
     """Markdown section for docs/EVALUATION.md."""
     lines = [
-        f"## Street-to-shop (generated scenes → own product), detector `{result['detector']}`", "",
+        f"## Street-to-shop (generated scenes → own product), detector `{result['detector']}`, "
+        f"catalog garment `{result['catalog_garment']}`", "",
         f"Command: `{command}`", "",
         f"{result['scenes']} scenes, {result['garments']} garments, catalog of {result['catalog']} products; "
-        f"model `{result['model']}`. Fine mode: a garment counts only if a detection overlaps it with IoU ≥ "
+        f"model `{result['model']}`. Fine mode matches each detected garment against the catalog's "
+        f"`{result['catalog_garment']}` vectors: a garment counts only if a detection overlaps it with IoU ≥ "
         f"{MATCH_IOU} (detected: {result['detected_iou50']:.3f}). Median latency: simple "
         f"{result['median_ms']['simple']} ms, fine {result['median_ms']['fine']} ms.", "",
         "| mode | Recall@1 | Recall@10 |", "|---|---|---|",

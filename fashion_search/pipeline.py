@@ -131,22 +131,29 @@ class SearchPipeline:
 
     # ---- catalog side -------------------------------------------------------------------------
     def catalog_vectors(self, images: Sequence[Image.Image], with_garment: bool = True) -> list[IndexedVectors]:
-        """Vectors for catalog photos: the whole image, and the cut-out main garment (for fine mode)."""
+        """Vectors for catalog photos: the whole image, and the garment fine mode matches (settings.catalog_garment).
+
+        The main detection still fills an unknown category and the product's garment box.
+        """
         prepared = [prepare(img, self.settings) for img in images]
         if not with_garment:
             vecs = self.embedder.embed(prepared)
             return [IndexedVectors({IMAGE_VECTOR: v}, None) for v in vecs]
         mains: list[Detection | None] = []
-        cut: list[Image.Image] = []
         for img in prepared:
             dets = self.detect(img)
-            main = dets[0] if dets else None
-            mains.append(main)
-            cut.extend(self.garment_cutouts(img, [main]) if main else [img])
-        vecs = self.embedder.embed([*prepared, *cut])
+            mains.append(dets[0] if dets else None)
         n = len(prepared)
+        if self.settings.catalog_garment == "photo":
+            # A product photo shows its product; detector boxes on it are often partial (a sleeve, a leg).
+            vecs = self.embedder.embed(prepared)
+            garment = vecs
+        else:
+            cut = [self.garment_cutouts(img, [m])[0] if m else img for img, m in zip(prepared, mains, strict=True)]
+            vecs = self.embedder.embed([*prepared, *cut])
+            garment = vecs[n:]
         return [
-            IndexedVectors({IMAGE_VECTOR: vecs[i], GARMENT_VECTOR: vecs[n + i]}, mains[i]) for i in range(n)
+            IndexedVectors({IMAGE_VECTOR: vecs[i], GARMENT_VECTOR: garment[i]}, mains[i]) for i in range(n)
         ]
 
     # ---- query side ---------------------------------------------------------------------------

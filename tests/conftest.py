@@ -10,10 +10,24 @@ import pytest
 from PIL import Image
 
 from fashion_search.catalog import CatalogRecord, load_catalog
+from fashion_search.domain import Box
 from fashion_search.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "fashion_search" / "sample_catalog" / "catalog.jsonl"
+
+# Boxes a segmenter must survive on a 320x300 image: each gets a box-sized (clipped) boolean mask.
+ODD_BOXES = [
+    Box(10.4, 20.6, 200.2, 280.9),  # fractional
+    Box(-50, -30, 100, 120),  # partly outside
+    Box(250, 200, 400, 500),  # partly outside, other corner
+    Box(100, 100, 103, 104),  # tiny
+    Box(50, 50, 50, 90),  # zero width
+    Box(60, 60, 59, 70),  # inverted
+    Box(400, 400, 500, 500),  # entirely outside
+    Box(0, 0, 320, 300),  # the whole image
+    Box(0, 0, 320, 9),  # a thin strip just above the minimum side
+]
 
 
 @pytest.fixture(scope="session")

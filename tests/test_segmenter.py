@@ -12,6 +12,7 @@ from PIL import Image, ImageDraw
 from fashion_search.domain import Box, Segmenter
 from fashion_search.settings import Settings
 from services.segmenter.model import GarmentSegmenter
+from tests.conftest import ODD_BOXES
 
 DATA = Path("/work/shared/data/clothing-small")
 
@@ -66,18 +67,7 @@ def test_synthetic_garment_mask_iou(segmenter: GarmentSegmenter, background: obj
     assert iou(mask, truth[y0:y1, x0:x1]) >= 0.9
 
 
-@pytest.mark.parametrize(
-    "box",
-    [
-        Box(10.4, 20.6, 200.2, 280.9),  # fractional
-        Box(-50, -30, 100, 120),  # partly outside
-        Box(250, 200, 400, 500),  # partly outside, other corner
-        Box(100, 100, 103, 104),  # tiny
-        Box(50, 50, 50, 90),  # zero width
-        Box(400, 400, 500, 500),  # entirely outside
-        Box(0, 0, 320, 300),  # the whole image
-    ],
-)
+@pytest.mark.parametrize("box", ODD_BOXES)
 def test_mask_shapes_match_boxes(segmenter: GarmentSegmenter, box: Box) -> None:
     image, _ = garment_on(white_background())
     (mask,) = segmenter.segment(image, [box])

@@ -20,6 +20,7 @@ from services.segmenter import server as segmenter_server
 from services.segmenter.client import RemoteSegmenter
 from services.segmenter.mask_net import OUTPUT_SIZE, WEIGHTS, MaskSegmenter, context_window, logits_to_mask
 from services.segmenter.model import GarmentSegmenter
+from tests.conftest import ODD_BOXES
 
 VAL_SAMPLE = Path(__file__).resolve().parent / "data" / "val_sample"
 MAX_WEIGHTS_BYTES = 3 * 1024 * 1024
@@ -98,20 +99,7 @@ def test_beats_the_full_box_and_grabcut_on_generated_scenes(
     assert miou["masknet"] >= miou["grabcut"], miou
 
 
-@pytest.mark.parametrize(
-    "box",
-    [
-        Box(10.4, 20.6, 200.2, 280.9),  # fractional
-        Box(-50, -30, 100, 120),  # partly outside
-        Box(250, 200, 400, 500),  # partly outside, other corner
-        Box(100, 100, 103, 104),  # tiny
-        Box(50, 50, 50, 90),  # zero width
-        Box(60, 60, 59, 70),  # inverted
-        Box(400, 400, 500, 500),  # entirely outside
-        Box(0, 0, 320, 300),  # the whole image
-        Box(0, 0, 320, 9),  # a thin strip just above the minimum side
-    ],
-)
+@pytest.mark.parametrize("box", ODD_BOXES)
 def test_odd_boxes(masknet: MaskSegmenter, box: Box) -> None:
     image = Image.open(sorted(VAL_SAMPLE.glob("shirt/*.jpg"))[0]).convert("RGB").resize((320, 300))
     (mask,) = masknet.segment(image, [box])

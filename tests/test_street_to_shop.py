@@ -26,5 +26,6 @@ def recall(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def test_fine_mode_finds_the_garments_own_product(recall: dict[str, Any]) -> None:
     fine, simple = recall["recall"]["fine"], recall["recall"]["simple"]
     assert recall["garments"] >= 30, recall
-    assert fine["recall@1"] >= 0.6, recall
-    assert fine["recall@1"] > simple["recall@1"] + 0.2, recall
+    # Measured: fine 0.83 (0.74 matching catalog detections instead of photos), simple 0.37.
+    assert fine["recall@1"] >= 0.75, recall
+    assert fine["recall@1"] > simple["recall@1"] + 0.3, recall

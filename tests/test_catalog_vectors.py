@@ -1,0 +1,54 @@
+"""Catalog vectors: fine mode's garment vector is the product photo itself, or the main detected garment cut out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fashion_search.catalog import CatalogRecord
+from fashion_search.domain import GARMENT_VECTOR, IMAGE_VECTOR
+from fashion_search.pipeline import SearchPipeline, prepare
+from tests.conftest import make_settings
+
+
+def _pipeline(tmp: Path, models: dict[str, object], catalog_garment: str) -> SearchPipeline:
+    settings = make_settings(tmp, catalog_garment=catalog_garment)
+    return SearchPipeline(settings, models["detector"], models["segmenter"], models["embedder"], None)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def photos(small_records: list[CatalogRecord]) -> list[Image.Image]:
+    return [Image.open(r.image_path).convert("RGB") for r in small_records[:6]]
+
+
+def test_photo_mode_matches_garments_against_the_whole_product_photo(
+    tmp_path: Path, shared_models: dict[str, object], photos: list[Image.Image]
+) -> None:
+    pipeline = _pipeline(tmp_path, shared_models, "photo")
+    indexed = pipeline.catalog_vectors(photos)
+    whole = pipeline.embedder.embed([prepare(p, pipeline.settings) for p in photos])
+    for vecs, expected in zip(indexed, whole, strict=True):
+        np.testing.assert_allclose(vecs.vectors[GARMENT_VECTOR], vecs.vectors[IMAGE_VECTOR])
+        np.testing.assert_allclose(vecs.vectors[IMAGE_VECTOR], expected, atol=1e-5)
+    # The detector still names the product's garment and its box.
+    assert any(v.detection is not None for v in indexed)
+
+
+def test_detection_mode_embeds_the_main_garment_cut_out(
+    tmp_path: Path, shared_models: dict[str, object], photos: list[Image.Image]
+) -> None:
+    pipeline = _pipeline(tmp_path, shared_models, "detection")
+    indexed = pipeline.catalog_vectors(photos)
+    for photo, vecs in zip(photos, indexed, strict=True):
+        if vecs.detection is None:
+            continue
+        img = prepare(photo, pipeline.settings)
+        cut = pipeline.garment_cutouts(img, [vecs.detection])[0]
+        np.testing.assert_allclose(vecs.vectors[GARMENT_VECTOR], pipeline.embedder.embed([cut])[0], atol=1e-5)
+    assert any(
+        v.detection is not None and not np.allclose(v.vectors[GARMENT_VECTOR], v.vectors[IMAGE_VECTOR])
+        for v in indexed
+    )
