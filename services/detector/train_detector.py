@@ -6,8 +6,9 @@
     fashion-search train detector --scenes data/scenes/train --val data/scenes/validation
 
 The backbone is frozen, so its features are computed once per scene and cached; only the small head is trained
-(mirroring is applied to the cached feature maps and targets). Reports mAP@0.5 per class on the held-out scenes
-(validation photos only); the epoch count is fixed, not chosen on them.
+(mirroring is applied to the cached feature maps and targets). The epoch count is chosen on a split of the train
+scenes (HOLDOUT of them, seeded), then the head is retrained on all train scenes; mAP@0.5 per class on the
+validation scenes (validation photos only) is reported once, at the end, and never used for a choice.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ SIZE_WEIGHT = 1.0
 OFFSET_WEIGHT = 1.0
 EVAL_MIN_SCORE = 0.05
 CACHE_BATCH = 16  # low threshold for mAP: the precision/recall curve needs the weak detections too
+HOLDOUT = 0.1  # share of the train scenes that picks the epoch count
 
 
 @torch.inference_mode()
@@ -101,12 +103,16 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (pos_loss.sum() + neg_loss.sum()) / pos.sum().clamp(min=1)
 
 
-def evaluate(head: CenterHead, feats: tuple, scenes: list[dict[str, Any]]) -> tuple[float, dict[str, float], float]:
-    """mAP@0.5 per class and class-agnostic AP@0.5 on cached (unflipped) features."""
+def evaluate(
+    head: CenterHead, feats: tuple, scenes: list[dict[str, Any]], members: np.ndarray | None = None
+) -> tuple[float, dict[str, float], float]:
+    """mAP@0.5 per class and class-agnostic AP@0.5 on cached (unflipped) features of the scenes (or those members)."""
     head.eval()
     preds, truths = [], []
+    rows = range(len(scenes)) if members is None else members
     with torch.inference_mode():
-        for i, scene in enumerate(scenes):
+        for i in rows:
+            scene = scenes[i]
             heat, size, offset = head(feats[0][i:i + 1].float(), feats[1][i:i + 1].float())
             preds.append(decode(heat, size, offset, scene["width"], scene["height"], EVAL_MIN_SCORE))
             truths.append([(Box(*o["box"]), o["category"]) for o in scene["objects"]])
@@ -115,48 +121,26 @@ def evaluate(head: CenterHead, feats: tuple, scenes: list[dict[str, Any]]) -> tu
     return mean, per_class, agnostic
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Options of `fashion-search train detector` (also `python -m services.detector.train_detector`)."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variant", choices=sorted(VARIANTS), default="centernet-v2")
-    parser.add_argument("--scenes", default="data/scenes/train")
-    parser.add_argument("--val", default="data/scenes/validation")
-    parser.add_argument("--out", default="", help="weights file (default: the variant's shipped file)")
-    parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cache-dir", default="data/cache")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Cache features, train the head, report held-out mAP, save float16 weights."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
-    variant = VARIANTS[args.variant]
-    grid = variant.input_size // STRIDE
-    train_scenes, val_scenes = load_scenes(args.scenes), load_scenes(args.val)
-    train_feats = cache_pyramid(variant, train_scenes, Path(args.cache_dir))
-    val_feats = cache_pyramid(variant, val_scenes, Path(args.cache_dir))
-    labels = [[targets(s, False, grid), targets(s, True, grid)] for s in train_scenes]
-
+def train_head(
+    variant: Variant, feats: tuple, labels: list, members: np.ndarray, epochs: int, batch: int, seed: int,
+    scenes: list[dict[str, Any]], holdout: np.ndarray | None = None,
+) -> tuple[CenterHead, list[float]]:
+    """Train a head on the member scenes; with a holdout, also its mAP@0.5 after each epoch."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
     head = CenterHead(deep_channels=variant.deep_channels)
     opt = torch.optim.AdamW(head.parameters(), lr=2e-3, weight_decay=1e-4)
-    steps = args.epochs * math.ceil(len(train_scenes) / args.batch)
+    steps = epochs * math.ceil(len(members) / batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps, pct_start=0.1)
-    for epoch in range(args.epochs):
+    history: list[float] = []
+    for epoch in range(epochs):
         head.train()
-        order = rng.permutation(len(train_scenes))
+        order = rng.permutation(members)
         start, total = time.time(), 0.0
-        for b in range(0, len(order), args.batch):
-            idx = order[b:b + args.batch]
+        for b in range(0, len(order), batch):
+            idx = order[b:b + batch]
             flip = rng.integers(0, 2, size=len(idx))
-            mid, deep = train_feats[0][idx].float(), train_feats[1][idx].float()
+            mid, deep = feats[0][idx].float(), feats[1][idx].float()
             # A mirrored scene's features are close to the mirrored features: a cheap flip augmentation.
             mirrored = torch.from_numpy(flip.astype(bool))
             mid[mirrored], deep[mirrored] = mid[mirrored].flip(-1), deep[mirrored].flip(-1)
@@ -175,14 +159,66 @@ def main(argv: list[str] | None = None) -> None:
             opt.step()
             sched.step()
             total += float(loss.detach())
-        mean, _, agnostic = evaluate(head, val_feats, val_scenes)
-        log.info("epoch %d/%d loss %.3f (%.0f s) held-out mAP@0.5 %.4f (class-agnostic AP %.4f)",
-                 epoch + 1, args.epochs, total / math.ceil(len(order) / args.batch), time.time() - start,
-                 mean, agnostic)
+        mean_loss = total / math.ceil(len(order) / batch)
+        msg = f"epoch {epoch + 1}/{epochs} loss {mean_loss:.3f} ({time.time() - start:.0f} s)"
+        if holdout is not None:
+            mean, _, agnostic = evaluate(head, feats, scenes, holdout)
+            history.append(mean)
+            msg += f" train-holdout mAP@0.5 {mean:.4f} (class-agnostic AP {agnostic:.4f})"
+        log.info(msg)
+    head.eval()
+    return head, history
+
+
+def split_scenes(n: int, seed: int) -> np.ndarray:
+    """A seeded HOLDOUT share of scene indices (boolean mask)."""
+    held = np.zeros(n, dtype=bool)
+    held[np.random.default_rng(seed).choice(n, size=max(1, round(HOLDOUT * n)), replace=False)] = True
+    return held
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Options of `fashion-search train detector` (also `python -m services.detector.train_detector`)."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variant", choices=sorted(VARIANTS), default="centernet-v2")
+    parser.add_argument("--scenes", default="data/scenes/train")
+    parser.add_argument("--val", default="data/scenes/validation")
+    parser.add_argument("--out", default="", help="weights file (default: the variant's shipped file)")
+    parser.add_argument("--epochs", type=int, default=8, help="most epochs tried on the train split")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache-dir", default="data/cache")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Cache features, train the head, report held-out mAP, save float16 weights."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    variant = VARIANTS[args.variant]
+    grid = variant.input_size // STRIDE
+    train_scenes, val_scenes = load_scenes(args.scenes), load_scenes(args.val)
+    train_feats = cache_pyramid(variant, train_scenes, Path(args.cache_dir))
+    val_feats = cache_pyramid(variant, val_scenes, Path(args.cache_dir))
+    labels = [[targets(s, False, grid), targets(s, True, grid)] for s in train_scenes]
+
+    held = split_scenes(len(train_scenes), args.seed)
+    fit, hold = np.flatnonzero(~held), np.flatnonzero(held)
+    log.info("split: %d/%d train scenes (fit/held out)", len(fit), len(hold))
+    _, history = train_head(variant, train_feats, labels, fit, args.epochs, args.batch, args.seed, train_scenes, hold)
+    best_epochs = int(np.argmax(history)) + 1
+    log.info("best train-holdout mAP@0.5 %.4f after %d epochs; retraining on all train scenes", max(history),
+             best_epochs)
+    head, _ = train_head(variant, train_feats, labels, np.arange(len(train_scenes)), best_epochs, args.batch,
+                         args.seed, train_scenes)
     mean, per_class, agnostic = evaluate(head, val_feats, val_scenes)
     meta = {"variant": variant.name, "input_size": variant.input_size, "deep": variant.deep,
             "map50": round(mean, 4), "agnostic_ap50": round(agnostic, 4),
-            "per_class_ap50": {k: round(v, 4) for k, v in per_class.items()}, "epochs": args.epochs,
+            "per_class_ap50": {k: round(v, 4) for k, v in per_class.items()}, "epochs": best_epochs,
+            "max_epochs": args.epochs, "holdout_map50": [round(v, 4) for v in history],
             "train_scenes": len(train_scenes), "val_scenes": len(val_scenes), "seed": args.seed}
     out = Path(args.out) if args.out else variant.weights
     out.parent.mkdir(parents=True, exist_ok=True)
