@@ -6,9 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from fashion_search.catalog import load_catalog
 from fashion_search.evaluation import ablation
+from services.embedder.backbone import load_imagenet_network
+from services.embedder.fashion_net import load_tail, shipped_weights
 from services.embedder.model import COLOR_DIM, GarmentEmbedder
 from tests.conftest import SAMPLE, make_settings
 
@@ -45,3 +48,14 @@ def test_learned_features_beat_imagenet_features(sample_ablation: dict[str, dict
     learned = sample_ablation["learned-512+color (542)"]["P@10"]
     assert learned > imagenet + 0.05, sample_ablation
     assert sample_ablation["learned-512"]["P@10"] > sample_ablation["imagenet-1280"]["P@10"], sample_ablation
+
+
+@pytest.mark.parametrize("split", [0, 2, 3, 4])
+def test_stage_split_into_a_frozen_and_a_trained_part_equals_the_whole_stage(split: int) -> None:
+    # The instances trainer caches the frozen blocks' output and runs only the trained ones: both must compose.
+    tail, _ = load_tail(load_imagenet_network(), shipped_weights("fashion-v1"))
+    h = torch.randn(2, 192, 7, 7, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        whole = tail.stage(h)
+        parts = tail.stage(tail.stage(h, slice(0, split)), slice(split, None))
+    torch.testing.assert_close(parts, whole)

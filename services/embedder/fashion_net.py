@@ -34,9 +34,9 @@ class FashionTail(nn.Module):
         """Frozen-part features (B×192×7×7) → last conv feature map (B×1280×7×7)."""
         return self.head_map(self.stage(h))
 
-    def stage(self, h: torch.Tensor) -> torch.Tensor:
-        """The fine-tuned MBConv blocks: B×192×7×7 → B×320×7×7."""
-        for i, block in enumerate(self.blocks, start=TAIL_START):
+    def stage(self, h: torch.Tensor, part: slice = slice(None)) -> torch.Tensor:
+        """The fine-tuned MBConv blocks (all, or that part of them): B×192×7×7 → B×320×7×7."""
+        for i, block in list(enumerate(self.blocks, start=TAIL_START))[part]:
             rate = self.drop_connect_rate * i / self.n_blocks if self.training else None
             h = block(h, drop_connect_rate=rate)
         return h

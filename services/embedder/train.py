@@ -6,8 +6,9 @@
 The ImageNet stem and early blocks stay frozen (their outputs are cached, see train_views).
 Stage "classes" (fashion-v1) trains the last stage, the conv head and the 512-d FC with a normalised softmax over the
 classes plus a batch-hard triplet loss (seed 001: category similarity).
-Stage "instances" (fashion-v2) starts from fashion-v1, keeps its last stage frozen (cached as well: CPU training
-time) and trains the conv head and the FC with the same two losses plus an InfoNCE loss that pulls a garment cut
+Stage "instances" (fashion-v2) starts from fashion-v1, keeps its last stage frozen but for the final block (the
+frozen part is cached as well: CPU training time) and trains that block, the conv head and the FC with the same two
+losses plus an InfoNCE loss that pulls a garment cut
 from a generated street scene to its own catalog photo, away from other products of its class (street-to-shop).
 The epoch count is chosen on a seeded split of train/ products (never on validation/), then the model is retrained
 on all of train/ and saved.
@@ -48,7 +49,10 @@ INSTANCE_WEIGHT = 1.0
 LABEL_SMOOTHING = 0.1
 HOLDOUT = 0.15
 CLASS_EPOCHS = 8
-INSTANCE_EPOCHS = 6
+INSTANCE_EPOCHS = 8
+# The instances stage also trains fashion-v1's last MBConv block (at the body learning rate): on the product
+# holdout street R@1 0.879 → 0.886 against training only the conv head and FC, category P@10 unchanged.
+INSTANCE_TRAIN_BLOCKS = 1
 INSTANCE_STEPS = 100
 # Catalog-side views a street crop is matched to: the whole photo, its mirror, and the cut-out garment.
 POSITIVE_VIEWS = (0, 1, CUTOUT_VIEW)
@@ -152,12 +156,13 @@ def _init_classifier(tail: FashionTail, data: TrainingSet, forward: Callable[[to
 
 def train(
     data: TrainingSet, epochs: int, seed: int, stage: str, holdout: TrainingSet | None = None,
-    instance_steps: int = 0,
+    instance_steps: int = 0, train_blocks: int = 0,
 ) -> tuple[FashionTail, list[tuple[float, float]]]:
     """Train a tail for the stage; with a holdout, return its (P@10, street R@1) after every epoch.
 
     "classes": data holds frozen block-11 features and the whole tail trains from ImageNet weights.
-    "instances": data holds fashion-v1 stage outputs; the conv head and FC train from fashion-v1.
+    "instances": data holds fashion-v1 stage outputs before its last train_blocks blocks; those blocks, the conv
+    head and the FC train from fashion-v1.
     """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -172,10 +177,15 @@ def train(
         base, _ = load_tail(net, shipped_weights("fashion-v1"))
         tail = FashionTail(net, n_classes=n_classes)
         tail.load_state_dict(base.state_dict(), strict=False)
-        forward = lambda x: tail.embed(tail.head_map(x.float()))  # noqa: E731
+        trained = slice(len(tail.blocks) - train_blocks, None)
+        forward = lambda x: tail.embed(tail.head_map(tail.stage(x.float(), trained)))  # noqa: E731
         for p in tail.blocks.parameters():
             p.requires_grad_(False)
         body = [*tail.conv_head.parameters(), *tail.bn1.parameters()]
+        for block in tail.blocks[trained]:
+            for p in block.parameters():
+                p.requires_grad_(True)
+                body.append(p)
         _init_classifier(tail, data, forward)
         steps_per_epoch = instance_steps
     opt, sched = _optimizer(tail, body, epochs * steps_per_epoch)
@@ -249,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default="", help="weights file (default: the stage's shipped file)")
     parser.add_argument("--epochs", type=int, default=0, help="maximum epochs tried on the split (0: stage default)")
     parser.add_argument("--steps", type=int, default=INSTANCE_STEPS, help="steps per epoch of the instances stage")
+    parser.add_argument("--train-blocks", type=int, default=INSTANCE_TRAIN_BLOCKS,
+                        help="instances stage: how many of fashion-v1's last stage blocks train too (0: none)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-dir", default="data/cache")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -256,11 +268,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 @torch.inference_mode()
-def stage_outputs(feats: torch.Tensor) -> torch.Tensor:
-    """fashion-v1's frozen last stage applied to cached block-11 features (…×192×7×7 → …×320×7×7, float16)."""
+def stage_outputs(feats: torch.Tensor, train_blocks: int = 0) -> torch.Tensor:
+    """fashion-v1's frozen stage blocks (all but the last train_blocks) on cached block-11 features, float16."""
     tail, _ = load_tail(load_imagenet_network(), shipped_weights("fashion-v1"))
+    frozen = slice(0, len(tail.blocks) - train_blocks)
     flat = feats.reshape(-1, *feats.shape[-3:])
-    out = torch.cat([tail.stage(flat[i:i + 256].float()).half() for i in range(0, len(flat), 256)])
+    out = torch.cat([tail.stage(flat[i:i + 256].float(), frozen).half() for i in range(0, len(flat), 256)])
     return out.reshape(*feats.shape[:-3], *out.shape[-3:])
 
 
@@ -278,7 +291,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     products = product_features(net, records, bank, args.seed, cache)
     if args.stage == "instances":
         street, owners = street_features(net, scenes, [r.product_id for r in records], args.seed, cache)
-        products, street = stage_outputs(products), stage_outputs(street)
+        products, street = stage_outputs(products, args.train_blocks), stage_outputs(street, args.train_blocks)
         epochs = args.epochs or INSTANCE_EPOCHS
     else:
         street, owners = products[:0, 0], np.zeros(0, dtype=int)
@@ -288,15 +301,16 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     fit, hold = data.subset(np.flatnonzero(~held)), data.subset(np.flatnonzero(held))
     log.info("split: %d/%d products, %d/%d street crops (fit/held out)",
              len(fit.labels), len(hold.labels), len(fit.owners), len(hold.owners))
-    _, history = train(fit, epochs, args.seed, args.stage, hold, args.steps)
+    _, history = train(fit, epochs, args.seed, args.stage, hold, args.steps, args.train_blocks)
     # Both goals count equally: category precision (seed 001) and finding the product itself (street-to-shop).
     best_epochs = int(np.argmax([p10 + r1 for p10, r1 in history])) + 1
     log.info("best holdout after %d epochs: P@10 %.4f, street R@1 %.4f", best_epochs, *history[best_epochs - 1])
-    tail, _ = train(data, best_epochs, args.seed, args.stage, None, args.steps)
+    tail, _ = train(data, best_epochs, args.seed, args.stage, None, args.steps, args.train_blocks)
     variant = "fashion-v2" if args.stage == "instances" else "fashion-v1"
     meta: dict[str, object] = {
         "variant": variant, "stage": args.stage, "classes": classes, "embed_dim": tail.fc.out_features,
         "epochs": best_epochs, "steps_per_epoch": args.steps if args.stage == "instances" else None,
+        "train_blocks": args.train_blocks if args.stage == "instances" else None,
         "seed": args.seed, "holdout_p10": round(history[best_epochs - 1][0], 4),
         "holdout_street_r1": round(history[best_epochs - 1][1], 4),
         "holdout_history": [[round(a, 4), round(b, 4)] for a, b in history],
