@@ -142,7 +142,8 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         pipeline.index.optimize()
         _report(report)
     else:
-        print(f"reusing the index at {settings.index_path} ({stats.count} products, version {stats.version})")
+        print(f"reusing the index at {settings.index_path} ({stats.count} products, version {stats.version}); "
+              "after a model upgrade, `fashion-search reindex` recomputes its vectors")
     if args.no_serve:
         pipeline.index.close()
         return 0

@@ -145,7 +145,8 @@ class SearchPipeline:
             mains.append(dets[0] if dets else None)
         n = len(prepared)
         if self.settings.catalog_garment == "photo":
-            # A product photo shows its product; detector boxes on it are often partial (a sleeve, a leg).
+            # A product photo shows its product, and street crops were trained to match such photos; the main
+            # detection's cut-out matched them worse (docs/EVALUATION.md, street-to-shop).
             vecs = self.embedder.embed(prepared)
             garment = vecs
         else:
