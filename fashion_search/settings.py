@@ -74,7 +74,8 @@ class Settings(BaseSettings):
     detector_model: Literal["centernet-v2", "centernet-v1", "v0"] = "centernet-v2"
     detector_min_score: float = 0.25
     # What fine mode matches a shopper's garment against, per catalog photo: "photo" = the whole product photo
-    # (what the embedder's street-to-shop training pairs crops with; street-to-shop R@1 0.76 against 0.61), or
+    # (what the embedder's street-to-shop training pairs crops with; street-to-shop R@1 0.76 against 0.61, same
+    # models), or
     # "detection" = the main detected garment cut out onto white (for catalogs of photos worn by models).
     catalog_garment: Literal["photo", "detection"] = "photo"
     detector_max_side: int = 640
