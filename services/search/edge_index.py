@@ -75,22 +75,23 @@ def check_vector(vector: np.ndarray | Sequence[float], dim: int, what: str = "ve
     return arr.tolist()
 
 
+def check_count(value: int, name: str, maximum: int) -> int:
+    """An integer within 1..maximum (bools refused), or ValueError naming the argument."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if not 1 <= value <= maximum:
+        raise ValueError(f"{name} must be between 1 and {maximum}, got {value}")
+    return int(value)
+
+
 def check_top_k(top_k: int, settings: Settings) -> int:
     """top_k within 1..settings.max_top_k, or ValueError."""
-    if isinstance(top_k, bool) or not isinstance(top_k, int | np.integer):
-        raise ValueError(f"top_k must be an integer, got {top_k!r}")
-    if not 1 <= top_k <= settings.max_top_k:
-        raise ValueError(f"top_k must be between 1 and {settings.max_top_k}, got {top_k}")
-    return int(top_k)
+    return check_count(top_k, "top_k", settings.max_top_k)
 
 
 def check_scroll_limit(limit: int, settings: Settings) -> int:
     """A scroll page size within 1..settings.max_scroll_limit, or ValueError."""
-    if isinstance(limit, bool) or not isinstance(limit, int | np.integer):
-        raise ValueError(f"limit must be an integer, got {limit!r}")
-    if not 1 <= limit <= settings.max_scroll_limit:
-        raise ValueError(f"limit must be between 1 and {settings.max_scroll_limit}, got {limit}")
-    return int(limit)
+    return check_count(limit, "limit", settings.max_scroll_limit)
 
 
 def check_scroll_offset(offset: str | None) -> str | None:
