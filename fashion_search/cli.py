@@ -56,6 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="compare ImageNet / +color / learned 512 / learned 542 features side by side (exact kNN)",
     )
 
+    ex = sub.add_parser("eval-expansion", help="choose FS_QUERY_EXPANSION on the embedder's product holdout")
+    ex.add_argument("--catalog", default="../shared/data/clothing-small/train", help="the embedder's train photos")
+    ex.add_argument("--weights", required=True, help="embedder weights trained with --holdout-only")
+    ex.add_argument("--depths", default="0,1,2,3,5,10,20", help="comma-separated depths to try")
+    ex.add_argument("--json", action="store_true", help="print the figures as JSON")
+    ex.add_argument("--output", help="also write the figures to this Markdown file")
+
     s2s = sub.add_parser("eval-scenes", help="street-to-shop Recall@1/@10 on generated scenes, simple vs fine")
     _scene_options(s2s)
     s2s.add_argument("--catalog", action="append", required=True, help="ImageFolder catalog (repeatable)")

@@ -182,6 +182,20 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_eval_expansion(args: argparse.Namespace, settings: Settings) -> int:
+    """Query-expansion depths on the embedder's product holdout."""
+    from fashion_search.evaluation import write_section
+    from fashion_search.evaluation_expansion import best_depth, expansion_markdown, expansion_sweep
+
+    depths = [int(d) for d in args.depths.split(",") if d.strip()]
+    table, held, fitted = expansion_sweep(settings, args.catalog, Path(args.weights), depths)
+    text = expansion_markdown(table, held, fitted, Path(args.weights), _command_line())
+    print(json.dumps({"depths": table, "chosen": best_depth(table)}, indent=2) if args.json else text)
+    if args.output:
+        write_section(Path(args.output), "eval-expansion", text, "Evaluation")
+    return 0
+
+
 def _scenes(args: argparse.Namespace) -> Path:
     from fashion_search.datasets.scenes import ensure_scenes
 

@@ -140,8 +140,10 @@ class VectorIndex(Protocol):
 
     def search(
         self, vector: np.ndarray, top_k: int, vector_name: str = IMAGE_VECTOR,
-        categories: Sequence[str] | None = None,
-    ) -> list[Hit]: ...
+        categories: Sequence[str] | None = None, expand: int = 0,
+    ) -> list[Hit]:
+        """The top_k nearest products; expand > 0 first adds the expand nearest stored vectors to the query."""
+        ...
 
     def get(self, product_id: str) -> Product | None: ...
 

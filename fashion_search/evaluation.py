@@ -169,7 +169,7 @@ def _embed_all(records: list[CatalogRecord], embedders: dict[str, object], setti
             plain, fused = ABLATION_VARIANTS[0:2] if prefix == "imagenet" else ABLATION_VARIANTS[2:4]
             parts[plain].append(l2_normalize(out.pooled))
             parts[fused].append(embedder.fuse(out))  # type: ignore[attr-defined]
-    return {v: np.concatenate(p) for v, p in parts.items()}
+    return {v: np.concatenate(p) for v, p in parts.items() if p}
 
 
 def ablation(settings: Settings, catalog_dir: str, queries_dir: str, limit: int = 0) -> dict[str, dict[str, float]]:
@@ -187,14 +187,29 @@ def ablation(settings: Settings, catalog_dir: str, queries_dir: str, limit: int 
     q_vecs = _embed_all(queries, embedders, settings)
     cat_labels = np.array([r.category for r in catalog])
     q_labels = np.array([r.category for r in queries])
-    table = {}
-    for variant in ABLATION_VARIANTS:
-        top = np.argsort(-(q_vecs[variant] @ cat_vecs[variant].T), axis=1)[:, : max(KS)]
-        rel = cat_labels[top] == q_labels[:, None]
-        row = {f"P@{k}": round(float(rel[:, :k].mean()), 4) for k in KS}
-        row["mAP@20"] = round(statistics.fmean(average_precision(list(r)) for r in rel), 4)
-        table[variant] = row
+    table = {v: knn_precision(q_vecs[v], q_labels, cat_vecs[v], cat_labels) for v in ABLATION_VARIANTS}
+    if settings.query_expansion:
+        fused = ABLATION_VARIANTS[-1]
+        table[f"{fused} + query expansion {settings.query_expansion}"] = knn_precision(
+            q_vecs[fused], q_labels, cat_vecs[fused], cat_labels, settings.query_expansion
+        )
     return table
+
+
+def knn_precision(
+    queries: np.ndarray, q_labels: np.ndarray, catalog: np.ndarray, cat_labels: np.ndarray, expand: int = 0
+) -> dict[str, float]:
+    """P@5/10/20 and mAP@20 by exact cosine kNN; expand > 0 applies query expansion as the index does."""
+    from services.search.edge_index import expand_query
+
+    if expand:
+        near = np.argsort(-(queries @ catalog.T), axis=1)[:, :expand]
+        queries = expand_query(queries, catalog[near])
+    top = np.argsort(-(queries @ catalog.T), axis=1)[:, : max(KS)]
+    rel = cat_labels[top] == q_labels[:, None]
+    row = {f"P@{k}": round(float(rel[:, :k].mean()), 4) for k in KS}
+    row["mAP@20"] = round(statistics.fmean(average_precision(list(r)) for r in rel), 4)
+    return row
 
 
 def ablation_markdown(table: dict[str, dict[str, float]], command: str, n_catalog: str) -> str:

@@ -190,7 +190,7 @@ class SearchPipeline:
             vec = self.embedder.embed([img])[0]
             timer.add("embed", start)
             start = time.perf_counter()
-            hits = self.index.search(vec, top_k, IMAGE_VECTOR, categories)
+            hits = self.index.search(vec, top_k, IMAGE_VECTOR, categories, self.settings.query_expansion)
             timer.add("search", start)
         timer.add("total", total)
         return SearchOutcome(mode, hits, garments, img.size, timer.ms, degraded)

@@ -14,7 +14,7 @@ from fashion_search.domain import GARMENT_VECTOR, IMAGE_VECTOR, Box, Product, Ve
 from fashion_search.grpc_common import ServiceUnavailable, check_health
 from fashion_search.settings import Settings
 from services.search.client import RemoteIndex
-from services.search.edge_index import EdgeIndex
+from services.search.edge_index import EdgeIndex, expand_query
 from services.search.factory import make_index
 from services.search.server import start_server
 
@@ -70,6 +70,13 @@ def test_remote_index_round_trip(remote: RemoteIndex, url: str, settings: Settin
     garment = remote.search(items[2][1][GARMENT_VECTOR], top_k=2, vector_name=GARMENT_VECTOR, categories=["shoe"])
     assert garment[0].product.product_id == "p2"
     assert {h.product.category for h in garment} == {"shoe"}
+    # Query expansion runs on the server, over the query's two nearest products.
+    vectors = np.stack([v[IMAGE_VECTOR] for _, v in items])
+    query = unit_vectors(1, seed=7)[0]
+    expanded = expand_query(query, vectors[np.argsort(-(vectors @ query))[:2]])
+    want = [items[i][0] for i in np.argsort(-(vectors @ expanded))]
+    assert want != [items[i][0] for i in np.argsort(-(vectors @ query))]  # else the check below proves nothing
+    assert [h.product for h in remote.search(query, top_k=6, expand=2)] == want
     assert remote.get("p1") == items[1][0]
     assert remote.get("unknown") is None
     before = remote.stats()
@@ -97,6 +104,8 @@ def test_remote_scroll_round_trip(remote: RemoteIndex) -> None:
     assert remote.scroll(None, 10) == (seen, None)
     with pytest.raises(ValueError, match="limit"):
         remote.scroll(None, 0)
+    with pytest.raises(ValueError, match="expand"):
+        remote.search(items[0][1][IMAGE_VECTOR], top_k=3, expand=-2)
     with pytest.raises(ValueError, match="offset"):
         remote.scroll("garbage", 3)
 

@@ -11,7 +11,7 @@ import pytest
 
 from fashion_search.domain import GARMENT_VECTOR, IMAGE_VECTOR, Box, Product, VectorIndex
 from fashion_search.settings import Settings
-from services.search.edge_index import EdgeIndex
+from services.search.edge_index import EdgeIndex, expand_query
 from services.search.factory import make_index, stored_dim
 from services.search.qdrant_index import QdrantServerIndex
 
@@ -92,6 +92,45 @@ def test_search_returns_nearest_first_with_payload(index: VectorIndex) -> None:
     garment_hits = index.search(items[7][1][GARMENT_VECTOR], top_k=3, vector_name=GARMENT_VECTOR)
     assert garment_hits[0].product.product_id == "p7"
     assert garment_hits[0].score == pytest.approx(1.0, abs=1e-4)
+
+
+def expansion_catalog() -> list[tuple[Product, dict[str, np.ndarray]]]:
+    """Query e0: A is nearest; C is nearer than B, but B lies beyond A, so adding A to the query puts B before C."""
+    e = np.eye(DIM, dtype=np.float32)
+    vectors = {"A": e[0] + 0.3 * e[1], "B": e[0] + 0.6 * e[1], "C": e[0] + 0.5 * e[2], "D": e[3]}
+    return [
+        (Product(name, category="dress" if name != "C" else "shoe"),
+         {IMAGE_VECTOR: v / np.linalg.norm(v), GARMENT_VECTOR: v / np.linalg.norm(v)})
+        for name, v in vectors.items()
+    ]
+
+
+def test_query_expansion_moves_the_query_towards_its_neighbours(make: Factory) -> None:
+    index = make()
+    index.upsert(expansion_catalog())
+    query = np.eye(DIM, dtype=np.float32)[0]
+    assert [h.product.product_id for h in index.search(query, top_k=3)] == ["A", "C", "B"]
+    expanded = index.search(query, top_k=3, expand=1)
+    assert [h.product.product_id for h in expanded] == ["A", "B", "C"]
+    # Scores are against the expanded query: A (on the way from the query to B) is not an exact match any more.
+    assert expanded[0].score < 0.999
+    # The neighbours come from the same filter as the results: among shoes only C is left, expansion or not.
+    assert [h.product.product_id for h in index.search(query, top_k=3, categories=["shoe"], expand=2)] == ["C"]
+    assert index.search(query, top_k=3, categories=["hat"], expand=2) == []
+    assert [h.product.product_id for h in index.search(query, 3, GARMENT_VECTOR, expand=1)] == ["A", "B", "C"]
+
+
+def test_expand_query_single_and_batch() -> None:
+    query, near = unit_vectors(3, DIM, seed=4), unit_vectors(6, DIM, seed=5).reshape(3, 2, DIM)
+    batch = expand_query(query, near)
+    assert np.allclose(np.linalg.norm(batch, axis=1), 1.0, atol=1e-6)
+    for i in range(3):
+        single = expand_query(query[i], near[i])
+        assert np.allclose(single, batch[i], atol=1e-6)
+        want = query[i] + near[i].sum(axis=0)
+        assert np.allclose(single, want / np.linalg.norm(want), atol=1e-6)
+    # No neighbours: the query itself, at unit length.
+    assert np.allclose(expand_query(3 * query[0], np.zeros((0, DIM))), query[0], atol=1e-6)
 
 
 def test_category_filter_single_and_several(index: VectorIndex) -> None:
@@ -255,6 +294,8 @@ def shared_index(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
         (lambda ix: ix.search(np.ones(DIM - 1), top_k=3), "shape"),
         (lambda ix: ix.search(np.ones(DIM), top_k=3, vector_name="colour"), "unknown vector name"),
         (lambda ix: ix.search(np.ones(DIM), top_k=3, categories="dress"), "list"),
+        (lambda ix: ix.search(np.ones(DIM), top_k=3, expand=-1), "expand"),
+        (lambda ix: ix.search(np.ones(DIM), top_k=3, expand=21), "expand"),
         (lambda ix: ix.get(""), "product id"),
         (lambda ix: ix.delete(["p1", ""]), "product id"),
         (lambda ix: ix.scroll(None, 0), "limit"),

@@ -57,16 +57,18 @@ class UpsertResponse(_message.Message):
     def __init__(self, upserted: _Optional[int] = ..., version: _Optional[int] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("vector", "top_k", "categories", "vector_name")
+    __slots__ = ("vector", "top_k", "categories", "vector_name", "expand")
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     CATEGORIES_FIELD_NUMBER: _ClassVar[int]
     VECTOR_NAME_FIELD_NUMBER: _ClassVar[int]
+    EXPAND_FIELD_NUMBER: _ClassVar[int]
     vector: _containers.RepeatedScalarFieldContainer[float]
     top_k: int
     categories: _containers.RepeatedScalarFieldContainer[str]
     vector_name: str
-    def __init__(self, vector: _Optional[_Iterable[float]] = ..., top_k: _Optional[int] = ..., categories: _Optional[_Iterable[str]] = ..., vector_name: _Optional[str] = ...) -> None: ...
+    expand: int
+    def __init__(self, vector: _Optional[_Iterable[float]] = ..., top_k: _Optional[int] = ..., categories: _Optional[_Iterable[str]] = ..., vector_name: _Optional[str] = ..., expand: _Optional[int] = ...) -> None: ...
 
 class Hit(_message.Message):
     __slots__ = ("product", "score")

@@ -156,7 +156,7 @@ def _init_classifier(tail: FashionTail, data: TrainingSet, forward: Callable[[to
 
 def train(
     data: TrainingSet, epochs: int, seed: int, stage: str, holdout: TrainingSet | None = None,
-    instance_steps: int = 0, train_blocks: int = 0,
+    instance_steps: int = 0, train_blocks: int = 0, init: Path | None = None,
 ) -> tuple[FashionTail, list[tuple[float, float]]]:
     """Train a tail for the stage; with a holdout, return its (P@10, street R@1) after every epoch.
 
@@ -174,7 +174,7 @@ def train(
         body = [p for n, p in tail.named_parameters() if not n.startswith(("fc.", "classifier."))]
         steps_per_epoch = max(1, len(data.labels) // (CLASSES_PER_BATCH * PER_CLASS))
     else:
-        base, _ = load_tail(net, shipped_weights("fashion-v1"))
+        base, _ = load_tail(net, init or shipped_weights("fashion-v1"))
         tail = FashionTail(net, n_classes=n_classes)
         tail.load_state_dict(base.state_dict(), strict=False)
         trained = slice(len(tail.blocks) - train_blocks, None)
@@ -264,13 +264,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-dir", default="data/cache")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--holdout-only", action="store_true",
+                        help="save the model trained on the fit split (best epoch) instead of retraining on all of "
+                        "train/: its held-out products stay unseen, for choosing search settings on them")
+    parser.add_argument("--init", default="",
+                        help="instances stage: the fashion-v1 weights to start from (default: the shipped file)")
     return parser
 
 
 @torch.inference_mode()
-def stage_outputs(feats: torch.Tensor, train_blocks: int = 0) -> torch.Tensor:
-    """fashion-v1's frozen stage blocks (all but the last train_blocks) on cached block-11 features, float16."""
-    tail, _ = load_tail(load_imagenet_network(), shipped_weights("fashion-v1"))
+def stage_outputs(feats: torch.Tensor, init: Path, train_blocks: int = 0) -> torch.Tensor:
+    """The init tail's frozen stage blocks (all but the last train_blocks) on cached block-11 features, float16."""
+    tail, _ = load_tail(load_imagenet_network(), init)
     frozen = slice(0, len(tail.blocks) - train_blocks)
     flat = feats.reshape(-1, *feats.shape[-3:])
     out = torch.cat([tail.stage(flat[i:i + 256].float(), frozen).half() for i in range(0, len(flat), 256)])
@@ -279,6 +284,9 @@ def stage_outputs(feats: torch.Tensor, train_blocks: int = 0) -> torch.Tensor:
 
 def run(args: argparse.Namespace) -> dict[str, object]:
     """Select the epoch count on a split of train/, retrain on all of train/, save the weights; return the meta."""
+    if args.holdout_only and not args.out:
+        raise SystemExit("--holdout-only needs --out: it must not replace the shipped weights")
+    init = Path(args.init) if args.init else shipped_weights("fashion-v1")
     if args.threads:
         torch.set_num_threads(args.threads)
     records = load_catalog(args.data)
@@ -291,7 +299,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     products = product_features(net, records, bank, args.seed, cache)
     if args.stage == "instances":
         street, owners = street_features(net, scenes, [r.product_id for r in records], args.seed, cache)
-        products, street = stage_outputs(products, args.train_blocks), stage_outputs(street, args.train_blocks)
+        products, street = (stage_outputs(f, init, args.train_blocks) for f in (products, street))
         epochs = args.epochs or INSTANCE_EPOCHS
     else:
         street, owners = products[:0, 0], np.zeros(0, dtype=int)
@@ -301,11 +309,12 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     fit, hold = data.subset(np.flatnonzero(~held)), data.subset(np.flatnonzero(held))
     log.info("split: %d/%d products, %d/%d street crops (fit/held out)",
              len(fit.labels), len(hold.labels), len(fit.owners), len(hold.owners))
-    _, history = train(fit, epochs, args.seed, args.stage, hold, args.steps, args.train_blocks)
+    _, history = train(fit, epochs, args.seed, args.stage, hold, args.steps, args.train_blocks, init)
     # Both goals count equally: category precision (seed 001) and finding the product itself (street-to-shop).
     best_epochs = int(np.argmax([p10 + r1 for p10, r1 in history])) + 1
     log.info("best holdout after %d epochs: P@10 %.4f, street R@1 %.4f", best_epochs, *history[best_epochs - 1])
-    tail, _ = train(data, best_epochs, args.seed, args.stage, None, args.steps, args.train_blocks)
+    tail, _ = train(fit if args.holdout_only else data, best_epochs, args.seed, args.stage, None, args.steps,
+                    args.train_blocks, init)
     variant = "fashion-v2" if args.stage == "instances" else "fashion-v1"
     meta: dict[str, object] = {
         "variant": variant, "stage": args.stage, "classes": classes, "embed_dim": tail.fc.out_features,
@@ -316,6 +325,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "holdout_history": [[round(a, 4), round(b, 4)] for a, b in history],
         "tail_start": TAIL_START, "trained_on": str(args.data), "scenes": str(args.scenes),
         "n_train": len(records), "n_street_crops": len(owners),
+        "holdout_only": bool(args.holdout_only), "holdout_share": HOLDOUT, "init": str(init),
     }
     out = Path(args.out) if args.out else shipped_weights(variant)
     save_tail(tail, out, meta)

@@ -64,11 +64,12 @@ class RemoteIndex:
 
     def search(
         self, vector: np.ndarray, top_k: int, vector_name: str = IMAGE_VECTOR,
-        categories: Sequence[str] | None = None,
+        categories: Sequence[str] | None = None, expand: int = 0,
     ) -> list[Hit]:
-        """The top_k nearest products from the server, optionally only in the given categories."""
+        """The top_k nearest products from the server, optionally only in the given categories (and expanded)."""
         request = search_pb2.SearchRequest(
             vector=_values(vector), top_k=top_k, categories=list(categories or []), vector_name=vector_name,
+            expand=expand,
         )
         response = self._call(self._stub.Search, request)
         return [Hit(product_from_proto(h.product), float(h.score)) for h in response.hits]

@@ -75,18 +75,34 @@ def check_vector(vector: np.ndarray | Sequence[float], dim: int, what: str = "ve
     return arr.tolist()
 
 
-def check_count(value: int, name: str, maximum: int) -> int:
-    """An integer within 1..maximum (bools refused), or ValueError naming the argument."""
+def check_count(value: int, name: str, maximum: int, minimum: int = 1) -> int:
+    """An integer within minimum..maximum (bools refused), or ValueError naming the argument."""
     if isinstance(value, bool) or not isinstance(value, int | np.integer):
         raise ValueError(f"{name} must be an integer, got {value!r}")
-    if not 1 <= value <= maximum:
-        raise ValueError(f"{name} must be between 1 and {maximum}, got {value}")
+    if not minimum <= value <= maximum:
+        raise ValueError(f"{name} must be between {minimum} and {maximum}, got {value}")
     return int(value)
 
 
 def check_top_k(top_k: int, settings: Settings) -> int:
     """top_k within 1..settings.max_top_k, or ValueError."""
     return check_count(top_k, "top_k", settings.max_top_k)
+
+
+def check_expand(expand: int, settings: Settings) -> int:
+    """A query-expansion depth within 0 (off)..settings.max_top_k, or ValueError."""
+    return check_count(expand, "expand", settings.max_top_k, minimum=0)
+
+
+def expand_query(query: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
+    """Average query expansion (Chum et al., ICCV 2007): query + its nearest stored vectors, at unit length.
+
+    One query (d,) with neighbours (k, d), or a batch (n, d) with (n, k, d); the vectors are unit length, so every
+    neighbour counts as much as the query itself.
+    """
+    query = np.asarray(query, dtype=np.float32)
+    out = query / np.linalg.norm(query, axis=-1, keepdims=True) + np.asarray(neighbours, np.float32).sum(axis=-2)
+    return out / np.maximum(np.linalg.norm(out, axis=-1, keepdims=True), 1e-12)
 
 
 def check_scroll_limit(limit: int, settings: Settings) -> int:
@@ -284,24 +300,37 @@ class EdgeIndex:
 
     def search(
         self, vector: np.ndarray, top_k: int, vector_name: str = IMAGE_VECTOR,
-        categories: Sequence[str] | None = None,
+        categories: Sequence[str] | None = None, expand: int = 0,
     ) -> list[Hit]:
-        """The top_k products nearest to vector (cosine), optionally only in the given categories."""
+        """The top_k products nearest to vector (cosine), optionally only in the given categories.
+
+        expand > 0: first add the vectors of the query's `expand` nearest products to it (`expand_query`).
+        """
         name = check_vector_name(vector_name)
         k = check_top_k(top_k, self.settings)
+        n_expand = check_expand(expand, self.settings)
         query = check_vector(vector, self.dim, "query vector")
         cats = check_categories(categories)
-        request = qe.QueryRequest(
-            limit=k,
-            query=qe.Query.Nearest(query, using=name),
-            filter=qe.Filter(must=[qe.FieldCondition(CATEGORY_FIELD, match=qe.MatchAny(cats))]) if cats else None,
-            with_payload=True,
-            with_vector=False,
-            # ef below the result count would cut the candidate list short of top_k.
-            params=qe.SearchParams(hnsw_ef=max(self.settings.hnsw_ef_search, k)),
-        )
+        search_filter = qe.Filter(must=[qe.FieldCondition(CATEGORY_FIELD, match=qe.MatchAny(cats))]) if cats else None
+
+        def request(q: list[float], limit: int, neighbours: bool) -> qe.QueryRequest:
+            return qe.QueryRequest(
+                limit=limit,
+                query=qe.Query.Nearest(q, using=name),
+                filter=search_filter,
+                with_payload=not neighbours,
+                with_vector=neighbours,
+                # ef below the result count would cut the candidate list short of top_k.
+                params=qe.SearchParams(hnsw_ef=max(self.settings.hnsw_ef_search, limit)),
+            )
+
         with self._lock:
-            points = self._open().query(request)
+            shard = self._open()
+            if n_expand:
+                near = [p.vector[name] for p in shard.query(request(query, n_expand, neighbours=True))]
+                if near:
+                    query = expand_query(np.array(query), np.array(near)).tolist()
+            points = shard.query(request(query, k, neighbours=False))
         return [Hit(product_from_payload(p.payload), float(p.score)) for p in points]
 
     def get(self, product_id: str) -> Product | None:

@@ -18,6 +18,7 @@ from services.search.edge_index import (
     CATEGORY_FIELD,
     PRODUCT_ID_FIELD,
     check_categories,
+    check_expand,
     check_product_id,
     check_product_ids,
     check_scroll_limit,
@@ -26,6 +27,7 @@ from services.search.edge_index import (
     check_top_k,
     check_vector,
     check_vector_name,
+    expand_query,
     point_id,
     prepare_points,
     product_from_payload,
@@ -108,26 +110,38 @@ class QdrantServerIndex:
 
     def search(
         self, vector: np.ndarray, top_k: int, vector_name: str = IMAGE_VECTOR,
-        categories: Sequence[str] | None = None,
+        categories: Sequence[str] | None = None, expand: int = 0,
     ) -> list[Hit]:
-        """The top_k products nearest to vector (cosine), optionally only in the given categories."""
+        """The top_k products nearest to vector (cosine), optionally only in the given categories.
+
+        expand > 0: first add the vectors of the query's `expand` nearest products to it (`expand_query`).
+        """
         name = check_vector_name(vector_name)
         k = check_top_k(top_k, self.settings)
+        n_expand = check_expand(expand, self.settings)
         query = check_vector(vector, self.dim, "query vector")
         cats = check_categories(categories)
         query_filter = (
             models.Filter(must=[models.FieldCondition(key=CATEGORY_FIELD, match=models.MatchAny(any=cats))])
             if cats else None
         )
-        # Local mode is an exact scan and warns on every call that search params do nothing.
-        params = None if self._local else models.SearchParams(hnsw_ef=max(self.settings.hnsw_ef_search, k))
+
+        def nearest(q: list[float], limit: int, neighbours: bool) -> list[models.ScoredPoint]:
+            # Local mode is an exact scan and warns on every call that search params do nothing.
+            params = None if self._local else models.SearchParams(hnsw_ef=max(self.settings.hnsw_ef_search, limit))
+            return self._client.query_points(
+                self.collection, query=q, using=name, limit=limit, query_filter=query_filter,
+                search_params=params, with_payload=not neighbours, with_vectors=[name] if neighbours else False,
+            ).points
+
         with self._lock:
             self._check_open()
-            response = self._client.query_points(
-                self.collection, query=query, using=name, limit=k, query_filter=query_filter,
-                search_params=params, with_payload=True, with_vectors=False,
-            )
-        return [Hit(product_from_payload(p.payload), float(p.score)) for p in response.points]
+            if n_expand:
+                near = [p.vector[name] for p in nearest(query, n_expand, neighbours=True)]  # type: ignore[index]
+                if near:
+                    query = expand_query(np.array(query), np.array(near)).tolist()
+            points = nearest(query, k, neighbours=False)
+        return [Hit(product_from_payload(p.payload), float(p.score)) for p in points]
 
     def get(self, product_id: str) -> Product | None:
         """The stored product, or None if the id is unknown."""

@@ -49,7 +49,7 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
         def run() -> search_pb2.SearchResponse:
             hits = self.index.search(
                 vector_from_values(request.vector), request.top_k, request.vector_name or IMAGE_VECTOR,
-                list(request.categories),
+                list(request.categories), request.expand,
             )
             return search_pb2.SearchResponse(
                 hits=[search_pb2.Hit(product=product_to_proto(h.product), score=h.score) for h in hits]

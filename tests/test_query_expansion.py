@@ -1,0 +1,95 @@
+"""Query expansion in the pipeline's simple mode, and choosing its depth on the embedder's product holdout."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fashion_search.catalog import CatalogRecord
+from fashion_search.evaluation_expansion import best_depth, expansion_sweep, holdout_mask
+from fashion_search.ingest import Ingestor
+from fashion_search.pipeline import SearchPipeline
+from services.embedder.fashion_net import shipped_weights
+from services.embedder.train import split_products
+from services.search.factory import make_index
+from tests.conftest import make_settings
+
+
+@pytest.fixture(scope="module")
+def pipelines(
+    tmp_path_factory: pytest.TempPathFactory, shared_models: dict, small_records: list[CatalogRecord]
+) -> Iterator[tuple[SearchPipeline, SearchPipeline]]:
+    """Two pipelines over one index: without query expansion and with a depth of 3."""
+    settings = make_settings(tmp_path_factory.mktemp("expansion"))
+    models = [shared_models[name] for name in ("detector", "segmenter", "embedder")]
+    index = make_index(settings, shared_models["embedder"].dim)
+    plain = SearchPipeline(settings, *models, index)  # type: ignore[arg-type]
+    report = Ingestor(plain, settings).ingest_records(small_records)
+    assert report.indexed == len(small_records)
+    yield plain, SearchPipeline(settings.model_copy(update={"query_expansion": 3}), *models, index)  # type: ignore[arg-type]
+    index.close()
+
+
+def test_simple_mode_expands_and_fine_mode_does_not(
+    pipelines: tuple[SearchPipeline, SearchPipeline], small_records: list[CatalogRecord]
+) -> None:
+    plain, expanded = pipelines
+    rec = small_records[6]
+    photo = Image.open(rec.image_path).convert("RGB")
+    before, after = plain.search(photo, "simple", 10), expanded.search(photo, "simple", 10)
+    assert before.hits[0].product.product_id == after.hits[0].product.product_id == rec.product_id
+    assert before.hits[0].score == pytest.approx(1.0, abs=1e-3)
+    # Scored against the query plus its three nearest photos, the photo itself is no longer an exact match.
+    assert after.hits[0].score < before.hits[0].score - 1e-3
+    fine_before, fine_after = plain.search(photo, "fine", 10), expanded.search(photo, "fine", 10)
+    assert [(h.product.product_id, round(h.score, 4)) for h in fine_before.hits] == [
+        (h.product.product_id, round(h.score, 4)) for h in fine_after.hits
+    ]
+
+
+@pytest.fixture
+def holdout_weights(tmp_path: Path) -> Path:
+    """The shipped fashion-v2 tail, labelled as a --holdout-only model (the sweep reads only the split from meta)."""
+    blob = torch.load(shipped_weights("fashion-v2"), map_location="cpu", weights_only=True)
+    blob["meta"] = {**blob["meta"], "holdout_only": True, "seed": 3}
+    path = tmp_path / "fit.pt"
+    torch.save(blob, path)
+    return path
+
+
+def test_sweep_searches_the_held_out_products_against_the_rest(
+    tmp_path: Path, holdout_weights: Path, small_records: list[CatalogRecord]
+) -> None:
+    folder = tmp_path / "catalog"
+    for rec in small_records:
+        (folder / rec.category).mkdir(parents=True, exist_ok=True)
+        (folder / rec.category / Path(rec.image_path).name).symlink_to(rec.image_path)
+    table, held, fitted = expansion_sweep(make_settings(tmp_path), str(folder), holdout_weights, [0, 2])
+    assert (held, fitted) == (10, len(small_records) - 10)  # one of four per class
+    assert set(table) == {0, 2}
+    for row in table.values():
+        assert set(row) == {"P@5", "P@10", "P@20", "mAP@20"}
+        assert all(0.0 <= v <= 1.0 for v in row.values())
+    # 30 fitted products leave only three per class: P@20 cannot exceed 3/20.
+    assert table[0]["P@20"] <= 0.15 + 1e-9
+
+
+def test_holdout_mask_is_the_trainers_split_and_refuses_fully_trained_weights() -> None:
+    categories = ["dress"] * 20 + ["hat"] * 7
+    mask = holdout_mask(categories, {"holdout_only": True, "seed": 5})
+    assert mask.tolist() == split_products(np.array([0] * 20 + [1] * 7), 5).tolist()
+    assert mask.sum() == 3 + 1
+    meta = torch.load(shipped_weights("fashion-v2"), map_location="cpu", weights_only=True)["meta"]
+    with pytest.raises(ValueError, match="holdout-only"):
+        holdout_mask(categories, meta)
+
+
+def test_best_depth_prefers_precision_then_the_shallowest() -> None:
+    row = {"P@5": 0.0, "P@20": 0.0, "mAP@20": 0.0}
+    assert best_depth({0: {**row, "P@10": 0.8}, 2: {**row, "P@10": 0.9}, 5: {**row, "P@10": 0.9}}) == 2
+    assert best_depth({0: {**row, "P@10": 0.9}, 2: {**row, "P@10": 0.8}}) == 0
