@@ -29,10 +29,10 @@ class SearchCache:
         )
 
     @staticmethod
-    def key(image: bytes, mode: str, top_k: int, category: str | None, version: int) -> str:
-        """Cache key; the index version makes every write invalidate old answers."""
+    def key(image: bytes, mode: str, top_k: int, category: str | None, version: int, expand: int = 0) -> str:
+        """Cache key; the index version makes every write invalidate old answers, expand a settings change."""
         digest = hashlib.sha256(image).hexdigest()
-        return f"fs:search:{digest}:{mode}:{top_k}:{category or ''}:{version}"
+        return f"fs:search:{digest}:{mode}:{top_k}:{category or ''}:{version}:qe{expand}"
 
     def _usable(self) -> bool:
         return self.enabled and time.monotonic() >= self._down_until

@@ -14,6 +14,7 @@ from fashion_search.catalog import CatalogRecord
 from fashion_search.ingest import Ingestor
 from fashion_search.pipeline import SearchPipeline
 from gateway.app import create_app
+from gateway.cache import SearchCache
 from services.search.factory import make_index
 from tests.conftest import jpeg_bytes, make_settings
 
@@ -131,6 +132,18 @@ def test_bad_search_requests_get_a_clear_4xx(
     assert resp.status_code == status, resp.text
     assert words in resp.json()["detail"].lower()
     assert client.get("/v1/stats").json() == before
+
+
+def test_fields_in_the_query_string_are_refused_not_ignored(client: TestClient, small_records: list) -> None:
+    files = {"image": ("p.jpg", _photo(small_records[0]), "image/jpeg")}
+    resp = client.post("/v1/search?mode=fine&top_k=3", files=files)
+    assert resp.status_code == 422, resp.text
+    assert "query string: mode, top_k" in resp.json()["detail"]
+
+
+def test_cache_key_changes_with_the_query_expansion_setting() -> None:
+    # A restart with another FS_QUERY_EXPANSION must not serve answers ranked the old way.
+    assert SearchCache.key(b"img", "simple", 5, None, 7, 0) != SearchCache.key(b"img", "simple", 5, None, 7, 3)
 
 
 def test_product_lifecycle(client: TestClient, small_records: list) -> None:

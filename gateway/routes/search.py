@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, HTTPException, UploadFile
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
 from prometheus_client import Counter, Histogram
 
 from fashion_search.images import decode_image
@@ -35,6 +35,7 @@ ERRORS: dict[int | str, dict[str, object]] = {
 
 @router.post("/search", response_model=SearchOut, responses=ERRORS)
 def search(
+    request: Request,
     image: Annotated[UploadFile, File(description="the shopper's photo (JPEG, PNG, WebP)")],
     settings: Annotated[Settings, Depends(get_settings)],
     pipeline: Annotated[SearchPipeline, Depends(get_pipeline)],
@@ -44,6 +45,10 @@ def search(
     category: Annotated[str | None, Form(description="only products of this category")] = None,
 ) -> SearchOut:
     """Find catalog products that look like the photo."""
+    if request.query_params:
+        # A mode sent as ?mode=fine would otherwise be ignored silently and answered in simple mode.
+        names = ", ".join(sorted(request.query_params))
+        raise HTTPException(422, f"send the fields as multipart form fields, not in the query string: {names}")
     k = settings.default_top_k if top_k is None else top_k
     if not 1 <= k <= settings.max_top_k:
         raise HTTPException(422, f"top_k must be between 1 and {settings.max_top_k}, got {k}")
@@ -51,7 +56,7 @@ def search(
     data = read_upload(image, settings)
     img = decode_image(data, settings)
     version = pipeline.index.stats().version
-    key = cache.key(data, mode, k, category, version)
+    key = cache.key(data, mode, k, category, version, settings.query_expansion)
     start = time.perf_counter()
     if (hit := cache.get(key)) is not None:
         out = SearchOut.model_validate_json(hit)
