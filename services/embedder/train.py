@@ -309,12 +309,13 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     fit, hold = data.subset(np.flatnonzero(~held)), data.subset(np.flatnonzero(held))
     log.info("split: %d/%d products, %d/%d street crops (fit/held out)",
              len(fit.labels), len(hold.labels), len(fit.owners), len(hold.owners))
-    _, history = train(fit, epochs, args.seed, args.stage, hold, args.steps, args.train_blocks, init)
+    tail, history = train(fit, epochs, args.seed, args.stage, hold, args.steps, args.train_blocks, init)
     # Both goals count equally: category precision (seed 001) and finding the product itself (street-to-shop).
     best_epochs = int(np.argmax([p10 + r1 for p10, r1 in history])) + 1
     log.info("best holdout after %d epochs: P@10 %.4f, street R@1 %.4f", best_epochs, *history[best_epochs - 1])
-    tail, _ = train(fit if args.holdout_only else data, best_epochs, args.seed, args.stage, None, args.steps,
-                    args.train_blocks, init)
+    if not args.holdout_only or best_epochs < epochs:  # a holdout-only run that peaked last already has its model
+        tail, _ = train(fit if args.holdout_only else data, best_epochs, args.seed, args.stage, None, args.steps,
+                        args.train_blocks, init)
     variant = "fashion-v2" if args.stage == "instances" else "fashion-v1"
     meta: dict[str, object] = {
         "variant": variant, "stage": args.stage, "classes": classes, "embed_dim": tail.fc.out_features,
