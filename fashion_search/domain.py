@@ -83,6 +83,9 @@ class Product:
     image_ref: str = ""
     tags: list[str] = field(default_factory=list)
     box: Box | None = None
+    # Stamp of the stored write this product was read from (set by the index on every write; empty if never
+    # stored): replace_unchanged() writes only where it is still current. Not part of the product's identity.
+    revision: str = field(default="", compare=False)
 
 
 @dataclass
@@ -137,6 +140,13 @@ class VectorIndex(Protocol):
     """A collection of products with named vectors, category filters and HNSW search."""
 
     def upsert(self, items: Sequence[tuple[Product, dict[str, np.ndarray]]]) -> int: ...
+
+    def replace_unchanged(self, items: Sequence[tuple[Product, dict[str, np.ndarray]]]) -> list[str]:
+        """Replace stored products only where nobody wrote them since they were read (same revision).
+
+        Returns the ids left alone: changed or deleted in the meantime (a deleted product is not recreated).
+        """
+        ...
 
     def search(
         self, vector: np.ndarray, top_k: int, vector_name: str = IMAGE_VECTOR,

@@ -44,6 +44,9 @@ def store_image(data: bytes, settings: Settings) -> str:
     return str(path.resolve())
 
 
+CHANGED_WHILE_REINDEXING = "changed or deleted while it was reindexed; the newer write was kept"
+
+
 def reindex_page_size(settings: Settings) -> int:
     """Products per reindex batch: the ingest batch size, within what one scroll page may list."""
     return max(1, min(settings.ingest_batch_size, settings.max_scroll_limit))
@@ -124,8 +127,9 @@ class Ingestor:
     ) -> IngestReport:
         """Recompute the vectors of the given products (None: every product) from their stored images.
 
-        Payloads are kept and upserts are keyed by product id, so a repeated run is harmless; a product whose
-        image is missing or unreadable (or an id not in the index) is reported and left as it is.
+        Payloads are kept and writes are keyed by product id, so a repeated run is harmless; a product whose
+        image is missing or unreadable (or an id not in the index) is reported and left as it is, and so is one
+        written or deleted by someone else while its vectors were computed (the newer write wins).
         """
         report = IngestReport()
         pages = self._pages_of_ids(product_ids, report) if product_ids is not None else self._pages_of_all()
@@ -139,7 +143,7 @@ class Ingestor:
                     loaded.append((replace(product, box=None), self._load(product.image_ref)))
                 except (OSError, InvalidImage) as exc:
                     report.failed.append((product.product_id, str(exc)))
-            report.merge(self._index(loaded, True))
+            report.merge(self._index(loaded, True, replace=True))
             if on_progress:
                 on_progress(seen)
         return report
@@ -164,7 +168,10 @@ class Ingestor:
     def _load(self, path: str) -> Image.Image:
         return decode_image(Path(path).read_bytes(), self.settings)
 
-    def _index(self, loaded: list[tuple[Product, Image.Image]], with_garment: bool) -> IngestReport:
+    def _index(
+        self, loaded: list[tuple[Product, Image.Image]], with_garment: bool, replace: bool = False
+    ) -> IngestReport:
+        """Embed and write; replace=True writes only products nobody changed since they were read (reindex)."""
         if not loaded:
             return IngestReport()
         indexed = self.pipeline.catalog_vectors([img for _, img in loaded], with_garment=with_garment)
@@ -172,8 +179,14 @@ class Ingestor:
             (product_with(product, vecs), vecs.vectors)
             for (product, _), vecs in zip(loaded, indexed, strict=True)
         ]
-        self.pipeline.index.upsert(items)
-        return IngestReport(indexed=len(items))
+        if not replace:
+            self.pipeline.index.upsert(items)
+            return IngestReport(indexed=len(items))
+        # A product written or deleted while its new vectors were computed keeps that newer write.
+        skipped = self.pipeline.index.replace_unchanged(items)
+        return IngestReport(
+            indexed=len(items) - len(skipped), failed=[(pid, CHANGED_WHILE_REINDEXING) for pid in skipped],
+        )
 
 
 def _product(rec: CatalogRecord) -> Product:

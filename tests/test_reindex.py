@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from fashion_search.domain import GARMENT_VECTOR, IMAGE_VECTOR, Embedder
 from fashion_search.images import decode_image
-from fashion_search.ingest import Ingestor
+from fashion_search.ingest import CHANGED_WHILE_REINDEXING, Ingestor
 from fashion_search.pipeline import SearchPipeline
 from fashion_search.settings import Settings
 from services.search.edge_index import EdgeIndex
@@ -115,6 +116,33 @@ def test_reindex_given_ids_twice_is_harmless(
     # Products not named keep their old vectors.
     vec0 = old.catalog_vectors([decode_image(images[0], settings)])[0].vectors[IMAGE_VECTOR]
     assert _top(new, vec0) == ("p0", pytest.approx(1.0, abs=1e-4))
+
+
+def test_a_product_written_or_deleted_while_reindexing_keeps_the_newer_write(
+    indexed: tuple[SearchPipeline, SearchPipeline, list[bytes]], settings: Settings, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    old, new, images = indexed
+    index = new.index
+    edited = replace(index.get("p0"), title="Edited by the merchant")  # type: ignore[type-var]
+    compute = new.catalog_vectors
+    events: list[str] = []
+
+    def meanwhile(imgs: list, with_garment: bool = True) -> list:
+        # While the first page's new vectors are computed, the merchant edits p0 and deletes p1.
+        if not events:
+            events.append("edit")
+            index.upsert([(edited, old.catalog_vectors([decode_image(images[0], settings)])[0].vectors)])
+            index.delete(["p1"])
+        return compute(imgs, with_garment)
+
+    monkeypatch.setattr(new, "catalog_vectors", meanwhile)
+    report = Ingestor(new, settings).reindex(["p0", "p1", "p2"])  # pages of two: [p0, p1], [p2]
+    assert report.indexed == 1
+    assert report.failed == [("p0", CHANGED_WHILE_REINDEXING), ("p1", CHANGED_WHILE_REINDEXING)]
+    assert index.get("p0") == edited and index.get("p1") is None
+    assert index.stats().count == len(CLASSES) - 1
+    vec2 = compute([decode_image(images[2], settings)])[0].vectors[IMAGE_VECTOR]
+    assert _top(new, vec2) == ("p2", pytest.approx(1.0, abs=1e-4))
 
 
 @pytest.fixture

@@ -79,6 +79,14 @@ def test_remote_index_round_trip(remote: RemoteIndex, url: str, settings: Settin
     assert [h.product for h in remote.search(query, top_k=6, expand=2)] == want
     assert remote.get("p1") == items[1][0]
     assert remote.get("unknown") is None
+    # Conditional replacement runs on the server: revisions travel both ways.
+    read = [remote.get(p) for p in ("p0", "p2")]
+    assert all(p is not None and p.revision for p in read)
+    remote.upsert([items[2]])  # p2 written again since it was read
+    skipped = remote.replace_unchanged([(p, items[5][1]) for p in read if p is not None])
+    assert skipped == ["p2"]
+    assert {h.product.product_id for h in remote.search(items[5][1][IMAGE_VECTOR], top_k=2)} == {"p0", "p5"}
+    assert remote.get("p0").revision != read[0].revision  # type: ignore[union-attr]
     before = remote.stats()
     assert (before.count, before.dim, before.backend) == (len(items), DIM, "qdrant-edge")
     assert before.categories == ["dress", "shoe"]

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+import qdrant_edge as qe
+from qdrant_client import models
 
 from fashion_search.domain import GARMENT_VECTOR, IMAGE_VECTOR, Box, Product, VectorIndex
 from fashion_search.settings import Settings
-from services.search.edge_index import EdgeIndex, expand_query
+from services.search.edge_index import REVISION_FIELD, EdgeIndex, expand_query, point_id, product_payload
 from services.search.factory import make_index, stored_dim
 from services.search.qdrant_index import QdrantServerIndex
 
@@ -173,6 +176,65 @@ def test_delete_counts_existing_and_bumps_version(index: VectorIndex) -> None:
     assert index.stats().version == after.version
 
 
+def test_every_write_stamps_a_new_revision(index: VectorIndex) -> None:
+    items = catalog()
+    first = index.get("p0")
+    assert first is not None and first.revision
+    assert len({index.get(f"p{i}").revision for i in range(len(items))}) == len(items)  # type: ignore[union-attr]
+    index.upsert([items[0]])
+    again = index.get("p0")
+    assert again == first and again.revision not in ("", first.revision)  # type: ignore[union-attr]
+    assert index.search(items[0][1][IMAGE_VECTOR], top_k=1)[0].product.revision == again.revision  # type: ignore[union-attr]
+
+
+def test_replace_unchanged_writes_only_what_nobody_wrote_since_it_was_read(index: VectorIndex) -> None:
+    items = catalog()
+    read = {pid: index.get(pid) for pid in ("p0", "p1", "p2", "p3")}
+    # Meanwhile someone edits p1 and deletes p2.
+    index.upsert([(replace(items[1][0], title="edited"), items[1][1])])
+    index.delete(["p2"])
+    version = index.stats().version
+    fresh = items[11][1]
+    batch = [(replace(product, title="reindexed"), fresh) for product in read.values()]  # type: ignore[type-var]
+    assert sorted(index.replace_unchanged(batch)) == ["p1", "p2"]
+    assert [index.get(p).title for p in ("p0", "p1", "p3")] == ["reindexed", "edited", "reindexed"]  # type: ignore[union-attr]
+    assert index.get("p0").revision != read["p0"].revision  # type: ignore[union-attr]
+    assert index.get("p2") is None, "a deleted product must not come back"
+    assert index.stats().count == len(items) - 1 and index.stats().version > version
+    assert {h.product.product_id for h in index.search(fresh[IMAGE_VECTOR], top_k=3)} >= {"p0", "p3"}
+    # The same read again: every revision has moved on, so nothing is written.
+    version = index.stats().version
+    assert sorted(index.replace_unchanged(batch)) == ["p0", "p1", "p2", "p3"]
+    assert index.stats().version == version
+    # A product that was never stored is not inserted.
+    assert index.replace_unchanged([(Product("new"), fresh)]) == ["new"]
+    assert index.get("new") is None
+
+
+def _write_without_revision(index: VectorIndex, product: Product, vectors: dict[str, np.ndarray]) -> None:
+    """Store a point as versions before revisions did (no revision field in its payload)."""
+    payload = {k: v for k, v in product_payload(product).items() if k != REVISION_FIELD}
+    vecs = {name: v.tolist() for name, v in vectors.items()}
+    if isinstance(index, EdgeIndex):
+        index._open().update(qe.UpdateOperation.upsert_points([qe.Point(point_id(product.product_id), vecs, payload)]))
+    else:
+        assert isinstance(index, QdrantServerIndex)
+        index._client.upsert(index.collection, [models.PointStruct(id=point_id(product.product_id), vector=vecs,
+                                                                     payload=payload)])
+
+
+def test_replace_unchanged_of_products_stored_before_revisions(index: VectorIndex) -> None:
+    items = catalog()
+    _write_without_revision(index, Product("old", title="legacy"), items[3][1])
+    legacy = index.get("old")
+    assert legacy is not None and legacy.revision == ""
+    assert index.replace_unchanged([(replace(legacy, title="reindexed"), items[4][1])]) == []
+    assert index.get("old").title == "reindexed" and index.get("old").revision  # type: ignore[union-attr]
+    # Read before that write, the product has changed since: left alone.
+    assert index.replace_unchanged([(replace(legacy, title="stale"), items[5][1])]) == ["old"]
+    assert index.get("old").title == "reindexed"  # type: ignore[union-attr]
+
+
 def test_get_unknown_is_none(index: VectorIndex) -> None:
     assert index.get("no-such-product") is None
     assert index.get("p0") == catalog()[0][0]
@@ -294,6 +356,7 @@ def shared_index(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
         (lambda ix: ix.search(np.ones(DIM - 1), top_k=3), "shape"),
         (lambda ix: ix.search(np.ones(DIM), top_k=3, vector_name="colour"), "unknown vector name"),
         (lambda ix: ix.search(np.ones(DIM), top_k=3, categories="dress"), "list"),
+        (lambda ix: ix.replace_unchanged([(Product("p0", revision="r"), {IMAGE_VECTOR: np.ones(DIM + 1)})]), "shape"),
         (lambda ix: ix.search(np.ones(DIM), top_k=3, expand=-1), "expand"),
         (lambda ix: ix.search(np.ones(DIM), top_k=3, expand=21), "expand"),
         (lambda ix: ix.get(""), "product id"),

@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Map
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Product(_message.Message):
-    __slots__ = ("product_id", "category", "tags", "title", "price", "image_ref", "box", "has_box")
+    __slots__ = ("product_id", "category", "tags", "title", "price", "image_ref", "box", "has_box", "revision")
     PRODUCT_ID_FIELD_NUMBER: _ClassVar[int]
     CATEGORY_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
@@ -16,6 +16,7 @@ class Product(_message.Message):
     IMAGE_REF_FIELD_NUMBER: _ClassVar[int]
     BOX_FIELD_NUMBER: _ClassVar[int]
     HAS_BOX_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
     product_id: str
     category: str
     tags: _containers.RepeatedScalarFieldContainer[str]
@@ -24,7 +25,8 @@ class Product(_message.Message):
     image_ref: str
     box: _common_pb2.Box
     has_box: bool
-    def __init__(self, product_id: _Optional[str] = ..., category: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., title: _Optional[str] = ..., price: _Optional[float] = ..., image_ref: _Optional[str] = ..., box: _Optional[_Union[_common_pb2.Box, _Mapping]] = ..., has_box: bool = ...) -> None: ...
+    revision: str
+    def __init__(self, product_id: _Optional[str] = ..., category: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., title: _Optional[str] = ..., price: _Optional[float] = ..., image_ref: _Optional[str] = ..., box: _Optional[_Union[_common_pb2.Box, _Mapping]] = ..., has_box: bool = ..., revision: _Optional[str] = ...) -> None: ...
 
 class NamedVector(_message.Message):
     __slots__ = ("name", "values")
@@ -43,18 +45,22 @@ class IndexedPoint(_message.Message):
     def __init__(self, product: _Optional[_Union[Product, _Mapping]] = ..., vectors: _Optional[_Iterable[_Union[NamedVector, _Mapping]]] = ...) -> None: ...
 
 class UpsertRequest(_message.Message):
-    __slots__ = ("points",)
+    __slots__ = ("points", "if_unchanged")
     POINTS_FIELD_NUMBER: _ClassVar[int]
+    IF_UNCHANGED_FIELD_NUMBER: _ClassVar[int]
     points: _containers.RepeatedCompositeFieldContainer[IndexedPoint]
-    def __init__(self, points: _Optional[_Iterable[_Union[IndexedPoint, _Mapping]]] = ...) -> None: ...
+    if_unchanged: bool
+    def __init__(self, points: _Optional[_Iterable[_Union[IndexedPoint, _Mapping]]] = ..., if_unchanged: bool = ...) -> None: ...
 
 class UpsertResponse(_message.Message):
-    __slots__ = ("upserted", "version")
+    __slots__ = ("upserted", "version", "skipped")
     UPSERTED_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
     upserted: int
     version: int
-    def __init__(self, upserted: _Optional[int] = ..., version: _Optional[int] = ...) -> None: ...
+    skipped: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, upserted: _Optional[int] = ..., version: _Optional[int] = ..., skipped: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
     __slots__ = ("vector", "top_k", "categories", "vector_name", "expand")

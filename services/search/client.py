@@ -21,7 +21,7 @@ def product_to_proto(product: Product) -> search_pb2.Product:
     """Domain product to proto."""
     msg = search_pb2.Product(
         product_id=product.product_id, category=product.category, tags=list(product.tags), title=product.title,
-        price=product.price, image_ref=product.image_ref, has_box=product.box is not None,
+        price=product.price, image_ref=product.image_ref, has_box=product.box is not None, revision=product.revision,
     )
     if product.box is not None:
         msg.box.CopyFrom(box_to_proto(product.box))
@@ -33,11 +33,27 @@ def product_from_proto(msg: search_pb2.Product) -> Product:
     return Product(
         product_id=msg.product_id, category=msg.category, title=msg.title, price=msg.price,
         image_ref=msg.image_ref, tags=list(msg.tags), box=box_from_proto(msg.box) if msg.has_box else None,
+        revision=msg.revision,
     )
 
 
 def _values(vector: np.ndarray | Sequence[float]) -> list[float]:
     return np.asarray(vector, dtype=np.float32).ravel().tolist()
+
+
+def _upsert_request(
+    items: Sequence[tuple[Product, Mapping[str, np.ndarray]]], if_unchanged: bool
+) -> search_pb2.UpsertRequest:
+    return search_pb2.UpsertRequest(
+        points=[
+            search_pb2.IndexedPoint(
+                product=product_to_proto(product),
+                vectors=[search_pb2.NamedVector(name=n, values=_values(v)) for n, v in vectors.items()],
+            )
+            for product, vectors in items
+        ],
+        if_unchanged=if_unchanged,
+    )
 
 
 class RemoteIndex:
@@ -53,14 +69,13 @@ class RemoteIndex:
         """Insert or replace products on the server; returns how many were written."""
         if not items:
             return 0
-        request = search_pb2.UpsertRequest(points=[
-            search_pb2.IndexedPoint(
-                product=product_to_proto(product),
-                vectors=[search_pb2.NamedVector(name=n, values=_values(v)) for n, v in vectors.items()],
-            )
-            for product, vectors in items
-        ])
-        return int(self._call(self._stub.Upsert, request).upserted)
+        return int(self._call(self._stub.Upsert, _upsert_request(items, if_unchanged=False)).upserted)
+
+    def replace_unchanged(self, items: Sequence[tuple[Product, Mapping[str, np.ndarray]]]) -> list[str]:
+        """Replace products on the server only where unchanged since read; returns the ids left alone."""
+        if not items:
+            return []
+        return list(self._call(self._stub.Upsert, _upsert_request(items, if_unchanged=True)).skipped)
 
     def search(
         self, vector: np.ndarray, top_k: int, vector_name: str = IMAGE_VECTOR,

@@ -31,6 +31,8 @@ PRODUCT_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:fashion-search:produc
 # Payload fields filtered or looked up by exact value.
 CATEGORY_FIELD = "category"
 PRODUCT_ID_FIELD = "product_id"
+# A fresh random stamp on every write of a point, for compare-and-set replacement (replace_unchanged).
+REVISION_FIELD = "revision"
 # Qdrant's own defaults, in KB of vector data per vector name and segment: segments above the indexing
 # threshold get an HNSW graph; searches over fewer vectors than the full-scan threshold stay exact.
 DEFAULT_INDEXING_THRESHOLD_KB = 10_000
@@ -134,10 +136,11 @@ def check_categories(categories: Sequence[str] | None) -> list[str] | None:
 
 
 def product_payload(product: Product) -> dict[str, Any]:
-    """The stored payload of a product, or ValueError for fields that cannot be stored."""
+    """The stored payload of a product (with a new revision), or ValueError for fields that cannot be stored."""
     if not math.isfinite(product.price):
         raise ValueError(f"product {product.product_id!r}: price must be a finite number")
     return {
+        REVISION_FIELD: uuid.uuid4().hex,
         PRODUCT_ID_FIELD: product.product_id,
         CATEGORY_FIELD: product.category,
         "tags": [str(t) for t in product.tags],
@@ -160,6 +163,7 @@ def product_from_payload(payload: Mapping[str, Any] | None) -> Product:
         image_ref=str(p.get("image_ref", "")),
         tags=[str(t) for t in p.get("tags") or []],
         box=Box(*(float(v) for v in box)) if box else None,
+        revision=str(p.get(REVISION_FIELD) or ""),
     )
 
 
@@ -180,6 +184,20 @@ def prepare_points(items: Sequence[tuple[Product, Mapping[str, np.ndarray]]], di
         prepared.pop(pid, None)
         prepared[pid] = (point_id(pid), vecs, product_payload(product))
     return list(prepared.values())
+
+
+def read_revisions(items: Sequence[tuple[Product, Mapping[str, np.ndarray]]]) -> tuple[list[str], bool]:
+    """The revisions a replacement batch was read with, and whether any product was stored before revisions."""
+    revisions = [product.revision for product, _ in items]
+    return sorted({r for r in revisions if r}), not all(revisions)
+
+
+def skipped_products(prepared: Sequence[PreparedPoint], stored: Mapping[str, Mapping[str, Any] | None]) -> list[str]:
+    """Product ids of a conditional write whose stored revision (by point id) is not the one just written."""
+    return [
+        payload[PRODUCT_ID_FIELD] for pid, _, payload in prepared
+        if (stored.get(pid) or {}).get(REVISION_FIELD) != payload[REVISION_FIELD]
+    ]
 
 
 def check_product_ids(product_ids: Sequence[str]) -> list[str]:
@@ -288,15 +306,32 @@ class EdgeIndex:
         prepared = prepare_points(items, self.dim)
         if not prepared:
             return 0
-        points = [qe.Point(pid, vectors, payload) for pid, vectors, payload in prepared]
+        with self._lock:
+            self._open().update(qe.UpdateOperation.upsert_points(self._points(prepared)))
+            self._written(len(prepared))
+        return len(prepared)
+
+    def replace_unchanged(self, items: Sequence[tuple[Product, Mapping[str, np.ndarray]]]) -> list[str]:
+        """Replace stored products only where their revision is still the one read; returns the ids left alone."""
+        prepared = prepare_points(items, self.dim)
+        if not prepared:
+            return []
+        revisions, legacy = read_revisions(items)
+        current: list[qe.FieldCondition | qe.IsEmptyCondition] = (
+            [qe.FieldCondition(REVISION_FIELD, match=qe.MatchAny(revisions))] if revisions else []
+        )
+        if legacy:  # stored before revisions existed, and not written since (every write stamps one)
+            current.append(qe.IsEmptyCondition(REVISION_FIELD))
         with self._lock:
             shard = self._open()
-            shard.update(qe.UpdateOperation.upsert_points(points))
-            self._bump_version()
-            self._unindexed += len(points)
-            if self._unindexed * self.dim * _FLOAT32_BYTES >= self._indexing_threshold_kb * _BYTES_PER_KB:
-                self._optimize_locked()
-        return len(points)
+            shard.update(qe.UpdateOperation.upsert_points(
+                self._points(prepared), condition=qe.Filter(should=current), update_mode=qe.UpdateMode.UpdateOnly,
+            ))
+            stored = {str(r.id): r.payload for r in shard.retrieve([pid for pid, _, _ in prepared], True, False)}
+            skipped = skipped_products(prepared, stored)
+            if len(skipped) < len(prepared):
+                self._written(len(prepared) - len(skipped))
+        return skipped
 
     def search(
         self, vector: np.ndarray, top_k: int, vector_name: str = IMAGE_VECTOR,
@@ -445,6 +480,17 @@ class EdgeIndex:
         """Points not yet in an HNSW segment (approximate: assumes every point has every vector)."""
         info = self._open().info()
         return max(0, int(info.points_count) - int(info.indexed_vectors_count) // len(VECTOR_NAMES))
+
+    @staticmethod
+    def _points(prepared: Sequence[PreparedPoint]) -> list[qe.Point]:
+        return [qe.Point(pid, vectors, payload) for pid, vectors, payload in prepared]
+
+    def _written(self, count: int) -> None:
+        """After a write of count points (lock held): new version, and HNSW once enough is unindexed."""
+        self._bump_version()
+        self._unindexed += count
+        if self._unindexed * self.dim * _FLOAT32_BYTES >= self._indexing_threshold_kb * _BYTES_PER_KB:
+            self._optimize_locked()
 
     def _bump_version(self) -> None:
         self._version += 1

@@ -17,6 +17,7 @@ from fashion_search.settings import Settings
 from services.search.edge_index import (
     CATEGORY_FIELD,
     PRODUCT_ID_FIELD,
+    REVISION_FIELD,
     check_categories,
     check_expand,
     check_product_id,
@@ -31,6 +32,8 @@ from services.search.edge_index import (
     point_id,
     prepare_points,
     product_from_payload,
+    read_revisions,
+    skipped_products,
 )
 
 BACKEND = "qdrant"
@@ -107,6 +110,30 @@ class QdrantServerIndex:
             self._client.upsert(self.collection, points, wait=True)
             self._bump_version()
         return len(points)
+
+    def replace_unchanged(self, items: Sequence[tuple[Product, Mapping[str, np.ndarray]]]) -> list[str]:
+        """Replace stored products only where their revision is still the one read; returns the ids left alone."""
+        prepared = prepare_points(items, self.dim)
+        if not prepared:
+            return []
+        revisions, legacy = read_revisions(items)
+        current: list[models.Condition] = (
+            [models.FieldCondition(key=REVISION_FIELD, match=models.MatchAny(any=revisions))] if revisions else []
+        )
+        if legacy:  # stored before revisions existed, and not written since (every write stamps one)
+            current.append(models.IsEmptyCondition(is_empty=models.PayloadField(key=REVISION_FIELD)))
+        points = [models.PointStruct(id=pid, vector=vecs, payload=payload) for pid, vecs, payload in prepared]
+        with self._lock:
+            self._check_open()
+            self._client.upsert(
+                self.collection, points, wait=True, update_filter=models.Filter(should=current),
+                update_mode=models.UpdateMode.UPDATE_ONLY,
+            )
+            records = self._client.retrieve(self.collection, [pid for pid, _, _ in prepared], with_payload=True)
+            skipped = skipped_products(prepared, {str(r.id): r.payload for r in records})
+            if len(skipped) < len(prepared):
+                self._bump_version()
+        return skipped
 
     def search(
         self, vector: np.ndarray, top_k: int, vector_name: str = IMAGE_VECTOR,
