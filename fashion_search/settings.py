@@ -30,8 +30,9 @@ class Settings(BaseSettings):
     hnsw_ef_construct: int = 100
     hnsw_ef_search: int = 128
     # Simple and tag modes add the vectors of the query's N nearest catalog photos to it, then search again
-    # (average query expansion; 0: off); N was chosen on the embedder's product holdout (docs/EVALUATION.md).
-    query_expansion: int = Field(default=0, ge=0)
+    # (average query expansion; 0: off). N = 2 had the best P@10 on the embedder's product holdout among depths
+    # that keep a product's own photo first (`fashion-search eval-expansion`, docs/EVALUATION.md).
+    query_expansion: int = Field(default=2, ge=0)
     # Most products one scroll page may list: bounds the work and the message size of one listing call.
     max_scroll_limit: int = 1000
 

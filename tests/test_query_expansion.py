@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from fashion_search.catalog import CatalogRecord
-from fashion_search.evaluation_expansion import best_depth, expansion_sweep, holdout_mask
+from fashion_search.evaluation_expansion import best_depth, expansion_sweep, holdout_mask, self_first
 from fashion_search.ingest import Ingestor
 from fashion_search.pipeline import SearchPipeline
 from services.embedder.fashion_net import shipped_weights
@@ -73,7 +73,7 @@ def test_sweep_searches_the_held_out_products_against_the_rest(
     assert (held, fitted) == (10, len(small_records) - 10)  # one of four per class
     assert set(table) == {0, 2}
     for row in table.values():
-        assert set(row) == {"P@5", "P@10", "P@20", "mAP@20"}
+        assert set(row) == {"P@5", "P@10", "P@20", "mAP@20", "self@1"}
         assert all(0.0 <= v <= 1.0 for v in row.values())
     # 30 fitted products leave only three per class: P@20 cannot exceed 3/20.
     assert table[0]["P@20"] <= 0.15 + 1e-9
@@ -89,7 +89,17 @@ def test_holdout_mask_is_the_trainers_split_and_refuses_fully_trained_weights() 
         holdout_mask(categories, meta)
 
 
-def test_best_depth_prefers_precision_then_the_shallowest() -> None:
-    row = {"P@5": 0.0, "P@20": 0.0, "mAP@20": 0.0}
+def test_best_depth_keeps_exact_matches_first_then_prefers_precision_and_the_shallowest() -> None:
+    row = {"P@5": 0.0, "P@20": 0.0, "mAP@20": 0.0, "self@1": 1.0}
     assert best_depth({0: {**row, "P@10": 0.8}, 2: {**row, "P@10": 0.9}, 5: {**row, "P@10": 0.9}}) == 2
     assert best_depth({0: {**row, "P@10": 0.9}, 2: {**row, "P@10": 0.8}}) == 0
+    assert best_depth({0: {**row, "P@10": 0.8}, 2: {**row, "P@10": 0.85}, 20: {**row, "P@10": 0.9, "self@1": 0.4}}) == 2
+
+
+def test_self_first_drops_when_the_expansion_outweighs_the_query() -> None:
+    # The query's own photo is catalog[0]; three alike photos lie a little apart from it.
+    catalog = np.array([[1.0, 0.0], [0.8, 0.6], [0.8, 0.6], [0.8, 0.6]], dtype=np.float32)
+    query = catalog[:1]
+    assert self_first(query, catalog, np.array([0]), 0) == 1.0
+    assert self_first(query, catalog, np.array([0]), 1) == 1.0
+    assert self_first(query, catalog, np.array([0]), 4) == 0.0
