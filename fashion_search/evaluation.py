@@ -35,6 +35,7 @@ class EvalResult:
     p95_query_ms: float
     model: str
     failed: list[tuple[str, str]] = field(default_factory=list)
+    query_expansion: int = 0
 
     def to_json(self) -> str:
         """Pretty JSON."""
@@ -110,7 +111,7 @@ def evaluate(
         map_at_20=round(statistics.fmean(ap for _, ap in all_lists), 4), per_class=per_class,
         median_query_ms=round(statistics.median(latencies), 1),
         p95_query_ms=round(latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))], 1),
-        model=model, failed=report.failed,
+        model=model, failed=report.failed, query_expansion=settings.query_expansion if mode != "fine" else 0,
     )
 
 
@@ -118,7 +119,8 @@ def to_markdown(result: EvalResult, command: str) -> str:
     """A Markdown section for docs/."""
     p = result.precision
     lines = [
-        f"## Mode `{result.mode}` — model `{result.model}`",
+        f"## Mode `{result.mode}` — model `{result.model}`"
+        + (f", query expansion {result.query_expansion}" if result.query_expansion else ""),
         "",
         f"Command: `{command}`",
         "",
