@@ -25,7 +25,8 @@ class ResultOut(BaseModel):
     """A matching product with its cosine similarity."""
 
     product_id: str
-    score: float
+    score: float = Field(description="cosine similarity to the query; in simple and tag mode to the expanded query "
+                         "(FS_QUERY_EXPANSION), so even an exact match scores below 1")
     category: str
     title: str
     price: float

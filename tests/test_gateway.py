@@ -59,7 +59,8 @@ def test_simple_mode_finds_the_product_itself_first(client: TestClient, small_re
     rec = small_records[5]
     body = _search(client, _photo(rec), mode="simple", top_k=5)
     assert body["results"][0]["product_id"] == rec.product_id
-    assert body["results"][0]["score"] > 0.99
+    # Scored against the query expanded by its nearest photos (the default): close to 1, not exactly 1.
+    assert 0.9 < body["results"][0]["score"] < 0.999
     assert len(body["results"]) == 5 and body["garments"] == []
     assert body["results"][0]["image_url"].endswith("/image")
 

@@ -25,7 +25,7 @@ def pipelines(
     tmp_path_factory: pytest.TempPathFactory, shared_models: dict, small_records: list[CatalogRecord]
 ) -> Iterator[tuple[SearchPipeline, SearchPipeline]]:
     """Two pipelines over one index: without query expansion and with a depth of 3."""
-    settings = make_settings(tmp_path_factory.mktemp("expansion"))
+    settings = make_settings(tmp_path_factory.mktemp("expansion"), query_expansion=0)
     models = [shared_models[name] for name in ("detector", "segmenter", "embedder")]
     index = make_index(settings, shared_models["embedder"].dim)
     plain = SearchPipeline(settings, *models, index)  # type: ignore[arg-type]
