@@ -187,8 +187,12 @@ def cmd_eval_expansion(args: argparse.Namespace, settings: Settings) -> int:
     from fashion_search.evaluation import write_section
     from fashion_search.evaluation_expansion import best_depth, expansion_markdown, expansion_sweep
 
-    depths = [int(d) for d in args.depths.split(",") if d.strip()]
-    table, held, fitted = expansion_sweep(settings, args.catalog, Path(args.weights), depths)
+    try:
+        depths = [int(d) for d in args.depths.split(",") if d.strip()]
+        table, held, fitted = expansion_sweep(settings, args.catalog, Path(args.weights), depths)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     text = expansion_markdown(table, held, fitted, Path(args.weights), _command_line())
     print(json.dumps({"depths": table, "chosen": best_depth(table)}, indent=2) if args.json else text)
     if args.output:

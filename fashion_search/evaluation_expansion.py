@@ -23,12 +23,22 @@ SCORE = "P@10"  # the seed-001 headline figure
 SELF_FIRST = "self@1"
 
 
+def check_holdout_meta(meta: dict[str, object]) -> None:
+    """ValueError unless the weights were trained with --holdout-only, on the trainer's current split share."""
+    from services.embedder.train import HOLDOUT
+
+    if not meta.get("holdout_only"):
+        raise ValueError("these weights were trained on every product; train them with --holdout-only")
+    if meta.get("holdout_share") != HOLDOUT:
+        share = meta.get("holdout_share")
+        raise ValueError(f"these weights held out {share} of the products, the trainer now holds out {HOLDOUT}")
+
+
 def holdout_mask(categories: Sequence[str], meta: dict[str, object]) -> np.ndarray:
     """The held-out products of a --holdout-only model (the split its trainer drew), as a boolean mask."""
     from services.embedder.train import split_products
 
-    if not meta.get("holdout_only"):
-        raise ValueError("these weights were trained on every product; train them with --holdout-only")
+    check_holdout_meta(meta)
     classes = sorted(set(categories))
     return split_products(np.array([classes.index(c) for c in categories]), int(meta["seed"]))  # type: ignore[arg-type]
 
@@ -40,6 +50,7 @@ def expansion_sweep(
     from services.embedder.model import GarmentEmbedder
 
     meta = torch.load(weights, map_location="cpu", weights_only=True)["meta"]
+    check_holdout_meta(meta)
     records = load_catalog(catalog_dir)
     held = holdout_mask([r.category for r in records], meta)
     update = {"embedder_model": meta["variant"], "embedder_weights": weights}

@@ -15,7 +15,7 @@ from fashion_search.evaluation_expansion import best_depth, expansion_sweep, hol
 from fashion_search.ingest import Ingestor
 from fashion_search.pipeline import SearchPipeline
 from services.embedder.fashion_net import shipped_weights
-from services.embedder.train import split_products
+from services.embedder.train import HOLDOUT, split_products
 from services.search.factory import make_index
 from tests.conftest import make_settings
 
@@ -56,7 +56,7 @@ def test_simple_mode_expands_and_fine_mode_does_not(
 def holdout_weights(tmp_path: Path) -> Path:
     """The shipped fashion-v2 tail, labelled as a --holdout-only model (the sweep reads only the split from meta)."""
     blob = torch.load(shipped_weights("fashion-v2"), map_location="cpu", weights_only=True)
-    blob["meta"] = {**blob["meta"], "holdout_only": True, "seed": 3}
+    blob["meta"] = {**blob["meta"], "holdout_only": True, "holdout_share": HOLDOUT, "seed": 3}
     path = tmp_path / "fit.pt"
     torch.save(blob, path)
     return path
@@ -81,12 +81,21 @@ def test_sweep_searches_the_held_out_products_against_the_rest(
 
 def test_holdout_mask_is_the_trainers_split_and_refuses_fully_trained_weights() -> None:
     categories = ["dress"] * 20 + ["hat"] * 7
-    mask = holdout_mask(categories, {"holdout_only": True, "seed": 5})
+    mask = holdout_mask(categories, {"holdout_only": True, "holdout_share": HOLDOUT, "seed": 5})
     assert mask.tolist() == split_products(np.array([0] * 20 + [1] * 7), 5).tolist()
     assert mask.sum() == 3 + 1
     meta = torch.load(shipped_weights("fashion-v2"), map_location="cpu", weights_only=True)["meta"]
     with pytest.raises(ValueError, match="holdout-only"):
         holdout_mask(categories, meta)
+    with pytest.raises(ValueError, match=r"held out 0\.3"):
+        holdout_mask(categories, {"holdout_only": True, "holdout_share": 0.3, "seed": 5})
+
+
+def test_cli_refuses_weights_trained_on_every_product(capsys: pytest.CaptureFixture[str]) -> None:
+    from fashion_search.cli import main
+
+    assert main(["eval-expansion", "--weights", str(shipped_weights("fashion-v2")), "--catalog", "unused"]) == 2
+    assert "holdout-only" in capsys.readouterr().err
 
 
 def test_best_depth_keeps_exact_matches_first_then_prefers_precision_and_the_shallowest() -> None:
