@@ -198,15 +198,20 @@ def ablation(settings: Settings, catalog_dir: str, queries_dir: str, limit: int 
     return table
 
 
+def expanded_queries(queries: np.ndarray, catalog: np.ndarray, expand: int) -> np.ndarray:
+    """The queries expanded by their `expand` nearest catalog vectors (exact kNN), as the index does; 0: as given."""
+    from services.search.edge_index import expand_query
+
+    if not expand:
+        return queries
+    return expand_query(queries, catalog[np.argsort(-(queries @ catalog.T), axis=1)[:, :expand]])
+
+
 def knn_precision(
     queries: np.ndarray, q_labels: np.ndarray, catalog: np.ndarray, cat_labels: np.ndarray, expand: int = 0
 ) -> dict[str, float]:
     """P@5/10/20 and mAP@20 by exact cosine kNN; expand > 0 applies query expansion as the index does."""
-    from services.search.edge_index import expand_query
-
-    if expand:
-        near = np.argsort(-(queries @ catalog.T), axis=1)[:, :expand]
-        queries = expand_query(queries, catalog[near])
+    queries = expanded_queries(queries, catalog, expand)
     top = np.argsort(-(queries @ catalog.T), axis=1)[:, : max(KS)]
     rel = cat_labels[top] == q_labels[:, None]
     row = {f"P@{k}": round(float(rel[:, :k].mean()), 4) for k in KS}

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from fashion_search.catalog import load_catalog
-from fashion_search.evaluation import ABLATION_VARIANTS, _embed_all, knn_precision
+from fashion_search.evaluation import ABLATION_VARIANTS, _embed_all, expanded_queries, knn_precision
 from fashion_search.settings import Settings
 
 SCORE = "P@10"  # the seed-001 headline figure
@@ -65,10 +65,7 @@ def expansion_sweep(
 
 def self_first(queries: np.ndarray, catalog: np.ndarray, own: np.ndarray, expand: int) -> float:
     """Share of queries whose own catalog entry (catalog[own[i]]) ranks first after expansion."""
-    from services.search.edge_index import expand_query
-
-    if expand:
-        queries = expand_query(queries, catalog[np.argsort(-(queries @ catalog.T), axis=1)[:, :expand]])
+    queries = expanded_queries(queries, catalog, expand)
     return round(float(((queries @ catalog.T).argmax(axis=1) == own).mean()), 4)
 
 
