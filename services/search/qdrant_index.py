@@ -18,6 +18,7 @@ from services.search.edge_index import (
     CATEGORY_FIELD,
     PRODUCT_ID_FIELD,
     REVISION_FIELD,
+    PreparedPoint,
     check_categories,
     check_expand,
     check_product_id,
@@ -74,6 +75,10 @@ def stored_dim(settings: Settings, location: str | None = None) -> int | None:
         client.close()
 
 
+def _points(prepared: Sequence[PreparedPoint]) -> list[models.PointStruct]:
+    return [models.PointStruct(id=pid, vector=vecs, payload=payload) for pid, vecs, payload in prepared]
+
+
 class QdrantServerIndex:
     """VectorIndex on a Qdrant collection; `location` is a URL, a local directory or ":memory:".
 
@@ -104,12 +109,11 @@ class QdrantServerIndex:
         prepared = prepare_points(items, self.dim)
         if not prepared:
             return 0
-        points = [models.PointStruct(id=pid, vector=vecs, payload=payload) for pid, vecs, payload in prepared]
         with self._lock:
             self._check_open()
-            self._client.upsert(self.collection, points, wait=True)
+            self._client.upsert(self.collection, _points(prepared), wait=True)
             self._bump_version()
-        return len(points)
+        return len(prepared)
 
     def replace_unchanged(self, items: Sequence[tuple[Product, Mapping[str, np.ndarray]]]) -> list[str]:
         """Replace stored products only where their revision is still the one read; returns the ids left alone."""
@@ -122,11 +126,10 @@ class QdrantServerIndex:
         )
         if legacy:  # stored before revisions existed, and not written since (every write stamps one)
             current.append(models.IsEmptyCondition(is_empty=models.PayloadField(key=REVISION_FIELD)))
-        points = [models.PointStruct(id=pid, vector=vecs, payload=payload) for pid, vecs, payload in prepared]
         with self._lock:
             self._check_open()
             self._client.upsert(
-                self.collection, points, wait=True, update_filter=models.Filter(should=current),
+                self.collection, _points(prepared), wait=True, update_filter=models.Filter(should=current),
                 update_mode=models.UpdateMode.UPDATE_ONLY,
             )
             records = self._client.retrieve(self.collection, [pid for pid, _, _ in prepared], with_payload=True)

@@ -40,14 +40,12 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
         """Insert or replace products (if_unchanged: replace only unchanged ones); answers counts and the version."""
         def run() -> search_pb2.UpsertResponse:
             points = [point_from_proto(p) for p in request.points]
-            if not request.if_unchanged:
-                upserted = self.index.upsert(points)
-                return search_pb2.UpsertResponse(upserted=upserted, version=self.index.stats().version)
-            skipped = self.index.replace_unchanged(points)
-            return search_pb2.UpsertResponse(
-                upserted=len({p.product_id for p, _ in points}) - len(skipped), version=self.index.stats().version,
-                skipped=skipped,
-            )
+            if request.if_unchanged:
+                skipped = self.index.replace_unchanged(points)
+                upserted = len({p.product_id for p, _ in points}) - len(skipped)
+            else:
+                skipped, upserted = [], self.index.upsert(points)
+            return search_pb2.UpsertResponse(upserted=upserted, version=self.index.stats().version, skipped=skipped)
 
         return abort_on_invalid(context, run)
 
