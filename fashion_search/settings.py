@@ -12,6 +12,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
+# The detection threshold of models that do not calibrate their own (their scores are CenterNet peaks).
+DEFAULT_DETECTOR_MIN_SCORE = 0.25
+
+
 class Settings(BaseSettings):
     """All configuration; each field is overridable with an `FS_<NAME>` environment variable."""
 
@@ -72,11 +76,14 @@ class Settings(BaseSettings):
     # Empty: the weights shipped for embedder_model (services/embedder/weights/fashion_embedder_<v>.pt)
     embedder_weights: Path | None = None
     color_weight: float = 0.35
-    # Trained on generated scenes (several garments per photo): "centernet-v2" reads the fashion embedder's
+    # Trained on generated scenes (several garments per photo): "centernet-v3" is v2 plus a second stage that
+    # names and refines each box from features pooled over it; "centernet-v2" reads the fashion embedder's
     # last stage at 320 px, "centernet-v1" ImageNet features at 384 px; "v0": pose regions + one
     # background-colour box per product photo, named by the linear garment head (untrained baseline)
-    detector_model: Literal["centernet-v2", "centernet-v1", "v0"] = "centernet-v2"
-    detector_min_score: float = 0.25
+    detector_model: Literal["centernet-v3", "centernet-v2", "centernet-v1", "v0"] = "centernet-v3"
+    # Empty: the detector's own threshold (centernet-v3 stores one calibrated in training; the others use
+    # DEFAULT_DETECTOR_MIN_SCORE)
+    detector_min_score: float | None = None
     # What fine mode matches a shopper's garment against, per catalog photo: "photo" = the whole product photo
     # (what the embedder's street-to-shop training pairs crops with; street-to-shop R@1 0.76 against 0.61, same
     # models), or

@@ -50,3 +50,15 @@ def test_trained_detector_beats_v0_on_multi_garment_scenes(
     assert sum(len(t) for t in truths) >= 15
     assert ours_ap >= 0.6, (ours_ap, v0_ap)
     assert ours_ap > v0_ap + 0.1, (ours_ap, v0_ap)
+
+
+def test_two_stage_detector_uses_its_calibrated_threshold_unless_set(scenes: list[dict], tmp_path: Path) -> None:
+    own = SceneDetector(make_settings(tmp_path), "centernet-v3")
+    own.load()
+    # Calibrated in training to keep as many garments as the first stage does at the default 0.25.
+    assert 0.05 < own._min_score < 0.25
+    image = Image.open(scenes[0]["image_path"]).convert("RGB")
+    assert own.detect(image) == own.detect(image, own._min_score)
+    strict = SceneDetector(make_settings(tmp_path, detector_min_score=0.9), "centernet-v3")
+    assert all(d.score >= 0.9 for d in strict.detect(image))
+    assert len(strict.detect(image)) < len(own.detect(image, 0.05))

@@ -3,6 +3,7 @@ EfficientNet-Lite0 features, trained on generated scenes (`services/detector/tra
 
 v1 reads ImageNet features at 384 px; v2 reads, at 320 px, the stride-32 features of the fashion embedder's
 fine-tuned last stage (fashion-v1 weights, trained on product photos only), which know garment classes.
+v3 is v2 plus a second stage (`box_head.py`) that names and refines each proposed box from features pooled over it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from torch import nn
 
 from fashion_search.domain import Box, Detection
 from fashion_search.model_base import InferenceModel
-from fashion_search.settings import Settings
+from fashion_search.settings import DEFAULT_DETECTOR_MIN_SCORE, Settings
+from services.detector.box_head import BoxHead, Scoring, finish, proposal_tensor
 from services.detector.head import CATEGORIES
 from services.embedder.backbone import load_imagenet_network
 from services.embedder.fashion_net import TAIL_START, FashionTail, load_tail, shipped_weights
@@ -42,6 +44,7 @@ class Variant:
     # (its conv head, 1280 ch): the stage that learned to tell a dress from a skirt.
     deep: str
     deep_channels: int
+    box_head: bool = False  # whether a second stage re-scores, names and refines CenterNet's peaks
 
     @property
     def weights(self) -> Path:
@@ -53,7 +56,10 @@ VARIANTS = {
     "centernet-v1": Variant("centernet-v1", 384, "imagenet", 320),
     # 320 px: a third fewer pixels than v1, for fine mode's latency budget
     "centernet-v2": Variant("centernet-v2", 320, "fashion-v1", 1280),
+    "centernet-v3": Variant("centernet-v3", 320, "fashion-v1", 1280, box_head=True),
 }
+# Peaks down to this score go to the second stage, which gives the final score (the metrics' low threshold too).
+PROPOSAL_MIN_SCORE = 0.05
 
 
 class CenterHead(nn.Module):
@@ -118,9 +124,16 @@ def decode(
     heat: torch.Tensor, size: torch.Tensor, offset: torch.Tensor, width: int, height: int, min_score: float
 ) -> list[Detection]:
     """Peaks of the heatmap (3×3 max-pool NMS) → boxes in the original image's pixels."""
+    return [d for d, _ in peaks(heat, size, offset, width, height, min_score)]
+
+
+def peaks(
+    heat: torch.Tensor, size: torch.Tensor, offset: torch.Tensor, width: int, height: int, min_score: float
+) -> list[tuple[Detection, torch.Tensor]]:
+    """decode's detections, each with every class's heatmap probability at its peak cell (C)."""
     prob = torch.sigmoid(heat[0])
-    peaks = prob * (F.max_pool2d(prob[None], 3, stride=1, padding=1)[0] == prob)
-    scores, flat = peaks.flatten().topk(min(MAX_DETECTIONS, peaks.numel()))
+    maxima = prob * (F.max_pool2d(prob[None], 3, stride=1, padding=1)[0] == prob)
+    scores, flat = maxima.flatten().topk(min(MAX_DETECTIONS, maxima.numel()))
     n_cells = prob.shape[1] * prob.shape[2]
     grid_w = prob.shape[2]
     sx, sy = width / grid_w, height / prob.shape[1]
@@ -136,35 +149,57 @@ def decode(
         bh = float(torch.exp(size[0, 1, gy, gx])) * sy
         box = Box(cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2).clip(width, height)
         if box.width >= 2 and box.height >= 2:
-            out.append(Detection(box, CATEGORIES[cls], float(np.float32(score))))
+            out.append((Detection(box, CATEGORIES[cls], float(np.float32(score))), prob[:, gy, gx]))
     return out
 
 
 class SceneDetector(InferenceModel):
     """Detector protocol over a trained CenterNet head; one forward pass per image."""
 
-    def __init__(self, settings: Settings | None = None, variant: str = "centernet-v2") -> None:
+    def __init__(self, settings: Settings | None = None, variant: str = "centernet-v3") -> None:
         super().__init__(settings)
         self.variant = VARIANTS[variant]
         self.name = variant
 
     def _load(self) -> None:
         self._pyramid = Pyramid(self.variant)
-        self._head = load_head(self.variant)
+        self._head, self._box_head, self._scoring, self._min_score = load_heads(self.variant)
 
     @torch.inference_mode()
     def detect(self, image: Image.Image, min_score: float | None = None) -> list[Detection]:
         """Garments in the image, best first, boxes in the image's pixels."""
         self.load()
-        threshold = self.settings.detector_min_score if min_score is None else min_score
+        threshold = min_score if min_score is not None else self.settings.detector_min_score
+        if threshold is None:
+            threshold = self._min_score
         mid, deep = self._pyramid(preprocess(image, self.variant.input_size))
         heat, size, offset = self._head(mid, deep)
-        return decode(heat, size, offset, image.width, image.height, threshold)
+        if self._box_head is None:
+            return decode(heat, size, offset, image.width, image.height, threshold)
+        proposals = peaks(heat, size, offset, image.width, image.height, min(threshold, PROPOSAL_MIN_SCORE))
+        if not proposals:
+            return []
+        logits, deltas = self._box_head(
+            mid, deep, proposal_tensor(proposals, image.width, image.height),
+            torch.zeros(len(proposals), dtype=torch.long), torch.full((len(proposals),), image.width / image.height),
+        )
+        return finish(proposals, logits, deltas, image.width, image.height, self._scoring, threshold)
 
 
-def load_head(variant: Variant) -> CenterHead:
-    """The variant's trained head (shipped float16, run in float32)."""
-    head = CenterHead(deep_channels=variant.deep_channels)
+def _float32(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+
+
+def load_heads(variant: Variant) -> tuple[CenterHead, BoxHead | None, Scoring, float]:
+    """The variant's trained CenterNet head, its second stage and scoring if it has one, and its detection
+    threshold (float16 on disk)."""
     blob = torch.load(variant.weights, map_location="cpu", weights_only=True)
-    head.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["state"].items()})
-    return head.eval()
+    head = CenterHead(deep_channels=variant.deep_channels)
+    head.load_state_dict(_float32(blob["state"]))
+    box_head = None
+    scoring = Scoring(**blob["meta"].get("scoring", {}))
+    if variant.box_head:
+        box_head = BoxHead(MID_CHANNELS, variant.deep_channels)
+        box_head.load_state_dict(_float32(blob["box_state"]))
+        box_head.eval()
+    return head.eval(), box_head, scoring, float(blob["meta"].get("min_score", DEFAULT_DETECTOR_MIN_SCORE))

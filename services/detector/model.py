@@ -14,7 +14,7 @@ from PIL import Image
 
 from fashion_search.domain import Box, Detection
 from fashion_search.model_base import InferenceModel
-from fashion_search.settings import Settings
+from fashion_search.settings import DEFAULT_DETECTOR_MIN_SCORE, Settings
 from services.detector.head import DEFAULT_HEAD_PATH, GarmentHead
 from services.embedder.backbone import EfficientNetBackbone
 from services.segmenter.model import colour_foreground, fit_background, main_components, resize_to_max_side, to_lab
@@ -206,7 +206,9 @@ class GarmentDetector(InferenceModel):
     def detect(self, image: Image.Image, min_score: float | None = None) -> list[Detection]:
         """Garments in the image, best first, boxes in the image's pixel coordinates."""
         self.load()
-        threshold = self.settings.detector_min_score if min_score is None else min_score
+        threshold = min_score if min_score is not None else self.settings.detector_min_score
+        if threshold is None:
+            threshold = DEFAULT_DETECTOR_MIN_SCORE
         rgb = np.asarray(image.convert("RGB"))
         if is_blank(rgb):
             return []

@@ -7,8 +7,12 @@
 
 The backbone is frozen, so its features are computed once per scene and cached; only the small head is trained
 (mirroring is applied to the cached feature maps and targets). The epoch count is chosen on a split of the train
-scenes (HOLDOUT of them, seeded), then the head is retrained on all train scenes; mAP@0.5 per class on the
+scenes (those showing any of a seeded HOLDOUT share of the products; the rest never show them, as the validation
+scenes show only validation products), then the head is retrained on all train scenes; mAP@0.5 per class on the
 validation scenes (validation photos only) is reported once, at the end, and never used for a choice.
+
+Variants with a second stage (centernet-v3) then train the box head the same way: on the proposals of the head fit
+on the split, its epoch count and scoring chosen on the held-out part, then again on all train scenes.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import json
 import logging
 import math
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +33,7 @@ from PIL import Image
 from fashion_search.datasets.scenes import load_scenes
 from fashion_search.domain import Box
 from fashion_search.feature_cache import cached
+from fashion_search.settings import DEFAULT_DETECTOR_MIN_SCORE
 from services.detector.centernet import (
     STRIDE,
     VARIANTS,
@@ -39,13 +45,21 @@ from services.detector.centernet import (
 )
 from services.detector.head import CATEGORIES
 from services.detector.metrics import detection_map
+from services.detector.train_box_head import (
+    calibrate_min_score,
+    detect_all,
+    proposals_of,
+    train_box_head,
+    truths_of,
+)
+from services.embedder.train import split_products
 
 log = logging.getLogger("train-detector")
 SIZE_WEIGHT = 1.0
 OFFSET_WEIGHT = 1.0
 EVAL_MIN_SCORE = 0.05
 CACHE_BATCH = 16  # low threshold for mAP: the precision/recall curve needs the weak detections too
-HOLDOUT = 0.1  # share of the train scenes that picks the epoch count
+HOLDOUT = 0.1  # share of the train products whose scenes pick the epoch count (about a quarter of the scenes)
 
 
 @torch.inference_mode()
@@ -125,7 +139,8 @@ def train_head(
     variant: Variant, feats: tuple, labels: list, members: np.ndarray, epochs: int, batch: int, seed: int,
     scenes: list[dict[str, Any]], holdout: np.ndarray | None = None,
 ) -> tuple[CenterHead, list[float]]:
-    """Train a head on the member scenes; with a holdout, also its mAP@0.5 after each epoch."""
+    """Train a head on the member scenes; with a holdout, also its mAP@0.5 after each epoch (and the head is the
+    best epoch's)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     head = CenterHead(deep_channels=variant.deep_channels)
@@ -133,6 +148,7 @@ def train_head(
     steps = epochs * math.ceil(len(members) / batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps, pct_start=0.1)
     history: list[float] = []
+    best_state: dict[str, torch.Tensor] = {}
     for epoch in range(epochs):
         head.train()
         order = rng.permutation(members)
@@ -164,27 +180,37 @@ def train_head(
         if holdout is not None:
             mean, _, agnostic = evaluate(head, feats, scenes, holdout)
             history.append(mean)
+            if mean >= max(history):
+                best_state = {k: v.clone() for k, v in head.state_dict().items()}
             msg += f" train-holdout mAP@0.5 {mean:.4f} (class-agnostic AP {agnostic:.4f})"
         log.info(msg)
+    if best_state:
+        head.load_state_dict(best_state)
     head.eval()
     return head, history
 
 
-def split_scenes(n: int, seed: int) -> np.ndarray:
-    """A seeded HOLDOUT share of scene indices (boolean mask)."""
-    held = np.zeros(n, dtype=bool)
-    held[np.random.default_rng(seed).choice(n, size=max(1, round(HOLDOUT * n)), replace=False)] = True
-    return held
+def split_scenes(scenes: list[dict[str, Any]], seed: int) -> np.ndarray:
+    """Scenes showing any of a seeded, class-stratified HOLDOUT share of the products (boolean mask).
+
+    Held-out scenes then test what validation tests: garments whose products the fit never saw.
+    """
+    products = sorted({(o["category"], o["product_id"]) for s in scenes for o in s["objects"]})
+    categories = np.array([c for c, _ in products])
+    held_products = {p for (_, p), held in zip(products, split_products(categories, seed, HOLDOUT), strict=True)
+                     if held}
+    return np.array([any(o["product_id"] in held_products for o in s["objects"]) for s in scenes], dtype=bool)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Options of `fashion-search train detector` (also `python -m services.detector.train_detector`)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variant", choices=sorted(VARIANTS), default="centernet-v2")
+    parser.add_argument("--variant", choices=sorted(VARIANTS), default="centernet-v3")
     parser.add_argument("--scenes", default="data/scenes/train")
     parser.add_argument("--val", default="data/scenes/validation")
     parser.add_argument("--out", default="", help="weights file (default: the variant's shipped file)")
     parser.add_argument("--epochs", type=int, default=8, help="most epochs tried on the train split")
+    parser.add_argument("--box-epochs", type=int, default=8, help="most epochs tried for the second stage")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-dir", default="data/cache")
@@ -205,26 +231,60 @@ def main(argv: list[str] | None = None) -> None:
     val_feats = cache_pyramid(variant, val_scenes, Path(args.cache_dir))
     labels = [[targets(s, False, grid), targets(s, True, grid)] for s in train_scenes]
 
-    held = split_scenes(len(train_scenes), args.seed)
+    held = split_scenes(train_scenes, args.seed)
     fit, hold = np.flatnonzero(~held), np.flatnonzero(held)
     log.info("split: %d/%d train scenes (fit/held out)", len(fit), len(hold))
-    _, history = train_head(variant, train_feats, labels, fit, args.epochs, args.batch, args.seed, train_scenes, hold)
+    fit_head, history = train_head(variant, train_feats, labels, fit, args.epochs, args.batch, args.seed,
+                                   train_scenes, hold)
     best_epochs = int(np.argmax(history)) + 1
     log.info("best train-holdout mAP@0.5 %.4f after %d epochs; retraining on all train scenes", max(history),
              best_epochs)
-    head, _ = train_head(variant, train_feats, labels, np.arange(len(train_scenes)), best_epochs, args.batch,
-                         args.seed, train_scenes)
-    mean, per_class, agnostic = evaluate(head, val_feats, val_scenes)
-    meta = {"variant": variant.name, "input_size": variant.input_size, "deep": variant.deep,
-            "map50": round(mean, 4), "agnostic_ap50": round(agnostic, 4),
-            "per_class_ap50": {k: round(v, 4) for k, v in per_class.items()}, "epochs": best_epochs,
-            "max_epochs": args.epochs, "holdout_map50": [round(v, 4) for v in history],
-            "train_scenes": len(train_scenes), "val_scenes": len(val_scenes), "seed": args.seed}
+    everything = np.arange(len(train_scenes))
+    head, _ = train_head(variant, train_feats, labels, everything, best_epochs, args.batch, args.seed, train_scenes)
+    meta: dict[str, Any] = {
+        "variant": variant.name, "input_size": variant.input_size, "deep": variant.deep, "epochs": best_epochs,
+        "max_epochs": args.epochs, "holdout_map50": [round(v, 4) for v in history],
+        "train_scenes": len(train_scenes), "val_scenes": len(val_scenes), "seed": args.seed,
+    }
+    saved = {"state": _half(head.state_dict())}
+    if variant.box_head:
+        # The split's proposals come from the head fit on the split, so held-out scenes get unseen-scene proposals.
+        fit_props = proposals_of(fit_head, train_feats, train_scenes, everything)
+        _, box_history = train_box_head(train_feats, train_scenes, fit_props, fit, args.box_epochs, args.batch,
+                                        args.seed, hold)
+        best = int(np.argmax([m for m, _ in box_history]))
+        box_epochs, scoring = best + 1, box_history[best][1]
+        log.info("best box-head train-holdout mAP@0.5 %.4f after %d epochs with %s; retraining on all train scenes",
+                 box_history[best][0], box_epochs, scoring)
+        all_props = proposals_of(head, train_feats, train_scenes, everything)
+        box_head, _ = train_box_head(train_feats, train_scenes, all_props, everything, box_epochs, args.batch,
+                                     args.seed)
+        val_rows = np.arange(len(val_scenes))
+        val_props = proposals_of(head, val_feats, val_scenes, val_rows)
+        found = detect_all(box_head, val_feats, val_scenes, val_props, val_rows, [scoring])[0]
+        truths = truths_of(val_scenes, val_rows)
+        mean, per_class = detection_map(found, truths)
+        agnostic, _ = detection_map(found, truths, class_agnostic=True)
+        saved["box_state"] = _half(box_head.state_dict())
+        min_score = calibrate_min_score(head, box_head, scoring, train_feats, train_scenes, DEFAULT_DETECTOR_MIN_SCORE)
+        log.info("detection threshold %.4f keeps as many garments as the first stage at %.2f", min_score,
+                 DEFAULT_DETECTOR_MIN_SCORE)
+        meta |= {"min_score": round(min_score, 4),
+                 "box_epochs": box_epochs, "box_max_epochs": args.box_epochs, "scoring": asdict(scoring),
+                 "box_holdout_map50": [round(m, 4) for m, _ in box_history]}
+    else:
+        mean, per_class, agnostic = evaluate(head, val_feats, val_scenes)
+    meta |= {"map50": round(mean, 4), "agnostic_ap50": round(agnostic, 4),
+             "per_class_ap50": {k: round(v, 4) for k, v in per_class.items()}}
     out = Path(args.out) if args.out else variant.weights
     out.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.half() if v.is_floating_point() else v for k, v in head.state_dict().items()}
-    torch.save({"state": state, "meta": meta}, out)
+    torch.save(saved | {"meta": meta}, out)
     log.info("saved %s: %s", out, json.dumps(meta))
+
+
+def _half(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Float tensors as float16: the shipped files are half the size, detections unchanged within noise."""
+    return {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
 
 
 if __name__ == "__main__":

@@ -239,13 +239,13 @@ def train(
     return tail, history
 
 
-def split_products(labels: np.ndarray, seed: int) -> np.ndarray:
-    """A class-stratified HOLDOUT share of the products (boolean mask), seeded."""
+def split_products(labels: np.ndarray, seed: int, share: float = HOLDOUT) -> np.ndarray:
+    """A class-stratified share (default HOLDOUT) of the products (boolean mask), seeded."""
     rng = np.random.default_rng(seed)
     held = np.zeros(len(labels), dtype=bool)
     for c in np.unique(labels):
         members = np.flatnonzero(labels == c)
-        held[rng.choice(members, size=max(1, round(HOLDOUT * len(members))), replace=False)] = True
+        held[rng.choice(members, size=max(1, round(share * len(members))), replace=False)] = True
     return held
 
 
