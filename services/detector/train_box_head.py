@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +29,7 @@ from services.detector.box_head import (
 from services.detector.centernet import MID_CHANNELS, PROPOSAL_MIN_SCORE, CenterHead, peaks
 from services.detector.head import CATEGORIES
 from services.detector.metrics import detection_map
+from services.detector.training import mirrored_features, one_cycle, train_epoch
 
 log = logging.getLogger("train-detector")
 POSITIVE_IOU, NEGATIVE_IOU = 0.5, 0.4
@@ -120,10 +119,8 @@ def _batch_loss(head: BoxHead, feats: tuple, samples: Samples, idx: np.ndarray, 
     deltas, aspect = samples.deltas[chosen].clone(), samples.aspect[chosen]
     local = {int(s): k for k, s in enumerate(idx)}
     owner = torch.tensor([local[int(s)] for s in samples.owner[chosen]])
-    mid, deep = feats[0][idx].float(), feats[1][idx].float()
-    mirrored = torch.from_numpy(flip.astype(bool))
-    mid[mirrored], deep[mirrored] = mid[mirrored].flip(-1), deep[mirrored].flip(-1)
-    m = mirrored[owner]
+    mid, deep = mirrored_features(feats, idx, flip)
+    m = torch.from_numpy(flip.astype(bool))[owner]
     boxes[m] = torch.stack([1 - boxes[m, 2], boxes[m, 1], 1 - boxes[m, 0], boxes[m, 3]], dim=1)
     deltas[m, 0] = -deltas[m, 0]
     keep = labels != IGNORE
@@ -169,25 +166,15 @@ def train_box_head(
     rng = np.random.default_rng(seed)
     samples = build_samples(scenes, proposals, members, seed)
     head = BoxHead(MID_CHANNELS, int(feats[1].shape[1]))
-    opt = torch.optim.AdamW(head.parameters(), lr=1e-3, weight_decay=1e-4)
-    steps = epochs * math.ceil(len(members) / batch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=steps, pct_start=0.1)
+    opt, sched = one_cycle(head.parameters(), 1e-3, epochs, len(members), batch)
     history: list[tuple[float, Scoring]] = []
     truths = truths_of(scenes, holdout) if holdout is not None else []
     for epoch in range(epochs):
-        head.train()
-        order = rng.permutation(members)
-        start, total = time.time(), 0.0
-        for b in range(0, len(order), batch):
-            idx = order[b:b + batch]
-            loss = _batch_loss(head, feats, samples, idx, rng.integers(0, 2, size=len(idx)))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += float(loss.detach())
-        msg = f"box head epoch {epoch + 1}/{epochs} loss {total / math.ceil(len(order) / batch):.3f} " \
-              f"({time.time() - start:.0f} s)"
+        mean_loss, seconds = train_epoch(
+            head, members, batch, rng, opt, sched,
+            lambda idx, flip: _batch_loss(head, feats, samples, idx, flip),
+        )
+        msg = f"box head epoch {epoch + 1}/{epochs} loss {mean_loss:.3f} ({seconds:.0f} s)"
         if holdout is not None:
             runs = detect_all(head, feats, scenes, proposals, holdout, SCORING_GRID)
             scores = [detection_map(r, truths)[0] for r in runs]

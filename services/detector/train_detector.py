@@ -52,6 +52,7 @@ from services.detector.train_box_head import (
     train_box_head,
     truths_of,
 )
+from services.detector.training import mirrored_features, one_cycle, train_epoch
 from services.embedder.train import split_products
 
 log = logging.getLogger("train-detector")
@@ -144,39 +145,25 @@ def train_head(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     head = CenterHead(deep_channels=variant.deep_channels)
-    opt = torch.optim.AdamW(head.parameters(), lr=2e-3, weight_decay=1e-4)
-    steps = epochs * math.ceil(len(members) / batch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps, pct_start=0.1)
+    opt, sched = one_cycle(head.parameters(), 2e-3, epochs, len(members), batch)
     history: list[float] = []
     best_state: dict[str, torch.Tensor] = {}
+
+    def loss_of(idx: np.ndarray, flip: np.ndarray) -> torch.Tensor:
+        heat_t = torch.from_numpy(np.stack([labels[i][f][0] for i, f in zip(idx, flip, strict=True)]))
+        heat, size, offset = head(*mirrored_features(feats, idx, flip))
+        loss = focal_loss(heat, heat_t)
+        reg, n = torch.zeros(()), 0
+        for k, (i, f) in enumerate(zip(idx, flip, strict=True)):
+            for gx, gy, lw, lh, ox, oy in labels[i][f][1]:
+                reg = reg + SIZE_WEIGHT * (size[k, :, gy, gx] - torch.tensor([lw, lh])).abs().sum()
+                reg = reg + OFFSET_WEIGHT * (offset[k, :, gy, gx] - torch.tensor([ox, oy])).abs().sum()
+                n += 1
+        return loss + reg / max(n, 1)
+
     for epoch in range(epochs):
-        head.train()
-        order = rng.permutation(members)
-        start, total = time.time(), 0.0
-        for b in range(0, len(order), batch):
-            idx = order[b:b + batch]
-            flip = rng.integers(0, 2, size=len(idx))
-            mid, deep = feats[0][idx].float(), feats[1][idx].float()
-            # A mirrored scene's features are close to the mirrored features: a cheap flip augmentation.
-            mirrored = torch.from_numpy(flip.astype(bool))
-            mid[mirrored], deep[mirrored] = mid[mirrored].flip(-1), deep[mirrored].flip(-1)
-            heat_t = torch.from_numpy(np.stack([labels[i][f][0] for i, f in zip(idx, flip, strict=True)]))
-            heat, size, offset = head(mid, deep)
-            loss = focal_loss(heat, heat_t)
-            reg, n = torch.zeros(()), 0
-            for k, (i, f) in enumerate(zip(idx, flip, strict=True)):
-                for gx, gy, lw, lh, ox, oy in labels[i][f][1]:
-                    reg = reg + SIZE_WEIGHT * (size[k, :, gy, gx] - torch.tensor([lw, lh])).abs().sum()
-                    reg = reg + OFFSET_WEIGHT * (offset[k, :, gy, gx] - torch.tensor([ox, oy])).abs().sum()
-                    n += 1
-            loss = loss + reg / max(n, 1)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += float(loss.detach())
-        mean_loss = total / math.ceil(len(order) / batch)
-        msg = f"epoch {epoch + 1}/{epochs} loss {mean_loss:.3f} ({time.time() - start:.0f} s)"
+        mean_loss, seconds = train_epoch(head, members, batch, rng, opt, sched, loss_of)
+        msg = f"epoch {epoch + 1}/{epochs} loss {mean_loss:.3f} ({seconds:.0f} s)"
         if holdout is not None:
             mean, _, agnostic = evaluate(head, feats, scenes, holdout)
             history.append(mean)
