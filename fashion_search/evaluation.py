@@ -159,7 +159,6 @@ ABLATION_VARIANTS = ("imagenet-1280", "imagenet-1280+color", "learned-512", "lea
 def _embed_all(records: list[CatalogRecord], embedders: dict[str, object], settings: Settings) -> dict[str, np.ndarray]:
     """Every ablation variant's vectors for the records, from one forward pass per network."""
     from fashion_search.pipeline import prepare
-    from services.embedder.model import l2_normalize
 
     parts: dict[str, list[np.ndarray]] = {v: [] for v in ABLATION_VARIANTS}
     batch = max(1, settings.ingest_batch_size)
@@ -167,10 +166,10 @@ def _embed_all(records: list[CatalogRecord], embedders: dict[str, object], setti
         images = [prepare(decode_image(Path(r.image_path).read_bytes(), settings), settings)
                   for r in records[start:start + batch]]
         for prefix, embedder in embedders.items():
-            out = embedder.raw(images)  # type: ignore[attr-defined]
             plain, fused = ABLATION_VARIANTS[0:2] if prefix == "imagenet" else ABLATION_VARIANTS[2:4]
-            parts[plain].append(l2_normalize(out.pooled))
-            parts[fused].append(embedder.fuse(out))  # type: ignore[attr-defined]
+            deep, both = embedder.embed_parts(images)  # type: ignore[attr-defined]
+            parts[plain].append(deep)
+            parts[fused].append(both)
     return {v: np.concatenate(p) for v, p in parts.items() if p}
 
 

@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     # Empty: the weights shipped for embedder_model (services/embedder/weights/fashion_embedder_<v>.pt)
     embedder_weights: Path | None = None
     color_weight: float = 0.35
+    # Embed each image and its mirror image and average the two (test-time flip). Off by default: on validation it
+    # raised street-to-shop R@1 0.797 → 0.817 but lowered category P@10 0.905 → 0.898 (docs/EVALUATION.md), and
+    # it was measured there, not chosen on a holdout. Changing it means reindexing (it is part of the model name).
+    embed_mirrored: bool = False
     # Trained on generated scenes (several garments per photo): "centernet-v3" is v2 plus a second stage that
     # names and refines each box from features pooled over it; "centernet-v2" reads the fashion embedder's
     # last stage at 320 px, "centernet-v1" ImageNet features at 384 px; "v0": pose regions + one

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from fashion_search.catalog import CatalogRecord
-from services.embedder.model import COLOR_DIM
+from services.embedder.model import COLOR_DIM, GarmentEmbedder
 
 
 def _load(records: list[CatalogRecord]) -> list[Image.Image]:
@@ -44,3 +44,16 @@ def test_same_class_photos_are_closer_than_other_classes(shared_models: dict, sm
     other = cats[:, None] != cats[None, :]
     assert sims[same].mean() > sims[other].mean() + 0.05
 
+
+def test_mirror_averaging_gives_a_photo_and_its_mirror_one_vector(shared_models: dict, small_records: list) -> None:
+    plain = shared_models["embedder"]
+    embedder = GarmentEmbedder(plain.settings.model_copy(update={"embed_mirrored": True}), plain.backbone)
+    assert embedder.model_name == plain.model_name + "+mirror"
+    photo = _load(small_records[:1])[0]
+    averaged = embedder.embed([photo, ImageOps.mirror(photo)])
+    np.testing.assert_allclose(averaged[0], averaged[1], atol=1e-4)
+    single = plain.embed([photo, ImageOps.mirror(photo)])  # no averaging: a photo and its mirror differ
+    assert float(single[0] @ single[1]) < 0.999
+    deep, fused = embedder.embed_parts([photo])
+    assert deep.shape == (1, embedder.deep_dim)
+    np.testing.assert_allclose(fused, averaged[:1], atol=1e-5)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from fashion_search.model_base import InferenceModel
 from fashion_search.settings import Settings
@@ -66,7 +66,8 @@ class GarmentEmbedder(InferenceModel):
     @property
     def model_name(self) -> str:
         """Model identifier stored with the index so mismatched vectors are caught."""
-        return f"effnet-lite0-{self.variant}+color30@w{self.settings.color_weight:g}"
+        mirrored = "+mirror" if self.settings.embed_mirrored else ""
+        return f"effnet-lite0-{self.variant}+color30@w{self.settings.color_weight:g}{mirrored}"
 
     def _load(self) -> None:
         self.backbone.load()
@@ -94,7 +95,17 @@ class GarmentEmbedder(InferenceModel):
         """Embed a batch of images to a (B, dim) float32 array of unit vectors."""
         if not images:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return self.fuse(self.raw(images))
+        return self.embed_parts(images)[1]
+
+    def embed_parts(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
+        """(deep features alone, deep ‖ colour), unit vectors, each averaged with the mirror image's if so set."""
+        mirrored = self.settings.embed_mirrored
+        out = self.raw([*images, *(ImageOps.mirror(img) for img in images)] if mirrored else images)
+        deep, fused = l2_normalize(out.pooled), self.fuse(out)
+        if mirrored:
+            n = len(images)
+            deep, fused = l2_normalize(deep[:n] + deep[n:]), l2_normalize(fused[:n] + fused[n:])
+        return deep, fused
 
     def fuse(self, out: BackboneOutput) -> np.ndarray:
         """Combine deep and colour parts of a backbone output into the final vectors."""

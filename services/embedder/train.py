@@ -32,7 +32,7 @@ from fashion_search.catalog import load_catalog
 from fashion_search.datasets.scenes import SourceBank, load_scenes
 from services.embedder.backbone import load_imagenet_network
 from services.embedder.fashion_net import TAIL_START, FashionTail, load_tail, save_tail, shipped_weights
-from services.embedder.train_views import CUTOUT_VIEW, product_features, street_features
+from services.embedder.train_views import CUTOUT_VIEW, STREET_CROPS_PER_OBJECT, product_features, street_features
 
 log = logging.getLogger("train-embedder")
 
@@ -261,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=INSTANCE_STEPS, help="steps per epoch of the instances stage")
     parser.add_argument("--train-blocks", type=int, default=INSTANCE_TRAIN_BLOCKS,
                         help="instances stage: how many of fashion-v1's last stage blocks train too (0: none)")
+    parser.add_argument("--street-crops", type=int, default=STREET_CROPS_PER_OBJECT,
+                        help="instances stage: jittered crops cut from each scene garment")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-dir", default="data/cache")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -298,7 +300,9 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     cache = Path(args.cache_dir)
     products = product_features(net, records, bank, args.seed, cache)
     if args.stage == "instances":
-        street, owners = street_features(net, scenes, [r.product_id for r in records], args.seed, cache)
+        street, owners = street_features(
+            net, scenes, [r.product_id for r in records], args.seed, cache, args.street_crops
+        )
         products, street = (stage_outputs(f, init, args.train_blocks) for f in (products, street))
         epochs = args.epochs or INSTANCE_EPOCHS
     else:
@@ -321,6 +325,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "variant": variant, "stage": args.stage, "classes": classes, "embed_dim": tail.fc.out_features,
         "epochs": best_epochs, "steps_per_epoch": args.steps if args.stage == "instances" else None,
         "train_blocks": args.train_blocks if args.stage == "instances" else None,
+        "street_crops": args.street_crops if args.stage == "instances" else None,
         "seed": args.seed, "holdout_p10": round(history[best_epochs - 1][0], 4),
         "holdout_street_r1": round(history[best_epochs - 1][1], 4),
         "holdout_history": [[round(a, 4), round(b, 4)] for a, b in history],

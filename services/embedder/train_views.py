@@ -144,12 +144,13 @@ def product_features(
 
 
 def street_features(
-    net: torch.nn.Module, scenes: list[dict[str, Any]], product_ids: list[str], seed: int, cache_dir: Path
+    net: torch.nn.Module, scenes: list[dict[str, Any]], product_ids: list[str], seed: int, cache_dir: Path,
+    per_object: int = STREET_CROPS_PER_OBJECT,
 ) -> tuple[torch.Tensor, np.ndarray]:
-    """Frozen features of STREET_CROPS_PER_OBJECT crops of every scene garment, and each crop's product index."""
+    """Frozen features of `per_object` jittered crops of every scene garment, and each crop's product index."""
     index = {pid: i for i, pid in enumerate(product_ids)}
     objects = [(s, o) for s in scenes for o in s["objects"] if o["product_id"] in index]
-    owners = np.repeat([index[o["product_id"]] for _, o in objects], STREET_CROPS_PER_OBJECT)
+    owners = np.repeat([index[o["product_id"]] for _, o in objects], per_object)
 
     def build() -> torch.Tensor:
         rng = np.random.default_rng(seed)
@@ -160,10 +161,10 @@ def street_features(
                 if scene["image_path"] != last_path:
                     last_path = scene["image_path"]
                     rgb = np.asarray(Image.open(last_path).convert("RGB"))
-                for _ in range(STREET_CROPS_PER_OBJECT):
+                for _ in range(per_object):
                     yield street_crop(rgb, obj, rng)
 
         return _frozen(net, views(), len(owners), "street crops")
 
-    key = [[s["image_path"] for s in scenes], product_ids, STREET_CROPS_PER_OBJECT, seed, SIZE, "street-v1"]
+    key = [[s["image_path"] for s in scenes], product_ids, per_object, seed, SIZE, "street-v1"]
     return cached(cache_dir, "embedder-street", key, build), owners
