@@ -101,14 +101,14 @@ class GarmentEmbedder(InferenceModel):
         """(deep features alone, deep ‖ colour), unit vectors, each averaged with the mirror image's if so set."""
         mirrored = self.settings.embed_mirrored
         out = self.raw([*images, *(ImageOps.mirror(img) for img in images)] if mirrored else images)
-        deep, fused = l2_normalize(out.pooled), self.fuse(out)
+        deep = l2_normalize(out.pooled)
+        fused = self.fuse(deep, out)
         if mirrored:
             n = len(images)
             deep, fused = l2_normalize(deep[:n] + deep[n:]), l2_normalize(fused[:n] + fused[n:])
         return deep, fused
 
-    def fuse(self, out: BackboneOutput) -> np.ndarray:
-        """Combine deep and colour parts of a backbone output into the final vectors."""
-        deep = l2_normalize(out.pooled)
+    def fuse(self, deep: np.ndarray, out: BackboneOutput) -> np.ndarray:
+        """Append the weighted colour part of a backbone output to its unit deep features; unit vectors."""
         color = color_feature(out) * (self.settings.color_weight / np.sqrt(COLOR_DIM))
         return l2_normalize(np.concatenate([deep, color], axis=1))
