@@ -63,6 +63,16 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--json", action="store_true", help="print the figures as JSON")
     ex.add_argument("--output", help="also write the figures to this Markdown file")
 
+    es = sub.add_parser(
+        "eval-embedding", help="choose FS_COLOR_WEIGHT and FS_EMBED_MIRRORED on the embedder's product holdout",
+    )
+    es.add_argument("--catalog", default="../shared/data/clothing-small/train", help="the embedder's train photos")
+    es.add_argument("--scenes", default="data/scenes/train", help="scenes generated from the same photos")
+    es.add_argument("--weights", required=True, help="embedder weights trained with --holdout-only")
+    es.add_argument("--limit", type=int, default=0, help="use the first N scenes with held-out garments (0 = all)")
+    es.add_argument("--json", action="store_true", help="print the figures as JSON")
+    es.add_argument("--output", help="also write the figures to this Markdown file")
+
     s2s = sub.add_parser("eval-scenes", help="street-to-shop Recall@1/@10 on generated scenes, simple vs fine")
     _scene_options(s2s)
     s2s.add_argument("--catalog", action="append", required=True, help="ImageFolder catalog (repeatable)")

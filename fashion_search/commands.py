@@ -200,6 +200,23 @@ def cmd_eval_expansion(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_eval_embedding(args: argparse.Namespace, settings: Settings) -> int:
+    """Colour weight × mirror averaging on the embedder's product holdout."""
+    from fashion_search.evaluation import write_section
+    from fashion_search.evaluation_embedding import settings_markdown, settings_sweep
+
+    try:
+        result = settings_sweep(settings, args.catalog, args.scenes, Path(args.weights), args.limit)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    text = settings_markdown(result, _command_line())
+    print(json.dumps(result, indent=2) if args.json else text)
+    if args.output:
+        write_section(Path(args.output), "eval-embedding", text, "Evaluation")
+    return 0
+
+
 def _scenes(args: argparse.Namespace) -> Path:
     from fashion_search.datasets.scenes import ensure_scenes
 

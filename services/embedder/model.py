@@ -100,15 +100,22 @@ class GarmentEmbedder(InferenceModel):
     def embed_parts(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
         """(deep features alone, deep ‖ colour), unit vectors, each averaged with the mirror image's if so set."""
         mirrored = self.settings.embed_mirrored
-        out = self.raw([*images, *(ImageOps.mirror(img) for img in images)] if mirrored else images)
-        deep = l2_normalize(out.pooled)
-        fused = self.fuse(deep, out)
-        if mirrored:
-            n = len(images)
-            deep, fused = l2_normalize(deep[:n] + deep[n:]), l2_normalize(fused[:n] + fused[n:])
-        return deep, fused
+        deep, color = self.features([*images, *(ImageOps.mirror(img) for img in images)] if mirrored else images)
+        return combine(deep, color, self.settings.color_weight, mirrored)
 
-    def fuse(self, deep: np.ndarray, out: BackboneOutput) -> np.ndarray:
-        """Append the weighted colour part of a backbone output to its unit deep features; unit vectors."""
-        color = color_feature(out) * (self.settings.color_weight / np.sqrt(COLOR_DIM))
-        return l2_normalize(np.concatenate([deep, color], axis=1))
+    def features(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
+        """Unit deep features and the unweighted colour feature of each image (no mirror): what `combine` fuses."""
+        out = self.raw(images)
+        return l2_normalize(out.pooled), color_feature(out)
+
+
+def combine(
+    deep: np.ndarray, color: np.ndarray, color_weight: float, mirrored: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """(deep, deep ‖ colour · w/√30) as unit vectors; mirrored: the rows' second half are the first half's mirror
+    images, and each image's vectors are averaged with its mirror's."""
+    fused = l2_normalize(np.concatenate([deep, color * (color_weight / np.sqrt(COLOR_DIM))], axis=1))
+    if mirrored:
+        n = len(deep) // 2
+        deep, fused = l2_normalize(deep[:n] + deep[n:]), l2_normalize(fused[:n] + fused[n:])
+    return deep, fused
