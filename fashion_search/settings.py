@@ -76,9 +76,10 @@ class Settings(BaseSettings):
     # Empty: the weights shipped for embedder_model (services/embedder/weights/fashion_embedder_<v>.pt)
     embedder_weights: Path | None = None
     color_weight: float = 0.35
-    # Embed each image and its mirror image and average the two (test-time flip). Off by default: on validation it
-    # raised street-to-shop R@1 0.797 → 0.817 but lowered category P@10 0.905 → 0.898 (docs/EVALUATION.md), and
-    # it was measured there, not chosen on a holdout. Changing it means reindexing (it is part of the model name).
+    # Embed each image and its mirror image and average the two (test-time flip). On the embedder's product holdout
+    # (`fashion-search eval-embedding`, docs/EVALUATION.md) it raised category P@10 0.906 → 0.911 and street-to-shop
+    # R@1 0.808 → 0.824, but it doubles the embedder's work: fine p50 162.7 ms on 2 cores, past the 150 ms budget,
+    # so it stays off. Changing it (or color_weight) means reindexing, as after any model change.
     embed_mirrored: bool = False
     # Trained on generated scenes (several garments per photo): "centernet-v3" is v2 plus a second stage that
     # names and refines each box from features pooled over it; "centernet-v2" reads the fashion embedder's

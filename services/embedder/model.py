@@ -65,7 +65,7 @@ class GarmentEmbedder(InferenceModel):
 
     @property
     def model_name(self) -> str:
-        """Model identifier stored with the index so mismatched vectors are caught."""
+        """Model identifier (weights variant, colour weight, mirroring) the embedder service and evaluations report."""
         mirrored = "+mirror" if self.settings.embed_mirrored else ""
         return f"effnet-lite0-{self.variant}+color30@w{self.settings.color_weight:g}{mirrored}"
 
