@@ -25,7 +25,7 @@ from fashion_search.datasets.scenes import load_scenes
 from fashion_search.domain import Box
 from fashion_search.evaluation import knn_precision
 from fashion_search.evaluation_expansion import holdout_mask
-from fashion_search.evaluation_scenes import MATCH_IOU, TOP_K
+from fashion_search.evaluation_scenes import MATCH_IOU, TOP_K, matching
 from fashion_search.images import decode_image
 from fashion_search.pipeline import SearchPipeline, prepare
 from fashion_search.settings import Settings
@@ -83,12 +83,13 @@ def street_garments(
         img = prepare(image, settings)
         scale = img.width / image.width
         detections = pipeline.detect(img)
+        matched = []
         for obj in wanted:
-            gt = Box(*(v * scale for v in obj["box"]))
-            best = max(detections, key=lambda d: d.box.iou(gt), default=None)
-            if best is not None and best.box.iou(gt) >= MATCH_IOU:
-                cutouts.append(pipeline.garment_cutouts(img, [best])[0])
+            found = matching([d.box for d in detections], Box(*(v * scale for v in obj["box"])))
+            if found is not None:
+                matched.append(detections[found])
                 owners.append(products[obj["product_id"]])
+        cutouts.extend(pipeline.garment_cutouts(img, matched))  # one segmenter call per scene, as fine mode makes
     return cutouts, owners, total
 
 
@@ -111,7 +112,7 @@ def settings_sweep(
     records: list[CatalogRecord] = load_catalog(catalog_dir)
     held = holdout_mask([r.category for r in records], meta)
     local = settings.model_copy(update={"embedder_model": meta["variant"], "embedder_weights": weights})
-    held_ids = {r.product_id: i for i, r in enumerate(np.array(records, dtype=object)[held])}
+    held_ids = {r.product_id: i for i, r in enumerate(r for r, h in zip(records, held, strict=True) if h)}
     scenes = [s for s in load_scenes(scenes_dir) if any(o["product_id"] in held_ids for o in s["objects"])]
     scenes = scenes[: scene_limit or None]
     with temporary_pipeline(local, "fs-embedding-settings-") as pipeline:

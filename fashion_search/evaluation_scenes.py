@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,14 @@ from fashion_search.settings import Settings
 
 MATCH_IOU = 0.5
 TOP_K = 10
+
+
+def matching(boxes: Sequence[Box], truth: Box) -> int | None:
+    """Index of the box overlapping the true garment most, if by IoU ≥ MATCH_IOU (the garment counts as detected)."""
+    if not boxes:
+        return None
+    best = max(range(len(boxes)), key=lambda i: boxes[i].iou(truth))
+    return best if boxes[best].iou(truth) >= MATCH_IOU else None
 
 
 def _rank(ids: list[str], product_id: str) -> int | None:
@@ -53,10 +62,10 @@ def street_to_shop(
                 gt = Box(*(v * scale for v in obj["box"]))
                 ranks["simple"].append(_rank(simple_ids, pid))
                 ranks["fine-merged"].append(_rank(merged_ids, pid))
-                best = max(fine.garments, key=lambda g: g.detection.box.iou(gt), default=None)
-                if best is not None and best.detection.box.iou(gt) >= MATCH_IOU:
+                found = matching([g.detection.box for g in fine.garments], gt)
+                if found is not None:
                     detected += 1
-                    ranks["fine"].append(_rank([h.product.product_id for h in best.hits], pid))
+                    ranks["fine"].append(_rank([h.product.product_id for h in fine.garments[found].hits], pid))
                 else:
                     ranks["fine"].append(None)
     n = len(ranks["simple"])
