@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--output", help="also write the figures to this Markdown file")
 
     es = sub.add_parser(
-        "eval-embedding", help="choose FS_COLOR_WEIGHT and FS_EMBED_MIRRORED on the embedder's product holdout",
+        "eval-embedding", help="choose FS_COLOR_WEIGHT and FS_MIRROR_AVERAGING on the embedder's product holdout",
     )
     es.add_argument("--catalog", default="../shared/data/clothing-small/train", help="the embedder's train photos")
     es.add_argument("--scenes", default="data/scenes/train", help="scenes generated from the same photos")

@@ -156,10 +156,14 @@ def write_section(path: Path, key: str, body: str, title: str) -> None:
 ABLATION_VARIANTS = ("imagenet-1280", "imagenet-1280+color", "learned-512", "learned-512+color (542)")
 
 
-def _embed_all(records: list[CatalogRecord], embedders: dict[str, object], settings: Settings) -> dict[str, np.ndarray]:
-    """Every ablation variant's vectors for the records, from one forward pass per network."""
+def _embed_all(
+    records: list[CatalogRecord], embedders: dict[str, object], settings: Settings, catalog: bool = False
+) -> dict[str, np.ndarray]:
+    """Every ablation variant's vectors for the records, from one forward pass per network; catalog records are
+    mirror-averaged as ingest does it (settings.mirror_averaging)."""
     from fashion_search.pipeline import prepare
 
+    mirrored = settings.mirror_averaging == "both" or (catalog and settings.mirror_averaging == "catalog")
     parts: dict[str, list[np.ndarray]] = {v: [] for v in ABLATION_VARIANTS}
     batch = max(1, settings.ingest_batch_size)
     for start in tqdm(range(0, len(records), batch), unit="batch", desc="ablation features"):
@@ -167,7 +171,7 @@ def _embed_all(records: list[CatalogRecord], embedders: dict[str, object], setti
                   for r in records[start:start + batch]]
         for prefix, embedder in embedders.items():
             plain, fused = ABLATION_VARIANTS[0:2] if prefix == "imagenet" else ABLATION_VARIANTS[2:4]
-            deep, both = embedder.embed_parts(images)  # type: ignore[attr-defined]
+            deep, both = embedder.embed_parts(images, mirrored)  # type: ignore[attr-defined]
             parts[plain].append(deep)
             parts[fused].append(both)
     return {v: np.concatenate(p) for v, p in parts.items() if p}
@@ -184,7 +188,7 @@ def ablation(settings: Settings, catalog_dir: str, queries_dir: str, limit: int 
         "imagenet": GarmentEmbedder(settings.model_copy(update={"embedder_model": "imagenet"})),
         "learned": GarmentEmbedder(settings.model_copy(update={"embedder_model": learned})),
     }
-    cat_vecs = _embed_all(catalog, embedders, settings)
+    cat_vecs = _embed_all(catalog, embedders, settings, catalog=True)
     q_vecs = _embed_all(queries, embedders, settings)
     cat_labels = np.array([r.category for r in catalog])
     q_labels = np.array([r.category for r in queries])

@@ -55,11 +55,17 @@ def expansion_sweep(
     held = holdout_mask([r.category for r in records], meta)
     update = {"embedder_model": meta["variant"], "embedder_weights": weights}
     embedder = GarmentEmbedder(settings.model_copy(update=update))
-    vecs = _embed_all(records, {"learned": embedder}, settings)[ABLATION_VARIANTS[-1]]
+    fused = ABLATION_VARIANTS[-1]
+    vecs = _embed_all(records, {"learned": embedder}, settings)[fused]
+    # Catalog-only mirror averaging gives the catalog side its own vectors.
+    catalog = (
+        _embed_all(records, {"learned": embedder}, settings, catalog=True)[fused]
+        if settings.mirror_averaging == "catalog" else vecs
+    )
     labels = np.array([r.category for r in records])
-    table = {d: knn_precision(vecs[held], labels[held], vecs[~held], labels[~held], d) for d in depths}
+    table = {d: knn_precision(vecs[held], labels[held], catalog[~held], labels[~held], d) for d in depths}
     for d in depths:
-        table[d][SELF_FIRST] = self_first(vecs[held], vecs, np.flatnonzero(held), d)
+        table[d][SELF_FIRST] = self_first(vecs[held], catalog, np.flatnonzero(held), d)
     return table, int(held.sum()), int((~held).sum())
 
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from fashion_search.domain import (
     GARMENT_VECTOR,
@@ -24,6 +24,7 @@ from fashion_search.domain import (
 )
 from fashion_search.grpc_common import ServiceUnavailable
 from fashion_search.settings import Settings
+from fashion_search.vectors import mirror_average
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,7 @@ class SearchPipeline:
         """
         prepared = [prepare(img, self.settings) for img in images]
         if not with_garment:
-            vecs = self.embedder.embed(prepared)
+            vecs = self.embed_catalog(prepared)
             return [IndexedVectors({IMAGE_VECTOR: v}, None) for v in vecs]
         mains: list[Detection | None] = []
         for img in prepared:
@@ -147,15 +148,22 @@ class SearchPipeline:
         if self.settings.catalog_garment == "photo":
             # A product photo shows its product, and street crops were trained to match such photos; the main
             # detection's cut-out matched them worse (docs/EVALUATION.md, street-to-shop).
-            vecs = self.embedder.embed(prepared)
+            vecs = self.embed_catalog(prepared)
             garment = vecs
         else:
             cut = [self.garment_cutouts(img, [m])[0] if m else img for img, m in zip(prepared, mains, strict=True)]
-            vecs = self.embedder.embed([*prepared, *cut])
+            vecs = self.embed_catalog([*prepared, *cut])
             garment = vecs[n:]
         return [
             IndexedVectors({IMAGE_VECTOR: vecs[i], GARMENT_VECTOR: garment[i]}, mains[i]) for i in range(n)
         ]
+
+    def embed_catalog(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Catalog vectors: with mirror_averaging "catalog", each image's averaged with its mirror image's."""
+        if self.settings.mirror_averaging != "catalog":
+            return self.embedder.embed(images)
+        # Any embedder (in-process or remote) serves: the mirrors travel as ordinary images.
+        return mirror_average(self.embedder.embed([*images, *(ImageOps.mirror(img) for img in images)]))
 
     # ---- query side ---------------------------------------------------------------------------
     def search(

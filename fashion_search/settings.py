@@ -76,11 +76,13 @@ class Settings(BaseSettings):
     # Empty: the weights shipped for embedder_model (services/embedder/weights/fashion_embedder_<v>.pt)
     embedder_weights: Path | None = None
     color_weight: float = 0.35
-    # Embed each image and its mirror image and average the two (test-time flip). On the embedder's product holdout
-    # (`fashion-search eval-embedding`, docs/EVALUATION.md) it raised category P@10 0.906 → 0.911 and street-to-shop
-    # R@1 0.808 → 0.824, but it doubles the embedder's work: fine p50 162.7 ms on 2 cores, past the 150 ms budget,
-    # so it stays off. Changing it (or color_weight) means reindexing, as after any model change.
-    embed_mirrored: bool = False
+    # Mirror averaging (test-time flip): an image embedded with its mirror image, the two vectors averaged.
+    # "both": queries and catalog; on the embedder's product holdout (`fashion-search eval-embedding`,
+    # docs/EVALUATION.md) it raised category P@10 0.906 → 0.911 and street-to-shop R@1 0.808 → 0.824, but it
+    # doubles the query's embedding work: fine p50 162.7 ms on 2 cores, past the 150 ms budget. "catalog": only
+    # catalog photos at ingest (a query costs what it does with "off"; ingest embeds twice). Changing it (or
+    # color_weight) means reindexing, as after any model change.
+    mirror_averaging: Literal["off", "catalog", "both"] = "off"
     # Trained on generated scenes (several garments per photo): "centernet-v3" is v2 plus a second stage that
     # names and refines each box from features pooled over it; "centernet-v2" reads the fashion embedder's
     # last stage at 320 px, "centernet-v1" ImageNet features at 384 px; "v0": pose regions + one

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from fashion_search.catalog import CatalogRecord
 from fashion_search.domain import GARMENT_VECTOR, IMAGE_VECTOR
@@ -51,4 +51,19 @@ def test_detection_mode_embeds_the_main_garment_cut_out(
     assert any(
         v.detection is not None and not np.allclose(v.vectors[GARMENT_VECTOR], v.vectors[IMAGE_VECTOR])
         for v in indexed
+    )
+
+
+def test_catalog_mirror_averaging_indexes_a_photo_and_its_mirror_alike_and_leaves_queries_alone(
+    tmp_path: Path, shared_models: dict[str, object], photos: list[Image.Image]
+) -> None:
+    pipeline = _pipeline(tmp_path, shared_models, "photo")
+    pipeline.settings = pipeline.settings.model_copy(update={"mirror_averaging": "catalog"})
+    photo = prepare(photos[0], pipeline.settings)
+    indexed = pipeline.catalog_vectors([photo, ImageOps.mirror(photo)], with_garment=False)
+    plain = pipeline.embedder.embed([photo, ImageOps.mirror(photo)])  # the query side: no averaging
+    np.testing.assert_allclose(indexed[0].vectors[IMAGE_VECTOR], indexed[1].vectors[IMAGE_VECTOR], atol=1e-4)
+    assert float(plain[0] @ plain[1]) < 0.999
+    np.testing.assert_allclose(
+        indexed[0].vectors[IMAGE_VECTOR], (plain[0] + plain[1]) / np.linalg.norm(plain[0] + plain[1]), atol=1e-5
     )

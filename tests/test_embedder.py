@@ -47,8 +47,8 @@ def test_same_class_photos_are_closer_than_other_classes(shared_models: dict, sm
 
 def test_mirror_averaging_gives_a_photo_and_its_mirror_one_vector(shared_models: dict, small_records: list) -> None:
     shared = shared_models["embedder"]
-    embedder = GarmentEmbedder(shared.settings.model_copy(update={"embed_mirrored": True}), shared.backbone)
-    plain = GarmentEmbedder(shared.settings.model_copy(update={"embed_mirrored": False}), shared.backbone)
+    embedder = GarmentEmbedder(shared.settings.model_copy(update={"mirror_averaging": "both"}), shared.backbone)
+    plain = GarmentEmbedder(shared.settings.model_copy(update={"mirror_averaging": "off"}), shared.backbone)
     assert embedder.model_name == plain.model_name + "+mirror"
     photo = _load(small_records[:1])[0]
     averaged = embedder.embed([photo, ImageOps.mirror(photo)])

@@ -11,14 +11,16 @@ from PIL import Image
 
 from fashion_search.catalog import CatalogRecord
 from fashion_search.datasets.scenes import generate_scenes
+from fashion_search.evaluation import ABLATION_VARIANTS, _embed_all
 from fashion_search.evaluation_embedding import (
     COLOR_WEIGHTS,
-    MIRRORED,
+    MIRRORS,
     choose,
     instance_recall,
     settings_sweep,
     view_features,
 )
+from fashion_search.pipeline import SearchPipeline, prepare
 from services.embedder.fashion_net import shipped_weights
 from services.embedder.model import GarmentEmbedder
 from services.embedder.train import HOLDOUT
@@ -27,16 +29,23 @@ from tests.conftest import make_settings
 VAL_SAMPLE = Path(__file__).resolve().parent / "data" / "val_sample"
 
 
-@pytest.mark.parametrize(("weight", "mirrored"), [(0.0, False), (0.35, True), (1.0, True)])
-def test_one_pass_gives_the_embedders_own_vectors_for_each_setting(
-    shared_models: dict, small_records: list[CatalogRecord], weight: float, mirrored: bool
+@pytest.mark.parametrize(("weight", "mirror"), [(0.0, "off"), (0.35, "catalog"), (1.0, "both")])
+def test_one_pass_gives_the_vectors_search_and_ingest_use_for_each_setting(
+    tmp_path: Path, shared_models: dict, small_records: list[CatalogRecord], weight: float, mirror: str
 ) -> None:
     plain = shared_models["embedder"]
-    images = [Image.open(r.image_path).convert("RGB") for r in small_records[:3]]
-    update = {"color_weight": weight, "embed_mirrored": mirrored}
-    embedder = GarmentEmbedder(plain.settings.model_copy(update=update), plain.backbone)
-    swept = view_features(plain, iter(images), batch=2).vectors(weight, mirrored)
-    np.testing.assert_allclose(swept, embedder.embed(images), atol=1e-5)
+    settings = plain.settings.model_copy(update={"color_weight": weight, "mirror_averaging": mirror})
+    images = [prepare(Image.open(r.image_path).convert("RGB"), settings) for r in small_records[:3]]
+    embedder = GarmentEmbedder(settings, plain.backbone)
+    pipeline = SearchPipeline(settings, shared_models["detector"], shared_models["segmenter"], embedder, None)  # type: ignore[arg-type]
+    views = view_features(plain, iter(images), batch=2)
+    np.testing.assert_allclose(views.vectors(weight, mirror == "both"), embedder.embed(images), atol=1e-5)
+    np.testing.assert_allclose(views.vectors(weight, mirror != "off"), pipeline.embed_catalog(images), atol=1e-5)
+    # The category evaluations embed catalog and query photos as ingest and search do.
+    fused = ABLATION_VARIANTS[-1]
+    for catalog, expected in ((True, pipeline.embed_catalog(images)), (False, embedder.embed(images))):
+        vecs = _embed_all(small_records[:3], {"learned": embedder}, settings, catalog=catalog)[fused]
+        np.testing.assert_allclose(vecs, expected, atol=1e-5)
 
 
 def test_recall_counts_undetected_garments_as_misses() -> None:
@@ -48,15 +57,17 @@ def test_recall_counts_undetected_garments_as_misses() -> None:
 
 
 def test_choice_takes_the_best_sum_and_breaks_ties_towards_the_default_then_no_mirror() -> None:
-    def row(weight: float, mirrored: bool, p10: float, r1: float) -> dict:
-        return {"color_weight": weight, "mirrored": mirrored, "P@10": p10, "R@1": r1}
+    def row(weight: float, mirror: str, p10: float, r1: float) -> dict:
+        return {"color_weight": weight, "mirror": mirror, "P@10": p10, "R@1": r1}
 
-    default = {"color_weight": 0.35, "mirrored": False}
-    rows = [row(0.35, False, 0.90, 0.80), row(0.5, True, 0.91, 0.80), row(0.2, False, 0.91, 0.80)]
-    assert choose(rows, default) == {"color_weight": 0.2, "mirrored": False}
-    rows.append(row(0.35, False, 0.92, 0.79))
+    default = {"color_weight": 0.35, "mirror": "off"}
+    rows = [row(0.35, "off", 0.90, 0.80), row(0.5, "both", 0.91, 0.80), row(0.2, "catalog", 0.91, 0.80)]
+    assert choose(rows, default) == {"color_weight": 0.2, "mirror": "catalog"}
+    rows.append(row(0.2, "off", 0.91, 0.80))
+    assert choose(rows, default) == {"color_weight": 0.2, "mirror": "off"}
+    rows.append(row(0.35, "off", 0.92, 0.79))
     assert choose(rows, default) == default
-    assert choose([*rows, row(0.75, True, 0.95, 0.80)], default) == {"color_weight": 0.75, "mirrored": True}
+    assert choose([*rows, row(0.75, "both", 0.95, 0.80)], default) == {"color_weight": 0.75, "mirror": "both"}
 
 
 def test_sweep_on_scenes_of_held_out_products(tmp_path: Path) -> None:
@@ -67,11 +78,11 @@ def test_sweep_on_scenes_of_held_out_products(tmp_path: Path) -> None:
     scenes = tmp_path / "scenes"
     generate_scenes(str(VAL_SAMPLE), str(scenes), 12, 4, "test")
     result = settings_sweep(make_settings(tmp_path), str(VAL_SAMPLE), str(scenes), weights)
-    assert len(result["rows"]) == len(COLOR_WEIGHTS) * len(MIRRORED)
+    assert len(result["rows"]) == len(COLOR_WEIGHTS) * len(MIRRORS)
     assert 0 < result["held_out_products"] < result["fitted_products"]
     assert 0 < result["detected"] <= result["garments"] and result["scenes"] <= 12
-    assert {k: result["chosen"][k] for k in ("color_weight", "mirrored")} in [
-        {"color_weight": r["color_weight"], "mirrored": r["mirrored"]} for r in result["rows"]
+    assert {k: result["chosen"][k] for k in ("color_weight", "mirror")} in [
+        {"color_weight": r["color_weight"], "mirror": r["mirror"]} for r in result["rows"]
     ]
     for r in result["rows"]:
         assert 0.0 <= r["R@1"] <= r["R@10"] <= result["detected"] / result["garments"] + 1e-4  # rounded to 4 places

@@ -11,6 +11,7 @@ from PIL import Image, ImageOps
 
 from fashion_search.model_base import InferenceModel
 from fashion_search.settings import Settings
+from fashion_search.vectors import l2_normalize, mirror_average
 from services.embedder.backbone import BackboneOutput, EfficientNetBackbone
 from services.embedder.fashion_net import EMBED_DIM, FashionTail, frozen_features, load_tail, shipped_weights
 
@@ -30,12 +31,6 @@ def color_feature(out: BackboneOutput, positions: int = COLOR_POSITIONS) -> np.n
     picked = np.take_along_axis(rgb, top[:, None, :], axis=2)  # B × 3 × k
     feature = picked.transpose(0, 2, 1).reshape(len(out.fmap), -1)  # [r1, g1, b1, r2, ...]
     return ((feature - _RGB_MEAN) / _RGB_STD).astype(np.float32)
-
-
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    """Row-wise L2 normalisation, safe for zero rows."""
-    norm = np.linalg.norm(x, axis=-1, keepdims=True)
-    return (x / np.maximum(norm, 1e-12)).astype(np.float32)
 
 
 class GarmentEmbedder(InferenceModel):
@@ -66,8 +61,8 @@ class GarmentEmbedder(InferenceModel):
     @property
     def model_name(self) -> str:
         """Model identifier (weights variant, colour weight, mirroring) the embedder service and evaluations report."""
-        mirrored = "+mirror" if self.settings.embed_mirrored else ""
-        return f"effnet-lite0-{self.variant}+color30@w{self.settings.color_weight:g}{mirrored}"
+        mirror = {"off": "", "catalog": "+catalog-mirror", "both": "+mirror"}[self.settings.mirror_averaging]
+        return f"effnet-lite0-{self.variant}+color30@w{self.settings.color_weight:g}{mirror}"
 
     def _load(self) -> None:
         self.backbone.load()
@@ -97,9 +92,13 @@ class GarmentEmbedder(InferenceModel):
             return np.zeros((0, self.dim), dtype=np.float32)
         return self.embed_parts(images)[1]
 
-    def embed_parts(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
-        """(deep features alone, deep ‖ colour), unit vectors, each averaged with the mirror image's if so set."""
-        mirrored = self.settings.embed_mirrored
+    def embed_parts(
+        self, images: Sequence[Image.Image], mirrored: bool | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(deep features alone, deep ‖ colour), unit vectors, each averaged with its mirror image's if mirrored
+        (default: settings.mirror_averaging == "both")."""
+        if mirrored is None:
+            mirrored = self.settings.mirror_averaging == "both"
         deep, color = self.features([*images, *(ImageOps.mirror(img) for img in images)] if mirrored else images)
         return combine(deep, color, self.settings.color_weight, mirrored)
 
@@ -116,6 +115,5 @@ def combine(
     images, and each image's vectors are averaged with its mirror's."""
     fused = l2_normalize(np.concatenate([deep, color * (color_weight / np.sqrt(COLOR_DIM))], axis=1))
     if mirrored:
-        n = len(deep) // 2
-        deep, fused = l2_normalize(deep[:n] + deep[n:]), l2_normalize(fused[:n] + fused[n:])
+        deep, fused = mirror_average(deep), mirror_average(fused)
     return deep, fused
