@@ -75,12 +75,15 @@ class Settings(BaseSettings):
     embedder_model: Literal["fashion-v2", "fashion-v1", "imagenet"] = "fashion-v2"
     # Empty: the weights shipped for embedder_model (services/embedder/weights/fashion_embedder_<v>.pt)
     embedder_weights: Path | None = None
-    color_weight: float = 0.35
+    # Weight of the 30-d colour feature against the unit deep features. 0.5 led 0.35 (the earlier default) on the
+    # embedder's product holdout in two independent retrains (`fashion-search eval-embedding`, docs/EVALUATION.md).
+    color_weight: float = 0.5
     # Mirror averaging (test-time flip): an image embedded with its mirror image, the two vectors averaged.
-    # "both": queries and catalog; on the embedder's product holdout (`fashion-search eval-embedding`,
-    # docs/EVALUATION.md) it raised category P@10 0.906 → 0.911 and street-to-shop R@1 0.808 → 0.824, but it
-    # doubles the query's embedding work: fine p50 162.7 ms on 2 cores, past the 150 ms budget. "catalog": only
-    # catalog photos at ingest (a query costs what it does with "off"; ingest embeds twice). Changing it (or
+    # "catalog": catalog photos only, at ingest (a query costs what it does with "off", ingest embeds twice); on the
+    # product holdout it traded category precision for instance recall (weight 0.5): P@10 0.911 → 0.905, street R@1
+    # 0.819 → 0.826 (validation: P@10 0.903 → 0.899, R@1 0.809 → 0.805). "both": queries too; best on the holdout
+    # (0.911 / 0.833) but fine p50 162.7 ms on 2 cores, past the 150 ms budget. Off by default: "catalog" is level
+    # with "off" on the holdout (P@10 + R@1 1.7308 against 1.7302) at twice the ingest work. Changing it (or
     # color_weight) means reindexing, as after any model change.
     mirror_averaging: Literal["off", "catalog", "both"] = "off"
     # Trained on generated scenes (several garments per photo): "centernet-v3" is v2 plus a second stage that

@@ -29,7 +29,7 @@ def test_photo_mode_matches_garments_against_the_whole_product_photo(
 ) -> None:
     pipeline = _pipeline(tmp_path, shared_models, "photo")
     indexed = pipeline.catalog_vectors(photos)
-    whole = pipeline.embedder.embed([prepare(p, pipeline.settings) for p in photos])
+    whole = pipeline.embed_catalog([prepare(p, pipeline.settings) for p in photos])
     for vecs, expected in zip(indexed, whole, strict=True):
         np.testing.assert_allclose(vecs.vectors[GARMENT_VECTOR], vecs.vectors[IMAGE_VECTOR])
         np.testing.assert_allclose(vecs.vectors[IMAGE_VECTOR], expected, atol=1e-5)
@@ -47,7 +47,7 @@ def test_detection_mode_embeds_the_main_garment_cut_out(
             continue
         img = prepare(photo, pipeline.settings)
         cut = pipeline.garment_cutouts(img, [vecs.detection])[0]
-        np.testing.assert_allclose(vecs.vectors[GARMENT_VECTOR], pipeline.embedder.embed([cut])[0], atol=1e-5)
+        np.testing.assert_allclose(vecs.vectors[GARMENT_VECTOR], pipeline.embed_catalog([cut])[0], atol=1e-5)
     assert any(
         v.detection is not None and not np.allclose(v.vectors[GARMENT_VECTOR], v.vectors[IMAGE_VECTOR])
         for v in indexed

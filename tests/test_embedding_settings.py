@@ -84,6 +84,7 @@ def test_sweep_on_scenes_of_held_out_products(tmp_path: Path) -> None:
     assert {k: result["chosen"][k] for k in ("color_weight", "mirror")} in [
         {"color_weight": r["color_weight"], "mirror": r["mirror"]} for r in result["rows"]
     ]
+    assert result["chosen_query_cost_unchanged"]["mirror"] in ("off", "catalog")
     for r in result["rows"]:
         assert 0.0 <= r["R@1"] <= r["R@10"] <= result["detected"] / result["garments"] + 1e-4  # rounded to 4 places
         assert 0.0 <= r["P@10"] <= 1.0
