@@ -15,6 +15,7 @@ from fashion_search.catalog import CatalogRecord, load_catalog
 from fashion_search.images import decode_image
 from fashion_search.ingest import Ingestor
 from fashion_search.settings import Settings
+from fashion_search.vectors import mirror_averaged
 
 KS = (5, 10, 20)
 
@@ -163,7 +164,7 @@ def _embed_all(
     mirror-averaged as ingest does it (settings.mirror_averaging)."""
     from fashion_search.pipeline import prepare
 
-    mirrored = settings.mirror_averaging == "both" or (catalog and settings.mirror_averaging == "catalog")
+    mirrored = mirror_averaged(settings.mirror_averaging, catalog)
     parts: dict[str, list[np.ndarray]] = {v: [] for v in ABLATION_VARIANTS}
     batch = max(1, settings.ingest_batch_size)
     for start in tqdm(range(0, len(records), batch), unit="batch", desc="ablation features"):

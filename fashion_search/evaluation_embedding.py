@@ -30,6 +30,7 @@ from fashion_search.evaluation_scenes import MATCH_IOU, TOP_K, matching
 from fashion_search.images import decode_image
 from fashion_search.pipeline import SearchPipeline, prepare
 from fashion_search.settings import Settings
+from fashion_search.vectors import mirror_averaged
 
 COLOR_WEIGHTS = (0.0, 0.2, 0.35, 0.5, 0.75, 1.0)
 MIRRORS = ("off", "catalog", "both")  # cheapest first: "both" doubles a query's embedding work
@@ -128,10 +129,11 @@ def settings_sweep(
     rows = []
     for mirror in MIRRORS:
         for weight in COLOR_WEIGHTS:
-            gallery = catalog.vectors(weight, mirror != "off")
-            queries = catalog.vectors(weight, mirror == "both")
+            gallery = catalog.vectors(weight, mirror_averaged(mirror, catalog=True))
+            queries = catalog.vectors(weight, mirror_averaged(mirror, catalog=False))
             category = knn_precision(queries[held], labels[held], gallery[~held], labels[~held], local.query_expansion)
-            instance = instance_recall(street.vectors(weight, mirror == "both"), owner_idx, gallery[held], total)
+            street_vecs = street.vectors(weight, mirror_averaged(mirror, catalog=False))
+            instance = instance_recall(street_vecs, owner_idx, gallery[held], total)
             rows.append({"color_weight": weight, "mirror": mirror, **category, **instance})
     default = {"color_weight": settings.color_weight, "mirror": settings.mirror_averaging}
     return {

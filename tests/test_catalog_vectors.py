@@ -14,8 +14,8 @@ from fashion_search.pipeline import SearchPipeline, prepare
 from tests.conftest import make_settings
 
 
-def _pipeline(tmp: Path, models: dict[str, object], catalog_garment: str) -> SearchPipeline:
-    settings = make_settings(tmp, catalog_garment=catalog_garment)
+def _pipeline(tmp: Path, models: dict[str, object], catalog_garment: str, **overrides: object) -> SearchPipeline:
+    settings = make_settings(tmp, catalog_garment=catalog_garment, **overrides)
     return SearchPipeline(settings, models["detector"], models["segmenter"], models["embedder"], None)  # type: ignore[arg-type]
 
 
@@ -57,8 +57,7 @@ def test_detection_mode_embeds_the_main_garment_cut_out(
 def test_catalog_mirror_averaging_indexes_a_photo_and_its_mirror_alike_and_leaves_queries_alone(
     tmp_path: Path, shared_models: dict[str, object], photos: list[Image.Image]
 ) -> None:
-    pipeline = _pipeline(tmp_path, shared_models, "photo")
-    pipeline.settings = pipeline.settings.model_copy(update={"mirror_averaging": "catalog"})
+    pipeline = _pipeline(tmp_path, shared_models, "photo", mirror_averaging="catalog")
     photo = prepare(photos[0], pipeline.settings)
     indexed = pipeline.catalog_vectors([photo, ImageOps.mirror(photo)], with_garment=False)
     plain = pipeline.embedder.embed([photo, ImageOps.mirror(photo)])  # the query side: no averaging

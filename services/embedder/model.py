@@ -11,7 +11,7 @@ from PIL import Image, ImageOps
 
 from fashion_search.model_base import InferenceModel
 from fashion_search.settings import Settings
-from fashion_search.vectors import l2_normalize, mirror_average
+from fashion_search.vectors import l2_normalize, mirror_average, mirror_averaged
 from services.embedder.backbone import BackboneOutput, EfficientNetBackbone
 from services.embedder.fashion_net import EMBED_DIM, FashionTail, frozen_features, load_tail, shipped_weights
 
@@ -96,9 +96,9 @@ class GarmentEmbedder(InferenceModel):
         self, images: Sequence[Image.Image], mirrored: bool | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """(deep features alone, deep ‖ colour), unit vectors, each averaged with its mirror image's if mirrored
-        (default: settings.mirror_averaging == "both")."""
+        (default: as settings.mirror_averaging has queries; the pipeline adds catalog-only averaging itself)."""
         if mirrored is None:
-            mirrored = self.settings.mirror_averaging == "both"
+            mirrored = mirror_averaged(self.settings.mirror_averaging, catalog=False)
         deep, color = self.features([*images, *(ImageOps.mirror(img) for img in images)] if mirrored else images)
         return combine(deep, color, self.settings.color_weight, mirrored)
 
