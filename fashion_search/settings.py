@@ -91,7 +91,7 @@ class Settings(BaseSettings):
     # last stage at 320 px, "centernet-v1" ImageNet features at 384 px; "v0": pose regions + one
     # background-colour box per product photo, named by the linear garment head (untrained baseline)
     detector_model: Literal["centernet-v3", "centernet-v2", "centernet-v1", "v0"] = "centernet-v3"
-    # Empty: the detector's own threshold (centernet-v3 stores one calibrated in training; the others use
+    # Empty: the detector's own threshold (centernet-v3 stores one chosen in training on held-out scenes; the others use
     # DEFAULT_DETECTOR_MIN_SCORE)
     detector_min_score: float | None = None
     # What fine mode matches a shopper's garment against, per catalog photo: "photo" = the whole product photo

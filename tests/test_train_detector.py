@@ -11,7 +11,7 @@ from fashion_search.datasets.scenes import generate_scenes, load_scenes
 from services.detector.box_head import BoxHead, Scoring
 from services.detector.centernet import MID_CHANNELS, STRIDE, VARIANTS, CenterHead
 from services.detector.metrics import detection_map
-from services.detector.train_box_head import detect_all, proposals_of, train_box_head, truths_of
+from services.detector.train_box_head import choose_min_score, detect_all, proposals_of, train_box_head, truths_of
 from services.detector.train_detector import cache_pyramid, evaluate, split_scenes, targets, train_head
 
 VAL_SAMPLE = Path(__file__).resolve().parent / "data" / "val_sample"
@@ -79,6 +79,10 @@ def test_box_head_learns_to_name_the_proposals(trained: dict) -> None:
     learned = detection_map(detect_all(head, feats, scenes, proposals, fit, [scoring])[0], truths)[0]
     before = detection_map(detect_all(untrained, feats, scenes, proposals, fit, [scoring])[0], truths)[0]
     assert learned > before + 0.2, (learned, before)
+    # The threshold is a score the head gives, and weighing recall more never raises it.
+    threshold, f2, _, recall = choose_min_score(head, scoring, feats, scenes, proposals, fit)
+    assert 0.0 < threshold < 1.0 and f2 > 0.0 and recall > 0.5, (threshold, f2, recall)
+    assert choose_min_score(head, scoring, feats, scenes, proposals, fit, beta=1.0)[0] >= threshold
 
 
 @pytest.mark.parametrize("n", [1, 9, 10, 11])

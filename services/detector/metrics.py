@@ -56,3 +56,38 @@ def detection_map(
         per_class[cat] = average_precision(recall, precision) if len(tp) else 0.0
     mean = float(np.mean(list(per_class.values()))) if per_class else 0.0
     return mean, dict(sorted(per_class.items()))
+
+
+def best_f_threshold(
+    predictions: Sequence[Sequence[Detection]],
+    truths: Sequence[Sequence[tuple[Box, str]]],
+    beta: float = 1.0,
+    iou_threshold: float = 0.5,
+) -> tuple[float, float, float, float]:
+    """The score threshold with the best class-agnostic F-beta (each truth matches one prediction, best-scored
+    first; beta > 1 weighs recall more). Returns (threshold, F-beta, precision, recall) there; (inf, 0, 0, 0)
+    when nothing can be found.
+    """
+    hits: list[tuple[float, int]] = []
+    for preds, objs in zip(predictions, truths, strict=True):
+        used = [False] * len(objs)
+        for d in sorted(preds, key=lambda p: -p.score):
+            ious = [d.box.iou(box) for box, _ in objs]
+            j = int(np.argmax(ious)) if ious else -1
+            found = j >= 0 and ious[j] >= iou_threshold and not used[j]
+            if found:
+                used[j] = True
+            hits.append((d.score, int(found)))
+    n_true = sum(len(objs) for objs in truths)
+    if not hits or n_true == 0:
+        return float("inf"), 0.0, 0.0, 0.0
+    hits.sort(key=lambda h: -h[0])
+    scores = np.array([s for s, _ in hits])
+    tps = np.cumsum([t for _, t in hits])
+    kept = np.arange(1, len(hits) + 1)
+    # A threshold keeps every detection scoring at least as much: only the last of equal scores is a cut point.
+    cut = np.flatnonzero(np.r_[scores[1:] != scores[:-1], True])
+    precision, recall = tps[cut] / kept[cut], tps[cut] / n_true
+    f = (1 + beta**2) * precision * recall / np.maximum(beta**2 * precision + recall, 1e-12)
+    best = int(np.argmax(f))
+    return float(scores[cut[best]]), float(f[best]), float(precision[best]), float(recall[best])

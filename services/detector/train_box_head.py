@@ -28,7 +28,7 @@ from services.detector.box_head import (
 )
 from services.detector.centernet import MID_CHANNELS, PROPOSAL_MIN_SCORE, CenterHead, peaks
 from services.detector.head import CATEGORIES
-from services.detector.metrics import detection_map
+from services.detector.metrics import best_f_threshold, detection_map
 from services.detector.training import mirrored_features, one_cycle, train_epoch
 
 log = logging.getLogger("train-detector")
@@ -36,6 +36,9 @@ POSITIVE_IOU, NEGATIVE_IOU = 0.5, 0.4
 JITTERED_COPIES = 3  # jittered copies of each true box, besides the box itself
 JITTER_SHIFT, JITTER_SCALE = 0.15, (0.8, 1.25)
 REGRESSION_WEIGHT = 1.0
+# Fine mode's detection threshold weighs recall twice as much as precision (F2): a garment left undetected cannot be
+# found at all, while a false detection costs one more crop to embed and search, and a result group of its own.
+THRESHOLD_F_BETA = 2.0
 IGNORE = -1
 SCORING_GRID = [
     Scoring(alpha=alpha, box_class_weight=weight, per_class=per_class, nms_iou=0.5 if per_class else 0.7)
@@ -186,23 +189,17 @@ def train_box_head(
     return head, history
 
 
-def calibrate_min_score(
-    first: CenterHead, head: BoxHead, scoring: Scoring, feats: tuple, scenes: list[dict[str, Any]],
-    reference: float,
-) -> float:
-    """The two-stage threshold that keeps as many distinct garments per scene as the first stage alone keeps at
-    `reference`: fine mode then searches as many garments as before, the better-placed ones.
+def choose_min_score(
+    head: BoxHead, scoring: Scoring, feats: tuple, scenes: list[dict[str, Any]], proposals: list[list[Proposal]],
+    rows: np.ndarray, beta: float = THRESHOLD_F_BETA,
+) -> tuple[float, float, float, float]:
+    """The detection threshold with the best class-agnostic F-beta (IoU 0.5) over the garments fine mode would
+    search in the scenes of rows: (threshold, F-beta, precision, recall).
 
-    Its scores are on another scale (peak, box-head objectness and class probability together), so the first
-    stage's threshold would drop garments; this matches the detection budget instead, without labels.
+    Call it with heads fit on other products than those rows show: scores on scenes a head was trained on run
+    higher than on a shopper's photo, so a threshold set there drops unseen garments.
     """
     from fashion_search.pipeline import distinct_garments  # the pipeline's own de-duplication of garments
 
-    rows = np.arange(len(scenes))
-    proposals = proposals_of(first, feats, scenes, rows)
-    budget = sum(len(distinct_garments([d for d, _ in p if d.score >= reference])) for p in proposals)
     found = detect_all(head, feats, scenes, proposals, rows, [scoring])[0]
-    scores = np.sort(np.concatenate([[d.score for d in distinct_garments(f)] for f in found] + [[]]))[::-1]
-    if budget == 0 or len(scores) == 0:
-        return reference
-    return float(scores[min(budget, len(scores)) - 1])
+    return best_f_threshold([distinct_garments(f) for f in found], truths_of(scenes, rows), beta)

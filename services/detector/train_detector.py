@@ -12,7 +12,9 @@ scenes show only validation products), then the head is retrained on all train s
 validation scenes (validation photos only) is reported once, at the end, and never used for a choice.
 
 Variants with a second stage (centernet-v3) then train the box head the same way: on the proposals of the head fit
-on the split, its epoch count and scoring chosen on the held-out part, then again on all train scenes.
+on the split, its epoch count and scoring chosen on the held-out part, then again on all train scenes. Their
+detection threshold is the one with the best F2 (recall counts twice) on the held-out scenes, for both stages
+trained by the same recipe on the fit scenes alone.
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ from PIL import Image
 from fashion_search.datasets.scenes import load_scenes
 from fashion_search.domain import Box
 from fashion_search.feature_cache import cached
-from fashion_search.settings import DEFAULT_DETECTOR_MIN_SCORE
 from services.detector.centernet import (
     STRIDE,
     VARIANTS,
@@ -46,7 +47,8 @@ from services.detector.centernet import (
 from services.detector.head import CATEGORIES
 from services.detector.metrics import detection_map
 from services.detector.train_box_head import (
-    calibrate_min_score,
+    THRESHOLD_F_BETA,
+    choose_min_score,
     detect_all,
     proposals_of,
     train_box_head,
@@ -253,10 +255,21 @@ def main(argv: list[str] | None = None) -> None:
         mean, per_class = detection_map(found, truths)
         agnostic, _ = detection_map(found, truths, class_agnostic=True)
         saved["box_state"] = _half(box_head.state_dict())
-        min_score = calibrate_min_score(head, box_head, scoring, train_feats, train_scenes, DEFAULT_DETECTOR_MIN_SCORE)
-        log.info("detection threshold %.4f keeps as many garments as the first stage at %.2f", min_score,
-                 DEFAULT_DETECTOR_MIN_SCORE)
+        # The threshold comes from the shipped recipe (both stages, their chosen epochs) trained on the fit split
+        # alone and run on the held-out scenes: unseen products score lower than the ones a head was trained on.
+        recipe_head, _ = train_head(variant, train_feats, labels, fit, best_epochs, args.batch, args.seed,
+                                    train_scenes)
+        recipe_props = proposals_of(recipe_head, train_feats, train_scenes, everything)
+        recipe_box, _ = train_box_head(train_feats, train_scenes, recipe_props, fit, box_epochs, args.batch,
+                                       args.seed)
+        min_score, f_beta, precision, recall = choose_min_score(recipe_box, scoring, train_feats, train_scenes,
+                                                                recipe_props, hold)
+        log.info("detection threshold %.4f: best train-holdout F%g %.4f (precision %.4f, recall %.4f)", min_score,
+                 THRESHOLD_F_BETA, f_beta, precision, recall)
         meta |= {"min_score": round(min_score, 4),
+                 "min_score_rule": f"best class-agnostic F{THRESHOLD_F_BETA:g} on the train holdout",
+                 "holdout_f_beta": round(f_beta, 4), "holdout_precision": round(precision, 4),
+                 "holdout_recall": round(recall, 4),
                  "box_epochs": box_epochs, "box_max_epochs": args.box_epochs, "scoring": asdict(scoring),
                  "box_holdout_map50": [round(m, 4) for m, _ in box_history]}
     else:
