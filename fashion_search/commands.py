@@ -144,6 +144,8 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     else:
         print(f"reusing the index at {settings.index_path} ({stats.count} products, version {stats.version}); "
               "after a model upgrade, `fashion-search reindex` recomputes its vectors")
+        if stale := pipeline.stale_index(stats):
+            print(f"warning: {stale}", file=sys.stderr)
     if args.no_serve:
         pipeline.index.close()
         return 0

@@ -86,6 +86,9 @@ class Product:
     # Stamp of the stored write this product was read from (set by the index on every write; empty if never
     # stored): replace_unchanged() writes only where it is still current. Not part of the product's identity.
     revision: str = field(default="", compare=False)
+    # The embedder model that computed the stored vectors (Embedder.model_name; empty if unknown): vectors of two
+    # models, or of one model with two colour weights, are not comparable.
+    embedder: str = field(default="", compare=False)
 
 
 @dataclass
@@ -106,6 +109,8 @@ class IndexStats:
     backend: str
     vector_names: list[str] = field(default_factory=list)
     categories: list[str] = field(default_factory=list)
+    # Stored products per embedder model that computed their vectors ("" for products stored before this was kept).
+    embedders: dict[str, int] = field(default_factory=dict)
 
 
 @runtime_checkable

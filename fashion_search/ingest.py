@@ -175,6 +175,9 @@ class Ingestor:
         if not loaded:
             return IngestReport()
         indexed = self.pipeline.catalog_vectors([img for _, img in loaded], with_garment=with_garment)
+        model = self.pipeline.embedder.model_name
+        for product, _ in loaded:  # fresh copies, filled in as they are stored (product_with does too)
+            product.embedder = model
         items = [
             (product_with(product, vecs), vecs.vectors)
             for (product, _), vecs in zip(loaded, indexed, strict=True)

@@ -18,6 +18,7 @@ from fashion_search.domain import (
     Detector,
     Embedder,
     Hit,
+    IndexStats,
     Product,
     Segmenter,
     VectorIndex,
@@ -108,6 +109,17 @@ class SearchPipeline:
     def categories(self) -> list[str]:
         """Distinct categories in the catalog, for filters."""
         return sorted(self.index.stats().categories)
+
+    def stale_index(self, stats: IndexStats | None = None) -> str | None:
+        """Why stored vectors do not match the query embedder (another model or colour weight), or None if all do."""
+        stats = stats or self.index.stats()
+        model = self.embedder.model_name
+        others = {name: n for name, n in stats.embedders.items() if name != model}
+        if not others:
+            return None
+        which = ", ".join(f"{n} by {name or 'an unrecorded model'}" for name, n in sorted(others.items()))
+        return (f"{sum(others.values())} of {stats.count} products were embedded by another model than the one "
+                f"queries use ({model}): {which}; run `fashion-search reindex`")
 
     # ---- shared steps -------------------------------------------------------------------------
     def garment_cutouts(

@@ -64,6 +64,12 @@ class StatsOut(BaseModel):
     dim: int
     backend: str
     categories: list[str]
+    embedders: dict[str, int] = Field(
+        default_factory=dict, description='stored products per embedder model that computed them ("" = unrecorded)'
+    )
+    stale_index: str | None = Field(
+        None, description="set when some stored vectors come from another embedder than the queries' (reindex)"
+    )
 
 
 class ErrorOut(BaseModel):

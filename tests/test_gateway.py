@@ -6,11 +6,13 @@ import io
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
 from fashion_search.catalog import CatalogRecord
+from fashion_search.domain import IMAGE_VECTOR, Product
 from fashion_search.ingest import Ingestor
 from fashion_search.pipeline import SearchPipeline
 from gateway.app import create_app
@@ -85,14 +87,33 @@ def test_tag_mode_filters_on_detected_categories(client: TestClient, small_recor
     assert {r["category"] for r in body["results"]} <= detected
 
 
+def test_vectors_of_another_embedder_flag_the_index_stale(client: TestClient, pipeline: SearchPipeline) -> None:
+    vector = np.ones(pipeline.embedder.dim, dtype=np.float32)
+    pipeline.index.upsert([(Product("old-vectors", embedder="old-model"), {IMAGE_VECTOR: vector})])
+    try:
+        stale = client.get("/v1/stats").json()["stale_index"]
+        assert stale.startswith(f"1 of {pipeline.index.stats().count} products") and "old-model" in stale
+        assert "fashion-search reindex" in stale
+        ready = client.get("/readyz")
+        # Still answering, so still ready; the check says why results may be off.
+        assert ready.status_code == 200 and ready.json()["checks"]["index"] == "stale"
+        assert ready.json()["stale_index"] == stale
+    finally:
+        pipeline.index.delete(["old-vectors"])
+    assert client.get("/readyz").json()["checks"]["index"] == "ok"
+
+
 def test_category_filter(client: TestClient, small_records: list) -> None:
     body = _search(client, _photo(small_records[0]), mode="simple", top_k=10, category="shoes")
     assert body["results"] and {r["category"] for r in body["results"]} == {"shoes"}
 
 
-def test_stats_and_pages(client: TestClient, small_records: list) -> None:
+def test_stats_and_pages(client: TestClient, pipeline: SearchPipeline, small_records: list) -> None:
     stats = client.get("/v1/stats").json()
     assert stats["count"] == len(small_records) and "dress" in stats["categories"]
+    # Ingestion records which embedder computed the vectors.
+    assert stats["embedders"] == {pipeline.embedder.model_name: len(small_records)}
+    assert stats["stale_index"] is None
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").status_code == 200
     assert "/v1/search" in client.get("/openapi.json").json()["paths"]

@@ -67,6 +67,9 @@ def test_reindex_all_updates_vectors_keeps_payload_and_reports_bad_images(
     index = new.index
     before = {f"p{i}": index.get(f"p{i}") for i in range(len(CLASSES))}
     stats = index.stats()
+    old_name, new_name = old.embedder.model_name, new.embedder.model_name
+    assert stats.embedders == {old_name: len(CLASSES)} and old.stale_index() is None
+    assert new.stale_index().startswith(f"{len(CLASSES)} of {len(CLASSES)} products")  # type: ignore[union-attr]
     decoded = [decode_image(data, settings) for data in images]
     old_vecs = old.catalog_vectors(decoded)
     new_vecs = new.catalog_vectors(decoded)
@@ -87,6 +90,9 @@ def test_reindex_all_updates_vectors_keeps_payload_and_reports_bad_images(
     assert sum(progress) == len(CLASSES) and len(progress) == 3
     after = index.stats()
     assert after.count == stats.count and after.version > stats.version
+    # Reindexed products carry the new model's name; the two that failed keep the old one, and say so.
+    assert after.embedders == {new_name: len(GOOD), old_name: 2}
+    assert new.stale_index().startswith(f"2 of {len(CLASSES)} products")  # type: ignore[union-attr]
     for pid, product in before.items():
         assert index.get(pid) == product  # id, category, title, price, tags, image ref and box all kept
     for i, pid in enumerate(GOOD):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -87,7 +88,10 @@ def test_remote_index_round_trip(remote: RemoteIndex, url: str, settings: Settin
     assert skipped == ["p2"]
     assert {h.product.product_id for h in remote.search(items[5][1][IMAGE_VECTOR], top_k=2)} == {"p0", "p5"}
     assert remote.get("p0").revision != read[0].revision  # type: ignore[union-attr]
+    remote.upsert([(replace(items[4][0], embedder="model-a"), items[4][1])])
+    assert remote.get("p4").embedder == "model-a"  # type: ignore[union-attr]
     before = remote.stats()
+    assert before.embedders == {"model-a": 1, "": len(items) - 1}
     assert (before.count, before.dim, before.backend) == (len(items), DIM, "qdrant-edge")
     assert before.categories == ["dress", "shoe"]
     assert remote.delete(["p1", "nope"]) == 1

@@ -282,6 +282,19 @@ def test_stats(index: VectorIndex) -> None:
     assert s.backend in {"qdrant-edge", "qdrant"}
     assert sorted(s.vector_names) == sorted([IMAGE_VECTOR, GARMENT_VECTOR])
     assert s.version >= 1
+    assert s.embedders == {"": 12}  # the catalog's products name no embedder
+
+
+def test_stats_count_products_per_embedder(index: VectorIndex) -> None:
+    items = catalog()
+    index.upsert([(replace(p, embedder="model-a"), v) for p, v in items[:5]])
+    index.upsert([(replace(p, embedder="model-b"), v) for p, v in items[5:7]])
+    assert index.stats().embedders == {"model-a": 5, "model-b": 2, "": 5}
+    stored = index.get("p6")
+    assert stored is not None and stored.embedder == "model-b"
+    assert index.search(items[0][1][IMAGE_VECTOR], top_k=1)[0].product.embedder == "model-a"
+    index.upsert([(replace(p, embedder="model-a"), v) for p, v in items])
+    assert index.stats().embedders == {"model-a": 12}
 
 
 def test_reopen_keeps_data_and_version(make: Factory) -> None:

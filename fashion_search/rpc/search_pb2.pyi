@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Map
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Product(_message.Message):
-    __slots__ = ("product_id", "category", "tags", "title", "price", "image_ref", "box", "has_box", "revision")
+    __slots__ = ("product_id", "category", "tags", "title", "price", "image_ref", "box", "has_box", "revision", "embedder")
     PRODUCT_ID_FIELD_NUMBER: _ClassVar[int]
     CATEGORY_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
@@ -17,6 +17,7 @@ class Product(_message.Message):
     BOX_FIELD_NUMBER: _ClassVar[int]
     HAS_BOX_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDER_FIELD_NUMBER: _ClassVar[int]
     product_id: str
     category: str
     tags: _containers.RepeatedScalarFieldContainer[str]
@@ -26,7 +27,8 @@ class Product(_message.Message):
     box: _common_pb2.Box
     has_box: bool
     revision: str
-    def __init__(self, product_id: _Optional[str] = ..., category: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., title: _Optional[str] = ..., price: _Optional[float] = ..., image_ref: _Optional[str] = ..., box: _Optional[_Union[_common_pb2.Box, _Mapping]] = ..., has_box: bool = ..., revision: _Optional[str] = ...) -> None: ...
+    embedder: str
+    def __init__(self, product_id: _Optional[str] = ..., category: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., title: _Optional[str] = ..., price: _Optional[float] = ..., image_ref: _Optional[str] = ..., box: _Optional[_Union[_common_pb2.Box, _Mapping]] = ..., has_box: bool = ..., revision: _Optional[str] = ..., embedder: _Optional[str] = ...) -> None: ...
 
 class NamedVector(_message.Message):
     __slots__ = ("name", "values")
@@ -139,17 +141,26 @@ class StatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatsResponse(_message.Message):
-    __slots__ = ("count", "version", "dim", "backend", "vector_names", "categories")
+    __slots__ = ("count", "version", "dim", "backend", "vector_names", "categories", "embedders")
+    class EmbeddersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     COUNT_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     VECTOR_NAMES_FIELD_NUMBER: _ClassVar[int]
     CATEGORIES_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDERS_FIELD_NUMBER: _ClassVar[int]
     count: int
     version: int
     dim: int
     backend: str
     vector_names: _containers.RepeatedScalarFieldContainer[str]
     categories: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, count: _Optional[int] = ..., version: _Optional[int] = ..., dim: _Optional[int] = ..., backend: _Optional[str] = ..., vector_names: _Optional[_Iterable[str]] = ..., categories: _Optional[_Iterable[str]] = ...) -> None: ...
+    embedders: _containers.ScalarMap[str, int]
+    def __init__(self, count: _Optional[int] = ..., version: _Optional[int] = ..., dim: _Optional[int] = ..., backend: _Optional[str] = ..., vector_names: _Optional[_Iterable[str]] = ..., categories: _Optional[_Iterable[str]] = ..., embedders: _Optional[_Mapping[str, int]] = ...) -> None: ...

@@ -28,18 +28,25 @@ def readyz(
     pipeline: Annotated[SearchPipeline, Depends(get_pipeline)],
     cache: Annotated[SearchCache, Depends(get_cache)],
 ) -> JSONResponse:
-    """Ready when the index answers and every configured model service is SERVING; Redis is optional."""
+    """Ready when the index answers and every configured model service is SERVING; Redis is optional.
+
+    An index holding vectors of another embedder still answers (ready), flagged "stale" with the reason.
+    """
     checks: dict[str, str] = {}
+    body: dict[str, object] = {}
     for name, url in (
         ("detector", settings.detector_url), ("segmenter", settings.segmenter_url),
         ("embedder", settings.embedder_url),
     ):
         checks[name] = "in-process" if not url else ("ok" if check_health(url, settings) else "down")
     try:
-        pipeline.index.stats()
+        stats = pipeline.index.stats()
         checks["index"] = "ok"
+        if checks["embedder"] != "down" and (stale := pipeline.stale_index(stats)):
+            checks["index"] = "stale"
+            body["stale_index"] = stale
     except ServiceUnavailable:
         checks["index"] = "down"
     checks["cache"] = "ok" if cache.enabled and cache.ping() else "off"
     ready = all(v != "down" for v in checks.values())
-    return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+    return JSONResponse({"ready": ready, "checks": checks, **body}, status_code=200 if ready else 503)

@@ -92,8 +92,9 @@ def delete_product(product_id: str, pipeline: Annotated[SearchPipeline, Depends(
 
 @router.get("/stats", response_model=StatsOut)
 def stats(pipeline: Annotated[SearchPipeline, Depends(get_pipeline)]) -> StatsOut:
-    """Collection size, version and known categories."""
+    """Collection size, version, known categories and which embedder computed the stored vectors."""
     s = pipeline.index.stats()
     return StatsOut(
-        count=s.count, version=s.version, dim=s.dim, backend=s.backend, categories=pipeline.categories(),
+        count=s.count, version=s.version, dim=s.dim, backend=s.backend, categories=sorted(s.categories),
+        embedders=s.embedders, stale_index=pipeline.stale_index(s),
     )

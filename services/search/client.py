@@ -22,6 +22,7 @@ def product_to_proto(product: Product) -> search_pb2.Product:
     msg = search_pb2.Product(
         product_id=product.product_id, category=product.category, tags=list(product.tags), title=product.title,
         price=product.price, image_ref=product.image_ref, has_box=product.box is not None, revision=product.revision,
+        embedder=product.embedder,
     )
     if product.box is not None:
         msg.box.CopyFrom(box_to_proto(product.box))
@@ -33,7 +34,7 @@ def product_from_proto(msg: search_pb2.Product) -> Product:
     return Product(
         product_id=msg.product_id, category=msg.category, title=msg.title, price=msg.price,
         image_ref=msg.image_ref, tags=list(msg.tags), box=box_from_proto(msg.box) if msg.has_box else None,
-        revision=msg.revision,
+        revision=msg.revision, embedder=msg.embedder,
     )
 
 
@@ -106,9 +107,10 @@ class RemoteIndex:
         return int(self._call(self._stub.Delete, search_pb2.DeleteRequest(product_ids=list(product_ids))).deleted)
 
     def stats(self) -> IndexStats:
-        """The server index's count, version, dim, backend, vector names and categories."""
+        """The server index's count, version, dim, backend, vector names, categories and products per embedder."""
         r = self._call(self._stub.Stats, search_pb2.StatsRequest())
-        return IndexStats(r.count, r.version, r.dim, r.backend, list(r.vector_names), list(r.categories))
+        return IndexStats(r.count, r.version, r.dim, r.backend, list(r.vector_names), list(r.categories),
+                          dict(r.embedders))
 
     def close(self) -> None:
         """Close the channel (the server's index stays open)."""

@@ -31,6 +31,7 @@ PRODUCT_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:fashion-search:produc
 # Payload fields filtered or looked up by exact value.
 CATEGORY_FIELD = "category"
 PRODUCT_ID_FIELD = "product_id"
+EMBEDDER_FIELD = "embedder"
 # A fresh random stamp on every write of a point, for compare-and-set replacement (replace_unchanged).
 REVISION_FIELD = "revision"
 # Qdrant's own defaults, in KB of vector data per vector name and segment: segments above the indexing
@@ -148,7 +149,16 @@ def product_payload(product: Product) -> dict[str, Any]:
         "price": float(product.price),
         "image_ref": product.image_ref,
         "box": product.box.to_list() if product.box is not None else None,
+        EMBEDDER_FIELD: product.embedder,
     }
+
+
+def embedder_counts(count: int, named: Mapping[str, int]) -> dict[str, int]:
+    """Products per embedder from a facet over the non-empty names; the rest ("") were stored without one."""
+    # Edge keeps a value in its facet with count 0 after the last point holding it was overwritten.
+    counts = {name: n for name, n in named.items() if name and n > 0}
+    unnamed = count - sum(counts.values())
+    return counts | ({"": unnamed} if unnamed > 0 else {})
 
 
 def product_from_payload(payload: Mapping[str, Any] | None) -> Product:
@@ -164,6 +174,7 @@ def product_from_payload(payload: Mapping[str, Any] | None) -> Product:
         tags=[str(t) for t in p.get("tags") or []],
         box=Box(*(float(v) for v in box)) if box else None,
         revision=str(p.get(REVISION_FIELD) or ""),
+        embedder=str(p.get(EMBEDDER_FIELD) or ""),
     )
 
 
@@ -399,15 +410,17 @@ class EdgeIndex:
         return len(existing)
 
     def stats(self) -> IndexStats:
-        """Point count, version, dim, backend, vector names and the distinct categories."""
+        """Point count, version, dim, backend, vector names, the distinct categories and products per embedder."""
         with self._lock:
             shard = self._open()
             count = shard.count(qe.CountRequest(exact=True))
-            # There cannot be more distinct categories than points, so this limit never truncates.
+            # There cannot be more distinct values than points, so this limit never truncates.
             facets = shard.facet(qe.FacetRequest(key=CATEGORY_FIELD, limit=max(count, 1), exact=True))
+            models = shard.facet(qe.FacetRequest(key=EMBEDDER_FIELD, limit=max(count, 1), exact=True))
             version = self._version
         categories = sorted(str(h.value) for h in facets if h.value)
-        return IndexStats(count, version, self.dim, BACKEND, list(VECTOR_NAMES), categories)
+        return IndexStats(count, version, self.dim, BACKEND, list(VECTOR_NAMES), categories,
+                          embedder_counts(count, {str(h.value): int(h.count) for h in models}))
 
     def close(self) -> None:
         """Flush and close the shard; further calls raise RuntimeError. Idempotent."""
@@ -462,6 +475,7 @@ class EdgeIndex:
             CATEGORY_FIELD: qe.PayloadSchemaType.Keyword,
             # Ids are unique, so per-value HNSW sub-graphs for them would cost indexing time for nothing.
             PRODUCT_ID_FIELD: qe.KeywordIndexParams(enable_hnsw=False),
+            EMBEDDER_FIELD: qe.KeywordIndexParams(enable_hnsw=False),
         }
         shard = self._open()
         existing = shard.info().payload_schema

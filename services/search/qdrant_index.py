@@ -16,6 +16,7 @@ from fashion_search.domain import IMAGE_VECTOR, VECTOR_NAMES, Hit, IndexStats, P
 from fashion_search.settings import Settings
 from services.search.edge_index import (
     CATEGORY_FIELD,
+    EMBEDDER_FIELD,
     PRODUCT_ID_FIELD,
     REVISION_FIELD,
     PreparedPoint,
@@ -29,6 +30,7 @@ from services.search.edge_index import (
     check_top_k,
     check_vector,
     check_vector_name,
+    embedder_counts,
     expand_query,
     point_id,
     prepare_points,
@@ -206,15 +208,17 @@ class QdrantServerIndex:
         return len(existing)
 
     def stats(self) -> IndexStats:
-        """Point count, version, dim, backend, vector names and the distinct categories."""
+        """Point count, version, dim, backend, vector names, the distinct categories and products per embedder."""
         with self._lock:
             self._check_open()
             count = self._client.count(self.collection, exact=True).count
-            # There cannot be more distinct categories than points, so this limit never truncates.
+            # There cannot be more distinct values than points, so this limit never truncates.
             facets = self._client.facet(self.collection, key=CATEGORY_FIELD, limit=max(count, 1), exact=True)
+            models = self._client.facet(self.collection, key=EMBEDDER_FIELD, limit=max(count, 1), exact=True)
             version = self._read_version()
         categories = sorted(str(h.value) for h in facets.hits if h.value)
-        return IndexStats(count, version, self.dim, BACKEND, list(VECTOR_NAMES), categories)
+        return IndexStats(count, version, self.dim, BACKEND, list(VECTOR_NAMES), categories,
+                          embedder_counts(count, {str(h.value): int(h.count) for h in models.hits}))
 
     def close(self) -> None:
         """Close the client; further calls raise RuntimeError. Idempotent."""
@@ -269,6 +273,7 @@ class QdrantServerIndex:
             CATEGORY_FIELD: models.PayloadSchemaType.KEYWORD,
             # Ids are unique, so per-value HNSW sub-graphs for them would cost indexing time for nothing.
             PRODUCT_ID_FIELD: models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, enable_hnsw=False),
+            EMBEDDER_FIELD: models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, enable_hnsw=False),
         }
         existing = self._client.get_collection(self.collection).payload_schema
         with warnings.catch_warnings():

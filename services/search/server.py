@@ -91,7 +91,7 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
         s = self.index.stats()
         return search_pb2.StatsResponse(
             count=s.count, version=s.version, dim=s.dim, backend=s.backend,
-            vector_names=s.vector_names, categories=s.categories,
+            vector_names=s.vector_names, categories=s.categories, embedders=s.embedders,
         )
 
 
