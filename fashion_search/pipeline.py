@@ -113,7 +113,10 @@ class SearchPipeline:
     def stale_index(self, stats: IndexStats | None = None) -> str | None:
         """Why stored vectors do not match the query embedder (another model or colour weight), or None if all do."""
         stats = stats or self.index.stats()
-        model = self.embedder.model_name
+        try:
+            model = self.embedder.model_name
+        except ServiceUnavailable:
+            return None  # an embedder service that is down cannot say; its own health check reports it
         others = {name: n for name, n in stats.embedders.items() if name != model}
         if not others:
             return None

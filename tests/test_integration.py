@@ -137,6 +137,9 @@ def test_queue_ingest_and_remote_search_match_embedded_mode(
     base = topology["base"]
     stats = httpx.get(f"{base}/v1/stats", timeout=10).json()
     assert stats["count"] == len(records)
+    # The worker's remote embedder named the vectors, through the search service, as the gateway's queries see it.
+    assert stats["embedders"] == {shared_models["embedder"].model_name: len(records)}
+    assert stats["stale_index"] is None
 
     settings = make_settings(tmp_path / "embedded")
     embedder = shared_models["embedder"]

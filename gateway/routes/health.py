@@ -42,7 +42,7 @@ def readyz(
     try:
         stats = pipeline.index.stats()
         checks["index"] = "ok"
-        if checks["embedder"] != "down" and (stale := pipeline.stale_index(stats)):
+        if stale := pipeline.stale_index(stats):
             checks["index"] = "stale"
             body["stale_index"] = stale
     except ServiceUnavailable:
