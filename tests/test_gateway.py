@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from PIL import Image
 
 from fashion_search.catalog import CatalogRecord
 from fashion_search.domain import IMAGE_VECTOR, Product
+from fashion_search.grpc_common import ServiceUnavailable
 from fashion_search.ingest import Ingestor
 from fashion_search.pipeline import SearchPipeline
 from gateway.app import create_app
@@ -87,6 +89,12 @@ def test_tag_mode_filters_on_detected_categories(client: TestClient, small_recor
     assert {r["category"] for r in body["results"]} <= detected
 
 
+class _DownEmbedder:
+    @property
+    def model_name(self) -> str:
+        raise ServiceUnavailable("embedder", "connection refused")
+
+
 def test_vectors_of_another_embedder_flag_the_index_stale(client: TestClient, pipeline: SearchPipeline) -> None:
     vector = np.ones(pipeline.embedder.dim, dtype=np.float32)
     pipeline.index.upsert([(Product("old-vectors", embedder="old-model"), {IMAGE_VECTOR: vector})])
@@ -98,6 +106,10 @@ def test_vectors_of_another_embedder_flag_the_index_stale(client: TestClient, pi
         # Still answering, so still ready; the check says why results may be off.
         assert ready.status_code == 200 and ready.json()["checks"]["index"] == "stale"
         assert ready.json()["stale_index"] == stale
+        # An embedder service that is down cannot name its model: the check is left to its health probe.
+        down = copy.copy(pipeline)
+        down.embedder = _DownEmbedder()  # type: ignore[assignment]
+        assert down.stale_index() is None
     finally:
         pipeline.index.delete(["old-vectors"])
     assert client.get("/readyz").json()["checks"]["index"] == "ok"
