@@ -29,10 +29,14 @@ class SearchCache:
         )
 
     @staticmethod
-    def key(image: bytes, mode: str, top_k: int, category: str | None, version: int, expand: int = 0) -> str:
-        """Cache key; the index version makes every write invalidate old answers, expand a settings change."""
+    def key(
+        image: bytes, mode: str, top_k: int, category: str | None, version: int, expand: int = 0, model: str = "",
+    ) -> str:
+        """Cache key; the index version makes every write invalidate old answers, expand and the embedder model
+        (weights digest included) a settings or model change."""
         digest = hashlib.sha256(image).hexdigest()
-        return f"fs:search:{digest}:{mode}:{top_k}:{category or ''}:{version}:qe{expand}"
+        model_digest = hashlib.sha256(model.encode()).hexdigest()[:16]
+        return f"fs:search:{digest}:{mode}:{top_k}:{category or ''}:{version}:qe{expand}:m{model_digest}"
 
     def _usable(self) -> bool:
         return self.enabled and time.monotonic() >= self._down_until

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from PIL import Image, ImageOps
 
 from fashion_search.catalog import CatalogRecord
 from services.embedder.model import COLOR_DIM, GarmentEmbedder
+from tests.conftest import make_settings
 
 
 def _load(records: list[CatalogRecord]) -> list[Image.Image]:
@@ -58,3 +61,16 @@ def test_mirror_averaging_gives_a_photo_and_its_mirror_one_vector(shared_models:
     deep, fused = embedder.embed_parts([photo])
     assert deep.shape == (1, embedder.deep_dim)
     np.testing.assert_allclose(fused, averaged[:1], atol=1e-5)
+
+
+def test_model_name_tells_retrained_weights_apart(tmp_path: Path) -> None:
+    shipped = GarmentEmbedder(make_settings(tmp_path))
+    retrained = tmp_path / "retrained.pt"
+    retrained.write_bytes(shipped.weights.read_bytes() + b"\0")  # same variant, other bytes
+    other = GarmentEmbedder(make_settings(tmp_path, embedder_weights=retrained))
+    assert shipped.model_name.startswith(f"effnet-lite0-{shipped.variant}.")
+    assert other.model_name != shipped.model_name
+    assert GarmentEmbedder(make_settings(tmp_path)).model_name == shipped.model_name
+    assert GarmentEmbedder(make_settings(tmp_path, embedder_model="imagenet")).model_name.startswith(
+        "effnet-lite0-imagenet+color30"
+    )

@@ -175,9 +175,12 @@ def test_fields_in_the_query_string_are_refused_not_ignored(client: TestClient, 
     assert "query string: mode, top_k" in resp.json()["detail"]
 
 
-def test_cache_key_changes_with_the_query_expansion_setting() -> None:
+def test_cache_key_changes_with_the_query_expansion_setting_and_the_embedder() -> None:
     # A restart with another FS_QUERY_EXPANSION must not serve answers ranked the old way.
     assert SearchCache.key(b"img", "simple", 5, None, 7, 0) != SearchCache.key(b"img", "simple", 5, None, 7, 3)
+    # Another embedder (retrained weights keep the variant name but not the digest) must not reuse old answers.
+    old, new = (SearchCache.key(b"img", "simple", 5, None, 7, 2, m) for m in ("fashion-v2.aa", "fashion-v2.bb"))
+    assert old != new
 
 
 def test_product_lifecycle(client: TestClient, small_records: list) -> None:

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
 from prometheus_client import Counter, Histogram
 
+from fashion_search.grpc_common import ServiceUnavailable
 from fashion_search.images import decode_image
 from fashion_search.pipeline import SearchPipeline
 from fashion_search.settings import Settings
@@ -56,7 +57,11 @@ def search(
     data = read_upload(image, settings)
     img = decode_image(data, settings)
     version = pipeline.index.stats().version
-    key = cache.key(data, mode, k, category, version, settings.query_expansion)
+    try:
+        model = pipeline.embedder.model_name
+    except ServiceUnavailable:
+        model = ""  # the search below meets the same outage and answers for it
+    key = cache.key(data, mode, k, category, version, settings.query_expansion, model)
     start = time.perf_counter()
     if (hit := cache.get(key)) is not None:
         out = SearchOut.model_validate_json(hit)

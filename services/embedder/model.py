@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -60,9 +62,16 @@ class GarmentEmbedder(InferenceModel):
 
     @property
     def model_name(self) -> str:
-        """Model identifier (weights variant, colour weight, mirroring) the embedder service and evaluations report."""
+        """Model identifier (weights variant and file digest, colour weight, mirroring): vectors are comparable only
+        between embedders of the same name."""
         mirror = {"off": "", "catalog": "+catalog-mirror", "both": "+mirror"}[self.settings.mirror_averaging]
-        return f"effnet-lite0-{self.variant}+color30@w{self.settings.color_weight:g}{mirror}"
+        variant = self.variant if self.variant == "imagenet" else f"{self.variant}.{self._weights_digest}"
+        return f"effnet-lite0-{variant}+color30@w{self.settings.color_weight:g}{mirror}"
+
+    @cached_property
+    def _weights_digest(self) -> str:
+        # Retrained weights keep the variant's name; without this an index or cache would mix their vectors.
+        return hashlib.sha256(Path(self.weights).read_bytes()).hexdigest()[:8]
 
     def _load(self) -> None:
         self.backbone.load()
