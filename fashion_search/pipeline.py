@@ -110,13 +110,18 @@ class SearchPipeline:
         """Distinct categories in the catalog, for filters."""
         return sorted(self.index.stats().categories)
 
+    def embedder_model(self) -> str:
+        """The query embedder's model name; "" while a remote embedder is unreachable (its health check says so)."""
+        try:
+            return self.embedder.model_name
+        except ServiceUnavailable:
+            return ""
+
     def stale_index(self, stats: IndexStats | None = None) -> str | None:
         """Why stored vectors do not match the query embedder (another model or colour weight), or None if all do."""
         stats = stats or self.index.stats()
-        try:
-            model = self.embedder.model_name
-        except ServiceUnavailable:
-            return None  # an embedder service that is down cannot say; its own health check reports it
+        if not (model := self.embedder_model()):
+            return None  # an embedder service that is down cannot say
         others = {name: n for name, n in stats.embedders.items() if name != model}
         if not others:
             return None

@@ -8,7 +8,6 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
 from prometheus_client import Counter, Histogram
 
-from fashion_search.grpc_common import ServiceUnavailable
 from fashion_search.images import decode_image
 from fashion_search.pipeline import SearchPipeline
 from fashion_search.settings import Settings
@@ -56,12 +55,10 @@ def search(
     category = (category or "").strip() or None
     data = read_upload(image, settings)
     img = decode_image(data, settings)
-    version = pipeline.index.stats().version
-    try:
-        model = pipeline.embedder.model_name
-    except ServiceUnavailable:
-        model = ""  # the search below meets the same outage and answers for it
-    key = cache.key(data, mode, k, category, version, settings.query_expansion, model)
+    # Only the version: stats() counts points and facets categories and embedders, too slow for every query.
+    version = pipeline.index.version
+    # An unreachable embedder gives "": the search below meets the same outage and answers for it.
+    key = cache.key(data, mode, k, category, version, settings.query_expansion, pipeline.embedder_model())
     start = time.perf_counter()
     if (hit := cache.get(key)) is not None:
         out = SearchOut.model_validate_json(hit)

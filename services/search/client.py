@@ -112,6 +112,11 @@ class RemoteIndex:
         return IndexStats(r.count, r.version, r.dim, r.backend, list(r.vector_names), list(r.categories),
                           dict(r.embedders))
 
+    @property
+    def version(self) -> int:
+        """The server index's write version (the service answers it with its stats)."""
+        return self.stats().version
+
     def close(self) -> None:
         """Close the channel (the server's index stays open)."""
         self._channel.close()
