@@ -20,13 +20,14 @@ def average_precision(recall: np.ndarray, precision: np.ndarray) -> float:
     return float(np.sum((r[idx + 1] - r[idx]) * p[idx + 1]))
 
 
-def detection_map(
+def ranked_matches(
     predictions: Sequence[Sequence[Detection]],
     truths: Sequence[Sequence[tuple[Box, str]]],
     iou_threshold: float = 0.5,
     class_agnostic: bool = False,
-) -> tuple[float, dict[str, float]]:
-    """mAP over classes present in the ground truth, and AP per class; each truth matches one prediction."""
+) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
+    """Per class present in the ground truth: prediction scores best first, whether each matched a truth of its
+    image not matched before (IoU ≥ iou_threshold; 1 or 0), and the number of truths."""
     scored: dict[str, list[tuple[float, int, Box]]] = defaultdict(list)
     gt: dict[str, dict[int, list[Box]]] = defaultdict(lambda: defaultdict(list))
     for i, (preds, objs) in enumerate(zip(predictions, truths, strict=True)):
@@ -34,23 +35,33 @@ def detection_map(
             scored["garment" if class_agnostic else d.category].append((d.score, i, d.box))
         for box, cat in objs:
             gt["garment" if class_agnostic else cat][i].append(box)
-    per_class = {}
+    out = {}
     for cat, images in gt.items():
-        n_true = sum(len(b) for b in images.values())
         used = {i: [False] * len(b) for i, b in images.items()}
-        tp, fp = [], []
-        for _, i, box in sorted(scored.get(cat, []), key=lambda s: -s[0]):
+        scores, tp = [], []
+        for score, i, box in sorted(scored.get(cat, []), key=lambda s: -s[0]):
             cands = images.get(i, [])
             ious = [box.iou(t) for t in cands]
             j = int(np.argmax(ious)) if ious else -1
-            if j >= 0 and ious[j] >= iou_threshold and not used[i][j]:
+            found = j >= 0 and ious[j] >= iou_threshold and not used[i][j]
+            if found:
                 used[i][j] = True
-                tp.append(1)
-                fp.append(0)
-            else:
-                tp.append(0)
-                fp.append(1)
-        tps, fps = np.cumsum(tp), np.cumsum(fp)
+            scores.append(score)
+            tp.append(int(found))
+        out[cat] = (np.array(scores, dtype=float), np.array(tp, dtype=int), sum(len(b) for b in images.values()))
+    return out
+
+
+def detection_map(
+    predictions: Sequence[Sequence[Detection]],
+    truths: Sequence[Sequence[tuple[Box, str]]],
+    iou_threshold: float = 0.5,
+    class_agnostic: bool = False,
+) -> tuple[float, dict[str, float]]:
+    """mAP over classes present in the ground truth, and AP per class; each truth matches one prediction."""
+    per_class = {}
+    for cat, (_, tp, n_true) in ranked_matches(predictions, truths, iou_threshold, class_agnostic).items():
+        tps, fps = np.cumsum(tp), np.cumsum(1 - tp)
         recall = tps / max(n_true, 1)
         precision = tps / np.maximum(tps + fps, 1)
         per_class[cat] = average_precision(recall, precision) if len(tp) else 0.0
@@ -68,23 +79,12 @@ def best_f_threshold(
     first; beta > 1 weighs recall more). Returns (threshold, F-beta, precision, recall) there; (inf, 0, 0, 0)
     when nothing can be found.
     """
-    hits: list[tuple[float, int]] = []
-    for preds, objs in zip(predictions, truths, strict=True):
-        used = [False] * len(objs)
-        for d in sorted(preds, key=lambda p: -p.score):
-            ious = [d.box.iou(box) for box, _ in objs]
-            j = int(np.argmax(ious)) if ious else -1
-            found = j >= 0 and ious[j] >= iou_threshold and not used[j]
-            if found:
-                used[j] = True
-            hits.append((d.score, int(found)))
-    n_true = sum(len(objs) for objs in truths)
-    if not hits or n_true == 0:
+    matches = ranked_matches(predictions, truths, iou_threshold, class_agnostic=True)
+    if "garment" not in matches or not len(matches["garment"][0]):
         return float("inf"), 0.0, 0.0, 0.0
-    hits.sort(key=lambda h: -h[0])
-    scores = np.array([s for s, _ in hits])
-    tps = np.cumsum([t for _, t in hits])
-    kept = np.arange(1, len(hits) + 1)
+    scores, tp, n_true = matches["garment"]
+    tps = np.cumsum(tp)
+    kept = np.arange(1, len(scores) + 1)
     # A threshold keeps every detection scoring at least as much: only the last of equal scores is a cut point.
     cut = np.flatnonzero(np.r_[scores[1:] != scores[:-1], True])
     precision, recall = tps[cut] / kept[cut], tps[cut] / n_true
