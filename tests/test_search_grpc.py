@@ -98,6 +98,7 @@ def test_remote_index_round_trip(remote: RemoteIndex, url: str, settings: Settin
     after = remote.stats()
     assert after.count == len(items) - 1
     assert after.version > before.version
+    assert remote.version == after.version  # the Version RPC agrees with Stats
     assert remote.optimize() is False
 
 
@@ -144,7 +145,7 @@ def test_invalid_requests_raise_value_error(remote: RemoteIndex) -> None:
         remote.upsert([(Product("x"), {IMAGE_VECTOR: np.ones(3)})])
     with pytest.raises(ValueError, match="product id"):
         remote.get("")
-    assert remote.stats().version == version
+    assert remote.stats().version == version == remote.version
 
 
 def test_unreachable_server_raises_service_unavailable(tmp_path: Path) -> None:

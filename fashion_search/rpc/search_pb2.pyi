@@ -164,3 +164,13 @@ class StatsResponse(_message.Message):
     categories: _containers.RepeatedScalarFieldContainer[str]
     embedders: _containers.ScalarMap[str, int]
     def __init__(self, count: _Optional[int] = ..., version: _Optional[int] = ..., dim: _Optional[int] = ..., backend: _Optional[str] = ..., vector_names: _Optional[_Iterable[str]] = ..., categories: _Optional[_Iterable[str]] = ..., embedders: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
+class VersionRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class VersionResponse(_message.Message):
+    __slots__ = ("version",)
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    def __init__(self, version: _Optional[int] = ...) -> None: ...

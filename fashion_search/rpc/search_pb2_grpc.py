@@ -45,6 +45,11 @@ class SearchStub(object):
                 request_serializer=fashion__search_dot_rpc_dot_search__pb2.StatsRequest.SerializeToString,
                 response_deserializer=fashion__search_dot_rpc_dot_search__pb2.StatsResponse.FromString,
                 )
+        self.Version = channel.unary_unary(
+                '/fashion_search.v1.Search/Version',
+                request_serializer=fashion__search_dot_rpc_dot_search__pb2.VersionRequest.SerializeToString,
+                response_deserializer=fashion__search_dot_rpc_dot_search__pb2.VersionResponse.FromString,
+                )
 
 
 class SearchServicer(object):
@@ -88,6 +93,13 @@ class SearchServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Version(self, request, context):
+        """The write version alone: cheap enough to ask on every query (Stats counts and facets the collection).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SearchServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -120,6 +132,11 @@ def add_SearchServicer_to_server(servicer, server):
                     servicer.Stats,
                     request_deserializer=fashion__search_dot_rpc_dot_search__pb2.StatsRequest.FromString,
                     response_serializer=fashion__search_dot_rpc_dot_search__pb2.StatsResponse.SerializeToString,
+            ),
+            'Version': grpc.unary_unary_rpc_method_handler(
+                    servicer.Version,
+                    request_deserializer=fashion__search_dot_rpc_dot_search__pb2.VersionRequest.FromString,
+                    response_serializer=fashion__search_dot_rpc_dot_search__pb2.VersionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -231,5 +248,22 @@ class Search(object):
         return grpc.experimental.unary_unary(request, target, '/fashion_search.v1.Search/Stats',
             fashion__search_dot_rpc_dot_search__pb2.StatsRequest.SerializeToString,
             fashion__search_dot_rpc_dot_search__pb2.StatsResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def Version(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/fashion_search.v1.Search/Version',
+            fashion__search_dot_rpc_dot_search__pb2.VersionRequest.SerializeToString,
+            fashion__search_dot_rpc_dot_search__pb2.VersionResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

@@ -114,8 +114,8 @@ class RemoteIndex:
 
     @property
     def version(self) -> int:
-        """The server index's write version (the service answers it with its stats)."""
-        return self.stats().version
+        """The server index's write version."""
+        return int(self._call(self._stub.Version, search_pb2.VersionRequest()).version)
 
     def close(self) -> None:
         """Close the channel (the server's index stays open)."""

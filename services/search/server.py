@@ -31,7 +31,7 @@ def point_from_proto(msg: search_pb2.IndexedPoint) -> tuple[Product, dict[str, n
 
 
 class SearchServicer(search_pb2_grpc.SearchServicer):
-    """Upsert / Search / Get / Scroll / Delete / Stats over one VectorIndex; bad input → INVALID_ARGUMENT."""
+    """Upsert / Search / Get / Scroll / Delete / Stats / Version over one VectorIndex; bad input → INVALID_ARGUMENT."""
 
     def __init__(self, index: VectorIndex) -> None:
         self.index = index
@@ -45,7 +45,7 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
                 upserted = len({p.product_id for p, _ in points}) - len(skipped)
             else:
                 skipped, upserted = [], self.index.upsert(points)
-            return search_pb2.UpsertResponse(upserted=upserted, version=self.index.stats().version, skipped=skipped)
+            return search_pb2.UpsertResponse(upserted=upserted, version=self.index.version, skipped=skipped)
 
         return abort_on_invalid(context, run)
 
@@ -73,7 +73,7 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
         """Delete products by id; answers how many existed and the new version."""
         def run() -> search_pb2.DeleteResponse:
             deleted = self.index.delete(list(request.product_ids))
-            return search_pb2.DeleteResponse(deleted=deleted, version=self.index.stats().version)
+            return search_pb2.DeleteResponse(deleted=deleted, version=self.index.version)
 
         return abort_on_invalid(context, run)
 
@@ -93,6 +93,10 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
             count=s.count, version=s.version, dim=s.dim, backend=s.backend,
             vector_names=s.vector_names, categories=s.categories, embedders=s.embedders,
         )
+
+    def Version(self, request: search_pb2.VersionRequest, context: grpc.ServicerContext) -> search_pb2.VersionResponse:
+        """The collection's write version (changes on every upsert or delete)."""
+        return search_pb2.VersionResponse(version=self.index.version)
 
 
 def resolve_dim(settings: Settings) -> int:
