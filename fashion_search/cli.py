@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     em = sub.add_parser("eval-models", help="detector mAP@0.5 and segmenter mIoU on generated scenes")
     _scene_options(em)
+    em.add_argument("--photos", default="",
+                    help="held-out product photos: also count the garments fine mode finds in each")
 
     bench = sub.add_parser("bench", help="per-stage latency p50/p95 for simple and fine mode")
     bench.add_argument("--queries", type=int, default=0, help="number of queries (default: settings)")

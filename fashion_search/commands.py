@@ -244,7 +244,7 @@ def cmd_eval_models(args: argparse.Namespace, settings: Settings) -> int:
     from fashion_search.evaluation import write_section
     from fashion_search.evaluation_models import evaluate_models, models_markdown
 
-    result = evaluate_models(settings, str(_scenes(args)), args.limit)
+    result = evaluate_models(settings, str(_scenes(args)), args.limit, args.photos)
     text = models_markdown(result, _command_line())
     print(json.dumps(result, indent=2) if args.json else text)
     if args.output:

@@ -6,7 +6,7 @@ import pytest
 
 from fashion_search.domain import Box, Detection
 from fashion_search.evaluation import average_precision, precision_at, write_section
-from services.detector.metrics import best_f_threshold, detection_map
+from services.detector.metrics import best_f_threshold, detection_map, f_at_threshold
 
 
 def test_precision_and_average_precision() -> None:
@@ -59,6 +59,19 @@ def test_best_f_threshold_counts_each_garment_once() -> None:
     assert best_f_threshold(late, scene)[:2] == (0.8, pytest.approx(2 / 3))  # P 1, R 1/2 (at 0.3: 0.6)
     assert best_f_threshold(late, scene, beta=2.0)[:2] == (0.3, pytest.approx(15 / 22))  # P 1/2, R 3/4
     assert best_f_threshold([[]], [[]]) == (float("inf"), 0.0, 0.0, 0.0)
+
+
+def test_f_at_threshold_agrees_with_the_best_cut() -> None:
+    boxes = [Box(10 * k, 0, 10 * k + 8, 8) for k in range(4)]
+    scene = [[(b, "hat") for b in boxes]]
+    late = [[Detection(boxes[0], "hat", 0.9), Detection(boxes[1], "shoes", 0.8),
+             *(Detection(Box(100, 100, 108, 108 + k), "hat", 0.5 - k / 20) for k in range(3)),
+             Detection(boxes[2], "hat", 0.3)]]
+    threshold, f2, precision, recall = best_f_threshold(late, scene, beta=2.0)
+    assert f_at_threshold(late, scene, threshold, beta=2.0) == (pytest.approx(f2), precision, recall)
+    # At 0.5: two garments of four found among three kept detections.
+    assert f_at_threshold(late, scene, 0.5) == (pytest.approx(2 * (2 / 3) * 0.5 / (2 / 3 + 0.5)), 2 / 3, 0.5)
+    assert f_at_threshold(late, scene, 0.95) == (0.0, 0.0, 0.0)
 
 
 def test_write_section_replaces_only_its_block(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -62,3 +62,26 @@ def test_two_stage_detector_uses_its_calibrated_threshold_unless_set(scenes: lis
     strict = SceneDetector(make_settings(tmp_path, detector_min_score=0.9), "centernet-v3")
     assert all(d.score >= 0.9 for d in strict.detect(image))
     assert len(strict.detect(image)) < len(own.detect(image, 0.05))
+
+
+def test_shipped_detector_finds_the_garment_of_product_photos(tmp_path: Path) -> None:
+    from fashion_search.evaluation_models import product_photo_report
+    from fashion_search.pipeline import MAX_GARMENTS
+
+    settings = make_settings(tmp_path)
+    report = product_photo_report(SceneDetector(settings, "centernet-v3"), settings, str(VAL_SAMPLE), None)
+    assert report["photos"] == 14  # val_sample photos with a usable garment mask
+    assert report["found"] >= 0.75, report
+    assert 1.0 <= report["garments_per_photo"] <= MAX_GARMENTS
+
+
+def test_eval_models_reports_scenes_and_product_photos(tmp_path: Path) -> None:
+    from fashion_search.evaluation_models import evaluate_models, models_markdown
+
+    scenes_dir = tmp_path / "scenes"
+    generate_scenes(str(VAL_SAMPLE), str(scenes_dir), 3, 7, "test", scenes_dir / "garment_masks.jsonl")
+    result = evaluate_models(make_settings(tmp_path), str(scenes_dir), photos_dir=str(VAL_SAMPLE))
+    assert result["scenes"] == 3 and 0.0 <= result["map50"] <= 1.0
+    assert result["product_photos"]["photos"] == 14
+    text = models_markdown(result, "fashion-search eval-models")
+    assert "Product photos" in text and "| class | AP@0.5 |" in text

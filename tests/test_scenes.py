@@ -20,6 +20,7 @@ from fashion_search.datasets.scenes import (
     generate_scenes,
     load_scenes,
     mask_box,
+    product_photo_scenes,
 )
 
 REAL_DATA = Path("/work/shared/data/clothing-small")
@@ -147,6 +148,24 @@ def test_mask_cache_reuse_is_identical(source_dir: Path, tmp_path: Path) -> None
     second = generate_scenes(source_dir, tmp_path / "b", 4, seed=5, split_name="train", mask_cache=cache)
     assert second["mask_seconds"] == 0  # every mask came from the cache
     assert (tmp_path / "a" / ANNOTATIONS).read_bytes() == (tmp_path / "b" / ANNOTATIONS).read_bytes()
+
+
+def test_product_photos_become_one_garment_scenes(source_dir: Path, tmp_path: Path) -> None:
+    # One photo stored sideways with an EXIF orientation: its record must describe the upright photo.
+    upright = Image.open(source_dir / "dress" / "item0.jpg")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated 90° clockwise
+    upright.transpose(Image.Transpose.ROTATE_90).save(source_dir / "dress" / "item0.jpg", quality=92, exif=exif)
+    scenes = product_photo_scenes(source_dir, tmp_path / "masks.jsonl")
+    assert len(scenes) == 6 and (tmp_path / "masks.jsonl").is_file()
+    truth = mask_box(_tshirt_mask(320, 240))
+    assert truth is not None
+    for scene in scenes:
+        assert (scene["width"], scene["height"]) == (240, 320) and Path(scene["image_path"]).is_file()
+        (obj,) = scene["objects"]
+        assert obj["product_id"].split(":")[0] == obj["category"]
+        box = np.array(obj["box"])
+        assert np.abs(box - truth).max() <= 6, (obj["product_id"], box, truth)
 
 
 @pytest.mark.skipif(not (REAL_DATA / "validation").is_dir(), reason="clothing-small data set not present")

@@ -34,6 +34,15 @@ def test_split_is_seeded_and_product_disjoint() -> None:
     assert all(any(o["product_id"] not in fit_products for o in s["objects"])
                for s, h in zip(scenes, held, strict=True) if h)
     assert 0.1 < held.mean() < 0.35
+    # Scenes added after the first 400 (the product photos) follow their products and leave the split alone.
+    extra = [{"objects": [{"product_id": f"p{k}", "category": "dress" if k % 2 else "skirt"}]} for k in range(1200)]
+    grown = split_scenes(scenes + extra, seed=3, defining=len(scenes))
+    assert np.array_equal(grown[:400], held)
+    shown = {o["product_id"] for s in scenes for o in s["objects"]}
+    for e, h in zip(extra, grown[400:], strict=True):
+        product = e["objects"][0]["product_id"]
+        assert not h or (product in shown and product not in fit_products)
+    assert grown[400:].any()
 
 
 @pytest.fixture(scope="module")

@@ -145,7 +145,7 @@ def load_scenes(out_dir: str | Path) -> list[dict[str, Any]]:
 # Source photos and their cut-outs
 
 
-def _load_rgb(path: str) -> np.ndarray:
+def load_upright_rgb(path: str) -> np.ndarray:
     """RGB array of a photo, upright, at most MAX_SOURCE_SIDE."""
     with Image.open(path) as im:
         # exif_transpose always copies; only pay for it when the photo is actually rotated.
@@ -202,7 +202,7 @@ class SourceBank:
                 full = None if rle is None else decode_rle(rle)
             else:
                 start = time.perf_counter()
-                full = garment_mask(Image.fromarray(_load_rgb(self.records[idx].image_path)))[0]
+                full = garment_mask(Image.fromarray(load_upright_rgb(self.records[idx].image_path)))[0]
                 self.mask_seconds += time.perf_counter() - start
                 if self._cache_path is not None:
                     self._cache[key] = None if full is None else encode_rle(full)
@@ -383,7 +383,7 @@ def _bg_photo(rng: np.random.Generator, h: int, w: int, bank: SourceBank, exclud
     idx = int(rng.integers(len(bank.records)))
     if idx in exclude:
         return None
-    photo = _load_rgb(bank.records[idx].image_path)
+    photo = load_upright_rgb(bank.records[idx].image_path)
     mask = bank.mask(idx)
     ph, pw = photo.shape[:2]
     frac = rng.uniform(*PHOTO_CROP_FRACTION)
@@ -521,7 +521,7 @@ def _make_scene(rng: np.random.Generator, bank: SourceBank) -> tuple[np.ndarray,
             continue
         crowd = 1 - CROWD_SHRINK * (len(chosen) - 1)
         side = min(h, w) * rng.uniform(*GARMENT_SIZE_RANGE) * CATEGORY_SIZE.get(rec.category, 1.0) * crowd
-        rgb, alpha = _garment_patch(rng, _load_rgb(rec.image_path), mask, side)
+        rgb, alpha = _garment_patch(rng, load_upright_rgb(rec.image_path), mask, side)
         ph, pw = alpha.shape
         solid = alpha > 0.5
         total = int(solid.sum())
@@ -628,6 +628,29 @@ def generate_scenes(
     return {"scenes": n_scenes, "objects": n_objects, "photos": len(records), "photos_checked": checked,
             "photos_usable": usable, "seconds": round(time.perf_counter() - start, 2),
             "mask_seconds": round(bank.mask_seconds, 2)}
+
+
+def product_photo_scenes(source_dir: str | Path, mask_cache: str | Path | None = None) -> list[dict[str, Any]]:
+    """The catalog photos themselves as one-garment scenes (same record layout), for those with a usable mask.
+
+    Product photos are frame-filling, unlike the garments pasted into scenes: a detector that never saw one
+    breaks it into parts. Box and size are in the upright photo's frame at most MAX_SOURCE_SIDE, where the
+    mask is computed; a reader must open the photo upright (EXIF) and may scale it.
+    """
+    records = load_catalog(source_dir)
+    bank = SourceBank(records, Path(mask_cache) if mask_cache is not None else None)
+    scenes = []
+    for idx, rec in enumerate(records):
+        mask = bank.mask(idx)
+        if mask is None:
+            continue
+        path = str(Path(rec.image_path).resolve())
+        obj = {"product_id": rec.product_id, "category": rec.category, "source": rec.image_path,
+               "box": mask_box(mask)}
+        scenes.append({"scene": path, "split": "photos", "width": mask.shape[1], "height": mask.shape[0],
+                       "objects": [obj], "image_path": path})
+    bank.save_cache()
+    return scenes
 
 
 def ensure_scenes(out_dir: str | Path, source_dir: str | Path | None, n_scenes: int, seed: int) -> Path:

@@ -91,3 +91,20 @@ def best_f_threshold(
     f = (1 + beta**2) * precision * recall / np.maximum(beta**2 * precision + recall, 1e-12)
     best = int(np.argmax(f))
     return float(scores[cut[best]]), float(f[best]), float(precision[best]), float(recall[best])
+
+
+def f_at_threshold(
+    predictions: Sequence[Sequence[Detection]],
+    truths: Sequence[Sequence[tuple[Box, str]]],
+    threshold: float,
+    beta: float = 1.0,
+    iou_threshold: float = 0.5,
+) -> tuple[float, float, float]:
+    """Class-agnostic (F-beta, precision, recall) of the detections scoring at least threshold."""
+    kept = [[d for d in preds if d.score >= threshold] for preds in predictions]
+    matches = ranked_matches(kept, truths, iou_threshold, class_agnostic=True)
+    _, tp, n_true = matches.get("garment", (np.zeros(0), np.zeros(0, int), 0))
+    precision = float(tp.sum() / len(tp)) if len(tp) else 0.0
+    recall = float(tp.sum() / n_true) if n_true else 0.0
+    f = (1 + beta**2) * precision * recall / max(beta**2 * precision + recall, 1e-12)
+    return f, precision, recall

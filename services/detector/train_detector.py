@@ -3,7 +3,7 @@
     SRC=../shared/data/clothing-small
     python -m fashion_search.datasets.scenes --source $SRC/train --out data/scenes/train --n 4000 --seed 1
     python -m fashion_search.datasets.scenes --source $SRC/validation --out data/scenes/validation --n 500 --seed 2
-    fashion-search train detector --scenes data/scenes/train --val data/scenes/validation
+    fashion-search train detector --scenes data/scenes/train --val data/scenes/validation --photos $SRC/train
 
 The backbone is frozen, so its features are computed once per scene and cached; only the small head is trained
 (mirroring is applied to the cached feature maps and targets). The epoch count is chosen on a split of the train
@@ -15,6 +15,10 @@ Variants with a second stage (centernet-v3) then train the box head the same way
 on the split, its epoch count and scoring chosen on the held-out part, then again on all train scenes. Their
 detection threshold is the one with the best F2 (recall counts twice) on the held-out scenes, for both stages
 trained by the same recipe on the fit scenes alone.
+
+The train product photos themselves (those with a usable garment mask) join the scenes as one-garment scenes:
+shoppers also search with frame-filling product photos, which a detector trained on pasted garments alone breaks
+into parts. They are split by product like the scenes; the log reports held-out scenes and photos apart.
 """
 
 from __future__ import annotations
@@ -30,11 +34,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
-from fashion_search.datasets.scenes import load_scenes
+from fashion_search.datasets.scenes import load_scenes, product_photo_scenes
 from fashion_search.domain import Box
 from fashion_search.feature_cache import cached
+from services.detector.box_head import BoxHead, Proposal, Scoring
 from services.detector.centernet import (
     STRIDE,
     VARIANTS,
@@ -45,7 +50,7 @@ from services.detector.centernet import (
     preprocess,
 )
 from services.detector.head import CATEGORIES
-from services.detector.metrics import detection_map
+from services.detector.metrics import detection_map, f_at_threshold
 from services.detector.train_box_head import (
     THRESHOLD_F_BETA,
     choose_min_score,
@@ -74,9 +79,9 @@ def cache_pyramid(variant: Variant, scenes: list[dict[str, Any]], cache_dir: Pat
         mids, deeps = [], []
         start = time.time()
         for i in range(0, len(scenes), CACHE_BATCH):
-            x = torch.cat([
-                preprocess(Image.open(s["image_path"]), variant.input_size) for s in scenes[i:i + CACHE_BATCH]
-            ])
+            # Upright (EXIF), as the annotations of product photos are; generated scenes carry no orientation.
+            x = torch.cat([preprocess(ImageOps.exif_transpose(Image.open(s["image_path"])), variant.input_size)
+                           for s in scenes[i:i + CACHE_BATCH]])
             mid, deep = pyramid(x)
             mids.append(mid.half())
             deeps.append(deep.half())
@@ -179,16 +184,35 @@ def train_head(
     return head, history
 
 
-def split_scenes(scenes: list[dict[str, Any]], seed: int) -> np.ndarray:
-    """Scenes showing any of a seeded, class-stratified HOLDOUT share of the products (boolean mask).
+def split_scenes(scenes: list[dict[str, Any]], seed: int, defining: int | None = None) -> np.ndarray:
+    """Scenes showing any of a seeded, class-stratified HOLDOUT share of the products (boolean mask); the products
+    are those of the first `defining` scenes (all by default), so added scenes do not move the split.
 
     Held-out scenes then test what validation tests: garments whose products the fit never saw.
     """
-    products = sorted({(o["category"], o["product_id"]) for s in scenes for o in s["objects"]})
+    products = sorted({(o["category"], o["product_id"]) for s in scenes[:defining] for o in s["objects"]})
     categories = np.array([c for c, _ in products])
     held_products = {p for (_, p), held in zip(products, split_products(categories, seed, HOLDOUT), strict=True)
                      if held}
     return np.array([any(o["product_id"] in held_products for o in s["objects"]) for s in scenes], dtype=bool)
+
+
+def holdout_report(
+    head: BoxHead, scoring: Scoring, feats: tuple, scenes: list[dict[str, Any]], proposals: list[list[Proposal]],
+    rows: np.ndarray,
+    min_score: float,
+) -> dict[str, float]:
+    """Class-agnostic F2, precision and recall of fine mode's garments at min_score in the scenes of rows, and how
+    many garments it searches per scene against how many there are."""
+    from fashion_search.pipeline import distinct_garments
+
+    found = [distinct_garments([d for d in f if d.score >= min_score])
+             for f in detect_all(head, feats, scenes, proposals, rows, [scoring])[0]]
+    truths = truths_of(scenes, rows)
+    f_beta, precision, recall = f_at_threshold(found, truths, min_score, THRESHOLD_F_BETA)
+    return {"scenes": len(rows), "f_beta": round(f_beta, 4), "precision": round(precision, 4),
+            "recall": round(recall, 4), "garments_per_scene": round(float(np.mean([len(t) for t in truths])), 3),
+            "searched_per_scene": round(float(np.mean([len(f) for f in found])), 3)}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -197,6 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--variant", choices=sorted(VARIANTS), default="centernet-v3")
     parser.add_argument("--scenes", default="data/scenes/train")
     parser.add_argument("--val", default="data/scenes/validation")
+    parser.add_argument("--photos", default="../shared/data/clothing-small/train",
+                        help='the train product photos, added as one-garment scenes ("": scenes only)')
+    parser.add_argument("--photo-masks", default="",
+                        help="garment mask cache of those photos (default: SCENES/garment_masks.jsonl)")
     parser.add_argument("--out", default="", help="weights file (default: the variant's shipped file)")
     parser.add_argument("--epochs", type=int, default=8, help="most epochs tried on the train split")
     parser.add_argument("--box-epochs", type=int, default=8, help="most epochs tried for the second stage")
@@ -218,9 +246,16 @@ def main(argv: list[str] | None = None) -> None:
     train_scenes, val_scenes = load_scenes(args.scenes), load_scenes(args.val)
     train_feats = cache_pyramid(variant, train_scenes, Path(args.cache_dir))
     val_feats = cache_pyramid(variant, val_scenes, Path(args.cache_dir))
+    n_generated = len(train_scenes)
+    if args.photos:
+        photos = product_photo_scenes(args.photos, args.photo_masks or Path(args.scenes) / "garment_masks.jsonl")
+        photo_feats = cache_pyramid(variant, photos, Path(args.cache_dir))
+        train_feats = tuple(torch.cat(pair) for pair in zip(train_feats, photo_feats, strict=True))
+        train_scenes = train_scenes + photos
+        log.info("added %d product photos to %d generated scenes", len(photos), n_generated)
     labels = [[targets(s, False, grid), targets(s, True, grid)] for s in train_scenes]
 
-    held = split_scenes(train_scenes, args.seed)
+    held = split_scenes(train_scenes, args.seed, n_generated)
     fit, hold = np.flatnonzero(~held), np.flatnonzero(held)
     log.info("split: %d/%d train scenes (fit/held out)", len(fit), len(hold))
     fit_head, history = train_head(variant, train_feats, labels, fit, args.epochs, args.batch, args.seed,
@@ -233,7 +268,8 @@ def main(argv: list[str] | None = None) -> None:
     meta: dict[str, Any] = {
         "variant": variant.name, "input_size": variant.input_size, "deep": variant.deep, "epochs": best_epochs,
         "max_epochs": args.epochs, "holdout_map50": [round(v, 4) for v in history],
-        "train_scenes": len(train_scenes), "val_scenes": len(val_scenes), "seed": args.seed,
+        "train_scenes": n_generated, "train_photos": len(train_scenes) - n_generated, "val_scenes": len(val_scenes),
+        "seed": args.seed,
     }
     saved = {"state": _half(head.state_dict())}
     if variant.box_head:
@@ -266,6 +302,12 @@ def main(argv: list[str] | None = None) -> None:
                                                                 recipe_props, hold)
         log.info("detection threshold %.4f: best train-holdout F%g %.4f (precision %.4f, recall %.4f)", min_score,
                  THRESHOLD_F_BETA, f_beta, precision, recall)
+        held_parts = {"scenes": hold[hold < n_generated], "photos": hold[hold >= n_generated]}
+        meta["holdout_at_min_score"] = {
+            part: holdout_report(recipe_box, scoring, train_feats, train_scenes, recipe_props, rows, min_score)
+            for part, rows in held_parts.items() if len(rows)
+        }
+        log.info("at that threshold, held out: %s", json.dumps(meta["holdout_at_min_score"]))
         meta |= {"min_score": round(min_score, 4),
                  "min_score_rule": f"best class-agnostic F{THRESHOLD_F_BETA:g} on the train holdout",
                  "holdout_f_beta": round(f_beta, 4), "holdout_precision": round(precision, 4),
