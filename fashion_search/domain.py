@@ -117,12 +117,18 @@ class IndexStats:
 class Detector(Protocol):
     """Finds garments in an image."""
 
+    @property
+    def model_name(self) -> str: ...
+
     def detect(self, image: Image.Image, min_score: float | None = None) -> list[Detection]: ...
 
 
 @runtime_checkable
 class Segmenter(Protocol):
     """Returns a boolean mask (box-sized, H×W) for each box."""
+
+    @property
+    def model_name(self) -> str: ...
 
     def segment(self, image: Image.Image, boxes: Sequence[Box]) -> list[np.ndarray]: ...
 

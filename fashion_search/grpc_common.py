@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import grpc
 import numpy as np
@@ -27,6 +28,25 @@ class ServiceUnavailable(RuntimeError):
     def __init__(self, service: str, detail: str) -> None:
         super().__init__(f"{service} service unavailable: {detail}")
         self.service = service
+
+
+T = TypeVar("T")
+
+
+class Expiring(Generic[T]):
+    """A value fetched again once it is older than ttl_s (racing threads may both fetch; either answer is fine)."""
+
+    def __init__(self, fetch: Callable[[], T], ttl_s: float) -> None:
+        self._fetch = fetch
+        self._ttl_s = ttl_s
+        self._value: tuple[float, T] | None = None
+
+    def get(self) -> T:
+        """The value, fetched now if never fetched or stale; a failed fetch raises and keeps nothing."""
+        now = time.monotonic()
+        if self._value is None or now - self._value[0] > self._ttl_s:
+            self._value = (now, self._fetch())
+        return self._value[1]
 
 
 def channel_options(settings: Settings) -> list[tuple[str, Any]]:

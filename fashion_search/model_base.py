@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from abc import ABC, abstractmethod
+from pathlib import Path
 
 import torch
 
@@ -22,6 +24,11 @@ def configure_torch(settings: Settings) -> None:
         _threads_set = True
 
 
+def file_digest(path: Path | str) -> str:
+    """First 8 hex digits of a weights file's SHA-256: retrained weights keep their variant's name, not this."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:8]
+
+
 class InferenceModel(ABC):
     """A model that loads its weights on first use; safe to share between threads."""
 
@@ -31,6 +38,12 @@ class InferenceModel(ABC):
         self.settings = settings or get_settings()
         self._load_lock = threading.Lock()
         self._loaded = False
+
+    @property
+    def model_name(self) -> str:
+        """What the model's output depends on (subclasses add a weights digest and output settings); a cache of
+        its results is valid only under the same name."""
+        return self.name
 
     @property
     def loaded(self) -> bool:

@@ -117,6 +117,17 @@ class SearchPipeline:
         except ServiceUnavailable:
             return ""
 
+    def models_used(self, mode: str) -> str:
+        """The models a query in this mode runs through (names with weights digests, the detection threshold),
+        for keying cached answers; a model whose service is down reads "" (that search answers for the outage)."""
+        names = [self.embedder_model()]
+        if mode in ("fine", "tag"):
+            threshold = self.settings.detector_min_score
+            names.append(_model_name(self.detector) + ("" if threshold is None else f"@{threshold:g}"))
+        if mode == "fine":
+            names.append(_model_name(self.segmenter))
+        return "|".join(names)
+
     def stale_index(self, stats: IndexStats | None = None) -> str | None:
         """Why stored vectors do not match the query embedder (another model or colour weight), or None if all do."""
         stats = stats or self.index.stats()
@@ -239,6 +250,13 @@ class SearchPipeline:
         ]
         timer.add("search", start)
         return results
+
+
+def _model_name(model: Detector | Segmenter) -> str:
+    try:
+        return model.model_name
+    except ServiceUnavailable:
+        return ""
 
 
 def distinct_garments(detections: Sequence[Detection]) -> list[Detection]:

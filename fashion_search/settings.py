@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     search_url: str = ""
     grpc_timeout_s: float = 15.0
     grpc_max_message_bytes: int = 64 * 1024 * 1024
+    # How long a client trusts a remote model's name (it keys the search cache) before asking again: a service can
+    # be redeployed with new weights under a running gateway.
+    model_info_ttl_s: float = 30.0
 
     # Ports each server binds when started with `fashion-search serve NAME`
     bind_host: str = "127.0.0.1"

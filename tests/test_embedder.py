@@ -74,3 +74,21 @@ def test_model_name_tells_retrained_weights_apart(tmp_path: Path) -> None:
     assert GarmentEmbedder(make_settings(tmp_path, embedder_model="imagenet")).model_name.startswith(
         "effnet-lite0-imagenet+color30"
     )
+
+
+def test_detector_and_segmenter_names_carry_their_weights_digest(tmp_path: Path) -> None:
+    from fashion_search.model_base import file_digest
+    from services.detector.centernet import VARIANTS, SceneDetector
+    from services.segmenter.mask_net import MaskSegmenter
+    from services.segmenter.model import GarmentSegmenter
+
+    settings = make_settings(tmp_path)
+    detector = SceneDetector(settings, "centernet-v3")
+    assert detector.model_name == f"centernet-v3.{file_digest(VARIANTS['centernet-v3'].weights)}"
+    shipped = MaskSegmenter(settings)
+    retrained = tmp_path / "masknet.pt"
+    retrained.write_bytes(shipped.weights.read_bytes() + b"\0")
+    assert MaskSegmenter(settings, retrained).model_name != shipped.model_name
+    assert shipped.model_name.startswith("masknet-v1.") and not shipped.loaded  # named without loading weights
+    grabcut = GarmentSegmenter(settings).model_name
+    assert GarmentSegmenter(make_settings(tmp_path, segment_iterations=5)).model_name != grabcut

@@ -183,6 +183,27 @@ def test_cache_key_changes_with_the_query_expansion_setting_and_the_embedder() -
     assert old != new
 
 
+def test_cached_answers_are_keyed_by_the_models_each_mode_runs(pipeline: SearchPipeline) -> None:
+    embedder, detector = pipeline.embedder.model_name, pipeline.detector.model_name
+    segmenter = pipeline.segmenter.model_name
+    assert pipeline.models_used("simple") == embedder  # simple mode runs the embedder alone
+    assert pipeline.models_used("tag") == f"{embedder}|{detector}"
+    assert pipeline.models_used("fine") == f"{embedder}|{detector}|{segmenter}"
+    # Another detection threshold finds other garments: it keys other answers.
+    other = copy.copy(pipeline)
+    other.settings = pipeline.settings.model_copy(update={"detector_min_score": 0.3})
+    assert other.models_used("fine") == f"{embedder}|{detector}@0.3|{segmenter}"
+    down = copy.copy(pipeline)
+    down.detector = _DownDetector()  # type: ignore[assignment]
+    assert down.models_used("fine") == f"{embedder}||{segmenter}"
+
+
+class _DownDetector:
+    @property
+    def model_name(self) -> str:
+        raise ServiceUnavailable("detector", "connection refused")
+
+
 def test_product_lifecycle(client: TestClient, small_records: list) -> None:
     rec = small_records[-1]
     v0 = client.get("/v1/stats").json()["version"]

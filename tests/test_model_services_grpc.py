@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from fashion_search.domain import Box, Detector, Segmenter
-from fashion_search.grpc_common import ServiceUnavailable, check_health
+from fashion_search.grpc_common import Expiring, ServiceUnavailable, check_health
 from fashion_search.images import InvalidImage
 from fashion_search.rpc import common_pb2, detector_pb2, detector_pb2_grpc, segmenter_pb2, segmenter_pb2_grpc
 from fashion_search.settings import Settings
@@ -83,6 +83,7 @@ def test_remote_detector_matches_in_process(detector_url: str, settings: Setting
     remote = RemoteDetector(detector_url, settings)
     assert isinstance(remote, Detector)
     try:
+        assert remote.model_name == local.model_name and "." in local.model_name  # name.weights-digest
         for image in sample_images():
             for min_score in (None, 0.0, 0.5):
                 _assert_same_detections(remote.detect(image, min_score), local.detect(image, min_score))
@@ -97,6 +98,7 @@ def test_remote_segmenter_matches_in_process(
     remote = RemoteSegmenter(segmenter_url, settings)
     assert isinstance(remote, Segmenter)
     try:
+        assert remote.model_name == local_segmenter.model_name
         for image in sample_images():
             boxes = [d.box for d in shared_models["detector"].detect(image, 0.0)]
             boxes += [Box(0, 0, image.width, image.height), Box(10, 10, 13, 12)]
@@ -121,7 +123,9 @@ def test_closed_port_raises_service_unavailable_quickly(client_cls: type) -> Non
             client.detect(image)
         else:
             client.segment(image, [Box(0, 0, 16, 16)])
-    assert time.monotonic() - start < OUTAGE_LIMIT_S
+    with pytest.raises(ServiceUnavailable):
+        client.model_name  # noqa: B018 - the property asks the service
+    assert time.monotonic() - start < 2 * OUTAGE_LIMIT_S
     client.close()
 
 
@@ -157,3 +161,22 @@ def test_oversized_image_through_the_client_is_invalid_image(detector_url: str, 
         assert err.value.status == 413  # refused as too large, not reported as an outage
     finally:
         remote.close()
+
+
+def test_expiring_value_is_asked_again_once_stale_and_not_kept_after_a_failure() -> None:
+    answers = iter(["model-a", "model-b"])
+    calls = []
+
+    def fetch() -> str:
+        calls.append(1)
+        answer = next(answers, None)
+        if answer is None:
+            raise ServiceUnavailable("detector", "down")
+        return answer
+
+    fresh = Expiring(fetch, ttl_s=3600)
+    assert (fresh.get(), fresh.get(), len(calls)) == ("model-a", "model-a", 1)
+    stale = Expiring(fetch, ttl_s=-1)  # always stale: every read asks
+    assert stale.get() == "model-b"
+    with pytest.raises(ServiceUnavailable):
+        stale.get()

@@ -14,7 +14,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x66\x61shion_search/rpc/common.proto\x12\x11\x66\x61shion_search.v1\"4\n\x05Image\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\r\n\x05width\x18\x02 \x01(\x05\x12\x0e\n\x06height\x18\x03 \x01(\x05\"5\n\x03\x42ox\x12\n\n\x02x0\x18\x01 \x01(\x02\x12\n\n\x02y0\x18\x02 \x01(\x02\x12\n\n\x02x1\x18\x03 \x01(\x02\x12\n\n\x02y1\x18\x04 \x01(\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x66\x61shion_search/rpc/common.proto\x12\x11\x66\x61shion_search.v1\"4\n\x05Image\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\r\n\x05width\x18\x02 \x01(\x05\x12\x0e\n\x06height\x18\x03 \x01(\x05\"\x12\n\x10ModelInfoRequest\"\"\n\x11ModelInfoResponse\x12\r\n\x05model\x18\x01 \x01(\t\"5\n\x03\x42ox\x12\n\n\x02x0\x18\x01 \x01(\x02\x12\n\n\x02y0\x18\x02 \x01(\x02\x12\n\n\x02x1\x18\x03 \x01(\x02\x12\n\n\x02y1\x18\x04 \x01(\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -23,6 +23,10 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   DESCRIPTOR._options = None
   _globals['_IMAGE']._serialized_start=54
   _globals['_IMAGE']._serialized_end=106
-  _globals['_BOX']._serialized_start=108
-  _globals['_BOX']._serialized_end=161
+  _globals['_MODELINFOREQUEST']._serialized_start=108
+  _globals['_MODELINFOREQUEST']._serialized_end=126
+  _globals['_MODELINFORESPONSE']._serialized_start=128
+  _globals['_MODELINFORESPONSE']._serialized_end=162
+  _globals['_BOX']._serialized_start=164
+  _globals['_BOX']._serialized_end=217
 # @@protoc_insertion_point(module_scope)

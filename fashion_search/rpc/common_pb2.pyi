@@ -14,6 +14,16 @@ class Image(_message.Message):
     height: int
     def __init__(self, data: _Optional[bytes] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
 
+class ModelInfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ModelInfoResponse(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
+
 class Box(_message.Message):
     __slots__ = ("x0", "y0", "x1", "y1")
     X0_FIELD_NUMBER: _ClassVar[int]

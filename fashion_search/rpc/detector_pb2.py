@@ -15,7 +15,7 @@ _sym_db = _symbol_database.Default()
 from fashion_search.rpc import common_pb2 as fashion__search_dot_rpc_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!fashion_search/rpc/detector.proto\x12\x11\x66\x61shion_search.v1\x1a\x1f\x66\x61shion_search/rpc/common.proto\"K\n\rDetectRequest\x12\'\n\x05image\x18\x01 \x01(\x0b\x32\x18.fashion_search.v1.Image\x12\x11\n\tmin_score\x18\x02 \x01(\x02\"Q\n\tDetection\x12#\n\x03\x62ox\x18\x01 \x01(\x0b\x32\x16.fashion_search.v1.Box\x12\x10\n\x08\x63\x61tegory\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\"a\n\x0e\x44\x65tectResponse\x12\x30\n\ndetections\x18\x01 \x03(\x0b\x32\x1c.fashion_search.v1.Detection\x12\r\n\x05width\x18\x02 \x01(\x05\x12\x0e\n\x06height\x18\x03 \x01(\x05\x32Y\n\x08\x44\x65tector\x12M\n\x06\x44\x65tect\x12 .fashion_search.v1.DetectRequest\x1a!.fashion_search.v1.DetectResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!fashion_search/rpc/detector.proto\x12\x11\x66\x61shion_search.v1\x1a\x1f\x66\x61shion_search/rpc/common.proto\"K\n\rDetectRequest\x12\'\n\x05image\x18\x01 \x01(\x0b\x32\x18.fashion_search.v1.Image\x12\x11\n\tmin_score\x18\x02 \x01(\x02\"Q\n\tDetection\x12#\n\x03\x62ox\x18\x01 \x01(\x0b\x32\x16.fashion_search.v1.Box\x12\x10\n\x08\x63\x61tegory\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\"a\n\x0e\x44\x65tectResponse\x12\x30\n\ndetections\x18\x01 \x03(\x0b\x32\x1c.fashion_search.v1.Detection\x12\r\n\x05width\x18\x02 \x01(\x05\x12\x0e\n\x06height\x18\x03 \x01(\x05\x32\xac\x01\n\x08\x44\x65tector\x12M\n\x06\x44\x65tect\x12 .fashion_search.v1.DetectRequest\x1a!.fashion_search.v1.DetectResponse\x12Q\n\x04Info\x12#.fashion_search.v1.ModelInfoRequest\x1a$.fashion_search.v1.ModelInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -28,6 +28,6 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _globals['_DETECTION']._serialized_end=247
   _globals['_DETECTRESPONSE']._serialized_start=249
   _globals['_DETECTRESPONSE']._serialized_end=346
-  _globals['_DETECTOR']._serialized_start=348
-  _globals['_DETECTOR']._serialized_end=437
+  _globals['_DETECTOR']._serialized_start=349
+  _globals['_DETECTOR']._serialized_end=521
 # @@protoc_insertion_point(module_scope)

@@ -2,6 +2,7 @@
 """Client and server classes corresponding to protobuf-defined services."""
 import grpc
 
+from fashion_search.rpc import common_pb2 as fashion__search_dot_rpc_dot_common__pb2
 from fashion_search.rpc import detector_pb2 as fashion__search_dot_rpc_dot_detector__pb2
 
 
@@ -20,6 +21,11 @@ class DetectorStub(object):
                 request_serializer=fashion__search_dot_rpc_dot_detector__pb2.DetectRequest.SerializeToString,
                 response_deserializer=fashion__search_dot_rpc_dot_detector__pb2.DetectResponse.FromString,
                 )
+        self.Info = channel.unary_unary(
+                '/fashion_search.v1.Detector/Info',
+                request_serializer=fashion__search_dot_rpc_dot_common__pb2.ModelInfoRequest.SerializeToString,
+                response_deserializer=fashion__search_dot_rpc_dot_common__pb2.ModelInfoResponse.FromString,
+                )
 
 
 class DetectorServicer(object):
@@ -32,6 +38,12 @@ class DetectorServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Info(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DetectorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -39,6 +51,11 @@ def add_DetectorServicer_to_server(servicer, server):
                     servicer.Detect,
                     request_deserializer=fashion__search_dot_rpc_dot_detector__pb2.DetectRequest.FromString,
                     response_serializer=fashion__search_dot_rpc_dot_detector__pb2.DetectResponse.SerializeToString,
+            ),
+            'Info': grpc.unary_unary_rpc_method_handler(
+                    servicer.Info,
+                    request_deserializer=fashion__search_dot_rpc_dot_common__pb2.ModelInfoRequest.FromString,
+                    response_serializer=fashion__search_dot_rpc_dot_common__pb2.ModelInfoResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -65,5 +82,22 @@ class Detector(object):
         return grpc.experimental.unary_unary(request, target, '/fashion_search.v1.Detector/Detect',
             fashion__search_dot_rpc_dot_detector__pb2.DetectRequest.SerializeToString,
             fashion__search_dot_rpc_dot_detector__pb2.DetectResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def Info(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/fashion_search.v1.Detector/Info',
+            fashion__search_dot_rpc_dot_common__pb2.ModelInfoRequest.SerializeToString,
+            fashion__search_dot_rpc_dot_common__pb2.ModelInfoResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

@@ -15,7 +15,7 @@ _sym_db = _symbol_database.Default()
 from fashion_search.rpc import common_pb2 as fashion__search_dot_rpc_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"fashion_search/rpc/segmenter.proto\x12\x11\x66\x61shion_search.v1\x1a\x1f\x66\x61shion_search/rpc/common.proto\"`\n\x0eSegmentRequest\x12\'\n\x05image\x18\x01 \x01(\x0b\x32\x18.fashion_search.v1.Image\x12%\n\x05\x62oxes\x18\x02 \x03(\x0b\x32\x16.fashion_search.v1.Box\"X\n\x04Mask\x12#\n\x03\x62ox\x18\x01 \x01(\x0b\x32\x16.fashion_search.v1.Box\x12\r\n\x05width\x18\x02 \x01(\x05\x12\x0e\n\x06height\x18\x03 \x01(\x05\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"9\n\x0fSegmentResponse\x12&\n\x05masks\x18\x01 \x03(\x0b\x32\x17.fashion_search.v1.Mask2]\n\tSegmenter\x12P\n\x07Segment\x12!.fashion_search.v1.SegmentRequest\x1a\".fashion_search.v1.SegmentResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"fashion_search/rpc/segmenter.proto\x12\x11\x66\x61shion_search.v1\x1a\x1f\x66\x61shion_search/rpc/common.proto\"`\n\x0eSegmentRequest\x12\'\n\x05image\x18\x01 \x01(\x0b\x32\x18.fashion_search.v1.Image\x12%\n\x05\x62oxes\x18\x02 \x03(\x0b\x32\x16.fashion_search.v1.Box\"X\n\x04Mask\x12#\n\x03\x62ox\x18\x01 \x01(\x0b\x32\x16.fashion_search.v1.Box\x12\r\n\x05width\x18\x02 \x01(\x05\x12\x0e\n\x06height\x18\x03 \x01(\x05\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"9\n\x0fSegmentResponse\x12&\n\x05masks\x18\x01 \x03(\x0b\x32\x17.fashion_search.v1.Mask2\xb0\x01\n\tSegmenter\x12P\n\x07Segment\x12!.fashion_search.v1.SegmentRequest\x1a\".fashion_search.v1.SegmentResponse\x12Q\n\x04Info\x12#.fashion_search.v1.ModelInfoRequest\x1a$.fashion_search.v1.ModelInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -28,6 +28,6 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _globals['_MASK']._serialized_end=276
   _globals['_SEGMENTRESPONSE']._serialized_start=278
   _globals['_SEGMENTRESPONSE']._serialized_end=335
-  _globals['_SEGMENTER']._serialized_start=337
-  _globals['_SEGMENTER']._serialized_end=430
+  _globals['_SEGMENTER']._serialized_start=338
+  _globals['_SEGMENTER']._serialized_end=514
 # @@protoc_insertion_point(module_scope)

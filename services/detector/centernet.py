@@ -9,6 +9,7 @@ v3 is v2 plus a second stage (`box_head.py`) that names and refines each propose
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from PIL import Image
 from torch import nn
 
 from fashion_search.domain import Box, Detection
-from fashion_search.model_base import InferenceModel
+from fashion_search.model_base import InferenceModel, file_digest
 from fashion_search.settings import DEFAULT_DETECTOR_MIN_SCORE, Settings
 from services.detector.box_head import BoxHead, Scoring, finish, proposal_tensor
 from services.detector.head import CATEGORIES
@@ -160,6 +161,11 @@ class SceneDetector(InferenceModel):
         super().__init__(settings)
         self.variant = VARIANTS[variant]
         self.name = variant
+
+    @cached_property
+    def model_name(self) -> str:
+        """Variant and weights digest (the file holds the default threshold too)."""
+        return f"{self.name}.{file_digest(self.variant.weights)}"
 
     def _load(self) -> None:
         self._pyramid = Pyramid(self.variant)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from fashion_search.domain import Box, Detection
-from fashion_search.model_base import InferenceModel
+from fashion_search.model_base import InferenceModel, file_digest
 from fashion_search.settings import DEFAULT_DETECTOR_MIN_SCORE, Settings
 from services.detector.head import DEFAULT_HEAD_PATH, GarmentHead
 from services.embedder.backbone import EfficientNetBackbone
@@ -190,6 +191,11 @@ class GarmentDetector(InferenceModel):
         self.head_path = Path(head_path)
         # MediaPipe graphs keep per-call state and must not be entered from two threads at once.
         self._mediapipe_lock = threading.Lock()
+
+    @cached_property
+    def model_name(self) -> str:
+        """Name and the linear head's weights digest."""
+        return f"{self.name}.{file_digest(self.head_path)}"
 
     def _load(self) -> None:
         import mediapipe as mp

@@ -11,7 +11,7 @@ from fashion_search.grpc_common import (
     image_from_proto,
     start_model_server,
 )
-from fashion_search.rpc import detector_pb2, detector_pb2_grpc
+from fashion_search.rpc import common_pb2, detector_pb2, detector_pb2_grpc
 from fashion_search.serving import wait_for_termination
 from fashion_search.settings import Settings
 
@@ -40,6 +40,10 @@ class DetectorServicer(detector_pb2_grpc.DetectorServicer):
             ],
             width=image.width, height=image.height,
         )
+
+    def Info(self, request: common_pb2.ModelInfoRequest, context: grpc.ServicerContext) -> common_pb2.ModelInfoResponse:
+        """The served model's name (weights digest included)."""
+        return common_pb2.ModelInfoResponse(model=self.model.model_name)
 
 
 def start_server(

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import cached_property
 
 import numpy as np
 from PIL import Image
 
-from fashion_search.grpc_common import image_to_proto, make_channel, rpc_errors, vector_from_values
+from fashion_search.grpc_common import Expiring, image_to_proto, make_channel, rpc_errors, vector_from_values
 from fashion_search.rpc import embedder_pb2, embedder_pb2_grpc
 from fashion_search.settings import Settings
 
@@ -20,21 +19,21 @@ class RemoteEmbedder:
         self.settings = settings
         self._channel = make_channel(url, settings)
         self._stub = embedder_pb2_grpc.EmbedderStub(self._channel)
+        self._info = Expiring(self._ask_info, settings.model_info_ttl_s)
 
-    @cached_property
-    def _info(self) -> embedder_pb2.InfoResponse:
+    def _ask_info(self) -> embedder_pb2.InfoResponse:
         with rpc_errors("embedder"):
             return self._stub.Info(embedder_pb2.InfoRequest(), timeout=self.settings.grpc_timeout_s)
 
     @property
     def dim(self) -> int:
         """Vector dimension reported by the service."""
-        return self._info.dim
+        return self._info.get().dim
 
     @property
     def model_name(self) -> str:
-        """Model identifier reported by the service."""
-        return self._info.model
+        """Model identifier reported by the service (asked again after model_info_ttl_s)."""
+        return self._info.get().model
 
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Embed a batch remotely; raises ServiceUnavailable if the service is down."""

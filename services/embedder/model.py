@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
@@ -11,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from fashion_search.model_base import InferenceModel
+from fashion_search.model_base import InferenceModel, file_digest
 from fashion_search.settings import Settings
 from fashion_search.vectors import l2_normalize, mirror_average, mirror_averaged
 from services.embedder.backbone import BackboneOutput, EfficientNetBackbone
@@ -71,7 +70,7 @@ class GarmentEmbedder(InferenceModel):
     @cached_property
     def _weights_digest(self) -> str:
         # Retrained weights keep the variant's name; without this an index or cache would mix their vectors.
-        return hashlib.sha256(Path(self.weights).read_bytes()).hexdigest()[:8]
+        return file_digest(self.weights)
 
     def _load(self) -> None:
         self.backbone.load()

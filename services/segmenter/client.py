@@ -8,8 +8,15 @@ import numpy as np
 from PIL import Image
 
 from fashion_search.domain import Box
-from fashion_search.grpc_common import ServiceUnavailable, box_to_proto, image_to_proto, make_channel, rpc_errors
-from fashion_search.rpc import segmenter_pb2, segmenter_pb2_grpc
+from fashion_search.grpc_common import (
+    Expiring,
+    ServiceUnavailable,
+    box_to_proto,
+    image_to_proto,
+    make_channel,
+    rpc_errors,
+)
+from fashion_search.rpc import common_pb2, segmenter_pb2, segmenter_pb2_grpc
 from fashion_search.settings import Settings
 
 
@@ -27,6 +34,16 @@ class RemoteSegmenter:
         self.settings = settings
         self._channel = make_channel(url, settings)
         self._stub = segmenter_pb2_grpc.SegmenterStub(self._channel)
+        self._model_name = Expiring(self._ask_model_name, settings.model_info_ttl_s)
+
+    def _ask_model_name(self) -> str:
+        with rpc_errors("segmenter"):
+            return self._stub.Info(common_pb2.ModelInfoRequest(), timeout=self.settings.grpc_timeout_s).model
+
+    @property
+    def model_name(self) -> str:
+        """Model identifier reported by the service (asked again after model_info_ttl_s)."""
+        return self._model_name.get()
 
     def segment(self, image: Image.Image, boxes: Sequence[Box]) -> list[np.ndarray]:
         """Segment remotely; raises ServiceUnavailable if the service is down, InvalidImage on bad input."""

@@ -4,6 +4,7 @@ trained on generated scenes (`services/segmenter/train_segmenter.py`)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cached_property
 from pathlib import Path
 
 import cv2
@@ -14,7 +15,7 @@ from PIL import Image
 from torch import nn
 
 from fashion_search.domain import Box
-from fashion_search.model_base import InferenceModel
+from fashion_search.model_base import InferenceModel, file_digest
 from fashion_search.settings import Settings
 from services.embedder.backbone import load_imagenet_network
 from services.segmenter.model import MIN_MASK_FRACTION, MIN_SEGMENT_SIDE, main_components
@@ -160,6 +161,11 @@ class MaskSegmenter(InferenceModel):
         super().__init__(settings)
         self.weights = Path(weights or self.settings.segmenter_weights or WEIGHTS)
         self.meta: dict = {}
+
+    @cached_property
+    def model_name(self) -> str:
+        """Name and weights digest."""
+        return f"{self.name}.{file_digest(self.weights)}"
 
     def _load(self) -> None:
         self._encoder = FrozenEncoder()

@@ -178,6 +178,12 @@ class GarmentSegmenter(InferenceModel):
 
     name = "grabcut-v0"
 
+    @property
+    def model_name(self) -> str:
+        """Name and the settings its masks depend on (GrabCut has no weights)."""
+        s = self.settings
+        return f"{self.name}@{s.segment_max_side}/{s.segment_grabcut_max_side}x{s.segment_iterations}"
+
     def _load(self) -> None:
         # Nothing to load: GrabCut has no weights; the servers still call load() on every model alike.
         return None

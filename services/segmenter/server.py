@@ -54,6 +54,10 @@ class SegmenterServicer(segmenter_pb2_grpc.SegmenterServicer):
             masks=[mask_to_proto(box_to_proto(b), m) for b, m in zip(boxes, masks, strict=True)]
         )
 
+    def Info(self, request: common_pb2.ModelInfoRequest, context: grpc.ServicerContext) -> common_pb2.ModelInfoResponse:
+        """The served model's name (weights digest included)."""
+        return common_pb2.ModelInfoResponse(model=self.model.model_name)
+
 
 def start_server(
     settings: Settings, port: int | None = None, model: Segmenter | None = None
