@@ -34,9 +34,10 @@ class Settings(BaseSettings):
     hnsw_ef_construct: int = 100
     hnsw_ef_search: int = 128
     # Simple and tag modes add the vectors of the query's N nearest catalog photos to it, then search again
-    # (average query expansion; 0: off). N = 2 had the best P@10 on the embedder's product holdout among depths
-    # that keep a product's own photo first (`fashion-search eval-expansion`, docs/EVALUATION.md).
-    query_expansion: int = Field(default=2, ge=0)
+    # (average query expansion; 0: off). N = 1 has the best P@10 on the embedder's product holdout among depths
+    # that keep a product's own photo first (`fashion-search eval-expansion`, docs/EVALUATION.md; N = 2 with the
+    # earlier two-block weights).
+    query_expansion: int = Field(default=1, ge=0)
     # Most products one scroll page may list: bounds the work and the message size of one listing call.
     max_scroll_limit: int = 1000
 
@@ -86,8 +87,8 @@ class Settings(BaseSettings):
     # product holdout it traded category precision for instance recall (weight 0.5): P@10 0.911 → 0.905, street R@1
     # 0.819 → 0.826 (validation: P@10 0.903 → 0.899, R@1 0.809 → 0.805). "both": queries too; best on the holdout
     # (0.911 / 0.833) but fine p50 162.7 ms on 2 cores, past the 150 ms budget. Off by default: "catalog" is level
-    # with "off" on the holdout (P@10 + R@1 1.7308 against 1.7302) at twice the ingest work. Changing it (or
-    # color_weight) means reindexing, as after any model change.
+    # with "off" on the holdout (P@10 + R@1 1.7308 against 1.7302; three-block weights, expansion 1: 1.7600 against
+    # 1.7571) at twice the ingest work. Changing it (or color_weight) means reindexing, as after any model change.
     mirror_averaging: Literal["off", "catalog", "both"] = "off"
     # Trained on generated scenes (several garments per photo): "centernet-v3" is v2 plus a second stage that
     # names and refines each box from features pooled over it; "centernet-v2" reads the fashion embedder's
