@@ -12,7 +12,14 @@ from services.detector.box_head import BoxHead, Scoring
 from services.detector.centernet import MID_CHANNELS, STRIDE, VARIANTS, CenterHead
 from services.detector.metrics import detection_map
 from services.detector.train_box_head import choose_min_score, detect_all, proposals_of, train_box_head, truths_of
-from services.detector.train_detector import cache_pyramid, evaluate, split_scenes, targets, train_head
+from services.detector.train_detector import (
+    cache_pyramid,
+    evaluate,
+    holdout_report,
+    split_scenes,
+    targets,
+    train_head,
+)
 
 VAL_SAMPLE = Path(__file__).resolve().parent / "data" / "val_sample"
 
@@ -92,6 +99,13 @@ def test_box_head_learns_to_name_the_proposals(trained: dict) -> None:
     threshold, f2, _, recall = choose_min_score(head, scoring, feats, scenes, proposals, fit)
     assert 0.0 < threshold < 1.0 and f2 > 0.0 and recall > 0.5, (threshold, f2, recall)
     assert choose_min_score(head, scoring, feats, scenes, proposals, fit, beta=1.0)[0] >= threshold
+    # The per-part report at that threshold: fine mode's garments against the true ones, on the scenes asked for.
+    report = holdout_report(head, scoring, feats, scenes, proposals, fit, threshold)
+    assert report["scenes"] == len(fit) and report["f_beta"] == pytest.approx(f2, abs=1e-4)
+    assert report["garments_per_scene"] == pytest.approx(np.mean([len(scenes[i]["objects"]) for i in fit]), abs=1e-3)
+    assert report["searched_per_scene"] > 0
+    nothing = holdout_report(head, scoring, feats, scenes, proposals, fit, float("inf"))
+    assert (nothing["recall"], nothing["searched_per_scene"]) == (0.0, 0.0)
 
 
 @pytest.mark.parametrize("n", [1, 9, 10, 11])

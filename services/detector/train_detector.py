@@ -201,8 +201,7 @@ def split_scenes(scenes: list[dict[str, Any]], seed: int, defining: int | None =
 
 def holdout_report(
     head: BoxHead, scoring: Scoring, feats: tuple, scenes: list[dict[str, Any]], proposals: list[list[Proposal]],
-    rows: np.ndarray,
-    min_score: float,
+    rows: np.ndarray, min_score: float,
 ) -> dict[str, float]:
     """Class-agnostic F2, precision and recall of fine mode's garments at min_score in the scenes of rows, and how
     many garments it searches per scene against how many there are."""
