@@ -49,6 +49,27 @@ class Expiring(Generic[T]):
         return self._value[1]
 
 
+def remote_model_name(stub: Any, service: str, settings: Settings) -> Expiring[str]:
+    """A model service's name from its Info RPC (ModelInfoRequest), asked again after model_info_ttl_s."""
+    def ask() -> str:
+        with rpc_errors(service):
+            return str(stub.Info(common_pb2.ModelInfoRequest(), timeout=settings.grpc_timeout_s).model)
+
+    return Expiring(ask, settings.model_info_ttl_s)
+
+
+class ModelInfoServicer:
+    """The Info RPC of a servicer that serves `self.model`: the model's name (weights digest included)."""
+
+    model: Any
+
+    def Info(  # noqa: N802 - the RPC name from the proto
+        self, request: common_pb2.ModelInfoRequest, context: grpc.ServicerContext
+    ) -> common_pb2.ModelInfoResponse:
+        """The served model's name."""
+        return common_pb2.ModelInfoResponse(model=self.model.model_name)
+
+
 def channel_options(settings: Settings) -> list[tuple[str, Any]]:
     """Message size limits shared by clients and servers (raw images are a few MB)."""
     return [

@@ -112,10 +112,7 @@ class SearchPipeline:
 
     def embedder_model(self) -> str:
         """The query embedder's model name; "" while a remote embedder is unreachable (its health check says so)."""
-        try:
-            return self.embedder.model_name
-        except ServiceUnavailable:
-            return ""
+        return _model_name(self.embedder)
 
     def models_used(self, mode: str) -> str:
         """The models a query in this mode runs through (names with weights digests, the detection threshold),
@@ -252,7 +249,8 @@ class SearchPipeline:
         return results
 
 
-def _model_name(model: Detector | Segmenter) -> str:
+def _model_name(model: Detector | Segmenter | Embedder) -> str:
+    """The model's name; "" while its remote service is unreachable."""
     try:
         return model.model_name
     except ServiceUnavailable:

@@ -6,8 +6,8 @@ import numpy as np
 from PIL import Image
 
 from fashion_search.domain import Detection
-from fashion_search.grpc_common import Expiring, box_from_proto, image_to_proto, make_channel, rpc_errors
-from fashion_search.rpc import common_pb2, detector_pb2, detector_pb2_grpc
+from fashion_search.grpc_common import box_from_proto, image_to_proto, make_channel, remote_model_name, rpc_errors
+from fashion_search.rpc import detector_pb2, detector_pb2_grpc
 from fashion_search.settings import Settings
 
 # The proto reads min_score 0 as "service default"; an explicit 0 or below ("keep everything") is sent as
@@ -22,11 +22,7 @@ class RemoteDetector:
         self.settings = settings
         self._channel = make_channel(url, settings)
         self._stub = detector_pb2_grpc.DetectorStub(self._channel)
-        self._model_name = Expiring(self._ask_model_name, settings.model_info_ttl_s)
-
-    def _ask_model_name(self) -> str:
-        with rpc_errors("detector"):
-            return self._stub.Info(common_pb2.ModelInfoRequest(), timeout=self.settings.grpc_timeout_s).model
+        self._model_name = remote_model_name(self._stub, "detector", settings)
 
     @property
     def model_name(self) -> str:

@@ -6,20 +6,21 @@ import grpc
 
 from fashion_search.domain import Detector
 from fashion_search.grpc_common import (
+    ModelInfoServicer,
     abort_on_invalid,
     box_to_proto,
     image_from_proto,
     start_model_server,
 )
-from fashion_search.rpc import common_pb2, detector_pb2, detector_pb2_grpc
+from fashion_search.rpc import detector_pb2, detector_pb2_grpc
 from fashion_search.serving import wait_for_termination
 from fashion_search.settings import Settings
 
 SERVICE_NAME = "fashion_search.v1.Detector"
 
 
-class DetectorServicer(detector_pb2_grpc.DetectorServicer):
-    """Detect over one in-process GarmentDetector."""
+class DetectorServicer(ModelInfoServicer, detector_pb2_grpc.DetectorServicer):
+    """Detect and Info over one in-process detector."""
 
     def __init__(self, model: Detector, settings: Settings) -> None:
         self.model = model
@@ -40,10 +41,6 @@ class DetectorServicer(detector_pb2_grpc.DetectorServicer):
             ],
             width=image.width, height=image.height,
         )
-
-    def Info(self, request: common_pb2.ModelInfoRequest, context: grpc.ServicerContext) -> common_pb2.ModelInfoResponse:
-        """The served model's name (weights digest included)."""
-        return common_pb2.ModelInfoResponse(model=self.model.model_name)
 
 
 def start_server(

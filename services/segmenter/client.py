@@ -9,14 +9,14 @@ from PIL import Image
 
 from fashion_search.domain import Box
 from fashion_search.grpc_common import (
-    Expiring,
     ServiceUnavailable,
     box_to_proto,
     image_to_proto,
     make_channel,
+    remote_model_name,
     rpc_errors,
 )
-from fashion_search.rpc import common_pb2, segmenter_pb2, segmenter_pb2_grpc
+from fashion_search.rpc import segmenter_pb2, segmenter_pb2_grpc
 from fashion_search.settings import Settings
 
 
@@ -34,11 +34,7 @@ class RemoteSegmenter:
         self.settings = settings
         self._channel = make_channel(url, settings)
         self._stub = segmenter_pb2_grpc.SegmenterStub(self._channel)
-        self._model_name = Expiring(self._ask_model_name, settings.model_info_ttl_s)
-
-    def _ask_model_name(self) -> str:
-        with rpc_errors("segmenter"):
-            return self._stub.Info(common_pb2.ModelInfoRequest(), timeout=self.settings.grpc_timeout_s).model
+        self._model_name = remote_model_name(self._stub, "segmenter", settings)
 
     @property
     def model_name(self) -> str:

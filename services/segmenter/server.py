@@ -9,6 +9,7 @@ import numpy as np
 
 from fashion_search.domain import Box, Segmenter
 from fashion_search.grpc_common import (
+    ModelInfoServicer,
     abort_on_invalid,
     box_from_proto,
     box_to_proto,
@@ -36,8 +37,8 @@ def finite_box(msg: common_pb2.Box) -> Box:
     return box
 
 
-class SegmenterServicer(segmenter_pb2_grpc.SegmenterServicer):
-    """Segment over one in-process segmenter."""
+class SegmenterServicer(ModelInfoServicer, segmenter_pb2_grpc.SegmenterServicer):
+    """Segment and Info over one in-process segmenter."""
 
     def __init__(self, model: Segmenter, settings: Settings) -> None:
         self.model = model
@@ -53,10 +54,6 @@ class SegmenterServicer(segmenter_pb2_grpc.SegmenterServicer):
         return segmenter_pb2.SegmentResponse(
             masks=[mask_to_proto(box_to_proto(b), m) for b, m in zip(boxes, masks, strict=True)]
         )
-
-    def Info(self, request: common_pb2.ModelInfoRequest, context: grpc.ServicerContext) -> common_pb2.ModelInfoResponse:
-        """The served model's name (weights digest included)."""
-        return common_pb2.ModelInfoResponse(model=self.model.model_name)
 
 
 def start_server(
