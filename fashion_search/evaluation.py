@@ -15,6 +15,7 @@ from fashion_search.catalog import CatalogRecord, load_catalog
 from fashion_search.images import decode_image
 from fashion_search.ingest import Ingestor
 from fashion_search.settings import Settings
+from fashion_search.significance import CONFIDENCE, RESAMPLES, Interval, mean_interval, paired_difference
 from fashion_search.vectors import mirror_averaged
 
 KS = (5, 10, 20)
@@ -179,7 +180,8 @@ def _embed_all(
 
 
 def ablation(settings: Settings, catalog_dir: str, queries_dir: str, limit: int = 0) -> dict[str, dict[str, float]]:
-    """P@5/10/20 and mAP@20 of the four seed-001 feature variants, side by side in one run (exact cosine kNN)."""
+    """P@5/10/20 and mAP@20 of the four seed-001 feature variants, side by side in one run (exact cosine kNN), with
+    P@10's bootstrap interval and each variant's paired P@10 gain over the one before it."""
     from services.embedder.model import GarmentEmbedder
 
     catalog = _limit(load_catalog(catalog_dir), limit)
@@ -193,13 +195,13 @@ def ablation(settings: Settings, catalog_dir: str, queries_dir: str, limit: int 
     q_vecs = _embed_all(queries, embedders, settings)
     cat_labels = np.array([r.category for r in catalog])
     q_labels = np.array([r.category for r in queries])
-    table = {v: knn_precision(q_vecs[v], q_labels, cat_vecs[v], cat_labels) for v in ABLATION_VARIANTS}
+    relevance = {v: knn_relevance(q_vecs[v], q_labels, cat_vecs[v], cat_labels) for v in ABLATION_VARIANTS}
     if settings.query_expansion:
         fused = ABLATION_VARIANTS[-1]
-        table[f"{fused} + query expansion {settings.query_expansion}"] = knn_precision(
+        relevance[f"{fused} + query expansion {settings.query_expansion}"] = knn_relevance(
             q_vecs[fused], q_labels, cat_vecs[fused], cat_labels, settings.query_expansion
         )
-    return table
+    return with_intervals(relevance)
 
 
 def expanded_queries(queries: np.ndarray, catalog: np.ndarray, expand: int) -> np.ndarray:
@@ -211,24 +213,65 @@ def expanded_queries(queries: np.ndarray, catalog: np.ndarray, expand: int) -> n
     return expand_query(queries, catalog[np.argsort(-(queries @ catalog.T), axis=1)[:, :expand]])
 
 
+def knn_relevance(
+    queries: np.ndarray, q_labels: np.ndarray, catalog: np.ndarray, cat_labels: np.ndarray, expand: int = 0
+) -> np.ndarray:
+    """Whether each query's top-20 results by exact cosine kNN share its class, (N, 20); expand > 0 applies query
+    expansion as the index does."""
+    queries = expanded_queries(queries, catalog, expand)
+    top = np.argsort(-(queries @ catalog.T), axis=1)[:, : max(KS)]
+    return cat_labels[top] == q_labels[:, None]
+
+
+def precision_row(relevant: np.ndarray) -> dict[str, float]:
+    """P@5/10/20 and mAP@20 from a knn_relevance matrix."""
+    row = {f"P@{k}": round(float(relevant[:, :k].mean()), 4) for k in KS}
+    row["mAP@20"] = round(statistics.fmean(average_precision(list(r)) for r in relevant), 4)
+    return row
+
+
 def knn_precision(
     queries: np.ndarray, q_labels: np.ndarray, catalog: np.ndarray, cat_labels: np.ndarray, expand: int = 0
 ) -> dict[str, float]:
     """P@5/10/20 and mAP@20 by exact cosine kNN; expand > 0 applies query expansion as the index does."""
-    queries = expanded_queries(queries, catalog, expand)
-    top = np.argsort(-(queries @ catalog.T), axis=1)[:, : max(KS)]
-    rel = cat_labels[top] == q_labels[:, None]
-    row = {f"P@{k}": round(float(rel[:, :k].mean()), 4) for k in KS}
-    row["mAP@20"] = round(statistics.fmean(average_precision(list(r)) for r in rel), 4)
-    return row
+    return precision_row(knn_relevance(queries, q_labels, catalog, cat_labels, expand))
+
+
+def with_intervals(relevance: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """Each setting's precision row, plus its P@10's bootstrap interval and the paired P@10 difference (with its
+    interval) from the setting listed before it: all settings ran on the same queries."""
+    table: dict[str, dict[str, float]] = {}
+    previous: np.ndarray | None = None
+    for name, rel in relevance.items():
+        per_query = rel[:, :10].mean(axis=1)
+        ci = mean_interval(per_query)
+        row = precision_row(rel) | {"P@10 low": round(ci.low, 4), "P@10 high": round(ci.high, 4)}
+        if previous is not None:
+            delta = paired_difference(previous, per_query)
+            row |= {"ΔP@10": round(delta.value, 4), "ΔP@10 low": round(delta.low, 4),
+                    "ΔP@10 high": round(delta.high, 4)}
+        table[name] = row
+        previous = per_query
+    return table
+
+
+def row_interval(row: dict[str, float], key: str) -> Interval | None:
+    """The interval with_intervals stored for a figure of a row (None if it has none)."""
+    if f"{key} low" not in row:
+        return None
+    return Interval(row[key], row[f"{key} low"], row[f"{key} high"])
 
 
 def ablation_markdown(table: dict[str, dict[str, float]], command: str, n_catalog: str) -> str:
     """Markdown table of an ablation run."""
     lines = [
         "## Ablation (seed-001 protocol, exact cosine kNN)", "", f"Command: `{command}` — {n_catalog}", "",
-        "| features | P@5 | P@10 | P@20 | mAP@20 |", "|---|---|---|---|---|",
+        f"Intervals: {CONFIDENCE:.0%} percentile bootstrap over the queries ({RESAMPLES} resamples); ΔP@10 is paired "
+        "(the same queries), against the row above. A Δ interval that holds 0 is within chance on this query set.",
+        "", "| features | P@5 | P@10 [CI] | P@20 | mAP@20 | ΔP@10 vs row above [CI] |", "|---|---|---|---|---|---|",
     ]
     for variant, row in table.items():
-        lines.append(f"| {variant} | {row['P@5']:.3f} | {row['P@10']:.3f} | {row['P@20']:.3f} | {row['mAP@20']:.3f} |")
+        ci, delta = row_interval(row, "P@10"), row_interval(row, "ΔP@10")
+        lines.append(f"| {variant} | {row['P@5']:.3f} | {ci or format(row['P@10'], '.3f')} | {row['P@20']:.3f} "
+                     f"| {row['mAP@20']:.3f} | {delta.signed() if delta else '—'} |")
     return "\n".join(lines) + "\n"

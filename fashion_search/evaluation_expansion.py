@@ -13,8 +13,16 @@ import numpy as np
 import torch
 
 from fashion_search.catalog import load_catalog
-from fashion_search.evaluation import ABLATION_VARIANTS, _embed_all, expanded_queries, knn_precision
+from fashion_search.evaluation import (
+    ABLATION_VARIANTS,
+    _embed_all,
+    expanded_queries,
+    knn_relevance,
+    precision_row,
+    row_interval,
+)
 from fashion_search.settings import Settings
+from fashion_search.significance import CONFIDENCE, paired_difference
 
 SCORE = "P@10"  # the seed-001 headline figure
 # A shopper who uploads a catalog photo must get that product first: deep expansion pulls the query towards the
@@ -46,7 +54,8 @@ def holdout_mask(categories: Sequence[str], meta: dict[str, object]) -> np.ndarr
 def expansion_sweep(
     settings: Settings, catalog_dir: str, weights: Path, depths: Sequence[int]
 ) -> tuple[dict[int, dict[str, float]], int, int]:
-    """P@5/10/20 and mAP@20 of the held-out products against the fitted ones, per depth; also (held out, fitted)."""
+    """P@5/10/20 and mAP@20 of the held-out products against the fitted ones, per depth, with each depth's paired
+    P@10 difference from the chosen one (bootstrap interval); also (held out, fitted)."""
     from services.embedder.model import GarmentEmbedder
 
     meta = torch.load(weights, map_location="cpu", weights_only=True)["meta"]
@@ -63,9 +72,18 @@ def expansion_sweep(
         if settings.mirror_averaging == "catalog" else vecs
     )
     labels = np.array([r.category for r in records])
-    table = {d: knn_precision(vecs[held], labels[held], catalog[~held], labels[~held], d) for d in depths}
+    per_query: dict[int, np.ndarray] = {}
+    table: dict[int, dict[str, float]] = {}
     for d in depths:
-        table[d][SELF_FIRST] = self_first(vecs[held], catalog, np.flatnonzero(held), d)
+        rel = knn_relevance(vecs[held], labels[held], catalog[~held], labels[~held], d)
+        per_query[d] = rel[:, :10].mean(axis=1)
+        table[d] = precision_row(rel) | {SELF_FIRST: self_first(vecs[held], catalog, np.flatnonzero(held), d)}
+    chosen = best_depth(table)
+    for d in depths:
+        if d != chosen:
+            delta = paired_difference(per_query[chosen], per_query[d])
+            table[d] |= {"ΔP@10": round(delta.value, 4), "ΔP@10 low": round(delta.low, 4),
+                         "ΔP@10 high": round(delta.high, 4)}
     return table, int(held.sum()), int((~held).sum())
 
 
@@ -88,10 +106,13 @@ def expansion_markdown(table: dict[int, dict[str, float]], held: int, fitted: in
         f"Command: `{command}` — weights `{weights}` (trained with `--holdout-only`): {held} held-out products "
         f"searched against the {fitted} it was trained on, exact cosine kNN; {SELF_FIRST}: share of held-out photos, "
         f"added to the catalog, that still come first for themselves. Chosen depth (best {SCORE} among depths "
-        f"with {SELF_FIRST} = 1, shallowest of equals): **{best_depth(table)}**.", "",
-        f"| depth | P@5 | P@10 | P@20 | mAP@20 | {SELF_FIRST} |", "|---|---|---|---|---|---|",
+        f"with {SELF_FIRST} = 1, shallowest of equals): **{best_depth(table)}**. ΔP@10: paired difference from the "
+        f"chosen depth on the same queries, {CONFIDENCE:.0%} bootstrap interval (one that holds 0 is within chance).",
+        "", f"| depth | P@5 | P@10 | P@20 | mAP@20 | {SELF_FIRST} | ΔP@10 vs chosen [CI] |",
+        "|---|---|---|---|---|---|---|",
     ]
     for depth, row in table.items():
+        delta = row_interval(row, "ΔP@10")
         lines.append(f"| {depth} | {row['P@5']:.3f} | {row['P@10']:.4f} | {row['P@20']:.3f} | {row['mAP@20']:.3f} "
-                     f"| {row[SELF_FIRST]:.3f} |")
+                     f"| {row[SELF_FIRST]:.3f} | {delta.signed() if delta else 'chosen'} |")
     return "\n".join(lines) + "\n"

@@ -7,15 +7,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
 from fashion_search.catalog import CatalogRecord, load_catalog
 from fashion_search.datasets.scenes import load_scenes
 from fashion_search.domain import Box
+from fashion_search.evaluation import row_interval
 from fashion_search.images import decode_image
 from fashion_search.ingest import Ingestor
 from fashion_search.pipeline import prepare
 from fashion_search.settings import Settings
+from fashion_search.significance import CONFIDENCE, Interval, mean_interval, paired_difference
 
 MATCH_IOU = 0.5
 TOP_K = 10
@@ -69,13 +72,15 @@ def street_to_shop(
                 else:
                     ranks["fine"].append(None)
     n = len(ranks["simple"])
+    first = {mode: np.array([r == 1 for r in rs], dtype=np.float64) for mode, rs in ranks.items()}
     table = {
         mode: {
-            "recall@1": round(sum(1 for r in rs if r == 1) / n, 4),
+            "recall@1": round(float(first[mode].mean()), 4),
             "recall@10": round(sum(1 for r in rs if r is not None) / n, 4),
-        }
+        } | _interval_fields("recall@1", mean_interval(first[mode]))
         for mode, rs in ranks.items()
     }
+    table["fine"] |= _interval_fields("Δrecall@1 vs simple", paired_difference(first["simple"], first["fine"]), True)
     return {
         "scenes": len(scenes), "garments": n, "catalog": len(catalog), "catalog_dirs": catalog_dirs,
         "detected_iou50": round(detected / n, 4) if n else 0.0, "recall": table,
@@ -83,6 +88,11 @@ def street_to_shop(
         "model": pipeline.embedder.model_name, "detector": settings.detector_model,
         "catalog_garment": settings.catalog_garment,
     }
+
+
+def _interval_fields(key: str, interval: Interval, with_value: bool = False) -> dict[str, float]:
+    fields = {f"{key} low": round(interval.low, 4), f"{key} high": round(interval.high, 4)}
+    return ({key: round(interval.value, 4)} if with_value else {}) | fields
 
 
 def street_to_shop_markdown(result: dict[str, Any], command: str) -> str:
@@ -96,8 +106,12 @@ def street_to_shop_markdown(result: dict[str, Any], command: str) -> str:
         f"`{result['catalog_garment']}` vectors: a garment counts only if a detection overlaps it with IoU ≥ "
         f"{MATCH_IOU} (detected: {result['detected_iou50']:.3f}). Median latency: simple "
         f"{result['median_ms']['simple']} ms, fine {result['median_ms']['fine']} ms.", "",
-        "| mode | Recall@1 | Recall@10 |", "|---|---|---|",
+        f"Recall@1 intervals: {CONFIDENCE:.0%} percentile bootstrap over the garments; fine mode's gain over simple "
+        f"mode is paired (the same garments).", "",
+        "| mode | Recall@1 [CI] | Recall@10 | Recall@1 gain over simple [CI] |", "|---|---|---|---|",
     ]
     for mode, row in result["recall"].items():
-        lines.append(f"| {mode} | {row['recall@1']:.3f} | {row['recall@10']:.3f} |")
+        recall, gain = row_interval(row, "recall@1"), row_interval(row, "Δrecall@1 vs simple")
+        lines.append(f"| {mode} | {recall or format(row['recall@1'], '.3f')} | {row['recall@10']:.3f} "
+                     f"| {gain.signed() if gain else '—'} |")
     return "\n".join(lines) + "\n"

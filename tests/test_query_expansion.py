@@ -72,9 +72,17 @@ def test_sweep_searches_the_held_out_products_against_the_rest(
     table, held, fitted = expansion_sweep(make_settings(tmp_path), str(folder), holdout_weights, [0, 2])
     assert (held, fitted) == (10, len(small_records) - 10)  # one of four per class
     assert set(table) == {0, 2}
-    for row in table.values():
-        assert set(row) == {"P@5", "P@10", "P@20", "mAP@20", "self@1"}
-        assert all(0.0 <= v <= 1.0 for v in row.values())
+    chosen = best_depth(table)
+    for depth, row in table.items():
+        figures = {"P@5", "P@10", "P@20", "mAP@20", "self@1"}
+        assert figures <= set(row)
+        assert all(0.0 <= row[k] <= 1.0 for k in figures)
+        # The other depth carries its paired P@10 difference from the chosen one, inside its own interval.
+        if depth == chosen:
+            assert "ΔP@10" not in row
+        else:
+            assert row["ΔP@10"] == pytest.approx(row["P@10"] - table[chosen]["P@10"], abs=2e-4)
+            assert row["ΔP@10 low"] <= row["ΔP@10"] <= row["ΔP@10 high"]
     # 30 fitted products leave only three per class: P@20 cannot exceed 3/20.
     assert table[0]["P@20"] <= 0.15 + 1e-9
 

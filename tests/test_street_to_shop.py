@@ -29,3 +29,8 @@ def test_fine_mode_finds_the_garments_own_product(recall: dict[str, Any]) -> Non
     # Measured: fine 0.83 (0.74 matching catalog detections instead of photos), simple 0.37.
     assert fine["recall@1"] >= 0.75, recall
     assert fine["recall@1"] > simple["recall@1"] + 0.3, recall
+    # A gain this large on 30+ garments is not chance: its paired interval stays above zero.
+    assert fine["Δrecall@1 vs simple low"] > 0, recall
+    assert fine["Δrecall@1 vs simple"] == pytest.approx(fine["recall@1"] - simple["recall@1"], abs=2e-4)
+    for row in recall["recall"].values():
+        assert row["recall@1 low"] <= row["recall@1"] <= row["recall@1 high"], recall
