@@ -24,12 +24,13 @@ from tqdm import tqdm
 from fashion_search.catalog import CatalogRecord, load_catalog
 from fashion_search.datasets.scenes import load_scenes
 from fashion_search.domain import Box
-from fashion_search.evaluation import knn_precision
+from fashion_search.evaluation import knn_relevance, precision_row, row_interval
 from fashion_search.evaluation_expansion import holdout_mask
 from fashion_search.evaluation_scenes import MATCH_IOU, TOP_K, matching
 from fashion_search.images import decode_image
 from fashion_search.pipeline import SearchPipeline, prepare
 from fashion_search.settings import Settings
+from fashion_search.significance import CONFIDENCE, summed_difference
 from fashion_search.vectors import mirror_averaged
 
 COLOR_WEIGHTS = (0.0, 0.2, 0.35, 0.5, 0.75, 1.0)
@@ -95,6 +96,15 @@ def street_garments(
     return cutouts, owners, total
 
 
+def instance_firsts(queries: np.ndarray, owners: np.ndarray, gallery: np.ndarray, total: int) -> np.ndarray:
+    """Per garment, 1 if its own product ranks first by exact cosine kNN; garments never detected (the last
+    total − len(queries)) are 0."""
+    firsts = np.zeros(total)
+    if len(queries):
+        firsts[: len(queries)] = (queries @ gallery.T).argmax(axis=1) == owners
+    return firsts
+
+
 def instance_recall(queries: np.ndarray, owners: np.ndarray, gallery: np.ndarray, total: int) -> dict[str, float]:
     """R@1 / R@10 per garment by exact cosine kNN; garments never detected (total − len(queries)) count as misses."""
     if not len(queries):
@@ -126,18 +136,27 @@ def settings_sweep(
         street = view_features(pipeline.embedder, cutouts, batch)
     labels = np.array([r.category for r in records])
     owner_idx = np.array(owners, dtype=int)
-    rows = []
+    rows, per_query = [], []
     for mirror in MIRRORS:
         for weight in COLOR_WEIGHTS:
             gallery = catalog.vectors(weight, mirror_averaged(mirror, catalog=True))
             queries = catalog.vectors(weight, mirror_averaged(mirror, catalog=False))
-            category = knn_precision(queries[held], labels[held], gallery[~held], labels[~held], local.query_expansion)
+            relevant = knn_relevance(queries[held], labels[held], gallery[~held], labels[~held], local.query_expansion)
             street_vecs = street.vectors(weight, mirror_averaged(mirror, catalog=False))
             instance = instance_recall(street_vecs, owner_idx, gallery[held], total)
-            rows.append({"color_weight": weight, "mirror": mirror, **category, **instance})
+            rows.append({"color_weight": weight, "mirror": mirror, **precision_row(relevant), **instance})
+            firsts = instance_firsts(street_vecs, owner_idx, gallery[held], total)
+            per_query.append((relevant[:, :10].mean(axis=1), firsts))
     default = {"color_weight": settings.color_weight, "mirror": settings.mirror_averaging}
+    chosen = choose(rows, default)
+    best = next(i for i, r in enumerate(rows) if (r["color_weight"], r["mirror"]) == tuple(chosen.values()))
+    for row, figures in zip(rows, per_query, strict=True):
+        if row is not rows[best] and total:
+            # Both query sets resampled on their own, each paired with the chosen setting's figures.
+            delta = summed_difference(list(zip(per_query[best], figures, strict=True)))
+            row |= {"Δsum": round(delta.value, 4), "Δsum low": round(delta.low, 4), "Δsum high": round(delta.high, 4)}
     return {
-        "rows": rows, "chosen": choose(rows, default), "default": default, "weights": str(weights),
+        "rows": rows, "chosen": chosen, "default": default, "weights": str(weights),
         # What fits a query latency budget that has no room for a second forward pass.
         "chosen_query_cost_unchanged": choose([r for r in rows if r["mirror"] != "both"], default),
         "held_out_products": int(held.sum()), "fitted_products": int((~held).sum()), "scenes": len(scenes),
@@ -168,14 +187,18 @@ def settings_markdown(result: dict[str, Any], command: str) -> str:
         f"alike) against the held-out product photos. Chosen (best P@10 + R@1): colour weight "
         f"**{chosen['color_weight']:g}**, mirror averaging **{chosen['mirror']}** (catalog: catalog photos only; "
         f"both: queries too); best that leaves a query's cost unchanged (mirror averaging off or catalog): colour "
-        f"weight **{cheap['color_weight']:g}**, mirror averaging **{cheap['mirror']}**.", "",
-        "| colour weight | mirror averaging | P@5 | P@10 | P@20 | mAP@20 | street R@1 | street R@10 | P@10 + R@1 |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"weight **{cheap['color_weight']:g}**, mirror averaging **{cheap['mirror']}**. Δ: each setting's P@10 + R@1 "
+        f"less the chosen one's, {CONFIDENCE:.0%} bootstrap interval (each query set resampled on its own, paired "
+        "with the chosen setting); one that holds 0 is within chance.", "",
+        "| colour weight | mirror averaging | P@5 | P@10 | P@20 | mAP@20 | street R@1 | street R@10 | P@10 + R@1 "
+        "| Δ vs chosen [CI] |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:
+        delta = row_interval(row, "Δsum")
         lines.append(
             f"| {row['color_weight']:g} | {row['mirror']} | {row['P@5']:.3f} | {row['P@10']:.4f} "
             f"| {row['P@20']:.3f} | {row['mAP@20']:.3f} | {row['R@1']:.4f} | {row['R@10']:.4f} "
-            f"| {row['P@10'] + row['R@1']:.4f} |"
+            f"| {row['P@10'] + row['R@1']:.4f} | {delta.signed() if delta else 'chosen'} |"
         )
     return "\n".join(lines) + "\n"

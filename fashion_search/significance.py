@@ -51,6 +51,29 @@ def mean_interval(values: np.ndarray, seed: int = 0) -> Interval:
     return Interval(mean, float(ci.low), float(ci.high))
 
 
+def summed_difference(pairs: list[tuple[np.ndarray, np.ndarray]], seed: int = 0) -> Interval:
+    """Σ (after − before) means over several query sets, each paired within itself and resampled on its own: the
+    interval of a choice that adds figures measured on different queries (e.g. P@10 + R@1)."""
+    diffs = []
+    for before, after in pairs:
+        before, after = np.asarray(before, dtype=np.float64), np.asarray(after, dtype=np.float64)
+        if before.shape != after.shape or before.size == 0:
+            raise ValueError(f"paired figures need the same, non-empty queries: {before.shape} vs {after.shape}")
+        diffs.append(after - before)
+    total = float(sum(d.mean() for d in diffs))
+    if all(np.ptp(d) == 0 for d in diffs):
+        return Interval(total, total, total)
+
+    def statistic(*samples: np.ndarray, axis: int = -1) -> np.ndarray:
+        return sum(x.mean(axis=axis) for x in samples)
+
+    ci = stats.bootstrap(
+        tuple(diffs), statistic, confidence_level=CONFIDENCE, n_resamples=RESAMPLES, method="percentile",
+        vectorized=True, paired=False, random_state=np.random.default_rng(seed),
+    ).confidence_interval
+    return Interval(total, float(ci.low), float(ci.high))
+
+
 def paired_difference(before: np.ndarray, after: np.ndarray, seed: int = 0) -> Interval:
     """after − before, per query (both measured on the same queries, in the same order), with its interval."""
     before, after = np.asarray(before, dtype=np.float64), np.asarray(after, dtype=np.float64)

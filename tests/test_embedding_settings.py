@@ -16,6 +16,7 @@ from fashion_search.evaluation_embedding import (
     COLOR_WEIGHTS,
     MIRRORS,
     choose,
+    instance_firsts,
     instance_recall,
     settings_sweep,
     view_features,
@@ -54,6 +55,8 @@ def test_recall_counts_undetected_garments_as_misses() -> None:
     owners = np.array([0, 0, 2])  # right first; own product second; own product second
     assert instance_recall(queries, owners, gallery, total=4) == {"R@1": 0.25, "R@10": 0.75}
     assert instance_recall(queries[:0], owners[:0], gallery, total=2) == {"R@1": 0.0, "R@10": 0.0}
+    # The per-garment figures the intervals resample average to the same R@1.
+    assert instance_firsts(queries, owners, gallery, total=4).tolist() == [1.0, 0.0, 0.0, 0.0]
 
 
 def test_choice_takes_the_best_sum_and_breaks_ties_towards_the_default_then_no_mirror() -> None:
@@ -88,5 +91,12 @@ def test_sweep_on_scenes_of_held_out_products(tmp_path: Path) -> None:
     for r in result["rows"]:
         assert 0.0 <= r["R@1"] <= r["R@10"] <= result["detected"] / result["garments"] + 1e-4  # rounded to 4 places
         assert 0.0 <= r["P@10"] <= 1.0
+    # Every setting but the chosen one carries its sum's difference from the chosen one, inside its interval.
+    others = [r for r in result["rows"] if (r["color_weight"], r["mirror"]) != tuple(result["chosen"].values())]
+    assert len(others) == len(result["rows"]) - 1
+    best = max(r["P@10"] + r["R@1"] for r in result["rows"])
+    for r in others:
+        assert r["Δsum"] == pytest.approx(r["P@10"] + r["R@1"] - best, abs=3e-4)
+        assert r["Δsum low"] <= r["Δsum"] + 1e-4 and r["Δsum"] <= r["Δsum high"] + 1e-4
     # The shipped fashion-v2 saw these validation products in no stage: its own crops must find them often.
     assert max(r["R@1"] for r in result["rows"]) >= 0.5, result

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fashion_search.evaluation import ablation_markdown, with_intervals
-from fashion_search.significance import Interval, mean_interval, paired_difference
+from fashion_search.significance import Interval, mean_interval, paired_difference, summed_difference
 
 
 def test_interval_holds_the_mean_and_narrows_with_more_queries() -> None:
@@ -55,3 +55,16 @@ def test_ablation_rows_carry_intervals_and_paired_gains() -> None:
     text = ablation_markdown(table, "cmd", "catalog")
     assert f"| strong | {row['P@5']:.3f} | {row['P@10']:.3f} [{row['P@10 low']:.3f}, {row['P@10 high']:.3f}]" in text
     assert f"+{row['ΔP@10']:.3f} [+{row['ΔP@10 low']:.3f}, +{row['ΔP@10 high']:.3f}]" in text
+
+
+def test_summed_difference_adds_figures_from_different_query_sets() -> None:
+    rng = np.random.default_rng(3)
+    p10, r1 = rng.random(400), (rng.random(250) < 0.8).astype(float)
+    # One figure gains on every query, the other is only reshuffled: the sum gains by the first's gain.
+    total = summed_difference([(p10, p10 + 0.03), (r1, rng.permutation(r1))])
+    assert total.value == pytest.approx(0.03, abs=1e-9)
+    assert total.low < 0.03 < total.high
+    assert total.high - total.low > paired_difference(p10, p10 + 0.03).high - 0.03  # the reshuffle adds spread
+    assert summed_difference([(np.ones(3), np.ones(3)), (np.zeros(2), np.zeros(2))]) == Interval(0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="same, non-empty"):
+        summed_difference([(np.zeros(3), np.zeros(2))])
