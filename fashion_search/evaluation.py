@@ -245,21 +245,12 @@ def with_intervals(relevance: dict[str, np.ndarray]) -> dict[str, dict[str, floa
     for name, rel in relevance.items():
         per_query = rel[:, :10].mean(axis=1)
         ci = mean_interval(per_query)
-        row = precision_row(rel) | {"P@10 low": round(ci.low, 4), "P@10 high": round(ci.high, 4)}
+        row = precision_row(rel) | ci.fields("P@10", with_value=False)
         if previous is not None:
-            delta = paired_difference(previous, per_query)
-            row |= {"ΔP@10": round(delta.value, 4), "ΔP@10 low": round(delta.low, 4),
-                    "ΔP@10 high": round(delta.high, 4)}
+            row |= paired_difference(previous, per_query).fields("ΔP@10")
         table[name] = row
         previous = per_query
     return table
-
-
-def row_interval(row: dict[str, float], key: str) -> Interval | None:
-    """The interval with_intervals stored for a figure of a row (None if it has none)."""
-    if f"{key} low" not in row:
-        return None
-    return Interval(row[key], row[f"{key} low"], row[f"{key} high"])
 
 
 def ablation_markdown(table: dict[str, dict[str, float]], command: str, n_catalog: str) -> str:
@@ -271,7 +262,7 @@ def ablation_markdown(table: dict[str, dict[str, float]], command: str, n_catalo
         "", "| features | P@5 | P@10 [CI] | P@20 | mAP@20 | ΔP@10 vs row above [CI] |", "|---|---|---|---|---|---|",
     ]
     for variant, row in table.items():
-        ci, delta = row_interval(row, "P@10"), row_interval(row, "ΔP@10")
+        ci, delta = Interval.from_fields(row, "P@10"), Interval.from_fields(row, "ΔP@10")
         lines.append(f"| {variant} | {row['P@5']:.3f} | {ci or format(row['P@10'], '.3f')} | {row['P@20']:.3f} "
                      f"| {row['mAP@20']:.3f} | {delta.signed() if delta else '—'} |")
     return "\n".join(lines) + "\n"

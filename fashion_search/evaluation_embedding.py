@@ -24,13 +24,13 @@ from tqdm import tqdm
 from fashion_search.catalog import CatalogRecord, load_catalog
 from fashion_search.datasets.scenes import load_scenes
 from fashion_search.domain import Box
-from fashion_search.evaluation import knn_relevance, precision_row, row_interval
+from fashion_search.evaluation import knn_relevance, precision_row
 from fashion_search.evaluation_expansion import holdout_mask
 from fashion_search.evaluation_scenes import MATCH_IOU, TOP_K, matching
 from fashion_search.images import decode_image
 from fashion_search.pipeline import SearchPipeline, prepare
 from fashion_search.settings import Settings
-from fashion_search.significance import CONFIDENCE, summed_difference
+from fashion_search.significance import CONFIDENCE, Interval, summed_difference
 from fashion_search.vectors import mirror_averaged
 
 COLOR_WEIGHTS = (0.0, 0.2, 0.35, 0.5, 0.75, 1.0)
@@ -153,8 +153,7 @@ def settings_sweep(
     for row, figures in zip(rows, per_query, strict=True):
         if row is not rows[best] and total:
             # Both query sets resampled on their own, each paired with the chosen setting's figures.
-            delta = summed_difference(list(zip(per_query[best], figures, strict=True)))
-            row |= {"Δsum": round(delta.value, 4), "Δsum low": round(delta.low, 4), "Δsum high": round(delta.high, 4)}
+            row |= summed_difference(list(zip(per_query[best], figures, strict=True))).fields("Δsum")
     return {
         "rows": rows, "chosen": chosen, "default": default, "weights": str(weights),
         # What fits a query latency budget that has no room for a second forward pass.
@@ -195,7 +194,7 @@ def settings_markdown(result: dict[str, Any], command: str) -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:
-        delta = row_interval(row, "Δsum")
+        delta = Interval.from_fields(row, "Δsum")
         lines.append(
             f"| {row['color_weight']:g} | {row['mirror']} | {row['P@5']:.3f} | {row['P@10']:.4f} "
             f"| {row['P@20']:.3f} | {row['mAP@20']:.3f} | {row['R@1']:.4f} | {row['R@10']:.4f} "

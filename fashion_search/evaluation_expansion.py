@@ -19,10 +19,9 @@ from fashion_search.evaluation import (
     expanded_queries,
     knn_relevance,
     precision_row,
-    row_interval,
 )
 from fashion_search.settings import Settings
-from fashion_search.significance import CONFIDENCE, paired_difference
+from fashion_search.significance import CONFIDENCE, Interval, paired_difference
 
 SCORE = "P@10"  # the seed-001 headline figure
 # A shopper who uploads a catalog photo must get that product first: deep expansion pulls the query towards the
@@ -81,9 +80,7 @@ def expansion_sweep(
     chosen = best_depth(table)
     for d in depths:
         if d != chosen:
-            delta = paired_difference(per_query[chosen], per_query[d])
-            table[d] |= {"ΔP@10": round(delta.value, 4), "ΔP@10 low": round(delta.low, 4),
-                         "ΔP@10 high": round(delta.high, 4)}
+            table[d] |= paired_difference(per_query[chosen], per_query[d]).fields("ΔP@10")
     return table, int(held.sum()), int((~held).sum())
 
 
@@ -112,7 +109,7 @@ def expansion_markdown(table: dict[int, dict[str, float]], held: int, fitted: in
         "|---|---|---|---|---|---|---|",
     ]
     for depth, row in table.items():
-        delta = row_interval(row, "ΔP@10")
+        delta = Interval.from_fields(row, "ΔP@10")
         lines.append(f"| {depth} | {row['P@5']:.3f} | {row['P@10']:.4f} | {row['P@20']:.3f} | {row['mAP@20']:.3f} "
                      f"| {row[SELF_FIRST]:.3f} | {delta.signed() if delta else 'chosen'} |")
     return "\n".join(lines) + "\n"

@@ -13,7 +13,6 @@ from tqdm import tqdm
 from fashion_search.catalog import CatalogRecord, load_catalog
 from fashion_search.datasets.scenes import load_scenes
 from fashion_search.domain import Box
-from fashion_search.evaluation import row_interval
 from fashion_search.images import decode_image
 from fashion_search.ingest import Ingestor
 from fashion_search.pipeline import prepare
@@ -77,10 +76,10 @@ def street_to_shop(
         mode: {
             "recall@1": round(float(first[mode].mean()), 4),
             "recall@10": round(sum(1 for r in rs if r is not None) / n, 4),
-        } | _interval_fields("recall@1", mean_interval(first[mode]))
+        } | mean_interval(first[mode]).fields("recall@1", with_value=False)
         for mode, rs in ranks.items()
     }
-    table["fine"] |= _interval_fields("Δrecall@1 vs simple", paired_difference(first["simple"], first["fine"]), True)
+    table["fine"] |= paired_difference(first["simple"], first["fine"]).fields("Δrecall@1 vs simple")
     return {
         "scenes": len(scenes), "garments": n, "catalog": len(catalog), "catalog_dirs": catalog_dirs,
         "detected_iou50": round(detected / n, 4) if n else 0.0, "recall": table,
@@ -88,11 +87,6 @@ def street_to_shop(
         "model": pipeline.embedder.model_name, "detector": settings.detector_model,
         "catalog_garment": settings.catalog_garment,
     }
-
-
-def _interval_fields(key: str, interval: Interval, with_value: bool = False) -> dict[str, float]:
-    fields = {f"{key} low": round(interval.low, 4), f"{key} high": round(interval.high, 4)}
-    return ({key: round(interval.value, 4)} if with_value else {}) | fields
 
 
 def street_to_shop_markdown(result: dict[str, Any], command: str) -> str:
@@ -111,7 +105,7 @@ def street_to_shop_markdown(result: dict[str, Any], command: str) -> str:
         "| mode | Recall@1 [CI] | Recall@10 | Recall@1 gain over simple [CI] |", "|---|---|---|---|",
     ]
     for mode, row in result["recall"].items():
-        recall, gain = row_interval(row, "recall@1"), row_interval(row, "Δrecall@1 vs simple")
+        recall, gain = Interval.from_fields(row, "recall@1"), Interval.from_fields(row, "Δrecall@1 vs simple")
         lines.append(f"| {mode} | {recall or format(row['recall@1'], '.3f')} | {row['recall@10']:.3f} "
                      f"| {gain.signed() if gain else '—'} |")
     return "\n".join(lines) + "\n"

@@ -28,6 +28,18 @@ class Interval:
         """True if the whole interval lies on one side of zero (a difference that is not chance at this level)."""
         return self.low > 0 or self.high < 0
 
+    def fields(self, key: str, with_value: bool = True) -> dict[str, float]:
+        """As flat JSON-friendly figures of a results row: key, "key low", "key high" (4 places)."""
+        fields = {f"{key} low": round(self.low, 4), f"{key} high": round(self.high, 4)}
+        return ({key: round(self.value, 4)} if with_value else {}) | fields
+
+    @classmethod
+    def from_fields(cls, row: dict[str, float], key: str) -> Interval | None:
+        """The interval `fields` stored in a row under key; None if it has none."""
+        if f"{key} low" not in row:
+            return None
+        return cls(row[key], row[f"{key} low"], row[f"{key} high"])
+
     def signed(self) -> str:
         """Like "+0.012 [-0.003, +0.027]", for differences."""
         return f"{self.value:+.3f} [{self.low:+.3f}, {self.high:+.3f}]"

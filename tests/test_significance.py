@@ -68,3 +68,12 @@ def test_summed_difference_adds_figures_from_different_query_sets() -> None:
     assert summed_difference([(np.ones(3), np.ones(3)), (np.zeros(2), np.zeros(2))]) == Interval(0.0, 0.0, 0.0)
     with pytest.raises(ValueError, match="same, non-empty"):
         summed_difference([(np.zeros(3), np.zeros(2))])
+
+
+def test_interval_round_trips_through_a_results_row() -> None:
+    ci = Interval(0.81234, 0.76301, 0.86349)
+    row = {"n": 3.0} | ci.fields("recall@1")
+    assert row == {"n": 3.0, "recall@1": 0.8123, "recall@1 low": 0.763, "recall@1 high": 0.8635}
+    assert Interval.from_fields(row, "recall@1") == Interval(0.8123, 0.763, 0.8635)
+    assert Interval.from_fields(row, "P@10") is None
+    assert "recall@1" not in ci.fields("recall@1", with_value=False)
