@@ -149,7 +149,7 @@ def settings_sweep(
             per_query.append((relevant[:, :10].mean(axis=1), firsts))
     default = {"color_weight": settings.color_weight, "mirror": settings.mirror_averaging}
     chosen = choose(rows, default)
-    best = next(i for i, r in enumerate(rows) if (r["color_weight"], r["mirror"]) == tuple(chosen.values()))
+    best = next(i for i, r in enumerate(rows) if all(r[k] == v for k, v in chosen.items()))
     for row, figures in zip(rows, per_query, strict=True):
         if row is not rows[best] and total:
             # Both query sets resampled on their own, each paired with the chosen setting's figures.
