@@ -230,6 +230,12 @@ def precision_row(relevant: np.ndarray) -> dict[str, float]:
     return row
 
 
+def precision_per_query(relevant: np.ndarray, k: int = 10) -> np.ndarray:
+    """Each query's P@k from a knn_relevance matrix: what the bootstrap intervals resample (P@10 by default, the
+    seed-001 headline figure)."""
+    return relevant[:, :k].mean(axis=1)
+
+
 def knn_precision(
     queries: np.ndarray, q_labels: np.ndarray, catalog: np.ndarray, cat_labels: np.ndarray, expand: int = 0
 ) -> dict[str, float]:
@@ -243,7 +249,7 @@ def with_intervals(relevance: dict[str, np.ndarray]) -> dict[str, dict[str, floa
     table: dict[str, dict[str, float]] = {}
     previous: np.ndarray | None = None
     for name, rel in relevance.items():
-        per_query = rel[:, :10].mean(axis=1)
+        per_query = precision_per_query(rel)
         ci = mean_interval(per_query)
         row = precision_row(rel) | ci.fields("P@10", with_value=False)
         if previous is not None:

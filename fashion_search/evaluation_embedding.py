@@ -24,7 +24,7 @@ from tqdm import tqdm
 from fashion_search.catalog import CatalogRecord, load_catalog
 from fashion_search.datasets.scenes import load_scenes
 from fashion_search.domain import Box
-from fashion_search.evaluation import knn_relevance, precision_row
+from fashion_search.evaluation import knn_relevance, precision_per_query, precision_row
 from fashion_search.evaluation_expansion import holdout_mask
 from fashion_search.evaluation_scenes import MATCH_IOU, TOP_K, matching
 from fashion_search.images import decode_image
@@ -146,7 +146,7 @@ def settings_sweep(
             instance = instance_recall(street_vecs, owner_idx, gallery[held], total)
             rows.append({"color_weight": weight, "mirror": mirror, **precision_row(relevant), **instance})
             firsts = instance_firsts(street_vecs, owner_idx, gallery[held], total)
-            per_query.append((relevant[:, :10].mean(axis=1), firsts))
+            per_query.append((precision_per_query(relevant), firsts))
     default = {"color_weight": settings.color_weight, "mirror": settings.mirror_averaging}
     chosen = choose(rows, default)
     best = next(i for i, r in enumerate(rows) if all(r[k] == v for k, v in chosen.items()))

@@ -18,6 +18,7 @@ from fashion_search.evaluation import (
     _embed_all,
     expanded_queries,
     knn_relevance,
+    precision_per_query,
     precision_row,
 )
 from fashion_search.settings import Settings
@@ -75,7 +76,7 @@ def expansion_sweep(
     table: dict[int, dict[str, float]] = {}
     for d in depths:
         rel = knn_relevance(vecs[held], labels[held], catalog[~held], labels[~held], d)
-        per_query[d] = rel[:, :10].mean(axis=1)
+        per_query[d] = precision_per_query(rel)
         table[d] = precision_row(rel) | {SELF_FIRST: self_first(vecs[held], catalog, np.flatnonzero(held), d)}
     chosen = best_depth(table)
     for d in depths:
