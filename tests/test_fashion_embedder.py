@@ -59,3 +59,24 @@ def test_stage_split_into_a_frozen_and_a_trained_part_equals_the_whole_stage(spl
         whole = tail.stage(h)
         parts = tail.stage(tail.stage(h, slice(0, split)), slice(split, None))
     torch.testing.assert_close(parts, whole)
+
+
+def test_extra_scene_sets_train_the_fit_products_and_leave_the_holdout_unchanged() -> None:
+    from services.embedder.train import split_products, split_training_set
+
+    labels = np.repeat(np.arange(2), 10)
+    products = torch.arange(20, dtype=torch.float32)[:, None]
+    # Crop features carry their product index (+100 for the extra set) to trace where each crop went.
+    first = (torch.arange(20, dtype=torch.float32)[:, None], np.arange(20))
+    extra = (torch.arange(20, dtype=torch.float32)[:, None] + 100, np.arange(20))
+    alone = split_training_set(products, labels, [first], seed=0)
+    data, fit, hold = split_training_set(products, labels, [first, extra], seed=0)
+    held = np.flatnonzero(split_products(labels, 0))
+    assert len(data.owners) == 40
+    assert sorted(fit.street[:, 0].tolist()) == sorted(
+        [float(p) for p in range(20) if p not in held] + [p + 100.0 for p in range(20) if p not in held]
+    )
+    torch.testing.assert_close(hold.street, alone[2].street)
+    np.testing.assert_array_equal(hold.owners, alone[2].owners)
+    assert hold.street[:, 0].tolist() == [float(p) for p in held]
+    np.testing.assert_array_equal(fit.owners, np.concatenate([np.arange(len(fit.labels))] * 2))

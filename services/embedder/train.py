@@ -251,6 +251,20 @@ def split_products(labels: np.ndarray, seed: int, share: float = HOLDOUT) -> np.
     return held
 
 
+def split_training_set(
+    products: torch.Tensor, labels: np.ndarray, crop_sets: list[tuple[torch.Tensor, np.ndarray]], seed: int
+) -> tuple[TrainingSet, TrainingSet, TrainingSet]:
+    """(all, fit, held out): products split by split_products; street crops from every set (features, owners).
+
+    The held-out share keeps the first set's crops only, so adding scene sets leaves what it measures unchanged.
+    """
+    data = TrainingSet(products, labels, torch.cat([f for f, _ in crop_sets]),
+                       np.concatenate([o for _, o in crop_sets]))
+    held = split_products(labels, seed)
+    primary = TrainingSet(products, labels, *crop_sets[0])
+    return data, data.subset(np.flatnonzero(~held)), primary.subset(np.flatnonzero(held))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Options of `fashion-search train embedder` (also `python -m services.embedder.train`)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -258,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="instances: fashion-v2 (from fashion-v1); classes: fashion-v1 (from ImageNet)")
     parser.add_argument("--data", default="../shared/data/clothing-small/train", help="ImageFolder of train photos")
     parser.add_argument("--scenes", default="data/scenes/train", help="scenes generated from the same photos")
+    parser.add_argument("--extra-scenes", nargs="*", default=[],
+                        help="instances stage: more scene sets of the same photos, for more street crops of the fit "
+                        "products (the holdout keeps to --scenes, so its figures stay comparable)")
     parser.add_argument("--out", default="", help="weights file (default: the stage's shipped file)")
     parser.add_argument("--epochs", type=int, default=0, help="maximum epochs tried on the split (0: stage default)")
     parser.add_argument("--steps", type=int, default=INSTANCE_STEPS, help="steps per epoch of the instances stage")
@@ -296,23 +313,22 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     records = load_catalog(args.data)
     classes = sorted({r.category for r in records})
     labels = np.array([classes.index(r.category) for r in records])
-    scenes = load_scenes(args.scenes)
     bank = SourceBank(records, Path(args.scenes) / "garment_masks.jsonl")
     net = load_imagenet_network()
     cache = Path(args.cache_dir)
     products = product_features(net, records, bank, args.seed, cache)
     if args.stage == "instances":
-        street, owners = street_features(
-            net, scenes, [r.product_id for r in records], args.seed, cache, args.street_crops
-        )
-        products, street = (stage_outputs(f, init, args.train_blocks) for f in (products, street))
+        crop_sets = [
+            street_features(net, load_scenes(d), [r.product_id for r in records], args.seed, cache, args.street_crops)
+            for d in [args.scenes, *args.extra_scenes]
+        ]
+        products = stage_outputs(products, init, args.train_blocks)
+        crop_sets = [(stage_outputs(f, init, args.train_blocks), o) for f, o in crop_sets]
         epochs = args.epochs or INSTANCE_EPOCHS
     else:
-        street, owners = products[:0, 0], np.zeros(0, dtype=int)
+        crop_sets = [(products[:0, 0], np.zeros(0, dtype=int))]
         epochs = args.epochs or CLASS_EPOCHS
-    data = TrainingSet(products, labels, street, owners)
-    held = split_products(labels, args.seed)
-    fit, hold = data.subset(np.flatnonzero(~held)), data.subset(np.flatnonzero(held))
+    data, fit, hold = split_training_set(products, labels, crop_sets, args.seed)
     log.info("split: %d/%d products, %d/%d street crops (fit/held out)",
              len(fit.labels), len(hold.labels), len(fit.owners), len(hold.owners))
     tail, history = train(fit, epochs, args.seed, args.stage, hold, args.steps, args.train_blocks, init)
@@ -332,7 +348,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "holdout_street_r1": round(history[best_epochs - 1][1], 4),
         "holdout_history": [[round(a, 4), round(b, 4)] for a, b in history],
         "tail_start": TAIL_START, "trained_on": str(args.data), "scenes": str(args.scenes),
-        "n_train": len(records), "n_street_crops": len(owners),
+        "extra_scenes": [str(d) for d in args.extra_scenes] if args.stage == "instances" else [],
+        "n_train": len(records), "n_street_crops": len(data.owners),
         "holdout_only": bool(args.holdout_only), "holdout_share": HOLDOUT, "init": str(init),
     }
     out = Path(args.out) if args.out else shipped_weights(variant)
