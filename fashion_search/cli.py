@@ -70,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--scenes", default="data/scenes/train", help="scenes generated from the same photos")
     es.add_argument("--weights", required=True, help="embedder weights trained with --holdout-only")
     es.add_argument("--limit", type=int, default=0, help="use the first N scenes with held-out garments (0 = all)")
+    es.add_argument(
+        "--baseline", default="",
+        help="instead of sweeping settings, compare --weights with these (same split) at the configured settings",
+    )
     es.add_argument("--json", action="store_true", help="print the figures as JSON")
     es.add_argument("--output", help="also write the figures to this Markdown file")
 

@@ -203,19 +203,30 @@ def cmd_eval_expansion(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_eval_embedding(args: argparse.Namespace, settings: Settings) -> int:
-    """Colour weight × mirror averaging on the embedder's product holdout."""
+    """Colour weight × mirror averaging on the embedder's product holdout, or two weight files compared on it."""
     from fashion_search.evaluation import write_section
-    from fashion_search.evaluation_embedding import settings_markdown, settings_sweep
+    from fashion_search.evaluation_embedding import (
+        compare_weights,
+        comparison_markdown,
+        settings_markdown,
+        settings_sweep,
+    )
 
     try:
-        result = settings_sweep(settings, args.catalog, args.scenes, Path(args.weights), args.limit)
+        if args.baseline:
+            result = compare_weights(
+                settings, args.catalog, args.scenes, Path(args.weights), Path(args.baseline), args.limit
+            )
+        else:
+            result = settings_sweep(settings, args.catalog, args.scenes, Path(args.weights), args.limit)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    text = settings_markdown(result, _command_line())
+    text = (comparison_markdown if args.baseline else settings_markdown)(result, _command_line())
     print(json.dumps(result, indent=2) if args.json else text)
     if args.output:
-        write_section(Path(args.output), "eval-embedding", text, "Evaluation")
+        section = "eval-embedding-comparison" if args.baseline else "eval-embedding"
+        write_section(Path(args.output), section, text, "Evaluation")
     return 0
 
 

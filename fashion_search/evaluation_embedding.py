@@ -30,7 +30,7 @@ from fashion_search.evaluation_scenes import MATCH_IOU, TOP_K, matching
 from fashion_search.images import decode_image
 from fashion_search.pipeline import SearchPipeline, prepare
 from fashion_search.settings import Settings
-from fashion_search.significance import CONFIDENCE, Interval, summed_difference
+from fashion_search.significance import CONFIDENCE, Interval, paired_difference, summed_difference
 from fashion_search.vectors import mirror_averaged
 
 COLOR_WEIGHTS = (0.0, 0.2, 0.35, 0.5, 0.75, 1.0)
@@ -114,52 +114,135 @@ def instance_recall(queries: np.ndarray, owners: np.ndarray, gallery: np.ndarray
             "R@10": round(float((top == owners[:, None]).any(axis=1).sum() / total), 4)}
 
 
+@dataclass
+class Holdout:
+    """The product holdout of --holdout-only weights: the train photos (held-out mask), and fine mode's cut-outs of
+    the held-out products' scene garments (detector and segmenter do not depend on the embedder's weights)."""
+
+    records: list[CatalogRecord]
+    held: np.ndarray
+    cutouts: list[Image.Image]
+    owners: np.ndarray  # each cut-out's product, as an index into the held-out records
+    total: int  # scene garments of held-out products, detected or not
+    scenes: int
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Each record's category."""
+        return np.array([r.category for r in self.records])
+
+
+def holdout_meta(weights: Path) -> dict[str, Any]:
+    """The training metadata stored with a weights file."""
+    return torch.load(weights, map_location="cpu", weights_only=True)["meta"]
+
+
+def fit_settings(settings: Settings, weights: Path) -> Settings:
+    """Settings whose embedder is the given weights file (variant from its metadata)."""
+    return settings.model_copy(update={"embedder_model": holdout_meta(weights)["variant"], "embedder_weights": weights})
+
+
+def load_holdout(settings: Settings, catalog_dir: str, scenes_dir: str, weights: Path, scene_limit: int = 0) -> Holdout:
+    """The holdout the weights' trainer drew, and fine mode's cut-outs of its garments in the scenes."""
+    from fashion_search.components import temporary_pipeline
+
+    records: list[CatalogRecord] = load_catalog(catalog_dir)
+    held = holdout_mask([r.category for r in records], holdout_meta(weights))
+    held_ids = {r.product_id: i for i, r in enumerate(r for r, h in zip(records, held, strict=True) if h)}
+    scenes = [s for s in load_scenes(scenes_dir) if any(o["product_id"] in held_ids for o in s["objects"])]
+    scenes = scenes[: scene_limit or None]
+    with temporary_pipeline(fit_settings(settings, weights), "fs-embedding-holdout-") as pipeline:
+        cutouts, owners, total = street_garments(pipeline, scenes, held_ids)
+    return Holdout(records, held, cutouts, np.array(owners, dtype=int), total, len(scenes))
+
+
+def holdout_views(settings: Settings, holdout: Holdout, weights: Path) -> tuple[ViewFeatures, ViewFeatures]:
+    """Features of the holdout's catalog photos and street cut-outs (and mirror images) by the given weights."""
+    from services.embedder.model import GarmentEmbedder
+
+    local = fit_settings(settings, weights)
+    embedder = GarmentEmbedder(local)
+    batch = max(1, local.ingest_batch_size)
+    photos = (prepare(decode_image(Path(r.image_path).read_bytes(), local), local)
+              for r in tqdm(holdout.records, unit="img", desc="embed catalog photos"))
+    return view_features(embedder, photos, batch), view_features(embedder, holdout.cutouts, batch)
+
+
+def setting_figures(
+    holdout: Holdout, catalog: ViewFeatures, street: ViewFeatures, weight: float, mirror: str, expansion: int
+) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+    """P@5/10/20, mAP@20, street R@1/R@10 at one colour weight and mirror averaging; per-query P@10 and per-garment
+    firsts (what paired intervals resample)."""
+    held, labels = holdout.held, holdout.labels
+    gallery = catalog.vectors(weight, mirror_averaged(mirror, catalog=True))
+    queries = catalog.vectors(weight, mirror_averaged(mirror, catalog=False))
+    relevant = knn_relevance(queries[held], labels[held], gallery[~held], labels[~held], expansion)
+    street_vecs = street.vectors(weight, mirror_averaged(mirror, catalog=False))
+    row = precision_row(relevant) | instance_recall(street_vecs, holdout.owners, gallery[held], holdout.total)
+    firsts = instance_firsts(street_vecs, holdout.owners, gallery[held], holdout.total)
+    return row, precision_per_query(relevant), firsts
+
+
+def _holdout_counts(holdout: Holdout, expansion: int) -> dict[str, Any]:
+    return {
+        "held_out_products": int(holdout.held.sum()), "fitted_products": int((~holdout.held).sum()),
+        "scenes": holdout.scenes, "garments": holdout.total, "detected": len(holdout.owners),
+        "query_expansion": expansion,
+    }
+
+
 def settings_sweep(
     settings: Settings, catalog_dir: str, scenes_dir: str, weights: Path, scene_limit: int = 0
 ) -> dict[str, Any]:
     """P@10 and street R@1 on the holdout for every colour weight × mirror averaging; the chosen one."""
-    from fashion_search.components import temporary_pipeline
-
-    meta = torch.load(weights, map_location="cpu", weights_only=True)["meta"]
-    records: list[CatalogRecord] = load_catalog(catalog_dir)
-    held = holdout_mask([r.category for r in records], meta)
-    local = settings.model_copy(update={"embedder_model": meta["variant"], "embedder_weights": weights})
-    held_ids = {r.product_id: i for i, r in enumerate(r for r, h in zip(records, held, strict=True) if h)}
-    scenes = [s for s in load_scenes(scenes_dir) if any(o["product_id"] in held_ids for o in s["objects"])]
-    scenes = scenes[: scene_limit or None]
-    with temporary_pipeline(local, "fs-embedding-settings-") as pipeline:
-        photos = (prepare(decode_image(Path(r.image_path).read_bytes(), local), local)
-                  for r in tqdm(records, unit="img", desc="embed catalog photos"))
-        batch = max(1, local.ingest_batch_size)
-        catalog = view_features(pipeline.embedder, photos, batch)
-        cutouts, owners, total = street_garments(pipeline, scenes, held_ids)
-        street = view_features(pipeline.embedder, cutouts, batch)
-    labels = np.array([r.category for r in records])
-    owner_idx = np.array(owners, dtype=int)
+    holdout = load_holdout(settings, catalog_dir, scenes_dir, weights, scene_limit)
+    catalog, street = holdout_views(settings, holdout, weights)
     rows, per_query = [], []
     for mirror in MIRRORS:
         for weight in COLOR_WEIGHTS:
-            gallery = catalog.vectors(weight, mirror_averaged(mirror, catalog=True))
-            queries = catalog.vectors(weight, mirror_averaged(mirror, catalog=False))
-            relevant = knn_relevance(queries[held], labels[held], gallery[~held], labels[~held], local.query_expansion)
-            street_vecs = street.vectors(weight, mirror_averaged(mirror, catalog=False))
-            instance = instance_recall(street_vecs, owner_idx, gallery[held], total)
-            rows.append({"color_weight": weight, "mirror": mirror, **precision_row(relevant), **instance})
-            firsts = instance_firsts(street_vecs, owner_idx, gallery[held], total)
-            per_query.append((precision_per_query(relevant), firsts))
+            row, precisions, firsts = setting_figures(holdout, catalog, street, weight, mirror,
+                                                      settings.query_expansion)
+            rows.append({"color_weight": weight, "mirror": mirror, **row})
+            per_query.append((precisions, firsts))
     default = {"color_weight": settings.color_weight, "mirror": settings.mirror_averaging}
     chosen = choose(rows, default)
     best = next(i for i, r in enumerate(rows) if all(r[k] == v for k, v in chosen.items()))
     for row, figures in zip(rows, per_query, strict=True):
-        if row is not rows[best] and total:
+        if row is not rows[best] and holdout.total:
             # Both query sets resampled on their own, each paired with the chosen setting's figures.
             row |= summed_difference(list(zip(per_query[best], figures, strict=True))).fields("Δsum")
     return {
         "rows": rows, "chosen": chosen, "default": default, "weights": str(weights),
         # What fits a query latency budget that has no room for a second forward pass.
         "chosen_query_cost_unchanged": choose([r for r in rows if r["mirror"] != "both"], default),
-        "held_out_products": int(held.sum()), "fitted_products": int((~held).sum()), "scenes": len(scenes),
-        "garments": total, "detected": len(owners), "query_expansion": local.query_expansion,
+        **_holdout_counts(holdout, settings.query_expansion),
+    }
+
+
+def compare_weights(
+    settings: Settings, catalog_dir: str, scenes_dir: str, weights: Path, baseline: Path, scene_limit: int = 0
+) -> dict[str, Any]:
+    """Two --holdout-only weight files on the same holdout, photos and cut-outs, at the configured colour weight and
+    mirror averaging: each one's figures, and weights − baseline per query with paired intervals."""
+    mine, theirs = holdout_meta(weights), holdout_meta(baseline)
+    for key in ("seed", "holdout_share"):
+        if mine.get(key) != theirs.get(key):
+            raise ValueError(f"the two weight files hold out different products ({key} {mine.get(key)} against "
+                             f"{theirs.get(key)}): train both with the same --seed")
+    holdout = load_holdout(settings, catalog_dir, scenes_dir, weights, scene_limit)
+    if not holdout.total:
+        raise ValueError("no scene garment of a held-out product: generate scenes from the same photos")
+    weight, mirror = settings.color_weight, settings.mirror_averaging
+    figures = [setting_figures(holdout, *holdout_views(settings, holdout, path), weight, mirror,
+                               settings.query_expansion) for path in (baseline, weights)]
+    (base_row, base_p10, base_firsts), (row, p10, firsts) = figures
+    differences = (paired_difference(base_p10, p10).fields("ΔP@10")
+                   | paired_difference(base_firsts, firsts).fields("ΔR@1")
+                   | summed_difference([(base_p10, p10), (base_firsts, firsts)]).fields("Δsum"))
+    return {
+        "weights": str(weights), "baseline": str(baseline), "color_weight": weight, "mirror": mirror,
+        "rows": {"baseline": base_row, "weights": row}, "difference": differences,
+        **_holdout_counts(holdout, settings.query_expansion),
     }
 
 
@@ -201,3 +284,26 @@ def settings_markdown(result: dict[str, Any], command: str) -> str:
             f"| {row['P@10'] + row['R@1']:.4f} | {delta.signed() if delta else 'chosen'} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def comparison_markdown(result: dict[str, Any], command: str) -> str:
+    """Markdown table of two weight files compared on one holdout."""
+    diff = result["difference"]
+    lines = [
+        "## Two embedder weight files compared on the product holdout", "",
+        f"Command: `{command}` — weights `{result['weights']}` against baseline `{result['baseline']}` (both "
+        f"trained with `--holdout-only` on the same split), colour weight {result['color_weight']:g}, mirror "
+        f"averaging {result['mirror']}, query expansion {result['query_expansion']}. Category: "
+        f"{result['held_out_products']} held-out photos against the {result['fitted_products']} fitted ones. "
+        f"Street-to-shop: {result['garments']} garments of held-out products in {result['scenes']} scenes "
+        f"({result['detected']} detected with IoU ≥ {MATCH_IOU}), the same cut-outs for both. Δ: weights less "
+        f"baseline, per query, {CONFIDENCE:.0%} paired bootstrap interval; one that holds 0 is within chance.", "",
+        "| weights | P@5 | P@10 | P@20 | mAP@20 | street R@1 | street R@10 | P@10 + R@1 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, row in result["rows"].items():
+        lines.append(f"| {name} | {row['P@5']:.3f} | {row['P@10']:.4f} | {row['P@20']:.3f} | {row['mAP@20']:.3f} "
+                     f"| {row['R@1']:.4f} | {row['R@10']:.4f} | {row['P@10'] + row['R@1']:.4f} |")
+    deltas = ", ".join(f"{key} {Interval(diff[key], diff[f'{key} low'], diff[f'{key} high']).signed()}"
+                       for key in ("ΔP@10", "ΔR@1", "Δsum"))
+    return "\n".join([*lines, "", f"Differences: {deltas}."]) + "\n"

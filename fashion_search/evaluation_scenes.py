@@ -85,7 +85,7 @@ def street_to_shop(
         "detected_iou50": round(detected / n, 4) if n else 0.0, "recall": table,
         "median_ms": {m: round(statistics.median(v), 1) for m, v in latencies.items()},
         "model": pipeline.embedder.model_name, "detector": settings.detector_model,
-        "catalog_garment": settings.catalog_garment,
+        "catalog_garment": settings.catalog_garment, "max_garments": settings.max_garments,
     }
 
 
@@ -97,7 +97,8 @@ def street_to_shop_markdown(result: dict[str, Any], command: str) -> str:
         f"Command: `{command}`", "",
         f"{result['scenes']} scenes, {result['garments']} garments, catalog of {result['catalog']} products; "
         f"model `{result['model']}`. Fine mode matches each detected garment against the catalog's "
-        f"`{result['catalog_garment']}` vectors: a garment counts only if a detection overlaps it with IoU ≥ "
+        f"`{result['catalog_garment']}` vectors, at most {result['max_garments']} garments per scene: a "
+        f"garment counts only if a detection overlaps it with IoU ≥ "
         f"{MATCH_IOU} (detected: {result['detected_iou50']:.3f}). Median latency: simple "
         f"{result['median_ms']['simple']} ms, fine {result['median_ms']['fine']} ms.", "",
         f"Recall@1 intervals: {CONFIDENCE:.0%} percentile bootstrap over the garments; fine mode's gain over simple "

@@ -30,8 +30,6 @@ from fashion_search.vectors import mirror_average
 log = logging.getLogger(__name__)
 
 MODES = ("simple", "fine", "tag")
-# A shopper's photo rarely shows more than a handful of garments; more boxes only add latency.
-MAX_GARMENTS = 4
 SAME_GARMENT_IOU = 0.7
 WHITE = (255, 255, 255)
 
@@ -115,12 +113,16 @@ class SearchPipeline:
         return _model_name(self.embedder)
 
     def models_used(self, mode: str) -> str:
-        """The models a query in this mode runs through (names with weights digests, the detection threshold),
-        for keying cached answers; a model whose service is down reads "" (that search answers for the outage)."""
+        """The models a query in this mode runs through (names with weights digests, the detection threshold and
+        garment cap), for keying cached answers; a model whose service is down reads "" (that search answers for the
+        outage)."""
         names = [self.embedder_model()]
         if mode in ("fine", "tag"):
             threshold = self.settings.detector_min_score
-            names.append(_model_name(self.detector) + ("" if threshold is None else f"@{threshold:g}"))
+            detector = _model_name(self.detector)
+            if detector:
+                detector += ("" if threshold is None else f"@{threshold:g}") + f"<={self.settings.max_garments}"
+            names.append(detector)
         if mode == "fine":
             names.append(_model_name(self.segmenter))
         return "|".join(names)
@@ -151,12 +153,12 @@ class SearchPipeline:
         return [cutout(image, d.box, m) for d, m in zip(detections, masks, strict=True)]
 
     def detect(self, image: Image.Image, timer: _Timer | None = None) -> list[Detection]:
-        """Distinct garments, best-first, at most MAX_GARMENTS."""
+        """Distinct garments, best-first, at most settings.max_garments."""
         start = time.perf_counter()
         found = self.detector.detect(image, self.settings.detector_min_score)
         if timer:
             timer.add("detect", start)
-        return distinct_garments(found)[:MAX_GARMENTS]
+        return distinct_garments(found)[: self.settings.max_garments]
 
     # ---- catalog side -------------------------------------------------------------------------
     def catalog_vectors(self, images: Sequence[Image.Image], with_garment: bool = True) -> list[IndexedVectors]:

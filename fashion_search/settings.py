@@ -104,6 +104,10 @@ class Settings(BaseSettings):
     # "detection" = the main detected garment cut out onto white (for catalogs of photos worn by models).
     catalog_garment: Literal["photo", "detection"] = "photo"
     detector_max_side: int = 640
+    # Most garments fine mode cuts, embeds and searches per query, best-scored first: each costs a segment, an
+    # embed and a search. Scenes hold up to 4 garments, and the detector's spare boxes can outscore a real one, so
+    # 4 slots lost garments that 5 keep (docs/EVALUATION.md, "Garments per query").
+    max_garments: int = Field(default=5, ge=1, le=16)
     # "masknet-v1": light U-Net decoder on frozen EfficientNet-Lite0 features, trained on generated scenes;
     # "grabcut": the v0 GrabCut segmenter (no weights; the settings below)
     segmenter_model: Literal["masknet-v1", "grabcut"] = "masknet-v1"

@@ -16,8 +16,13 @@ from fashion_search.evaluation_embedding import (
     COLOR_WEIGHTS,
     MIRRORS,
     choose,
+    compare_weights,
+    comparison_markdown,
+    holdout_views,
     instance_firsts,
     instance_recall,
+    load_holdout,
+    setting_figures,
     settings_sweep,
     view_features,
 )
@@ -73,11 +78,17 @@ def test_choice_takes_the_best_sum_and_breaks_ties_towards_the_default_then_no_m
     assert choose([*rows, row(0.75, "both", 0.95, 0.80)], default) == {"color_weight": 0.75, "mirror": "both"}
 
 
-def test_sweep_on_scenes_of_held_out_products(tmp_path: Path) -> None:
-    blob = torch.load(shipped_weights("fashion-v2"), map_location="cpu", weights_only=True)
-    blob["meta"] = {**blob["meta"], "holdout_only": True, "holdout_share": HOLDOUT, "seed": 1}
-    weights = tmp_path / "fit.pt"
+def _as_fit(tmp_path: Path, variant: str, seed: int = 1) -> Path:
+    """A shipped weights file relabelled as trained with --holdout-only (split seed given)."""
+    blob = torch.load(shipped_weights(variant), map_location="cpu", weights_only=True)
+    blob["meta"] = {**blob["meta"], "variant": variant, "holdout_only": True, "holdout_share": HOLDOUT, "seed": seed}
+    weights = tmp_path / f"{variant}-fit-{seed}.pt"
     torch.save(blob, weights)
+    return weights
+
+
+def test_sweep_on_scenes_of_held_out_products(tmp_path: Path) -> None:
+    weights = _as_fit(tmp_path, "fashion-v2")
     scenes = tmp_path / "scenes"
     generate_scenes(str(VAL_SAMPLE), str(scenes), 12, 4, "test")
     result = settings_sweep(make_settings(tmp_path), str(VAL_SAMPLE), str(scenes), weights)
@@ -100,3 +111,28 @@ def test_sweep_on_scenes_of_held_out_products(tmp_path: Path) -> None:
         assert r["Δsum low"] <= r["Δsum"] + 1e-4 and r["Δsum"] <= r["Δsum high"] + 1e-4
     # The shipped fashion-v2 saw these validation products in no stage: its own crops must find them often.
     assert max(r["R@1"] for r in result["rows"]) >= 0.5, result
+
+
+def test_two_weight_files_are_compared_on_the_same_holdout_and_crops(tmp_path: Path) -> None:
+    new, old = _as_fit(tmp_path, "fashion-v2"), _as_fit(tmp_path, "fashion-v1")
+    scenes = tmp_path / "scenes"
+    generate_scenes(str(VAL_SAMPLE), str(scenes), 12, 4, "test")
+    settings = make_settings(tmp_path)
+    result = compare_weights(settings, str(VAL_SAMPLE), str(scenes), new, old)
+    assert 0 < result["detected"] <= result["garments"]
+    # Each row is what that file's own figures at the configured setting are.
+    holdout = load_holdout(settings, str(VAL_SAMPLE), str(scenes), new)
+    for name, path in (("weights", new), ("baseline", old)):
+        row, _, _ = setting_figures(holdout, *holdout_views(settings, holdout, path), settings.color_weight,
+                                    settings.mirror_averaging, settings.query_expansion)
+        assert result["rows"][name] == row
+    diff, rows = result["difference"], result["rows"]
+    assert diff["ΔP@10"] == pytest.approx(rows["weights"]["P@10"] - rows["baseline"]["P@10"], abs=2e-4)
+    assert diff["ΔR@1"] == pytest.approx(rows["weights"]["R@1"] - rows["baseline"]["R@1"], abs=2e-4)
+    assert diff["Δsum"] == pytest.approx(diff["ΔP@10"] + diff["ΔR@1"], abs=2e-4)
+    for key in ("ΔP@10", "ΔR@1", "Δsum"):
+        assert diff[f"{key} low"] - 1e-4 <= diff[key] <= diff[f"{key} high"] + 1e-4
+    assert "| baseline |" in comparison_markdown(result, "cmd") and "Δsum" in comparison_markdown(result, "cmd")
+    # Files trained on another split hold out other products: no pairing is possible.
+    with pytest.raises(ValueError, match="different products"):
+        compare_weights(settings, str(VAL_SAMPLE), str(scenes), new, _as_fit(tmp_path, "fashion-v1", seed=2))

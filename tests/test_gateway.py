@@ -186,14 +186,14 @@ def test_cache_key_changes_with_the_query_expansion_setting_and_the_embedder() -
 
 def test_cached_answers_are_keyed_by_the_models_each_mode_runs(pipeline: SearchPipeline) -> None:
     embedder, detector = pipeline.embedder.model_name, pipeline.detector.model_name
-    segmenter = pipeline.segmenter.model_name
+    segmenter, cap = pipeline.segmenter.model_name, pipeline.settings.max_garments
     assert pipeline.models_used("simple") == embedder  # simple mode runs the embedder alone
-    assert pipeline.models_used("tag") == f"{embedder}|{detector}"
-    assert pipeline.models_used("fine") == f"{embedder}|{detector}|{segmenter}"
-    # Another detection threshold finds other garments: it keys other answers.
+    assert pipeline.models_used("tag") == f"{embedder}|{detector}<={cap}"
+    assert pipeline.models_used("fine") == f"{embedder}|{detector}<={cap}|{segmenter}"
+    # Another detection threshold or garment cap finds other garments: each keys other answers.
     other = copy.copy(pipeline)
-    other.settings = pipeline.settings.model_copy(update={"detector_min_score": 0.3})
-    assert other.models_used("fine") == f"{embedder}|{detector}@0.3|{segmenter}"
+    other.settings = pipeline.settings.model_copy(update={"detector_min_score": 0.3, "max_garments": 2})
+    assert other.models_used("fine") == f"{embedder}|{detector}@0.3<=2|{segmenter}"
     down = copy.copy(pipeline)
     down.detector = _DownDetector()  # type: ignore[assignment]
     assert down.models_used("fine") == f"{embedder}||{segmenter}"

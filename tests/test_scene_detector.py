@@ -66,13 +66,11 @@ def test_two_stage_detector_uses_its_calibrated_threshold_unless_set(scenes: lis
 
 def test_shipped_detector_finds_the_garment_of_product_photos(tmp_path: Path) -> None:
     from fashion_search.evaluation_models import product_photo_report
-    from fashion_search.pipeline import MAX_GARMENTS
-
     settings = make_settings(tmp_path)
     report = product_photo_report(SceneDetector(settings, "centernet-v3"), settings, str(VAL_SAMPLE), None)
     assert report["photos"] == 14  # val_sample photos with a usable garment mask
     assert report["found"] >= 0.75, report
-    assert 1.0 <= report["garments_per_photo"] <= MAX_GARMENTS
+    assert 1.0 <= report["garments_per_photo"] <= settings.max_garments
 
 
 def test_eval_models_reports_scenes_and_product_photos(tmp_path: Path) -> None:
