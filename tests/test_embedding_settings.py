@@ -19,7 +19,7 @@ from fashion_search.evaluation_embedding import (
     compare_weights,
     comparison_markdown,
     holdout_views,
-    instance_firsts,
+    instance_hits,
     instance_recall,
     load_holdout,
     setting_figures,
@@ -58,10 +58,12 @@ def test_recall_counts_undetected_garments_as_misses() -> None:
     gallery = np.eye(4, dtype=np.float32)
     queries = np.array([[1, 0.1, 0, 0], [0.2, 1, 0, 0], [0, 0, 0.4, 1]], dtype=np.float32)
     owners = np.array([0, 0, 2])  # right first; own product second; own product second
-    assert instance_recall(queries, owners, gallery, total=4) == {"R@1": 0.25, "R@10": 0.75}
-    assert instance_recall(queries[:0], owners[:0], gallery, total=2) == {"R@1": 0.0, "R@10": 0.0}
-    # The per-garment figures the intervals resample average to the same R@1.
-    assert instance_firsts(queries, owners, gallery, total=4).tolist() == [1.0, 0.0, 0.0, 0.0]
+    first, within = instance_hits(queries, owners, gallery, total=4)
+    # The per-garment figures the intervals resample average to R@1 and R@10.
+    assert first.tolist() == [1.0, 0.0, 0.0, 0.0] and within.tolist() == [1.0, 1.0, 1.0, 0.0]
+    assert instance_recall(first, within) == {"R@1": 0.25, "R@10": 0.75}
+    assert instance_recall(*instance_hits(queries[:0], owners[:0], gallery, total=2)) == {"R@1": 0.0, "R@10": 0.0}
+    assert instance_recall(*instance_hits(queries[:0], owners[:0], gallery, total=0)) == {"R@1": 0.0, "R@10": 0.0}
 
 
 def test_choice_takes_the_best_sum_and_breaks_ties_towards_the_default_then_no_mirror() -> None:
