@@ -49,13 +49,13 @@ def product_photo_report(
 ) -> dict[str, Any]:
     """Fine mode's garments in each product photo with a usable mask (one garment each): how many per photo, and
     whether one of them is the garment (IoU ≥ 0.5 with its mask's box; named right too)."""
-    from fashion_search.pipeline import distinct_garments
+    from fashion_search.pipeline import fine_mode_garments
 
     photos = product_photo_scenes(photos_dir, mask_cache)
     counts, found, named = [], 0, 0
     for photo in tqdm(photos, unit="photo", desc="product photos"):
         image = Image.fromarray(load_upright_rgb(photo["image_path"]))
-        garments = distinct_garments(detector.detect(image, settings.detector_min_score))[: settings.max_garments]
+        garments = fine_mode_garments(detector, image, settings)
         (obj,) = photo["objects"]
         truth = Box(*obj["box"])
         best = max(garments, key=lambda d: d.box.iou(truth), default=None)

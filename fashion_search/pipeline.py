@@ -155,10 +155,10 @@ class SearchPipeline:
     def detect(self, image: Image.Image, timer: _Timer | None = None) -> list[Detection]:
         """Distinct garments, best-first, at most settings.max_garments."""
         start = time.perf_counter()
-        found = self.detector.detect(image, self.settings.detector_min_score)
+        found = fine_mode_garments(self.detector, image, self.settings)
         if timer:
             timer.add("detect", start)
-        return distinct_garments(found)[: self.settings.max_garments]
+        return found
 
     # ---- catalog side -------------------------------------------------------------------------
     def catalog_vectors(self, images: Sequence[Image.Image], with_garment: bool = True) -> list[IndexedVectors]:
@@ -257,6 +257,11 @@ def _model_name(model: Detector | Segmenter | Embedder) -> str:
         return model.model_name
     except ServiceUnavailable:
         return ""
+
+
+def fine_mode_garments(detector: Detector, image: Image.Image, settings: Settings) -> list[Detection]:
+    """The garments fine mode searches in an image: distinct, best-first, at most settings.max_garments."""
+    return distinct_garments(detector.detect(image, settings.detector_min_score))[: settings.max_garments]
 
 
 def distinct_garments(detections: Sequence[Detection]) -> list[Detection]:

@@ -30,6 +30,7 @@ from PIL import Image
 from fashion_search.datasets.scenes import decode_mask, load_scenes
 from fashion_search.domain import Box
 from fashion_search.evaluation_models import mask_scores, score_true_boxes
+from fashion_search.feature_cache import cached
 from fashion_search.settings import Settings
 from services.segmenter.mask_net import (
     INPUT_SIZE,
@@ -127,19 +128,47 @@ def encode(encoder: FrozenEncoder, crops: list[np.ndarray], targets: list[np.nda
     return Cached([torch.cat(f) for f in feats], target)
 
 
+def detector_boxes(scenes: list[dict[str, Any]], cache_dir: Path) -> list[list[list[float] | None]]:
+    """Per scene and garment, the box of the detection fine mode would search for it (the shipped detector's, matched
+    with IoU ≥ MATCH_IOU as the street-to-shop evaluation does), or None where none matches; cached."""
+    from fashion_search.components import local_detector
+    from fashion_search.evaluation_scenes import matching
+    from fashion_search.pipeline import fine_mode_garments
+
+    settings = Settings(torch_threads=0, detector_url="")
+    detector = local_detector(settings)
+
+    def build() -> list[list[list[float] | None]]:
+        found: list[list[list[float] | None]] = []
+        for scene in scenes:
+            boxes = [d.box for d in fine_mode_garments(detector, Image.open(scene["image_path"]).convert("RGB"),
+                                                       settings)]
+            matched = [matching(boxes, Box(*obj["box"])) for obj in scene["objects"]]
+            found.append([None if m is None else [boxes[m].x0, boxes[m].y0, boxes[m].x1, boxes[m].y1]
+                          for m in matched])
+        return found
+
+    key = [[s["image_path"] for s in scenes], detector.model_name, settings.max_garments, "detector-boxes-v1"]
+    return cached(cache_dir, "segmenter-detector-boxes", key, build)
+
+
 def build_training_set(
-    encoder: FrozenEncoder, scenes: list[dict[str, Any]], views: int, rng: np.random.Generator
+    encoder: FrozenEncoder, scenes: list[dict[str, Any]], views: int, rng: np.random.Generator,
+    found: list[list[list[float] | None]] | None = None,
 ) -> Cached:
-    """VIEWS augmented crops of every garment of the scenes, encoded."""
+    """VIEWS augmented crops of every garment of the scenes, encoded. With `found` (detector_boxes of the scenes),
+    a garment's first view is cut from the detector's box where it has one: detector errors are not uniform jitter."""
     crops, targets = [], []
     start = time.time()
     for n, scene in enumerate(scenes):
         rgb = np.asarray(Image.open(scene["image_path"]).convert("RGB"))
         img_h, img_w = rgb.shape[:2]
-        for obj in scene["objects"]:
+        for k, obj in enumerate(scene["objects"]):
             mask = decode_mask(obj)
-            for _ in range(views):
-                frame = box_pixels(jitter_box(rng, obj["box"]), img_w, img_h)
+            for view in range(views):
+                detected = found[n][k] if found is not None and view == 0 else None
+                box = Box(*detected) if detected is not None else jitter_box(rng, obj["box"])
+                frame = box_pixels(box, img_w, img_h)
                 if min(frame[2] - frame[0], frame[3] - frame[1]) < MIN_SEGMENT_SIDE:
                     frame = box_pixels(Box(*obj["box"]), img_w, img_h)
                 window = context_window(*frame)
@@ -269,6 +298,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch/OpenCV threads (other jobs share the CPU)")
     parser.add_argument("--limit", type=int, default=0, help="use only the first N train scenes (quick runs)")
+    parser.add_argument("--detector-boxes", action="store_true",
+                        help="cut each garment's first view from the shipped detector's box for it, where it finds one")
+    parser.add_argument("--cache-dir", default="data/cache")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -283,7 +315,8 @@ def main(argv: list[str] | None = None) -> None:
     held_scenes = [scenes[i] for i in sorted(order[:n_held])]
     fit_scenes = [scenes[i] for i in sorted(order[n_held:])]
     encoder = FrozenEncoder()
-    train_set = build_training_set(encoder, fit_scenes, VIEWS, rng)
+    found = detector_boxes(fit_scenes, Path(args.cache_dir)) if args.detector_boxes else None
+    train_set = build_training_set(encoder, fit_scenes, VIEWS, rng, found)
     held = build_held_out(encoder, held_scenes)
     decoder, best_epoch, history = train(train_set, held, args.epochs, args.batch, args.lr, rng)
     train_seconds = time.time() - began
@@ -292,6 +325,7 @@ def main(argv: list[str] | None = None) -> None:
         "input_size": INPUT_SIZE, "epochs": best_epoch, "max_epochs": args.epochs, "held_out_miou": history,
         "seed": args.seed, "views": VIEWS, "train_scenes": len(fit_scenes), "held_out_scenes": len(held_scenes),
         "train_garments": len(train_set.targets) // VIEWS, "train_seconds": round(train_seconds),
+        "detector_boxes": sum(b is not None for row in found for b in row) if found is not None else 0,
     }
     out = Path(args.out)
     save(decoder, meta, out)  # validation goes through the saved float16 weights, as they ship
