@@ -59,7 +59,6 @@ def run_bench(settings: Settings, n_queries: int) -> tuple[Table, dict[str, obje
 def to_markdown(table: Table, info: dict[str, object], command: str) -> str:
     """Markdown report of a benchmark run."""
     lines = [
-        "# Benchmarks", "",
         f"Command: `{command}` — in-process models (embedded mode), Qdrant Edge index, "
         f"{info['torch_threads']} torch threads, {info['cpu']}.", "",
         f"Sample catalog: {info['catalog_size']} products indexed in {info['ingest_s']} s "
@@ -72,3 +71,10 @@ def to_markdown(table: Table, info: dict[str, object], command: str) -> str:
         for stage, (p50, p95) in stages.items():
             lines.append(f"| {mode} | {stage} | {p50:.1f} | {p95:.1f} |")
     return "\n".join(lines) + "\n"
+
+
+def save_report(path: Path, text: str) -> None:
+    """Write a run's report into its marked section of the file, keeping the notes around it."""
+    from fashion_search.evaluation import write_section
+
+    write_section(path, "bench", text, "Benchmarks")

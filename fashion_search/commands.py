@@ -266,14 +266,12 @@ def cmd_eval_models(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     """Per-stage latency table, printed and written to docs/BENCHMARKS.md."""
-    from fashion_search.bench import run_bench, to_markdown
+    from fashion_search.bench import run_bench, save_report, to_markdown
 
     table, info = run_bench(settings, args.queries or settings.bench_queries)
     text = to_markdown(table, info, _command_line())
     print(text)
-    out = Path(args.output) if args.output else settings.docs_dir / "BENCHMARKS.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    save_report(Path(args.output) if args.output else settings.docs_dir / "BENCHMARKS.md", text)
     return 0
 
 
