@@ -42,7 +42,7 @@ class _ListDetector:
 
 @pytest.mark.parametrize("cap", [1, 3, 5])
 def test_fine_mode_keeps_the_best_scored_garments_up_to_the_cap(tmp_path: Path, cap: int) -> None:
-    # Six separate boxes in a row, scores rising left to right; the two last overlap (one garment twice).
+    # Five separate boxes in a row, scores rising left to right, and a weaker twin of the best one (one garment twice).
     boxes = [Detection(Box(60 * i, 0, 60 * i + 50, 50), "shirt", 0.1 * (i + 1)) for i in range(5)]
     twin = Detection(Box(241, 1, 291, 51), "t-shirt", 0.45)
     settings = make_settings(tmp_path, max_garments=cap)
