@@ -25,7 +25,7 @@ from fashion_search.catalog import CatalogRecord, load_catalog
 from fashion_search.datasets.scenes import load_scenes
 from fashion_search.domain import Box
 from fashion_search.evaluation import knn_relevance, precision_per_query, precision_row
-from fashion_search.evaluation_expansion import holdout_mask
+from fashion_search.evaluation_expansion import check_holdout_meta, holdout_mask
 from fashion_search.evaluation_scenes import MATCH_IOU, TOP_K, matching
 from fashion_search.images import decode_image
 from fashion_search.pipeline import SearchPipeline, prepare
@@ -225,6 +225,7 @@ def compare_weights(
     """Two --holdout-only weight files on the same holdout, photos and cut-outs, at the configured colour weight and
     mirror averaging: each one's figures, and weights − baseline per query with paired intervals."""
     mine, theirs = holdout_meta(weights), holdout_meta(baseline)
+    check_holdout_meta(theirs)  # a baseline that saw the held-out products would be flattered
     for key in ("seed", "holdout_share"):
         if mine.get(key) != theirs.get(key):
             raise ValueError(f"the two weight files hold out different products ({key} {mine.get(key)} against "
@@ -304,6 +305,6 @@ def comparison_markdown(result: dict[str, Any], command: str) -> str:
     for name, row in result["rows"].items():
         lines.append(f"| {name} | {row['P@5']:.3f} | {row['P@10']:.4f} | {row['P@20']:.3f} | {row['mAP@20']:.3f} "
                      f"| {row['R@1']:.4f} | {row['R@10']:.4f} | {row['P@10'] + row['R@1']:.4f} |")
-    deltas = ", ".join(f"{key} {Interval(diff[key], diff[f'{key} low'], diff[f'{key} high']).signed()}"
-                       for key in ("ΔP@10", "ΔR@1", "Δsum"))
+    intervals = {key: Interval.from_fields(diff, key) for key in ("ΔP@10", "ΔR@1", "Δsum")}
+    deltas = ", ".join(f"{key} {interval.signed()}" for key, interval in intervals.items() if interval)
     return "\n".join([*lines, "", f"Differences: {deltas}."]) + "\n"

@@ -138,3 +138,6 @@ def test_two_weight_files_are_compared_on_the_same_holdout_and_crops(tmp_path: P
     # Files trained on another split hold out other products: no pairing is possible.
     with pytest.raises(ValueError, match="different products"):
         compare_weights(settings, str(VAL_SAMPLE), str(scenes), new, _as_fit(tmp_path, "fashion-v1", seed=2))
+    # A baseline trained on every product saw the held-out ones.
+    with pytest.raises(ValueError, match="trained on every product"):
+        compare_weights(settings, str(VAL_SAMPLE), str(scenes), new, shipped_weights("fashion-v1"))
