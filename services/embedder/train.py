@@ -32,7 +32,13 @@ from fashion_search.catalog import load_catalog
 from fashion_search.datasets.scenes import SourceBank, load_scenes
 from services.embedder.backbone import load_imagenet_network
 from services.embedder.fashion_net import TAIL_START, FashionTail, load_tail, save_tail, shipped_weights
-from services.embedder.train_views import CUTOUT_VIEW, STREET_CROPS_PER_OBJECT, product_features, street_features
+from services.embedder.train_views import (
+    CUTOUT_VIEW,
+    STREET_CROPS_PER_OBJECT,
+    pipeline_street_features,
+    product_features,
+    street_features,
+)
 
 log = logging.getLogger("train-embedder")
 
@@ -59,6 +65,9 @@ INSTANCE_TRAIN_BLOCKS = 3
 # holdout's pipeline crops, street R@1 +0.022 (95 % CI +0.009 to +0.034), category P@10 -0.002 (-0.019 to +0.014);
 # docs/EVALUATION.md.
 EXTRA_SCENES = ("data/scenes/train-extra",)
+# How the extra scene sets' garments are cut: "simulated" (a jittered true box and mask, as the first set's) or
+# "pipeline" (fine mode's own cut-out: the shipped detector's box and segmenter's mask; garments it misses give none).
+EXTRA_CROPS = ("simulated", "pipeline")
 INSTANCE_STEPS = 100
 # Catalog-side views a street crop is matched to: the whole photo, its mirror, and the cut-out garment.
 POSITIVE_VIEWS = (0, 1, CUTOUT_VIEW)
@@ -280,6 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="instances stage: more scene sets of the same photos, for more street crops of the fit "
                         "products (the holdout keeps to --scenes, so its figures stay comparable); none: "
                         "`--extra-scenes` alone")
+    parser.add_argument("--extra-crops", choices=EXTRA_CROPS, default=EXTRA_CROPS[0],
+                        help="instances stage: how the extra scene sets' garments are cut (simulated detector and "
+                        "segmenter errors, or the shipped detector's and segmenter's own)")
     parser.add_argument("--out", default="", help="weights file (default: the stage's shipped file)")
     parser.add_argument("--epochs", type=int, default=0, help="maximum epochs tried on the split (0: stage default)")
     parser.add_argument("--steps", type=int, default=INSTANCE_STEPS, help="steps per epoch of the instances stage")
@@ -323,10 +335,12 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     cache = Path(args.cache_dir)
     products = product_features(net, records, bank, args.seed, cache)
     if args.stage == "instances":
-        crop_sets = [
-            street_features(net, load_scenes(d), [r.product_id for r in records], args.seed, cache, args.street_crops)
-            for d in [args.scenes, *args.extra_scenes]
-        ]
+        ids = [r.product_id for r in records]
+        crop_sets = [street_features(net, load_scenes(args.scenes), ids, args.seed, cache, args.street_crops)]
+        for extra in args.extra_scenes:
+            scenes = load_scenes(extra)
+            crop_sets.append(pipeline_street_features(net, scenes, ids, cache) if args.extra_crops == "pipeline"
+                             else street_features(net, scenes, ids, args.seed, cache, args.street_crops))
         products = stage_outputs(products, init, args.train_blocks)
         crop_sets = [(stage_outputs(f, init, args.train_blocks), o) for f, o in crop_sets]
         epochs = args.epochs or INSTANCE_EPOCHS
@@ -354,6 +368,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "holdout_history": [[round(a, 4), round(b, 4)] for a, b in history],
         "tail_start": TAIL_START, "trained_on": str(args.data), "scenes": str(args.scenes),
         "extra_scenes": [str(d) for d in args.extra_scenes] if args.stage == "instances" else [],
+        "extra_crops": args.extra_crops if args.stage == "instances" else None,
         "n_train": len(records), "n_street_crops": len(data.owners),
         "holdout_only": bool(args.holdout_only), "holdout_share": HOLDOUT, "init": str(init),
     }

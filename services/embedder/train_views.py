@@ -168,3 +168,30 @@ def street_features(
 
     key = [[s["image_path"] for s in scenes], product_ids, per_object, seed, SIZE, "street-v1"]
     return cached(cache_dir, "embedder-street", key, build), owners
+
+
+def pipeline_street_features(
+    net: torch.nn.Module, scenes: list[dict[str, Any]], product_ids: list[str], cache_dir: Path
+) -> tuple[torch.Tensor, np.ndarray]:
+    """Frozen features of fine mode's own cut-out of every scene garment the shipped detector finds (the detection
+    matching it, cut by the shipped segmenter's mask), and each cut-out's product index; missed garments give none."""
+    from fashion_search.components import temporary_pipeline
+    from fashion_search.evaluation_embedding import street_garments
+    from fashion_search.settings import Settings
+
+    settings = Settings(torch_threads=0, detector_url="", segmenter_url="", embedder_url="")
+    index = {pid: i for i, pid in enumerate(product_ids)}
+
+    with temporary_pipeline(settings, "fs-train-street-") as pipeline:
+
+        def build() -> tuple[torch.Tensor, torch.Tensor]:
+            cutouts, owners, total = street_garments(pipeline, scenes, index)
+            log.info("fine mode cut %d of %d scene garments", len(cutouts), total)
+            feats = _frozen(net, (_resize(c) for c in cutouts), len(cutouts), "pipeline street crops")
+            return feats, torch.tensor(owners, dtype=torch.long)
+
+        key = [[s["image_path"] for s in scenes], product_ids, pipeline.detector.model_name,
+               pipeline.segmenter.model_name, settings.detector_min_score, settings.max_garments,
+               settings.work_max_side, SIZE, "pipeline-street-v1"]
+        feats, owners = cached(cache_dir, "embedder-pipeline-street", key, build)
+    return feats, owners.numpy()
