@@ -13,6 +13,7 @@ from fashion_search.datasets.scenes import generate_scenes, load_scenes
 from fashion_search.evaluation_embedding import street_garments
 from fashion_search.settings import Settings
 from services.embedder.backbone import load_imagenet_network
+from services.embedder.train import build_parser, street_crop_sets
 from services.embedder.train_views import _frozen, _resize, pipeline_street_features, street_features
 
 VAL_SAMPLE = Path(__file__).resolve().parent / "data" / "val_sample"
@@ -43,3 +44,14 @@ def test_pipeline_crops_are_fine_modes_cutouts_of_the_right_products_and_cached(
     again, again_owners = pipeline_street_features(net, scenes, ids, tmp_path / "cache")
     assert torch.equal(again, feats) and np.array_equal(again_owners, owners)
     assert len(list((tmp_path / "cache").glob("embedder-pipeline-street-*.pt"))) == 1
+
+    # The trainer's crop sets: --scenes simulated first, then the extra set cut as --extra-crops says.
+    for how, expected_sizes in (("simulated", [len(garments)] * 2), ("pipeline", [len(garments), len(owners)]),
+                                ("both", [len(garments), len(garments), len(owners)])):
+        args = build_parser().parse_args(["--scenes", str(tmp_path / "scenes"), "--extra-scenes",
+                                          str(tmp_path / "scenes"), "--extra-crops", how])
+        sets = street_crop_sets(net, ids, args, tmp_path / "cache")
+        assert [len(o) for _, o in sets] == expected_sizes
+        assert torch.equal(sets[0][0], simulated)
+        if how != "simulated":
+            assert torch.equal(sets[-1][0], feats)

@@ -65,9 +65,11 @@ INSTANCE_TRAIN_BLOCKS = 3
 # holdout's pipeline crops, street R@1 +0.022 (95 % CI +0.009 to +0.034), category P@10 -0.002 (-0.019 to +0.014);
 # docs/EVALUATION.md.
 EXTRA_SCENES = ("data/scenes/train-extra",)
-# How the extra scene sets' garments are cut: "simulated" (a jittered true box and mask, as the first set's) or
-# "pipeline" (fine mode's own cut-out: the shipped detector's box and segmenter's mask; garments it misses give none).
-EXTRA_CROPS = ("simulated", "pipeline")
+# How the extra scene sets' garments are cut: "simulated" (a jittered true box and mask, as the first set's),
+# "pipeline" (fine mode's own cut-out: the shipped detector's box and segmenter's mask; garments it misses give none)
+# or "both". Clean holdout, pipeline crops: "pipeline" instead of "simulated" R@1 -0.006 [-0.017, +0.005], P@10 +0.000
+# (docs/EVALUATION.md).
+EXTRA_CROPS = ("simulated", "pipeline", "both")
 INSTANCE_STEPS = 100
 # Catalog-side views a street crop is matched to: the whole photo, its mirror, and the cut-out garment.
 POSITIVE_VIEWS = (0, 1, CUTOUT_VIEW)
@@ -291,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "`--extra-scenes` alone")
     parser.add_argument("--extra-crops", choices=EXTRA_CROPS, default=EXTRA_CROPS[0],
                         help="instances stage: how the extra scene sets' garments are cut (simulated detector and "
-                        "segmenter errors, or the shipped detector's and segmenter's own)")
+                        "segmenter errors, the shipped detector's and segmenter's own, or both)")
     parser.add_argument("--out", default="", help="weights file (default: the stage's shipped file)")
     parser.add_argument("--epochs", type=int, default=0, help="maximum epochs tried on the split (0: stage default)")
     parser.add_argument("--steps", type=int, default=INSTANCE_STEPS, help="steps per epoch of the instances stage")
@@ -320,6 +322,21 @@ def stage_outputs(feats: torch.Tensor, init: Path, train_blocks: int = 0) -> tor
     return out.reshape(*feats.shape[:-3], *out.shape[-3:])
 
 
+def street_crop_sets(
+    net: torch.nn.Module, product_ids: list[str], args: argparse.Namespace, cache: Path
+) -> list[tuple[torch.Tensor, np.ndarray]]:
+    """(frozen features, product index) of the street crops: simulated ones of --scenes first (the holdout's), then
+    each extra scene set's, cut as --extra-crops says."""
+    crop_sets = [street_features(net, load_scenes(args.scenes), product_ids, args.seed, cache, args.street_crops)]
+    for extra in args.extra_scenes:
+        scenes = load_scenes(extra)
+        if args.extra_crops != "pipeline":
+            crop_sets.append(street_features(net, scenes, product_ids, args.seed, cache, args.street_crops))
+        if args.extra_crops != "simulated":
+            crop_sets.append(pipeline_street_features(net, scenes, product_ids, cache))
+    return crop_sets
+
+
 def run(args: argparse.Namespace) -> dict[str, object]:
     """Select the epoch count on a split of train/, retrain on all of train/, save the weights; return the meta."""
     if args.holdout_only and not args.out:
@@ -335,12 +352,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     cache = Path(args.cache_dir)
     products = product_features(net, records, bank, args.seed, cache)
     if args.stage == "instances":
-        ids = [r.product_id for r in records]
-        crop_sets = [street_features(net, load_scenes(args.scenes), ids, args.seed, cache, args.street_crops)]
-        for extra in args.extra_scenes:
-            scenes = load_scenes(extra)
-            crop_sets.append(pipeline_street_features(net, scenes, ids, cache) if args.extra_crops == "pipeline"
-                             else street_features(net, scenes, ids, args.seed, cache, args.street_crops))
+        crop_sets = street_crop_sets(net, [r.product_id for r in records], args, cache)
         products = stage_outputs(products, init, args.train_blocks)
         crop_sets = [(stage_outputs(f, init, args.train_blocks), o) for f, o in crop_sets]
         epochs = args.epochs or INSTANCE_EPOCHS
