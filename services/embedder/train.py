@@ -67,9 +67,9 @@ INSTANCE_TRAIN_BLOCKS = 3
 EXTRA_SCENES = ("data/scenes/train-extra",)
 # How the extra scene sets' garments are cut: "simulated" (a jittered true box and mask, as the first set's),
 # "pipeline" (fine mode's own cut-out: the shipped detector's box and segmenter's mask; garments it misses give none)
-# or "both". Clean holdout, pipeline crops: "pipeline" instead of "simulated" R@1 -0.006 [-0.017, +0.005], P@10 +0.000
-# (docs/EVALUATION.md).
-EXTRA_CROPS = ("simulated", "pipeline", "both")
+# or "both" (the default). Clean holdout, pipeline crops, against "simulated": "pipeline" P@10 +0.000, R@1 -0.006;
+# "both" P@10 +0.012 [-0.006, +0.031], R@1 +0.003 [-0.008, +0.013] (docs/EVALUATION.md).
+EXTRA_CROPS = ("both", "simulated", "pipeline")
 INSTANCE_STEPS = 100
 # Catalog-side views a street crop is matched to: the whole photo, its mirror, and the cut-out garment.
 POSITIVE_VIEWS = (0, 1, CUTOUT_VIEW)
