@@ -34,9 +34,9 @@ class Settings(BaseSettings):
     hnsw_ef_construct: int = 100
     hnsw_ef_search: int = 128
     # Simple and tag modes add the vectors of the query's N nearest catalog photos to it, then search again
-    # (average query expansion; 0: off). N = 1 has the best P@10 on the embedder's product holdout among depths
+    # (average query expansion; 0: off). N = 1 had the best P@10 on the embedder's product holdout among depths
     # that keep a product's own photo first (`fashion-search eval-expansion`, docs/EVALUATION.md; N = 2 with the
-    # earlier two-block weights).
+    # earlier two-block weights); with the current recipe N = 3 leads it by 0.0004, too little to move it.
     query_expansion: int = Field(default=1, ge=0)
     # Most products one scroll page may list: bounds the work and the message size of one listing call.
     max_scroll_limit: int = 1000
