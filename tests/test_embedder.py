@@ -74,6 +74,8 @@ def test_model_name_tells_retrained_weights_apart(tmp_path: Path) -> None:
     assert GarmentEmbedder(make_settings(tmp_path, embedder_model="imagenet")).model_name.startswith(
         "effnet-lite0-imagenet+color30"
     )
+    # Another input size gives other vectors for the same weights, so an index built at one is stale at the other.
+    assert GarmentEmbedder(make_settings(tmp_path, embed_image_size=256)).model_name == shipped.model_name + "@256px"
 
 
 def test_detector_and_segmenter_names_carry_their_weights_digest(tmp_path: Path) -> None:

@@ -16,6 +16,9 @@ from fashion_search.model_base import InferenceModel
 # EfficientNet-Lite was trained on inputs scaled to [-1, 1] ((x - 127) / 128 in the TF reference).
 _MEAN = 0.5
 _STD = 0.5
+# The side every embedder weight file was trained at (ImageNet's and the fashion trainers'); other sizes
+# (settings.embed_image_size) give other vectors, so the embedder's name carries them.
+TRAINED_IMAGE_SIZE = 224
 
 
 @dataclass

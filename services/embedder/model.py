@@ -13,7 +13,7 @@ from PIL import Image, ImageOps
 from fashion_search.model_base import InferenceModel, file_digest
 from fashion_search.settings import Settings
 from fashion_search.vectors import l2_normalize, mirror_average, mirror_averaged
-from services.embedder.backbone import BackboneOutput, EfficientNetBackbone
+from services.embedder.backbone import TRAINED_IMAGE_SIZE, BackboneOutput, EfficientNetBackbone
 from services.embedder.fashion_net import EMBED_DIM, FashionTail, frozen_features, load_tail, shipped_weights
 
 COLOR_POSITIONS = 10
@@ -61,11 +61,13 @@ class GarmentEmbedder(InferenceModel):
 
     @property
     def model_name(self) -> str:
-        """Model identifier (weights variant and file digest, colour weight, mirroring): vectors are comparable only
-        between embedders of the same name."""
+        """Model identifier (weights variant and file digest, colour weight, mirroring, input size unless the trained
+        one): vectors are comparable only between embedders of the same name."""
         mirror = {"off": "", "catalog": "+catalog-mirror", "both": "+mirror"}[self.settings.mirror_averaging]
         variant = self.variant if self.variant == "imagenet" else f"{self.variant}.{self._weights_digest}"
-        return f"effnet-lite0-{variant}+color30@w{self.settings.color_weight:g}{mirror}"
+        size = self.settings.embed_image_size
+        at_size = "" if size == TRAINED_IMAGE_SIZE else f"@{size}px"
+        return f"effnet-lite0-{variant}+color30@w{self.settings.color_weight:g}{mirror}{at_size}"
 
     @cached_property
     def _weights_digest(self) -> str:

@@ -21,11 +21,12 @@ from PIL import Image, ImageEnhance
 from fashion_search.catalog import CatalogRecord
 from fashion_search.datasets.scenes import SourceBank, decode_mask
 from fashion_search.feature_cache import cached
+from services.embedder.backbone import TRAINED_IMAGE_SIZE
 from services.embedder.fashion_net import frozen_features
 
 log = logging.getLogger("train-embedder")
 
-SIZE = 224
+SIZE = TRAINED_IMAGE_SIZE
 # Product views: 0 plain (what inference sees for a whole photo), 1 mirrored, 2 the garment cut out onto white
 # (what fine mode indexes for a catalog photo), 3.. random crops with mild light changes. Few views: caching them
 # is the slow part of training on a CPU.
