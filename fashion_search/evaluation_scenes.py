@@ -84,7 +84,7 @@ def street_to_shop(
         "scenes": len(scenes), "garments": n, "catalog": len(catalog), "catalog_dirs": catalog_dirs,
         "detected_iou50": round(detected / n, 4) if n else 0.0, "recall": table,
         "median_ms": {m: round(statistics.median(v), 1) for m, v in latencies.items()},
-        "model": pipeline.embedder.model_name, "detector": settings.detector_model,
+        "model": pipeline.vectors_model(), "detector": settings.detector_model,
         "catalog_garment": settings.catalog_garment, "max_garments": settings.max_garments,
     }
 

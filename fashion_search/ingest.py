@@ -175,7 +175,7 @@ class Ingestor:
         if not loaded:
             return IngestReport()
         indexed = self.pipeline.catalog_vectors([img for _, img in loaded], with_garment=with_garment)
-        model = self.pipeline.embedder.model_name
+        model = self.pipeline.vectors_model()
         for product, _ in loaded:  # fresh copies, filled in as they are stored (product_with does too)
             product.embedder = model
         items = [

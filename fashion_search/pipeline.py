@@ -25,7 +25,7 @@ from fashion_search.domain import (
 )
 from fashion_search.grpc_common import ServiceUnavailable
 from fashion_search.settings import Settings
-from fashion_search.vectors import mirror_average
+from fashion_search.vectors import l2_normalize, mirror_average
 
 log = logging.getLogger(__name__)
 
@@ -132,12 +132,18 @@ class SearchPipeline:
         stats = stats or self.index.stats()
         if not (model := self.embedder_model()):
             return None  # an embedder service that is down cannot say
+        model += garment_recipe(self.settings)
         others = {name: n for name, n in stats.embedders.items() if name != model}
         if not others:
             return None
         which = ", ".join(f"{n} by {name or 'an unrecorded model'}" for name, n in sorted(others.items()))
         return (f"{sum(others.values())} of {stats.count} products were embedded by another model than the one "
                 f"queries use ({model}): {which}; run `fashion-search reindex`")
+
+    def vectors_model(self) -> str:
+        """The name stored with each product's vectors: the embedder's, plus how fine mode's garment vector is made
+        (raises ServiceUnavailable while a remote embedder is down)."""
+        return self.embedder.model_name + garment_recipe(self.settings)
 
     # ---- shared steps -------------------------------------------------------------------------
     def garment_cutouts(
@@ -177,13 +183,16 @@ class SearchPipeline:
         n = len(prepared)
         if self.settings.catalog_garment == "photo":
             # A product photo shows its product, and street crops were trained to match such photos; the main
-            # detection's cut-out matched them worse (docs/EVALUATION.md, street-to-shop).
+            # detection's cut-out alone matched them worse (docs/EVALUATION.md, street-to-shop).
             vecs = self.embed_catalog(prepared)
             garment = vecs
         else:
             cut = [self.garment_cutouts(img, [m])[0] if m else img for img, m in zip(prepared, mains, strict=True)]
-            vecs = self.embed_catalog([*prepared, *cut])
-            garment = vecs[n:]
+            both = self.embed_catalog([*prepared, *cut])
+            vecs, garment = both[:n], both[n:]
+            if self.settings.catalog_garment == "blend":
+                weight = self.settings.catalog_cutout_weight
+                garment = l2_normalize((1.0 - weight) * vecs + weight * garment)
         return [
             IndexedVectors({IMAGE_VECTOR: vecs[i], GARMENT_VECTOR: garment[i]}, mains[i]) for i in range(n)
         ]
@@ -257,6 +266,16 @@ def _model_name(model: Detector | Segmenter | Embedder) -> str:
         return model.model_name
     except ServiceUnavailable:
         return ""
+
+
+def garment_recipe(settings: Settings) -> str:
+    """How fine mode's catalog garment vectors are made (settings.catalog_garment), as a suffix of the embedder
+    name stored with each product, so that vectors made another way read as stale."""
+    if settings.catalog_garment == "photo":
+        return ""
+    if settings.catalog_garment == "detection":
+        return "+garment-cutout"
+    return f"+garment-blend{settings.catalog_cutout_weight:g}"
 
 
 def fine_mode_garments(detector: Detector, image: Image.Image, settings: Settings) -> list[Detection]:

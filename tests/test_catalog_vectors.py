@@ -1,4 +1,5 @@
-"""Catalog vectors: fine mode's garment vector is the product photo itself, or the main detected garment cut out."""
+"""Catalog vectors: fine mode's garment vector is the product photo itself, the main detected garment cut out, or
+a blend of the two."""
 
 from __future__ import annotations
 
@@ -52,6 +53,24 @@ def test_detection_mode_embeds_the_main_garment_cut_out(
         v.detection is not None and not np.allclose(v.vectors[GARMENT_VECTOR], v.vectors[IMAGE_VECTOR])
         for v in indexed
     )
+
+
+def test_blend_mode_mixes_the_photo_and_its_cut_out_and_names_the_mix(
+    tmp_path: Path, shared_models: dict[str, object], photos: list[Image.Image]
+) -> None:
+    blend = _pipeline(tmp_path, shared_models, "blend", catalog_cutout_weight=0.3)
+    photo = _pipeline(tmp_path, shared_models, "photo").catalog_vectors(photos)
+    cut = _pipeline(tmp_path, shared_models, "detection").catalog_vectors(photos)
+    for mixed, whole, alone in zip(blend.catalog_vectors(photos), photo, cut, strict=True):
+        np.testing.assert_allclose(mixed.vectors[IMAGE_VECTOR], whole.vectors[IMAGE_VECTOR], atol=1e-5)
+        expected = 0.7 * whole.vectors[GARMENT_VECTOR] + 0.3 * alone.vectors[GARMENT_VECTOR]
+        np.testing.assert_allclose(mixed.vectors[GARMENT_VECTOR], expected / np.linalg.norm(expected), atol=1e-5)
+    # Vectors stored under one recipe read as stale under another.
+    names = {
+        _pipeline(tmp_path, shared_models, mode, catalog_cutout_weight=w).vectors_model()
+        for mode, w in (("photo", 0.15), ("detection", 0.15), ("blend", 0.15), ("blend", 0.3))
+    }
+    assert len(names) == 4
 
 
 def test_catalog_mirror_averaging_indexes_a_photo_and_its_mirror_alike_and_leaves_queries_alone(

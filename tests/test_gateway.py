@@ -125,7 +125,7 @@ def test_stats_and_pages(client: TestClient, pipeline: SearchPipeline, small_rec
     stats = client.get("/v1/stats").json()
     assert stats["count"] == len(small_records) and "dress" in stats["categories"]
     # Ingestion records which embedder computed the vectors.
-    assert stats["embedders"] == {pipeline.embedder.model_name: len(small_records)}
+    assert stats["embedders"] == {pipeline.vectors_model(): len(small_records)}
     assert stats["stale_index"] is None
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").status_code == 200

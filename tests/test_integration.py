@@ -21,7 +21,7 @@ import redis
 
 from fashion_search.catalog import CatalogRecord
 from fashion_search.ingest import Ingestor, scroll_pages
-from fashion_search.pipeline import SearchPipeline
+from fashion_search.pipeline import SearchPipeline, garment_recipe
 from fashion_search.settings import Settings
 from services.search.client import RemoteIndex
 from services.search.factory import make_index
@@ -138,7 +138,9 @@ def test_queue_ingest_and_remote_search_match_embedded_mode(
     stats = httpx.get(f"{base}/v1/stats", timeout=10).json()
     assert stats["count"] == len(records)
     # The worker's remote embedder named the vectors, through the search service, as the gateway's queries see it.
-    assert stats["embedders"] == {shared_models["embedder"].model_name: len(records)}
+    assert stats["embedders"] == {
+        shared_models["embedder"].model_name + garment_recipe(make_settings(tmp_path)): len(records)
+    }
     assert stats["stale_index"] is None
 
     settings = make_settings(tmp_path / "embedded")

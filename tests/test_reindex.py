@@ -67,7 +67,7 @@ def test_reindex_all_updates_vectors_keeps_payload_and_reports_bad_images(
     index = new.index
     before = {f"p{i}": index.get(f"p{i}") for i in range(len(CLASSES))}
     stats = index.stats()
-    old_name, new_name = old.embedder.model_name, new.embedder.model_name
+    old_name, new_name = old.vectors_model(), new.vectors_model()
     assert stats.embedders == {old_name: len(CLASSES)} and old.stale_index() is None
     assert new.stale_index().startswith(f"{len(CLASSES)} of {len(CLASSES)} products")  # type: ignore[union-attr]
     decoded = [decode_image(data, settings) for data in images]
