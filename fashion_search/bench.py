@@ -12,6 +12,7 @@ import torch
 from fashion_search.catalog import load_catalog
 from fashion_search.images import decode_image
 from fashion_search.ingest import Ingestor
+from fashion_search.model_base import resolve_device
 from fashion_search.settings import Settings
 
 STAGES = ("detect", "segment", "embed", "search", "total")
@@ -51,16 +52,22 @@ def run_bench(settings: Settings, n_queries: int) -> tuple[Table, dict[str, obje
         "catalog_size": report.indexed, "queries": len(queries), "ingest_s": round(ingest_s, 1),
         "ingest_per_s": round(report.indexed / ingest_s, 1) if ingest_s else 0.0,
         "cpu": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads(),
-        "catalog_garment": settings.catalog_garment,
+        "catalog_garment": settings.catalog_garment, "device": device_label(settings),
     }
     return table, info
+
+
+def device_label(settings: Settings) -> str:
+    """Where the in-process models run (settings.torch_device), with the GPU's name."""
+    device = resolve_device(settings.torch_device)
+    return f"{device.type} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else device.type
 
 
 def to_markdown(table: Table, info: dict[str, object], command: str) -> str:
     """Markdown report of a benchmark run."""
     lines = [
         f"Command: `{command}` — in-process models (embedded mode), Qdrant Edge index, "
-        f"{info['torch_threads']} torch threads, {info['cpu']}.", "",
+        f"{info['torch_threads']} torch threads, {info['cpu']}, models on {info.get('device', 'cpu')}.", "",
         f"Sample catalog: {info['catalog_size']} products indexed in {info['ingest_s']} s "
         f"({info['ingest_per_s']} products/s: detection, image and garment vectors, catalog garment "
         f"`{info['catalog_garment']}`). "

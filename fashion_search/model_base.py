@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -22,6 +24,28 @@ def configure_torch(settings: Settings) -> None:
         if not _threads_set and settings.torch_threads > 0:
             torch.set_num_threads(settings.torch_threads)
         _threads_set = True
+
+
+def resolve_device(name: str) -> torch.device:
+    """settings.torch_device as a torch device: "auto" is the first GPU when torch sees one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"torch_device={name!r}, but torch {torch.__version__} sees no CUDA GPU; use 'auto' or 'cpu'"
+        )
+    return torch.device(name)
+
+
+def warm_up_batches(device: torch.device, run: Callable[[int], object], largest: int) -> None:
+    """On a GPU, run each batch size 1..largest once at load: cuDNN plans every new input shape on first use
+    (1.5–2 s per shape on a fresh H200 machine), which otherwise lands on the first queries with that many
+    garments (docs/BENCHMARKS.md)."""
+    if device.type != "cuda":
+        return
+    with torch.inference_mode():
+        for n in range(1, largest + 1):
+            run(n)
 
 
 def file_digest(path: Path | str) -> str:
@@ -44,6 +68,12 @@ class InferenceModel(ABC):
         """What the model's output depends on (subclasses add a weights digest and output settings); a cache of
         its results is valid only under the same name."""
         return self.name
+
+    @cached_property
+    def device(self) -> torch.device:
+        """The torch device the weights load onto (settings.torch_device), resolved on first use: a Celery worker
+        forks before its first task, and CUDA must not start before a fork."""
+        return resolve_device(self.settings.torch_device)
 
     @property
     def loaded(self) -> bool:

@@ -73,6 +73,9 @@ class Settings(BaseSettings):
 
     # Models
     torch_threads: int = 0
+    # Where the models run: "auto" = the GPU when torch sees one (the model services' GPU node), else the CPU;
+    # "cpu", "cuda" or "cuda:N" to pin it ("cuda" without a visible GPU fails at load, saying so)
+    torch_device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     embed_image_size: int = 224
     # "fashion-v2": 512-d embedding trained on classes and on street-to-shop pairs, + colour (542-d, seed 001);
     # "fashion-v1": trained on classes only; "imagenet": ImageNet pooled 1280 + colour (the v0 baseline)
@@ -104,7 +107,7 @@ class Settings(BaseSettings):
     # "blend" = the photo's vector mixed with its cut-out's (catalog_cutout_weight), normalized: the cut-out looks
     # like the segmented query garments do. On fresh train scenes (no model trained on them) blend led photo in
     # R@1 by +0.013 (weight chosen on half the scenes, gain confirmed on the other half; docs/EVALUATION.md). It
-    # costs one more embed per catalog photo at ingest and nothing per query.
+    # costs a segment and an embed more per catalog photo (ingest about half as fast) and nothing per query.
     catalog_garment: Literal["photo", "detection", "blend"] = "blend"
     catalog_cutout_weight: float = Field(default=0.15, ge=0.0, le=1.0)
     detector_max_side: int = 640

@@ -7,7 +7,7 @@ from pathlib import Path
 from fashion_search.bench import save_report, to_markdown
 
 INFO = {"torch_threads": 2, "cpu": "x86_64", "catalog_size": 250, "ingest_s": 9.0, "ingest_per_s": 27.7,
-        "catalog_garment": "photo", "queries": 40}
+        "catalog_garment": "photo", "queries": 40, "device": "cpu"}
 
 
 def _report(fine_p50: float) -> str:

@@ -168,8 +168,10 @@ class SceneDetector(InferenceModel):
         return f"{self.name}.{file_digest(self.variant.weights)}"
 
     def _load(self) -> None:
-        self._pyramid = Pyramid(self.variant)
+        self._pyramid = Pyramid(self.variant).to(self.device)
         self._head, self._box_head, self._scoring, self._min_score = load_heads(self.variant)
+        # The second stage pools a handful of boxes: it and the peak decoding stay on the CPU.
+        self._head.to(self.device)
 
     @torch.inference_mode()
     def detect(self, image: Image.Image, min_score: float | None = None) -> list[Detection]:
@@ -178,8 +180,9 @@ class SceneDetector(InferenceModel):
         threshold = min_score if min_score is not None else self.settings.detector_min_score
         if threshold is None:
             threshold = self._min_score
-        mid, deep = self._pyramid(preprocess(image, self.variant.input_size))
-        heat, size, offset = self._head(mid, deep)
+        mid, deep = self._pyramid(preprocess(image, self.variant.input_size).to(self.device))
+        heat, size, offset = (t.cpu() for t in self._head(mid, deep))
+        mid, deep = mid.cpu(), deep.cpu()
         if self._box_head is None:
             return decode(heat, size, offset, image.width, image.height, threshold)
         proposals = peaks(heat, size, offset, image.width, image.height, min(threshold, PROPOSAL_MIN_SCORE))

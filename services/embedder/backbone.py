@@ -50,7 +50,7 @@ class EfficientNetBackbone(InferenceModel):
     feature_dim = 1280
 
     def _load(self) -> None:
-        self._model = load_imagenet_network()
+        self._model = load_imagenet_network().to(self.device)
 
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """Resize each image to size×size (whole garment kept; aspect is squashed the same way for all)."""
@@ -77,8 +77,8 @@ class EfficientNetBackbone(InferenceModel):
     def forward(self, images: Sequence[Image.Image]) -> BackboneOutput:
         """Run the network on a batch of images."""
         self.load()
-        rgb = self.preprocess(images)
+        rgb = self.preprocess(images).to(self.device)
         fmap = self._model.extract_features(self.normalize(rgb))
         pooled = fmap.mean(dim=(2, 3))
         rgb_pooled = torch.nn.functional.adaptive_avg_pool2d(rgb, fmap.shape[-2:])
-        return BackboneOutput(pooled.numpy(), fmap.numpy(), rgb_pooled.numpy())
+        return BackboneOutput(pooled.cpu().numpy(), fmap.cpu().numpy(), rgb_pooled.cpu().numpy())

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from fashion_search.model_base import InferenceModel, file_digest
+from fashion_search.model_base import InferenceModel, file_digest, warm_up_batches
 from fashion_search.settings import Settings
 from fashion_search.vectors import l2_normalize, mirror_average, mirror_averaged
 from services.embedder.backbone import TRAINED_IMAGE_SIZE, BackboneOutput, EfficientNetBackbone
@@ -78,6 +78,10 @@ class GarmentEmbedder(InferenceModel):
         self.backbone.load()
         if self.variant != "imagenet":
             self._tail, _ = load_tail(self.backbone.network, self.weights)
+            self._tail.to(self.backbone.device)  # its new layers; the blocks it shares are there already
+        size = self.settings.embed_image_size
+        blank = Image.new("RGB", (size, size), "white")
+        warm_up_batches(self.backbone.device, lambda n: self._raw([blank] * n), self.settings.max_garments)
 
     @property
     def weights(self) -> Path:
@@ -88,13 +92,16 @@ class GarmentEmbedder(InferenceModel):
     def raw(self, images: Sequence[Image.Image]) -> BackboneOutput:
         """Deep features (before normalisation), last feature map and pooled RGB for a batch."""
         self.load()
+        return self._raw(images)
+
+    def _raw(self, images: Sequence[Image.Image]) -> BackboneOutput:
         if self._tail is None:
             return self.backbone.forward(images)
-        rgb = self.backbone.preprocess(images)
+        rgb = self.backbone.preprocess(images).to(self.backbone.device)
         fmap = self._tail.feature_map(frozen_features(self.backbone.network, self.backbone.normalize(rgb)))
         deep = self._tail.embed(fmap)
         rgb_pooled = torch.nn.functional.adaptive_avg_pool2d(rgb, fmap.shape[-2:])
-        return BackboneOutput(deep.numpy(), fmap.numpy(), rgb_pooled.numpy())
+        return BackboneOutput(deep.cpu().numpy(), fmap.cpu().numpy(), rgb_pooled.cpu().numpy())
 
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Embed a batch of images to a (B, dim) float32 array of unit vectors."""

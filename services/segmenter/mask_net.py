@@ -15,7 +15,7 @@ from PIL import Image
 from torch import nn
 
 from fashion_search.domain import Box
-from fashion_search.model_base import InferenceModel, file_digest
+from fashion_search.model_base import InferenceModel, file_digest, warm_up_batches
 from fashion_search.settings import Settings
 from services.embedder.backbone import load_imagenet_network
 from services.segmenter.model import MIN_MASK_FRACTION, MIN_SEGMENT_SIDE, main_components
@@ -168,8 +168,13 @@ class MaskSegmenter(InferenceModel):
         return f"{self.name}.{file_digest(self.weights)}"
 
     def _load(self) -> None:
-        self._encoder = FrozenEncoder()
+        self._encoder = FrozenEncoder().to(self.device)
         self._decoder, self.meta = load_decoder(self.weights)
+        self._decoder.to(self.device)
+        # Through to_tensor: its batches are laid out channels-last, and cuDNN plans per layout as well as shape.
+        blank = np.full((INPUT_SIZE, INPUT_SIZE, 3), PAD_VALUE, np.uint8)
+        warm_up_batches(self.device, lambda n: self._decoder(self._encoder(to_tensor([blank] * n).to(self.device))),
+                        self.settings.max_garments)
 
     @torch.inference_mode()
     def segment(self, image: Image.Image, boxes: Sequence[Box]) -> list[np.ndarray]:
@@ -194,4 +199,4 @@ class MaskSegmenter(InferenceModel):
     def predict(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """Mask logits (B×(S/2)×(S/2)) of uint8 S×S×3 context crops."""
         self.load()
-        return self._decoder(self._encoder(to_tensor(crops)))[:, 0].numpy()
+        return self._decoder(self._encoder(to_tensor(crops).to(self.device)))[:, 0].cpu().numpy()
