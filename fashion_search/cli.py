@@ -116,9 +116,15 @@ def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from fashion_search import commands
+    from fashion_search.domain import IndexLayoutError
 
     handler = getattr(commands, f"cmd_{args.command.replace('-', '_')}")
-    return int(handler(args, settings) or 0)
+    try:
+        return int(handler(args, settings) or 0)
+    except IndexLayoutError as exc:
+        # A configuration change, not a crash: say what to do instead of printing a traceback.
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -14,6 +14,11 @@ GARMENT_VECTOR = "garment"
 VECTOR_NAMES = (IMAGE_VECTOR, GARMENT_VECTOR)
 
 
+class IndexLayoutError(ValueError):
+    """An existing index holds other vectors (names or lengths) than the configured models make: it needs a new
+    index, since its stored vectors cannot be compared with new ones."""
+
+
 @dataclass(frozen=True)
 class Box:
     """Axis-aligned box in pixel coordinates (x0, y0 inclusive; x1, y1 exclusive)."""

@@ -23,6 +23,7 @@ from fashion_search.domain import (
     Segmenter,
     VectorIndex,
 )
+from fashion_search.garment_colour import colour_histogram, with_colour
 from fashion_search.grpc_common import ServiceUnavailable
 from fashion_search.settings import Settings
 from fashion_search.vectors import l2_normalize, mirror_average
@@ -146,17 +147,38 @@ class SearchPipeline:
         return self.embedder.model_name + garment_recipe(self.settings)
 
     # ---- shared steps -------------------------------------------------------------------------
-    def garment_cutouts(
+    def garment_masks(
         self, image: Image.Image, detections: Sequence[Detection], timer: _Timer | None = None
-    ) -> list[Image.Image]:
-        """Segment each detected garment and cut it out onto white."""
+    ) -> list[np.ndarray]:
+        """Segment each detected garment: one bool mask per detection, the size of its clipped box."""
         if not detections:
             return []
         start = time.perf_counter()
         masks = self.segmenter.segment(image, [d.box.clip(image.width, image.height) for d in detections])
         if timer:
             timer.add("segment", start)
+        return masks
+
+    def garment_cutouts(
+        self, image: Image.Image, detections: Sequence[Detection], timer: _Timer | None = None
+    ) -> list[Image.Image]:
+        """Segment each detected garment and cut it out onto white."""
+        masks = self.garment_masks(image, detections, timer)
         return [cutout(image, d.box, m) for d, m in zip(detections, masks, strict=True)]
+
+    def with_garment_colour(
+        self, vectors: np.ndarray, images: Sequence[Image.Image], boxes: Sequence[Box | None],
+        masks: Sequence[np.ndarray | None],
+    ) -> np.ndarray:
+        """Garment vectors (one per image, box and mask) with the garment's masked colour histogram appended
+        (settings.garment_colour_weight; unchanged at 0)."""
+        weight = self.settings.garment_colour_weight
+        if weight <= 0 or not len(vectors):
+            return vectors
+        hists = np.stack([
+            colour_histogram(img, box, mask) for img, box, mask in zip(images, boxes, masks, strict=True)
+        ])
+        return with_colour(vectors, hists, weight)
 
     def detect(self, image: Image.Image, timer: _Timer | None = None) -> list[Detection]:
         """Distinct garments, best-first, at most settings.max_garments."""
@@ -181,18 +203,26 @@ class SearchPipeline:
             dets = self.detect(img)
             mains.append(dets[0] if dets else None)
         n = len(prepared)
+        masks: list[np.ndarray | None] = [None] * n
+        if self.settings.catalog_garment != "photo" or self.settings.garment_colour_weight > 0:
+            masks = [self.garment_masks(img, [m])[0] if m else None for img, m in zip(prepared, mains, strict=True)]
         if self.settings.catalog_garment == "photo":
             # A product photo shows its product, and street crops were trained to match such photos; the main
             # detection's cut-out alone matched them worse (docs/EVALUATION.md, street-to-shop).
             vecs = self.embed_catalog(prepared)
             garment = vecs
         else:
-            cut = [self.garment_cutouts(img, [m])[0] if m else img for img, m in zip(prepared, mains, strict=True)]
+            cut = [
+                cutout(img, m.box, mask) if m and mask is not None else img
+                for img, m, mask in zip(prepared, mains, masks, strict=True)
+            ]
             both = self.embed_catalog([*prepared, *cut])
             vecs, garment = both[:n], both[n:]
             if self.settings.catalog_garment == "blend":
                 weight = self.settings.catalog_cutout_weight
                 garment = l2_normalize((1.0 - weight) * vecs + weight * garment)
+        # A photo without a detection: the colour of the whole photo.
+        garment = self.with_garment_colour(garment, prepared, [m.box if m else None for m in mains], masks)
         return [
             IndexedVectors({IMAGE_VECTOR: vecs[i], GARMENT_VECTOR: garment[i]}, mains[i]) for i in range(n)
         ]
@@ -247,9 +277,11 @@ class SearchPipeline:
     ) -> list[GarmentResult]:
         if not detections:
             return []
-        cuts = self.garment_cutouts(img, detections, timer)
+        masks = self.garment_masks(img, detections, timer)
+        cuts = [cutout(img, d.box, m) for d, m in zip(detections, masks, strict=True)]
         start = time.perf_counter()
         vecs = self.embedder.embed(cuts)
+        vecs = self.with_garment_colour(vecs, [img] * len(detections), [d.box for d in detections], masks)
         timer.add("embed", start)
         start = time.perf_counter()
         results = [
@@ -271,11 +303,12 @@ def _model_name(model: Detector | Segmenter | Embedder) -> str:
 def garment_recipe(settings: Settings) -> str:
     """How fine mode's catalog garment vectors are made (settings.catalog_garment), as a suffix of the embedder
     name stored with each product, so that vectors made another way read as stale."""
+    colour = f"+hsv{settings.garment_colour_weight:g}" if settings.garment_colour_weight > 0 else ""
     if settings.catalog_garment == "photo":
-        return ""
+        return colour
     if settings.catalog_garment == "detection":
-        return "+garment-cutout"
-    return f"+garment-blend{settings.catalog_cutout_weight:g}"
+        return "+garment-cutout" + colour
+    return f"+garment-blend{settings.catalog_cutout_weight:g}" + colour
 
 
 def fine_mode_garments(detector: Detector, image: Image.Image, settings: Settings) -> list[Detection]:

@@ -110,6 +110,11 @@ class Settings(BaseSettings):
     # costs a segment and an embed more per catalog photo (ingest about half as fast) and nothing per query.
     catalog_garment: Literal["photo", "detection", "blend"] = "blend"
     catalog_cutout_weight: float = Field(default=0.15, ge=0.0, le=1.0)
+    # Weight γ of the garment's colour (an HSV histogram over its mask, fashion_search/garment_colour.py) in fine
+    # mode's garment vectors, catalog and query alike: score = cosine + γ · Bhattacharyya similarity. On fresh train
+    # scenes 0.3 was best on half the scenes and gained R@1 +0.027 on the other half (docs/EVALUATION.md); 0 = off.
+    # Changing it changes the garment vectors' length: reindex into a new index.
+    garment_colour_weight: float = Field(default=0.3, ge=0.0, le=1.0)
     detector_max_side: int = 640
     # Most garments fine mode cuts, embeds and searches per query, best-scored first: each costs a segment, an
     # embed and a search. Scenes hold up to 4 garments, and the detector's spare boxes can outscore a real one, so

@@ -11,11 +11,14 @@ from PIL import Image, ImageOps
 
 from fashion_search.catalog import CatalogRecord
 from fashion_search.domain import GARMENT_VECTOR, IMAGE_VECTOR
+from fashion_search.garment_colour import HISTOGRAM_DIM, colour_histogram
 from fashion_search.pipeline import SearchPipeline, prepare
 from tests.conftest import make_settings
 
 
 def _pipeline(tmp: Path, models: dict[str, object], catalog_garment: str, **overrides: object) -> SearchPipeline:
+    # Without the colour histogram unless asked: these tests compare the embedder's part of the vectors.
+    overrides = {"garment_colour_weight": 0.0, **overrides}
     settings = make_settings(tmp, catalog_garment=catalog_garment, **overrides)
     return SearchPipeline(settings, models["detector"], models["segmenter"], models["embedder"], None)  # type: ignore[arg-type]
 
@@ -71,6 +74,27 @@ def test_blend_mode_mixes_the_photo_and_its_cut_out_and_names_the_mix(
         for mode, w in (("photo", 0.15), ("detection", 0.15), ("blend", 0.15), ("blend", 0.3))
     }
     assert len(names) == 4
+
+
+def test_garment_colour_appends_the_main_garments_masked_histogram(
+    tmp_path: Path, shared_models: dict[str, object], photos: list[Image.Image]
+) -> None:
+    weight = 0.3
+    coloured = _pipeline(tmp_path, shared_models, "blend", garment_colour_weight=weight)
+    plain = _pipeline(tmp_path, shared_models, "blend").catalog_vectors(photos)
+    for photo, with_hist, without in zip(photos, coloured.catalog_vectors(photos), plain, strict=True):
+        img = prepare(photo, coloured.settings)
+        garment = with_hist.vectors[GARMENT_VECTOR] * np.sqrt(1 + weight)
+        embedded, hist = garment[: -HISTOGRAM_DIM], (garment[-HISTOGRAM_DIM:] / np.sqrt(weight)) ** 2
+        np.testing.assert_allclose(embedded, without.vectors[GARMENT_VECTOR], atol=1e-5)
+        np.testing.assert_allclose(with_hist.vectors[IMAGE_VECTOR], without.vectors[IMAGE_VECTOR], atol=1e-5)
+        main = with_hist.detection
+        if main is None:
+            expected = colour_histogram(img)
+        else:
+            expected = colour_histogram(img, main.box, coloured.garment_masks(img, [main])[0])
+        np.testing.assert_allclose(hist, expected, atol=1e-5)
+    assert "+hsv0.3" in coloured.vectors_model()
 
 
 def test_catalog_mirror_averaging_indexes_a_photo_and_its_mirror_alike_and_leaves_queries_alone(

@@ -14,7 +14,7 @@ from fashion_search.images import decode_image
 from fashion_search.ingest import CHANGED_WHILE_REINDEXING, Ingestor
 from fashion_search.pipeline import SearchPipeline
 from fashion_search.settings import Settings
-from services.search.edge_index import EdgeIndex
+from services.search.factory import make_local_index
 from tests.conftest import make_settings
 
 VAL = Path(__file__).resolve().parent / "data" / "val_sample"
@@ -42,7 +42,7 @@ def indexed(settings: Settings, shared_models: dict) -> Iterator[tuple[SearchPip
     embeds with a changed colour weight (the "upgraded" models)."""
     old, new = shared_models["embedder"], recolored(shared_models["embedder"], 1.0)
     det, seg = shared_models["detector"], shared_models["segmenter"]
-    index = EdgeIndex(settings, old.dim)
+    index = make_local_index(settings, old.dim)
     images = [sorted((VAL / c).glob("*.jpg"))[0].read_bytes() for c in CLASSES]
     payloads = [
         {"product_id": f"p{i}", "image_path": "", "title": f"Product {i}", "category": c, "price": 10.5 + i,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -13,6 +16,7 @@ import qdrant_edge as qe
 from qdrant_client import models
 
 from fashion_search.domain import GARMENT_VECTOR, IMAGE_VECTOR, Box, Product, VectorIndex
+from fashion_search.garment_colour import HISTOGRAM_DIM
 from fashion_search.settings import Settings
 from services.search.edge_index import REVISION_FIELD, EdgeIndex, expand_query, point_id, product_payload
 from services.search.factory import make_index, stored_dim
@@ -421,7 +425,37 @@ def test_factory_builds_backend_and_reads_stored_dim(tmp_path: Path, backend_nam
     index = make_index(settings, DIM)
     try:
         assert isinstance(index, EdgeIndex if backend_name == "edge" else QdrantServerIndex)
-        index.upsert(catalog(2))
+        # Fine mode's garment vectors carry the garment's colour histogram; the image vectors do not.
+        assert index.sizes == {IMAGE_VECTOR: DIM, GARMENT_VECTOR: DIM + HISTOGRAM_DIM}
+        items = catalog(2)
+        with pytest.raises(ValueError, match="garment"):
+            index.upsert(items)
+        index.upsert([(p, {IMAGE_VECTOR: v[IMAGE_VECTOR], GARMENT_VECTOR: unit_vectors(1, DIM + HISTOGRAM_DIM, 3)[0]})
+                      for p, v in items])
+        assert index.stats().count == 2
     finally:
         index.close()
     assert stored_dim(settings) == DIM
+    # Another colour weight would write garment vectors of another length: the index refuses to open.
+    with pytest.raises(ValueError, match="dim"):
+        make_index(settings.model_copy(update={"garment_colour_weight": 0.0}), DIM)
+
+
+def test_the_cli_refuses_an_index_of_another_layout_with_a_clear_error_and_keeps_it(tmp_path: Path) -> None:
+    """An index built with the colour histogram off, opened by a CLI that has it on (the default)."""
+    from services.embedder.model import GarmentEmbedder
+
+    old = Settings(data_dir=tmp_path, index_backend="edge", search_url="", garment_colour_weight=0.0)
+    dim = GarmentEmbedder(old).dim  # the embedder's real dim: only the garment vectors' length differs
+    index = make_index(old, dim)
+    index.upsert(catalog(2, dim))
+    index.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FS_")}
+    env.update({"FS_DATA_DIR": str(tmp_path), "FS_INDEX_BACKEND": "edge", "FS_CACHE_ENABLED": "false"})
+    done = subprocess.run([sys.executable, "-m", "fashion_search.cli", "demo", "--no-serve"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: index at") and "re-index" in done.stderr and "Traceback" not in done.stderr
+    assert f"'garment': {dim}" in done.stderr
+    with EdgeIndex(old, dim, old.index_path, garment_dim=dim) as reopened:
+        assert reopened.stats().count == 2

@@ -20,7 +20,16 @@ from typing import Any
 import numpy as np
 import qdrant_edge as qe
 
-from fashion_search.domain import IMAGE_VECTOR, VECTOR_NAMES, Box, Hit, IndexStats, Product
+from fashion_search.domain import (
+    GARMENT_VECTOR,
+    IMAGE_VECTOR,
+    VECTOR_NAMES,
+    Box,
+    Hit,
+    IndexLayoutError,
+    IndexStats,
+    Product,
+)
 from fashion_search.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -178,7 +187,20 @@ def product_from_payload(payload: Mapping[str, Any] | None) -> Product:
     )
 
 
-def prepare_points(items: Sequence[tuple[Product, Mapping[str, np.ndarray]]], dim: int) -> list[PreparedPoint]:
+def vector_sizes(dim: int, garment_dim: int | None = None) -> dict[str, int]:
+    """Each named vector's length: the image vector has the embedder's dim; fine mode's garment vector may be longer
+    (it can carry the garment's colour histogram, fashion_search/garment_colour.py)."""
+    sizes = dict.fromkeys(VECTOR_NAMES, dim)
+    if garment_dim is not None:
+        sizes[GARMENT_VECTOR] = garment_dim
+    if min(sizes.values()) < 1:
+        raise ValueError(f"vector dims must be positive, got {sizes}")
+    return sizes
+
+
+def prepare_points(
+    items: Sequence[tuple[Product, Mapping[str, np.ndarray]]], sizes: Mapping[str, int]
+) -> list[PreparedPoint]:
     """Validate a whole upsert batch before anything is written: (point id, vectors, payload) per product.
 
     A product id repeated in the batch keeps its last occurrence, as sequential upserts would.
@@ -189,8 +211,8 @@ def prepare_points(items: Sequence[tuple[Product, Mapping[str, np.ndarray]]], di
         if not vectors:
             raise ValueError(f"product {pid!r} has no vectors")
         vecs = {
-            check_vector_name(name): check_vector(vec, dim, f"vector {name!r} of product {pid!r}")
-            for name, vec in vectors.items()
+            name: check_vector(vec, sizes[name], f"vector {name!r} of product {pid!r}")
+            for name, vec in ((check_vector_name(n), v) for n, v in vectors.items())
         }
         prepared.pop(pid, None)
         prepared[pid] = (point_id(pid), vecs, product_payload(product))
@@ -218,17 +240,24 @@ def check_product_ids(product_ids: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(check_product_id(p) for p in product_ids))
 
 
-def check_stored_layout(stored_dim: int, stored_names: Sequence[str], dim: int, where: str) -> None:
-    """ValueError if an existing index was built for another vector dimension or other vector names."""
-    if stored_dim != dim:
-        raise ValueError(
-            f"index at {where} holds vectors of dim {stored_dim} but dim {dim} was requested; "
-            "re-index into a new collection (or delete the old one) after changing the embedder"
+def check_stored_layout(stored: Mapping[str, int], sizes: Mapping[str, int], where: str) -> None:
+    """ValueError if an existing index was built with other vector names or other vector dims."""
+    if sorted(stored) != sorted(VECTOR_NAMES):
+        raise IndexLayoutError(
+            f"index at {where} has vectors {sorted(stored)}; expected {sorted(VECTOR_NAMES)}"
         )
-    if sorted(stored_names) != sorted(VECTOR_NAMES):
-        raise ValueError(
-            f"index at {where} has vectors {sorted(stored_names)}; expected {sorted(VECTOR_NAMES)}"
+    if dict(stored) != dict(sizes):
+        raise IndexLayoutError(
+            f"index at {where} holds vectors of dim {dict(stored)} but dim {dict(sizes)} was requested; "
+            "re-index into a new collection (or delete the old one) after changing the embedder or the garment "
+            "colour weight"
         )
+
+
+def stored_sizes(meta: Mapping[str, Any]) -> dict[str, int]:
+    """The vector sizes a sidecar or metadata record holds (older ones record one dim for every vector)."""
+    sizes = meta.get("sizes") or dict.fromkeys(meta["vector_names"], meta["dim"])
+    return {str(name): int(size) for name, size in sizes.items()}
 
 
 # ---- the Qdrant Edge index ---------------------------------------------------------------------------
@@ -266,11 +295,11 @@ class EdgeIndex:
         dim: int,
         path: Path | None = None,
         *,
+        garment_dim: int | None = None,
         indexing_threshold_kb: int = DEFAULT_INDEXING_THRESHOLD_KB,
         full_scan_threshold_kb: int = DEFAULT_FULL_SCAN_THRESHOLD_KB,
     ) -> None:
-        if dim < 1:
-            raise ValueError(f"vector dim must be positive, got {dim}")
+        self.sizes = vector_sizes(dim, garment_dim)
         self.settings = settings
         self.dim = dim
         self.path = Path(path) if path is not None else settings.index_path
@@ -279,9 +308,11 @@ class EdgeIndex:
         meta = read_meta(self.path)
         exists = (self.path / "edge_config.json").exists()
         if exists and meta is not None:
-            check_stored_layout(int(meta["dim"]), meta["vector_names"], dim, str(self.path))
+            check_stored_layout(stored_sizes(meta), self.sizes, str(self.path))
         config = qe.EdgeConfig(
-            vectors={name: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine) for name in VECTOR_NAMES},
+            vectors={
+                name: qe.EdgeVectorParams(size=size, distance=qe.Distance.Cosine) for name, size in self.sizes.items()
+            },
             hnsw_config=qe.HnswIndexConfig(
                 m=settings.hnsw_m, ef_construct=settings.hnsw_ef_construct,
                 full_scan_threshold=full_scan_threshold_kb,
@@ -298,7 +329,7 @@ class EdgeIndex:
             # Edge raises plain Exceptions; an incompatible layout is bad input, anything else (the shard
             # is open in another process, disk errors) is an environment problem.
             if "incompatible" in str(exc).lower():
-                raise ValueError(f"index at {self.path} does not match dim {dim}: {exc}") from exc
+                raise IndexLayoutError(f"index at {self.path} does not match dims {self.sizes}: {exc}") from exc
             raise RuntimeError(f"cannot open Qdrant Edge shard at {self.path}: {exc}") from exc
         try:
             self._create_payload_indexes()
@@ -314,7 +345,7 @@ class EdgeIndex:
     # ---- VectorIndex -----------------------------------------------------------------------------
     def upsert(self, items: Sequence[tuple[Product, Mapping[str, np.ndarray]]]) -> int:
         """Insert or replace products (keyed by product id); returns how many were written."""
-        prepared = prepare_points(items, self.dim)
+        prepared = prepare_points(items, self.sizes)
         if not prepared:
             return 0
         with self._lock:
@@ -324,7 +355,7 @@ class EdgeIndex:
 
     def replace_unchanged(self, items: Sequence[tuple[Product, Mapping[str, np.ndarray]]]) -> list[str]:
         """Replace stored products only where their revision is still the one read; returns the ids left alone."""
-        prepared = prepare_points(items, self.dim)
+        prepared = prepare_points(items, self.sizes)
         if not prepared:
             return []
         revisions, legacy = read_revisions(items)
@@ -355,7 +386,7 @@ class EdgeIndex:
         name = check_vector_name(vector_name)
         k = check_top_k(top_k, self.settings)
         n_expand = check_expand(expand, self.settings)
-        query = check_vector(vector, self.dim, "query vector")
+        query = check_vector(vector, self.sizes[name], "query vector")
         cats = check_categories(categories)
         search_filter = qe.Filter(must=[qe.FieldCondition(CATEGORY_FIELD, match=qe.MatchAny(cats))]) if cats else None
 
@@ -514,7 +545,9 @@ class EdgeIndex:
         """Write the sidecar atomically (temp file, fsync, rename) so a crash never leaves half a file."""
         target = meta_path(self.path)
         tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-        data = json.dumps({"version": self._version, "dim": self.dim, "vector_names": list(VECTOR_NAMES)})
+        data = json.dumps({
+            "version": self._version, "dim": self.dim, "vector_names": list(VECTOR_NAMES), "sizes": self.sizes,
+        })
         with open(tmp, "w") as fh:
             fh.write(data)
             fh.flush()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fashion_search.domain import VectorIndex
+from fashion_search.garment_colour import garment_vector_dim
 from fashion_search.settings import Settings
 
 
@@ -16,14 +17,18 @@ def make_index(settings: Settings, dim: int) -> VectorIndex:
 
 
 def make_local_index(settings: Settings, dim: int) -> VectorIndex:
-    """The index this process owns: "edge" → EdgeIndex at index_path; "qdrant" → server URL or local dir."""
+    """The index this process owns: "edge" → EdgeIndex at index_path; "qdrant" → server URL or local dir.
+
+    dim is the embedder's; fine mode's garment vectors carry the garment colour histogram when its weight is set.
+    """
+    garment_dim = garment_vector_dim(settings, dim)
     if settings.index_backend == "edge":
         from services.search.edge_index import EdgeIndex
 
-        return EdgeIndex(settings, dim, settings.index_path)
+        return EdgeIndex(settings, dim, settings.index_path, garment_dim=garment_dim)
     from services.search.qdrant_index import QdrantServerIndex, default_location
 
-    return QdrantServerIndex(settings, dim, default_location(settings))
+    return QdrantServerIndex(settings, dim, default_location(settings), garment_dim=garment_dim)
 
 
 def stored_dim(settings: Settings) -> int | None:

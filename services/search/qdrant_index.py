@@ -37,6 +37,7 @@ from services.search.edge_index import (
     product_from_payload,
     read_revisions,
     skipped_products,
+    vector_sizes,
 )
 
 BACKEND = "qdrant"
@@ -88,9 +89,10 @@ class QdrantServerIndex:
     background optimizers (local mode is always an exact scan), so optimize() has nothing to do.
     """
 
-    def __init__(self, settings: Settings, dim: int, location: str | None = None) -> None:
-        if dim < 1:
-            raise ValueError(f"vector dim must be positive, got {dim}")
+    def __init__(
+        self, settings: Settings, dim: int, location: str | None = None, *, garment_dim: int | None = None
+    ) -> None:
+        self.sizes = vector_sizes(dim, garment_dim)
         self.settings = settings
         self.dim = dim
         self.location = location or default_location(settings)
@@ -108,7 +110,7 @@ class QdrantServerIndex:
     # ---- VectorIndex -----------------------------------------------------------------------------
     def upsert(self, items: Sequence[tuple[Product, Mapping[str, np.ndarray]]]) -> int:
         """Insert or replace products (keyed by product id); returns how many were written."""
-        prepared = prepare_points(items, self.dim)
+        prepared = prepare_points(items, self.sizes)
         if not prepared:
             return 0
         with self._lock:
@@ -119,7 +121,7 @@ class QdrantServerIndex:
 
     def replace_unchanged(self, items: Sequence[tuple[Product, Mapping[str, np.ndarray]]]) -> list[str]:
         """Replace stored products only where their revision is still the one read; returns the ids left alone."""
-        prepared = prepare_points(items, self.dim)
+        prepared = prepare_points(items, self.sizes)
         if not prepared:
             return []
         revisions, legacy = read_revisions(items)
@@ -151,7 +153,7 @@ class QdrantServerIndex:
         name = check_vector_name(vector_name)
         k = check_top_k(top_k, self.settings)
         n_expand = check_expand(expand, self.settings)
-        query = check_vector(vector, self.dim, "query vector")
+        query = check_vector(vector, self.sizes[name], "query vector")
         cats = check_categories(categories)
         query_filter = (
             models.Filter(must=[models.FieldCondition(key=CATEGORY_FIELD, match=models.MatchAny(any=cats))])
@@ -259,13 +261,13 @@ class QdrantServerIndex:
             vectors = self._client.get_collection(self.collection).config.params.vectors
             if not isinstance(vectors, Mapping):
                 raise ValueError(f"collection {where} has an unnamed vector; expected {list(VECTOR_NAMES)}")
-            sizes = {v.size for v in vectors.values()}
-            check_stored_layout(sizes.pop() if len(sizes) == 1 else -1, list(vectors), self.dim, where)
+            check_stored_layout({name: v.size for name, v in vectors.items()}, self.sizes, where)
         else:
             self._client.create_collection(
                 self.collection,
                 vectors_config={
-                    name: models.VectorParams(size=self.dim, distance=models.Distance.COSINE) for name in VECTOR_NAMES
+                    name: models.VectorParams(size=size, distance=models.Distance.COSINE)
+                    for name, size in self.sizes.items()
                 },
                 hnsw_config=models.HnswConfigDiff(m=self.settings.hnsw_m, ef_construct=self.settings.hnsw_ef_construct),
             )
@@ -295,7 +297,7 @@ class QdrantServerIndex:
         self._write_meta(self._read_version() + 1)
 
     def _write_meta(self, version: int) -> None:
-        payload = {"version": version, "dim": self.dim, "vector_names": list(VECTOR_NAMES)}
+        payload = {"version": version, "dim": self.dim, "vector_names": list(VECTOR_NAMES), "sizes": self.sizes}
         self._client.upsert(
             self._meta_collection, [models.PointStruct(id=_META_POINT_ID, vector={}, payload=payload)], wait=True,
         )
