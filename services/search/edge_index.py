@@ -241,7 +241,7 @@ def check_product_ids(product_ids: Sequence[str]) -> list[str]:
 
 
 def check_stored_layout(stored: Mapping[str, int], sizes: Mapping[str, int], where: str) -> None:
-    """ValueError if an existing index was built with other vector names or other vector dims."""
+    """IndexLayoutError (a ValueError) if an existing index was built with other vector names or dims."""
     if sorted(stored) != sorted(VECTOR_NAMES):
         raise IndexLayoutError(
             f"index at {where} has vectors {sorted(stored)}; expected {sorted(VECTOR_NAMES)}"
@@ -262,7 +262,7 @@ def stored_sizes(meta: Mapping[str, Any]) -> dict[str, int]:
 
 # ---- the Qdrant Edge index ---------------------------------------------------------------------------
 def meta_path(path: Path) -> Path:
-    """The sidecar beside a shard directory: version, dim and vector names."""
+    """The sidecar beside a shard directory: version, dim, vector names and each vector's size."""
     return path.with_name(path.name + META_SUFFIX)
 
 
