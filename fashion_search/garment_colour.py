@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 
 from fashion_search.domain import Box
+from fashion_search.images import garment_pixels
 from fashion_search.settings import Settings
 from fashion_search.vectors import l2_normalize
 
@@ -24,12 +25,10 @@ def colour_histogram(image: Image.Image, box: Box | None = None, mask: np.ndarra
     """L1-normalised HSV histogram of the pixels inside `mask` (a bool array the size of the clipped box, as the
     segmenter returns it); the whole box where the mask does not fit or is empty, the whole image without a box."""
     weights = None
-    x0, y0, x1, y1 = box.clip(image.width, image.height).as_int() if box is not None else (0, 0, 0, 0)
-    if x1 <= image.width and y1 <= image.height and x0 < x1 and y0 < y1:
-        rgb = np.asarray(image.crop((x0, y0, x1, y1)).convert("RGB"), dtype=np.uint8)
-        # The same rule as the cut-out: a mask that does not fit the crop, or selects nothing, is ignored.
-        if mask is not None and mask.shape == rgb.shape[:2] and mask.any():
-            weights = mask.astype(np.uint8)
+    _, _, x1, y1 = box.clip(image.width, image.height).as_int() if box is not None else (0, 0, 0, 0)
+    if box is not None and x1 <= image.width and y1 <= image.height:
+        rgb, garment = garment_pixels(image, box, mask)  # the pixels the cut-out keeps
+        weights = garment.astype(np.uint8) if garment is not None else None
     else:  # no box, or one wholly outside the image (its colour is unknown): the whole image
         rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
     hsv = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2HSV)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import io
 import warnings
 
+import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from fashion_search.domain import Box
 from fashion_search.settings import Settings, get_settings
 
 
@@ -65,6 +67,17 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         background.paste(rgba, mask=rgba.getchannel("A"))
         return background
     return img.convert("RGB")
+
+
+def garment_pixels(
+    image: Image.Image, box: Box, mask: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The box's pixels (uint8 RGB, read-only) and the garment's bool mask where it applies: one that does not fit
+    the crop, or selects nothing, is dropped (the whole box stands for the garment)."""
+    x0, y0, x1, y1 = box.clip(image.width, image.height).as_int()
+    crop = np.asarray(image.crop((x0, y0, x1, y1)).convert("RGB"), dtype=np.uint8)
+    fits = mask is not None and mask.shape == crop.shape[:2] and mask.any()
+    return crop, (mask.astype(bool) if fits else None)
 
 
 def encode_jpeg(img: Image.Image, quality: int = 90) -> bytes:

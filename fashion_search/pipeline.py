@@ -25,6 +25,7 @@ from fashion_search.domain import (
 )
 from fashion_search.garment_colour import colour_histogram, with_colour
 from fashion_search.grpc_common import ServiceUnavailable
+from fashion_search.images import garment_pixels
 from fashion_search.settings import Settings
 from fashion_search.vectors import l2_normalize, mirror_average
 
@@ -86,10 +87,10 @@ def prepare(image: Image.Image, settings: Settings) -> Image.Image:
 
 def cutout(image: Image.Image, box: Box, mask: np.ndarray) -> Image.Image:
     """The garment inside box with everything outside its mask painted white, like a catalog photo."""
-    x0, y0, x1, y1 = box.clip(image.width, image.height).as_int()
-    crop = np.asarray(image.crop((x0, y0, x1, y1)), dtype=np.uint8).copy()
-    if mask.shape == crop.shape[:2] and mask.any():
-        crop[~mask.astype(bool)] = WHITE
+    pixels, garment = garment_pixels(image, box, mask)
+    crop = pixels.copy()
+    if garment is not None:
+        crop[~garment] = WHITE
     return Image.fromarray(crop)
 
 
