@@ -182,14 +182,13 @@ class SceneDetector(InferenceModel):
             threshold = self._min_score
         mid, deep = self._pyramid(preprocess(image, self.variant.input_size).to(self.device))
         heat, size, offset = (t.cpu() for t in self._head(mid, deep))
-        mid, deep = mid.cpu(), deep.cpu()
         if self._box_head is None:
             return decode(heat, size, offset, image.width, image.height, threshold)
         proposals = peaks(heat, size, offset, image.width, image.height, min(threshold, PROPOSAL_MIN_SCORE))
         if not proposals:
             return []
         logits, deltas = self._box_head(
-            mid, deep, proposal_tensor(proposals, image.width, image.height),
+            mid.cpu(), deep.cpu(), proposal_tensor(proposals, image.width, image.height),
             torch.zeros(len(proposals), dtype=torch.long), torch.full((len(proposals),), image.width / image.height),
         )
         return finish(proposals, logits, deltas, image.width, image.height, self._scoring, threshold)
