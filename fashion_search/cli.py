@@ -63,6 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--json", action="store_true", help="print the figures as JSON")
     ex.add_argument("--output", help="also write the figures to this Markdown file")
 
+    ev = sub.add_parser("eval-vote", help="choose the category vote on the embedder's product holdout")
+    ev.add_argument("--catalog", default="../shared/data/clothing-small/train", help="the embedder's train photos")
+    ev.add_argument("--weights", required=True, help="embedder weights trained with --holdout-only")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the pick/confirm split of the held-out products")
+    ev.add_argument("--json", action="store_true", help="print the figures as JSON")
+    ev.add_argument("--output", help="also write the figures to this Markdown file")
+
     es = sub.add_parser(
         "eval-embedding", help="choose FS_COLOR_WEIGHT and FS_MIRROR_AVERAGING on the embedder's product holdout",
     )

@@ -202,6 +202,24 @@ def cmd_eval_expansion(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_eval_vote(args: argparse.Namespace, settings: Settings) -> int:
+    """Category-vote depths and weights on the embedder's product holdout, picked on one half, judged on the other."""
+    from fashion_search.evaluation import write_section
+    from fashion_search.evaluation_vote import vote_markdown, vote_sweep
+
+    try:
+        result = vote_sweep(settings, args.catalog, Path(args.weights), seed=args.seed)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    text = vote_markdown(result, Path(args.weights), _command_line())
+    rows = {f"{d}x{w:g}": row for (d, w), row in result["rows"].items()}
+    print(json.dumps(result | {"rows": rows}, indent=2) if args.json else text)
+    if args.output:
+        write_section(Path(args.output), "eval-vote", text, "Evaluation")
+    return 0
+
+
 def cmd_eval_embedding(args: argparse.Namespace, settings: Settings) -> int:
     """Colour weight × mirror averaging on the embedder's product holdout, or two weight files compared on it."""
     from fashion_search.evaluation import write_section

@@ -196,12 +196,36 @@ def ablation(settings: Settings, catalog_dir: str, queries_dir: str, limit: int 
     cat_labels = np.array([r.category for r in catalog])
     q_labels = np.array([r.category for r in queries])
     relevance = {v: knn_relevance(q_vecs[v], q_labels, cat_vecs[v], cat_labels) for v in ABLATION_VARIANTS}
+    fused = ABLATION_VARIANTS[-1]
     if settings.query_expansion:
-        fused = ABLATION_VARIANTS[-1]
         relevance[f"{fused} + query expansion {settings.query_expansion}"] = knn_relevance(
             q_vecs[fused], q_labels, cat_vecs[fused], cat_labels, settings.query_expansion
         )
+    if settings.category_vote_depth and settings.category_vote_weight:
+        relevance[f"{list(relevance)[-1]} + category vote {vote_name(settings)}"] = voted_relevance(
+            q_vecs[fused], q_labels, cat_vecs[fused], cat_labels, settings
+        )
     return with_intervals(relevance)
+
+
+def vote_name(settings: Settings) -> str:
+    """The category vote's settings in words."""
+    return (f"(depth {settings.category_vote_depth}, weight {settings.category_vote_weight:g}, "
+            f"{settings.category_vote_candidates} candidates)")
+
+
+def voted_relevance(
+    queries: np.ndarray, q_labels: np.ndarray, catalog: np.ndarray, cat_labels: np.ndarray, settings: Settings
+) -> np.ndarray:
+    """knn_relevance after query expansion and the category vote as settings configure them, (N, 20)."""
+    from fashion_search.evaluation_vote import vote_candidates, vote_relevance
+
+    classes = sorted({*cat_labels.tolist(), *q_labels.tolist()})
+    to_int = np.vectorize(classes.index, otypes=[int])
+    scores, labels, _ = vote_candidates(
+        queries, catalog, to_int(cat_labels), settings.query_expansion, settings.category_vote_candidates
+    )
+    return vote_relevance(scores, labels, to_int(q_labels), settings.category_vote_depth, settings.category_vote_weight)
 
 
 def expanded_queries(queries: np.ndarray, catalog: np.ndarray, expand: int) -> np.ndarray:

@@ -7,6 +7,7 @@ products, searched against the rest of train/, tell how deep to expand without l
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -51,11 +52,19 @@ def holdout_mask(categories: Sequence[str], meta: dict[str, object]) -> np.ndarr
     return split_products(np.array([classes.index(c) for c in categories]), int(meta["seed"]))  # type: ignore[arg-type]
 
 
-def expansion_sweep(
-    settings: Settings, catalog_dir: str, weights: Path, depths: Sequence[int]
-) -> tuple[dict[int, dict[str, float]], int, int]:
-    """P@5/10/20 and mAP@20 of the held-out products against the fitted ones, per depth, with each depth's paired
-    P@10 difference from the chosen one (bootstrap interval); also (held out, fitted)."""
+@dataclass
+class HoldoutVectors:
+    """Every train photo embedded by a --holdout-only model: as a query and as a catalog entry, with its class and
+    whether the model held it out."""
+
+    queries: np.ndarray
+    catalog: np.ndarray
+    labels: np.ndarray
+    held: np.ndarray
+
+
+def holdout_vectors(settings: Settings, catalog_dir: str, weights: Path) -> HoldoutVectors:
+    """The 542-d vectors of a --holdout-only model's train photos (ValueError for other weights)."""
     from services.embedder.model import GarmentEmbedder
 
     meta = torch.load(weights, map_location="cpu", weights_only=True)["meta"]
@@ -71,7 +80,16 @@ def expansion_sweep(
         _embed_all(records, {"learned": embedder}, settings, catalog=True)[fused]
         if settings.mirror_averaging == "catalog" else vecs
     )
-    labels = np.array([r.category for r in records])
+    return HoldoutVectors(vecs, catalog, np.array([r.category for r in records]), held)
+
+
+def expansion_sweep(
+    settings: Settings, catalog_dir: str, weights: Path, depths: Sequence[int]
+) -> tuple[dict[int, dict[str, float]], int, int]:
+    """P@5/10/20 and mAP@20 of the held-out products against the fitted ones, per depth, with each depth's paired
+    P@10 difference from the chosen one (bootstrap interval); also (held out, fitted)."""
+    v = holdout_vectors(settings, catalog_dir, weights)
+    vecs, catalog, labels, held = v.queries, v.catalog, v.labels, v.held
     per_query: dict[int, np.ndarray] = {}
     table: dict[int, dict[str, float]] = {}
     for d in depths:

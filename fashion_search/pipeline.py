@@ -26,6 +26,7 @@ from fashion_search.domain import (
 from fashion_search.garment_colour import colour_histogram, with_colour
 from fashion_search.grpc_common import ServiceUnavailable
 from fashion_search.images import garment_pixels
+from fashion_search.reranking import rerank_hits
 from fashion_search.settings import Settings
 from fashion_search.vectors import l2_normalize, mirror_average
 
@@ -128,6 +129,17 @@ class SearchPipeline:
         if mode == "fine":
             names.append(_model_name(self.segmenter))
         return "|".join(names)
+
+    def ranking(self, mode: str) -> str:
+        """How a mode's results are ranked beyond the vectors (query expansion, category vote), for keying cached
+        answers; fine mode uses neither."""
+        s = self.settings
+        if mode == "fine":
+            return ""
+        if not (s.category_vote_depth and s.category_vote_weight):
+            return f"qe{s.query_expansion}:vote0"
+        vote = f"{s.category_vote_depth}x{s.category_vote_weight:g}of{s.category_vote_candidates}"
+        return f"qe{s.query_expansion}:vote{vote}"
 
     def stale_index(self, stats: IndexStats | None = None) -> str | None:
         """Why stored vectors do not match the query embedder (another model or colour weight), or None if all do."""
@@ -268,10 +280,20 @@ class SearchPipeline:
             vec = self.embedder.embed([img])[0]
             timer.add("embed", start)
             start = time.perf_counter()
-            hits = self.index.search(vec, top_k, IMAGE_VECTOR, categories, self.settings.query_expansion)
+            hits = self._image_search(vec, top_k, categories)
             timer.add("search", start)
         timer.add("total", total)
         return SearchOutcome(mode, hits, garments, img.size, timer.ms, degraded)
+
+    def _image_search(self, vec: np.ndarray, top_k: int, categories: list[str] | None) -> list[Hit]:
+        """Simple and tag modes' search: query expansion in the index, then the category-vote re-ranking."""
+        s = self.settings
+        if not (s.category_vote_depth and s.category_vote_weight):
+            return self.index.search(vec, top_k, IMAGE_VECTOR, categories, s.query_expansion)
+        # More candidates than shown, so that results of the voted category from further down can move up.
+        n = min(max(top_k, s.category_vote_candidates), s.max_top_k)
+        hits = self.index.search(vec, n, IMAGE_VECTOR, categories, s.query_expansion)
+        return rerank_hits(hits, s.category_vote_depth, s.category_vote_weight)[:top_k]
 
     def _fine(
         self, img: Image.Image, detections: list[Detection], top_k: int, categories: list[str] | None, timer: _Timer

@@ -30,13 +30,13 @@ class SearchCache:
 
     @staticmethod
     def key(
-        image: bytes, mode: str, top_k: int, category: str | None, version: int, expand: int = 0, model: str = "",
+        image: bytes, mode: str, top_k: int, category: str | None, version: int, ranking: str = "", model: str = "",
     ) -> str:
-        """Cache key; the index version makes every write invalidate old answers, expand and the models (weights
-        digests included) a settings or model change."""
+        """Cache key; the index version makes every write invalidate old answers, the ranking (query expansion,
+        category vote) and the models (weights digests included) a settings or model change."""
         digest = hashlib.sha256(image).hexdigest()
         model_digest = hashlib.sha256(model.encode()).hexdigest()[:16]
-        return f"fs:search:{digest}:{mode}:{top_k}:{category or ''}:{version}:qe{expand}:m{model_digest}"
+        return f"fs:search:{digest}:{mode}:{top_k}:{category or ''}:{version}:{ranking}:m{model_digest}"
 
     def _usable(self) -> bool:
         return self.enabled and time.monotonic() >= self._down_until

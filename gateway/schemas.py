@@ -26,7 +26,9 @@ class ResultOut(BaseModel):
 
     product_id: str
     score: float = Field(description="cosine similarity to the query; in simple and tag mode to the expanded query "
-                         "(FS_QUERY_EXPANSION), so even an exact match scores below 1")
+                         "(FS_QUERY_EXPANSION), so even an exact match scores below 1, plus the category vote's bonus "
+                         "where that is on (FS_CATEGORY_VOTE_DEPTH, FS_CATEGORY_VOTE_WEIGHT): results come in this "
+                         "score's order")
     category: str
     title: str
     price: float

@@ -7,11 +7,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from fashion_search.catalog import CatalogRecord, load_catalog
 from fashion_search.domain import Box
 from fashion_search.settings import Settings
+from services.embedder.fashion_net import shipped_weights
+from services.embedder.train import HOLDOUT
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "fashion_search" / "sample_catalog" / "catalog.jsonl"
@@ -57,6 +60,26 @@ def make_settings(tmp: Path, **overrides: object) -> Settings:
     }
     base.update(overrides)
     return Settings(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def small_catalog_dir(tmp_path: Path, small_records: list[CatalogRecord]) -> Path:
+    """small_records as an ImageFolder (<class>/<image>, symlinks), the layout the evaluations read."""
+    folder = tmp_path / "catalog"
+    for rec in small_records:
+        (folder / rec.category).mkdir(parents=True, exist_ok=True)
+        (folder / rec.category / Path(rec.image_path).name).symlink_to(rec.image_path)
+    return folder
+
+
+@pytest.fixture
+def holdout_weights(tmp_path: Path) -> Path:
+    """The shipped fashion-v2 tail, labelled as a --holdout-only model (the sweep reads only the split from meta)."""
+    blob = torch.load(shipped_weights("fashion-v2"), map_location="cpu", weights_only=True)
+    blob["meta"] = {**blob["meta"], "holdout_only": True, "holdout_share": HOLDOUT, "seed": 3}
+    path = tmp_path / "fit.pt"
+    torch.save(blob, path)
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -34,7 +34,10 @@ def test_shipped_weights_load_and_give_542_d_unit_vectors(tmp_path: Path, varian
 
 @pytest.fixture(scope="module")
 def sample_ablation(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, float]]:
-    settings = make_settings(tmp_path_factory.mktemp("ablation"))
+    settings = make_settings(
+        tmp_path_factory.mktemp("ablation"), query_expansion=1, category_vote_depth=5, category_vote_weight=0.1,
+        category_vote_candidates=30,
+    )
     # Catalog: the bundled sample (from train/); queries: held-out validation photos the model never saw.
     folder = tmp_path_factory.mktemp("catalog")
     for rec in load_catalog(SAMPLE):
@@ -48,6 +51,17 @@ def test_learned_features_beat_imagenet_features(sample_ablation: dict[str, dict
     learned = sample_ablation["learned-512+color (542)"]["P@10"]
     assert learned > imagenet + 0.05, sample_ablation
     assert sample_ablation["learned-512"]["P@10"] > sample_ablation["imagenet-1280"]["P@10"], sample_ablation
+
+
+def test_ablation_ends_with_expansion_then_the_category_vote(sample_ablation: dict[str, dict[str, float]]) -> None:
+    names = list(sample_ablation)
+    assert names[-2:] == [
+        "learned-512+color (542) + query expansion 1",
+        "learned-512+color (542) + query expansion 1 + category vote (depth 5, weight 0.1, 30 candidates)",
+    ]
+    last = sample_ablation[names[-1]]
+    # Paired against the row above: the same queries, with and without the vote.
+    assert last["ΔP@10"] == pytest.approx(last["P@10"] - sample_ablation[names[-2]]["P@10"], abs=2e-4)
 
 
 @pytest.mark.parametrize("split", [0, 2, 3, 4])

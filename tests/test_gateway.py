@@ -176,11 +176,26 @@ def test_fields_in_the_query_string_are_refused_not_ignored(client: TestClient, 
     assert "query string: mode, top_k" in resp.json()["detail"]
 
 
-def test_cache_key_changes_with_the_query_expansion_setting_and_the_embedder() -> None:
-    # A restart with another FS_QUERY_EXPANSION must not serve answers ranked the old way.
-    assert SearchCache.key(b"img", "simple", 5, None, 7, 0) != SearchCache.key(b"img", "simple", 5, None, 7, 3)
+def test_cache_key_changes_with_the_ranking_settings_and_the_embedder(pipeline: SearchPipeline) -> None:
+    # A restart with another FS_QUERY_EXPANSION or category vote must not serve answers ranked the old way.
+    def ranking(mode: str, **update: object) -> str:
+        settings = pipeline.settings.model_copy(update=update)
+        models = (pipeline.detector, pipeline.segmenter, pipeline.embedder)
+        return SearchPipeline(settings, *models, pipeline.index).ranking(mode)
+
+    rankings = {
+        ranking("simple", query_expansion=0, category_vote_depth=0),
+        ranking("simple", query_expansion=1, category_vote_depth=0),
+        ranking("simple", category_vote_depth=10, category_vote_weight=0.2),
+        ranking("simple", category_vote_depth=10, category_vote_weight=0.3),
+        ranking("simple", category_vote_depth=20, category_vote_weight=0.3),
+        ranking("simple", category_vote_depth=20, category_vote_weight=0.3, category_vote_candidates=30),
+    }
+    assert len({SearchCache.key(b"img", "simple", 5, None, 7, r) for r in rankings}) == 6
+    # Fine mode uses neither, so its answers survive a change of either.
+    assert ranking("fine", query_expansion=0) == ranking("fine", category_vote_depth=20, category_vote_weight=0.3)
     # Another embedder (retrained weights keep the variant name but not the digest) must not reuse old answers.
-    old, new = (SearchCache.key(b"img", "simple", 5, None, 7, 2, m) for m in ("fashion-v2.aa", "fashion-v2.bb"))
+    old, new = (SearchCache.key(b"img", "simple", 5, None, 7, "qe1:vote0", m) for m in ("fv2.aa", "fv2.bb"))
     assert old != new
 
 

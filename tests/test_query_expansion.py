@@ -52,24 +52,10 @@ def test_simple_mode_expands_and_fine_mode_does_not(
     ]
 
 
-@pytest.fixture
-def holdout_weights(tmp_path: Path) -> Path:
-    """The shipped fashion-v2 tail, labelled as a --holdout-only model (the sweep reads only the split from meta)."""
-    blob = torch.load(shipped_weights("fashion-v2"), map_location="cpu", weights_only=True)
-    blob["meta"] = {**blob["meta"], "holdout_only": True, "holdout_share": HOLDOUT, "seed": 3}
-    path = tmp_path / "fit.pt"
-    torch.save(blob, path)
-    return path
-
-
 def test_sweep_searches_the_held_out_products_against_the_rest(
-    tmp_path: Path, holdout_weights: Path, small_records: list[CatalogRecord]
+    tmp_path: Path, holdout_weights: Path, small_catalog_dir: Path, small_records: list[CatalogRecord]
 ) -> None:
-    folder = tmp_path / "catalog"
-    for rec in small_records:
-        (folder / rec.category).mkdir(parents=True, exist_ok=True)
-        (folder / rec.category / Path(rec.image_path).name).symlink_to(rec.image_path)
-    table, held, fitted = expansion_sweep(make_settings(tmp_path), str(folder), holdout_weights, [0, 2])
+    table, held, fitted = expansion_sweep(make_settings(tmp_path), str(small_catalog_dir), holdout_weights, [0, 2])
     assert (held, fitted) == (10, len(small_records) - 10)  # one of four per class
     assert set(table) == {0, 2}
     chosen = best_depth(table)

@@ -58,7 +58,7 @@ def search(
     # Only the version: stats() counts points and facets categories and embedders, too slow for every query.
     version = pipeline.index.version
     # An unreachable model gives "": the search below meets the same outage and answers for it (uncached).
-    key = cache.key(data, mode, k, category, version, settings.query_expansion, pipeline.models_used(mode))
+    key = cache.key(data, mode, k, category, version, pipeline.ranking(mode), pipeline.models_used(mode))
     start = time.perf_counter()
     if (hit := cache.get(key)) is not None:
         out = SearchOut.model_validate_json(hit)
