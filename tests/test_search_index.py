@@ -341,6 +341,18 @@ def test_hnsw_recall_after_bulk_load(make: Factory, backend: str) -> None:
     assert index.search(extra, top_k=1)[0].product.product_id == "late"
 
 
+def test_edge_builds_hnsw_once_the_longest_vector_passes_the_threshold(settings: Settings) -> None:
+    # 1 KB: 4 points of 64-d garment vectors (1 KB of float32) reach it, their 4-d image vectors would take 64.
+    index = EdgeIndex(settings, dim=4, garment_dim=64, indexing_threshold_kb=1, full_scan_threshold_kb=1)
+    image, garment = unit_vectors(4, 4, seed=1), unit_vectors(4, 64, seed=2)
+    items = [(Product(f"p{i}"), {IMAGE_VECTOR: image[i], GARMENT_VECTOR: garment[i]}) for i in range(4)]
+    index.upsert(items[:3])
+    assert index.indexed_vector_count == 0
+    index.upsert(items[3:])
+    assert index.indexed_vector_count == 2 * 4
+    index.close()
+
+
 @pytest.fixture(scope="module", params=BACKENDS)
 def shared_index(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VectorIndex]:
     """One filled index per backend for tests that must leave it unchanged (opening one costs ~0.3 s)."""

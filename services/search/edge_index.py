@@ -534,7 +534,8 @@ class EdgeIndex:
         """After a write of count points (lock held): new version, and HNSW once enough is unindexed."""
         self._bump_version()
         self._unindexed += count
-        if self._unindexed * self.dim * _FLOAT32_BYTES >= self._indexing_threshold_kb * _BYTES_PER_KB:
+        # Qdrant's threshold is per vector name, so the longest vector (fine mode's garment vector) reaches it first.
+        if self._unindexed * max(self.sizes.values()) * _FLOAT32_BYTES >= self._indexing_threshold_kb * _BYTES_PER_KB:
             self._optimize_locked()
 
     def _bump_version(self) -> None:
