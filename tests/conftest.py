@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
@@ -15,6 +17,9 @@ from fashion_search.domain import Box
 from fashion_search.settings import Settings
 from services.embedder.fashion_net import shipped_weights
 from services.embedder.train import HOLDOUT
+
+if TYPE_CHECKING:
+    from fashion_search.pipeline import SearchPipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "fashion_search" / "sample_catalog" / "catalog.jsonl"
@@ -96,6 +101,26 @@ def shared_models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
         "embedder": build_embedder(settings, backbone),
     }
     yield models
+
+
+@contextmanager
+def two_pipelines(
+    tmp: Path, shared_models: dict, records: list[CatalogRecord], base: dict[str, object], update: dict[str, object]
+) -> Iterator[tuple[SearchPipeline, SearchPipeline]]:
+    """Two pipelines over one index of records (ingested once): with settings `base`, and with `update` on top."""
+    from fashion_search.ingest import Ingestor
+    from fashion_search.pipeline import SearchPipeline
+    from services.search.factory import make_index
+
+    settings = make_settings(tmp, **base)
+    models = [shared_models[name] for name in ("detector", "segmenter", "embedder")]
+    index = make_index(settings, shared_models["embedder"].dim)
+    plain = SearchPipeline(settings, *models, index)  # type: ignore[arg-type]
+    assert Ingestor(plain, settings).ingest_records(records).indexed == len(records)
+    try:
+        yield plain, SearchPipeline(settings.model_copy(update=update), *models, index)  # type: ignore[arg-type]
+    finally:
+        index.close()
 
 
 def jpeg_bytes(img: Image.Image, quality: int = 90) -> bytes:

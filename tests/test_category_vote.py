@@ -12,11 +12,9 @@ from PIL import Image
 from fashion_search.catalog import CatalogRecord
 from fashion_search.domain import Hit, Product
 from fashion_search.evaluation_vote import OFF, best_setting, vote_markdown, vote_self_first, vote_sweep
-from fashion_search.ingest import Ingestor
 from fashion_search.pipeline import SearchPipeline
 from fashion_search.reranking import NO_CATEGORY, category_vote_scores, rerank_hits, vote_order
-from services.search.factory import make_index
-from tests.conftest import make_settings
+from tests.conftest import make_settings, two_pipelines
 
 A, B = 0, 1
 
@@ -64,14 +62,10 @@ def pipelines(
     tmp_path_factory: pytest.TempPathFactory, shared_models: dict, small_records: list[CatalogRecord]
 ) -> Iterator[tuple[SearchPipeline, SearchPipeline]]:
     """Two pipelines over one index: without the category vote and with depth 5, weight 0.1."""
-    settings = make_settings(tmp_path_factory.mktemp("vote"), category_vote_depth=0)
-    models = [shared_models[name] for name in ("detector", "segmenter", "embedder")]
-    index = make_index(settings, shared_models["embedder"].dim)
-    plain = SearchPipeline(settings, *models, index)  # type: ignore[arg-type]
-    assert Ingestor(plain, settings).ingest_records(small_records).indexed == len(small_records)
     update = {"category_vote_depth": 5, "category_vote_weight": 0.1, "category_vote_candidates": 30}
-    yield plain, SearchPipeline(settings.model_copy(update=update), *models, index)  # type: ignore[arg-type]
-    index.close()
+    tmp = tmp_path_factory.mktemp("vote")
+    with two_pipelines(tmp, shared_models, small_records, {"category_vote_depth": 0}, update) as pair:
+        yield pair
 
 
 def test_simple_mode_reranks_the_candidates_the_index_returns(

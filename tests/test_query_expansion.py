@@ -12,12 +12,10 @@ from PIL import Image
 
 from fashion_search.catalog import CatalogRecord
 from fashion_search.evaluation_expansion import best_depth, expansion_sweep, holdout_mask, self_first
-from fashion_search.ingest import Ingestor
 from fashion_search.pipeline import SearchPipeline
 from services.embedder.fashion_net import shipped_weights
 from services.embedder.train import HOLDOUT, split_products
-from services.search.factory import make_index
-from tests.conftest import make_settings
+from tests.conftest import make_settings, two_pipelines
 
 
 @pytest.fixture(scope="module")
@@ -25,14 +23,9 @@ def pipelines(
     tmp_path_factory: pytest.TempPathFactory, shared_models: dict, small_records: list[CatalogRecord]
 ) -> Iterator[tuple[SearchPipeline, SearchPipeline]]:
     """Two pipelines over one index: without query expansion and with a depth of 3."""
-    settings = make_settings(tmp_path_factory.mktemp("expansion"), query_expansion=0)
-    models = [shared_models[name] for name in ("detector", "segmenter", "embedder")]
-    index = make_index(settings, shared_models["embedder"].dim)
-    plain = SearchPipeline(settings, *models, index)  # type: ignore[arg-type]
-    report = Ingestor(plain, settings).ingest_records(small_records)
-    assert report.indexed == len(small_records)
-    yield plain, SearchPipeline(settings.model_copy(update={"query_expansion": 3}), *models, index)  # type: ignore[arg-type]
-    index.close()
+    tmp = tmp_path_factory.mktemp("expansion")
+    with two_pipelines(tmp, shared_models, small_records, {"query_expansion": 0}, {"query_expansion": 3}) as pair:
+        yield pair
 
 
 def test_simple_mode_expands_and_fine_mode_does_not(
