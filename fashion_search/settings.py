@@ -38,9 +38,12 @@ class Settings(BaseSettings):
     # that keep a product's own photo first (`fashion-search eval-expansion`, docs/EVALUATION.md; N = 2 with the
     # earlier two-block weights); with the current recipe N = 3 leads it by 0.0004, too little to move it.
     query_expansion: int = Field(default=1, ge=0)
-    # Simple and tag modes re-rank by category vote (fashion_search/reranking.py): each result's score gains
-    # weight × the share of the first `depth` results in its category (0: off). The search fetches
+    # Simple and tag modes can re-rank by category vote (fashion_search/reranking.py): each result's score gains
+    # weight × the share of the first `depth` results in its category (0: off). The search then fetches
     # category_vote_candidates results (at least top_k) so results of the voted category from further down can move up.
+    # Off: on the embedder's product holdout the best setting on half the products gained +0.000 P@10 on the other
+    # half (`fashion-search eval-vote`, docs/EVALUATION.md); the misses it could fix are whole neighbourhoods of
+    # another class. For catalogs where that differs, eval-vote picks depth and weight.
     category_vote_depth: int = Field(default=0, ge=0)
     category_vote_weight: float = Field(default=0.0, ge=0.0)
     category_vote_candidates: int = Field(default=50, ge=1)
