@@ -92,7 +92,7 @@ def street_garments(
             if found is not None:
                 matched.append(detections[found])
                 owners.append(products[obj["product_id"]])
-        cutouts.extend(pipeline.garment_cutouts(img, matched))  # one segmenter call per scene, as fine mode makes
+        cutouts.extend(pipeline.garment_cutouts(img, matched)[0])  # one segmenter call per scene, as fine mode makes
     return cutouts, owners, total
 
 

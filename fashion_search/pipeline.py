@@ -174,10 +174,10 @@ class SearchPipeline:
 
     def garment_cutouts(
         self, image: Image.Image, detections: Sequence[Detection], timer: _Timer | None = None
-    ) -> list[Image.Image]:
-        """Segment each detected garment and cut it out onto white."""
+    ) -> tuple[list[Image.Image], list[np.ndarray]]:
+        """Segment each detected garment and cut it out onto white: the cut-outs, and the masks they were cut by."""
         masks = self.garment_masks(image, detections, timer)
-        return [cutout(image, d.box, m) for d, m in zip(detections, masks, strict=True)]
+        return [cutout(image, d.box, m) for d, m in zip(detections, masks, strict=True)], masks
 
     def with_garment_colour(
         self, vectors: np.ndarray, images: Sequence[Image.Image], boxes: Sequence[Box | None],
@@ -300,8 +300,7 @@ class SearchPipeline:
     ) -> list[GarmentResult]:
         if not detections:
             return []
-        masks = self.garment_masks(img, detections, timer)
-        cuts = [cutout(img, d.box, m) for d, m in zip(detections, masks, strict=True)]
+        cuts, masks = self.garment_cutouts(img, detections, timer)
         start = time.perf_counter()
         vecs = self.embedder.embed(cuts)
         vecs = self.with_garment_colour(vecs, [img] * len(detections), [d.box for d in detections], masks)

@@ -50,7 +50,7 @@ def test_detection_mode_embeds_the_main_garment_cut_out(
         if vecs.detection is None:
             continue
         img = prepare(photo, pipeline.settings)
-        cut = pipeline.garment_cutouts(img, [vecs.detection])[0]
+        cut = pipeline.garment_cutouts(img, [vecs.detection])[0][0]
         np.testing.assert_allclose(vecs.vectors[GARMENT_VECTOR], pipeline.embed_catalog([cut])[0], atol=1e-5)
     assert any(
         v.detection is not None and not np.allclose(v.vectors[GARMENT_VECTOR], v.vectors[IMAGE_VECTOR])
