@@ -38,6 +38,7 @@ class EvalResult:
     model: str
     failed: list[tuple[str, str]] = field(default_factory=list)
     query_expansion: int = 0
+    category_vote: str = ""  # its settings in words where it re-ranked the lists ("" where off or in fine mode)
 
     def to_json(self) -> str:
         """Pretty JSON."""
@@ -114,6 +115,7 @@ def evaluate(
         median_query_ms=round(statistics.median(latencies), 1),
         p95_query_ms=round(latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))], 1),
         model=model, failed=report.failed, query_expansion=settings.query_expansion if mode != "fine" else 0,
+        category_vote=vote_name(settings) if mode != "fine" and settings.category_vote_on else "",
     )
 
 
@@ -122,7 +124,8 @@ def to_markdown(result: EvalResult, command: str) -> str:
     p = result.precision
     lines = [
         f"## Mode `{result.mode}` — model `{result.model}`"
-        + (f", query expansion {result.query_expansion}" if result.query_expansion else ""),
+        + (f", query expansion {result.query_expansion}" if result.query_expansion else "")
+        + (f", category vote {result.category_vote}" if result.category_vote else ""),
         "",
         f"Command: `{command}`",
         "",
@@ -201,7 +204,7 @@ def ablation(settings: Settings, catalog_dir: str, queries_dir: str, limit: int 
         relevance[f"{fused} + query expansion {settings.query_expansion}"] = knn_relevance(
             q_vecs[fused], q_labels, cat_vecs[fused], cat_labels, settings.query_expansion
         )
-    if settings.category_vote_depth and settings.category_vote_weight:
+    if settings.category_vote_on:
         relevance[f"{list(relevance)[-1]} + category vote {vote_name(settings)}"] = voted_relevance(
             q_vecs[fused], q_labels, cat_vecs[fused], cat_labels, settings
         )

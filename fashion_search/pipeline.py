@@ -136,7 +136,7 @@ class SearchPipeline:
         s = self.settings
         if mode == "fine":
             return ""
-        if not (s.category_vote_depth and s.category_vote_weight):
+        if not s.category_vote_on:
             return f"qe{s.query_expansion}:vote0"
         vote = f"{s.category_vote_depth}x{s.category_vote_weight:g}of{s.category_vote_candidates}"
         return f"qe{s.query_expansion}:vote{vote}"
@@ -288,7 +288,7 @@ class SearchPipeline:
     def _image_search(self, vec: np.ndarray, top_k: int, categories: list[str] | None) -> list[Hit]:
         """Simple and tag modes' search: query expansion in the index, then the category-vote re-ranking."""
         s = self.settings
-        if not (s.category_vote_depth and s.category_vote_weight):
+        if not s.category_vote_on:
             return self.index.search(vec, top_k, IMAGE_VECTOR, categories, s.query_expansion)
         # More candidates than shown, so that results of the voted category from further down can move up.
         n = min(max(top_k, s.category_vote_candidates), s.max_top_k)

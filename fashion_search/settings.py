@@ -159,6 +159,11 @@ class Settings(BaseSettings):
     bench_queries: int = Field(default=40, ge=1)
 
     @property
+    def category_vote_on(self) -> bool:
+        """Whether the category vote re-ranks simple and tag mode (a depth and a weight both set)."""
+        return bool(self.category_vote_depth and self.category_vote_weight)
+
+    @property
     def index_path(self) -> Path:
         """Where the embedded index lives on disk."""
         return self.data_dir / "index" / self.collection

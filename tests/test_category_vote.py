@@ -133,3 +133,14 @@ def test_sweep_picks_on_one_half_and_judges_on_the_other(
     assert result["adopt"] == (chosen != OFF and gain >= 0.005)
     text = vote_markdown(result, holdout_weights, "fashion-search eval-vote")
     assert "| off | 0 |" in text and "| 3 | 0.5 |" in text
+
+
+def test_eval_names_the_vote_it_ranked_with(tmp_path: Path, small_catalog_dir: Path) -> None:
+    from fashion_search.evaluation import evaluate, to_markdown
+
+    vote = {"category_vote_depth": 5, "category_vote_weight": 0.1, "category_vote_candidates": 30}
+    result = evaluate(make_settings(tmp_path, **vote), str(small_catalog_dir), str(small_catalog_dir), limit=2)
+    assert result.category_vote == "(depth 5, weight 0.1, 30 candidates)"
+    assert "category vote (depth 5" in to_markdown(result, "fashion-search eval").splitlines()[0]
+    # Two products per class, each query's own photo among them: P@5 lies between 1/5 (itself) and 2/5.
+    assert result.n_queries == 20 and 0.2 <= result.precision["P@5"] <= 0.4
