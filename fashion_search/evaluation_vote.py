@@ -44,12 +44,11 @@ def vote_relevance(
 
 
 def vote_self_first(
-    queries: np.ndarray, catalog: np.ndarray, labels: np.ndarray, own: np.ndarray, expand: int, n: int,
-    depth: int, weight: float,
+    scores: np.ndarray, labels: np.ndarray, rows: np.ndarray, own: np.ndarray, depth: int, weight: float
 ) -> float:
-    """Share of queries whose own catalog entry (catalog[own[i]]) still ranks first after expansion and the vote."""
-    scores, cand_labels, rows = vote_candidates(queries, catalog, labels, expand, n)
-    first = np.take_along_axis(rows, vote_order(scores, cand_labels, depth, weight)[:, :1], axis=1)[:, 0]
+    """Share of queries whose own catalog entry (row own[i]) still ranks first after the vote, given their
+    candidates in a catalog that holds them (vote_candidates: scores, labels, rows)."""
+    first = np.take_along_axis(rows, vote_order(scores, labels, depth, weight)[:, :1], axis=1)[:, 0]
     return round(float((first == own).mean()), 4)
 
 
@@ -67,6 +66,8 @@ def vote_sweep(
     fitted = ~v.held
     expand, n = settings.query_expansion, settings.category_vote_candidates
     scores, cand_labels, _ = vote_candidates(v.queries[held], v.catalog[fitted], labels[fitted], expand, n)
+    # The same photos against the whole catalog, their own photos included: the candidates self@1 re-ranks.
+    with_own = vote_candidates(v.queries[held], v.catalog, labels, expand, n)
     pick = np.zeros(len(held), dtype=bool)
     pick[np.random.default_rng(seed).permutation(len(held))[: len(held) // 2]] = True
     rows: dict[tuple[int, float], dict[str, float]] = {}
@@ -77,7 +78,7 @@ def vote_sweep(
         rows[setting] = precision_row(rel) | {
             "P@10 pick": round(float(per_query[setting][pick].mean()), 4),
             "P@10 confirm": round(float(per_query[setting][~pick].mean()), 4),
-            SELF_FIRST: vote_self_first(v.queries[held], v.catalog, labels, held, expand, n, *setting),
+            SELF_FIRST: vote_self_first(*with_own, held, *setting),
         }
     chosen = best_setting(rows)
     gain = paired_difference(per_query[OFF][~pick], per_query[chosen][~pick])

@@ -11,7 +11,14 @@ from PIL import Image
 
 from fashion_search.catalog import CatalogRecord
 from fashion_search.domain import Hit, Product
-from fashion_search.evaluation_vote import OFF, best_setting, vote_markdown, vote_self_first, vote_sweep
+from fashion_search.evaluation_vote import (
+    OFF,
+    best_setting,
+    vote_candidates,
+    vote_markdown,
+    vote_self_first,
+    vote_sweep,
+)
 from fashion_search.pipeline import SearchPipeline
 from fashion_search.reranking import NO_CATEGORY, category_vote_scores, rerank_hits, vote_order
 from tests.conftest import make_settings, two_pipelines
@@ -102,8 +109,9 @@ def test_self_first_drops_when_the_vote_outweighs_an_exact_match() -> None:
     catalog = np.array([[1.0, 0.0], [0.96, 0.28], [0.96, 0.28], [0.96, 0.28]], dtype=np.float32)
     labels = np.array([A, B, B, B])
     own = np.array([0])
-    assert vote_self_first(catalog[:1], catalog, labels, own, 0, 4, 4, 0.02) == 1.0
-    assert vote_self_first(catalog[:1], catalog, labels, own, 0, 4, 4, 0.5) == 0.0
+    candidates = vote_candidates(catalog[:1], catalog, labels, 0, 4)
+    assert vote_self_first(*candidates, own, 4, 0.02) == 1.0
+    assert vote_self_first(*candidates, own, 4, 0.5) == 0.0
 
 
 def test_best_setting_keeps_exact_matches_first_and_prefers_no_vote_on_a_tie() -> None:
