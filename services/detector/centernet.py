@@ -170,7 +170,8 @@ class SceneDetector(InferenceModel):
     def _load(self) -> None:
         self._pyramid = Pyramid(self.variant).to(self.device)
         self._head, self._box_head, self._scoring, self._min_score = load_heads(self.variant)
-        # The second stage pools a handful of boxes: it and the peak decoding stay on the CPU.
+        # The first-stage head runs beside the pyramid; the second stage pools a handful of boxes, so it and the
+        # peak decoding stay on the CPU.
         self._head.to(self.device)
 
     @torch.inference_mode()
