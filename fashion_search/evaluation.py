@@ -189,7 +189,8 @@ def ablation(settings: Settings, catalog_dir: str, queries_dir: str, limit: int 
 
     catalog = _limit(load_catalog(catalog_dir), limit)
     queries = _limit(load_catalog(queries_dir), limit)
-    learned = "fashion-v2" if settings.embedder_model == "imagenet" else settings.embedder_model
+    default = Settings.model_fields["embedder_model"].default
+    learned = default if settings.embedder_model == "imagenet" else settings.embedder_model
     embedders = {
         "imagenet": GarmentEmbedder(settings.model_copy(update={"embedder_model": "imagenet"})),
         "learned": GarmentEmbedder(settings.model_copy(update={"embedder_model": learned})),

@@ -24,7 +24,7 @@ from fashion_search.settings import DEFAULT_DETECTOR_MIN_SCORE, Settings
 from services.detector.box_head import BoxHead, Scoring, finish, proposal_tensor
 from services.detector.head import CATEGORIES
 from services.embedder.backbone import load_imagenet_network
-from services.embedder.fashion_net import TAIL_START, FashionTail, load_tail, shipped_weights
+from services.embedder.fashion_net import FashionTail, load_tail, shipped_weights
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 STRIDE = 16
@@ -104,8 +104,8 @@ class Pyramid(nn.Module):
         if variant.deep != "imagenet":
             # load_tail rewrites the network's last stage with the fashion weights; earlier blocks stay ImageNet.
             self.tail, _ = load_tail(self.net, shipped_weights(variant.deep))
-        # With a fashion tail, the blocks from TAIL_START on run inside it (then its conv head).
-        self.frozen_blocks = list(self.net._blocks) if self.tail is None else list(self.net._blocks)[:TAIL_START]
+        # With a fashion tail, the blocks from its start on run inside it (then its conv head).
+        self.frozen_blocks = list(self.net._blocks) if self.tail is None else list(self.net._blocks)[:self.tail.start]
         self.eval()
 
     @torch.inference_mode()

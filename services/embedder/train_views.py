@@ -1,7 +1,7 @@
 """Training views for the embedder: catalog-photo views and "street" garment crops, as cached frozen features.
 
-The ImageNet stem and early blocks stay frozen, so each view goes through them once and the 192×7×7 result is
-cached on disk (float16), keyed by the inputs; training then only runs the fine-tuned tail.
+The ImageNet stem and early blocks stay frozen, so each view goes through them once and the C×7×7 result is
+cached on disk (float16), keyed by the inputs and the network; training then only runs the fine-tuned tail.
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ def _frozen(net: torch.nn.Module, views: Iterable[np.ndarray], total: int, what:
 def product_features(
     net: torch.nn.Module, records: list[CatalogRecord], bank: SourceBank, seed: int, cache_dir: Path
 ) -> torch.Tensor:
-    """N×PRODUCT_VIEWS×192×7×7 frozen features of every catalog photo's views."""
+    """N×PRODUCT_VIEWS×C×7×7 frozen features of every catalog photo's views."""
 
     def build() -> torch.Tensor:
         rng = np.random.default_rng(seed)
@@ -140,7 +140,7 @@ def product_features(
         feats = _frozen(net, views(), len(records) * PRODUCT_VIEWS, "product views")
         return feats.reshape(len(records), PRODUCT_VIEWS, *feats.shape[1:])
 
-    key = [[r.image_path for r in records], PRODUCT_VIEWS, seed, SIZE, "products-v2"]
+    key = [[r.image_path for r in records], PRODUCT_VIEWS, seed, SIZE, net.backbone_name, "products-v2"]
     return cached(cache_dir, "embedder-products", key, build)
 
 
@@ -167,7 +167,7 @@ def street_features(
 
         return _frozen(net, views(), len(owners), "street crops")
 
-    key = [[s["image_path"] for s in scenes], product_ids, per_object, seed, SIZE, "street-v1"]
+    key = [[s["image_path"] for s in scenes], product_ids, per_object, seed, SIZE, net.backbone_name, "street-v1"]
     return cached(cache_dir, "embedder-street", key, build), owners
 
 
@@ -193,6 +193,6 @@ def pipeline_street_features(
 
         key = [[s["image_path"] for s in scenes], product_ids, pipeline.detector.model_name,
                pipeline.segmenter.model_name, settings.detector_min_score, settings.max_garments,
-               settings.work_max_side, SIZE, "pipeline-street-v1"]
+               settings.work_max_side, SIZE, net.backbone_name, "pipeline-street-v1"]
         feats, owners = cached(cache_dir, "embedder-pipeline-street", key, build)
     return feats, owners.numpy()
