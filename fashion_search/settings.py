@@ -89,7 +89,7 @@ class Settings(BaseSettings):
     # "fashion-v2": 512-d embedding trained on classes and on street-to-shop pairs, + colour (542-d, seed 001);
     # "fashion-v1": trained on classes only; both on EfficientNet-Lite0. "fashion-v3": fashion-v2's recipe on the
     # larger EfficientNet-Lite2, not shipped (`train embedder --backbone efficientnet-lite2`; on the product holdout
-    # better category precision, worse street-to-shop recall: docs/EVALUATION.md). "imagenet": Lite0's ImageNet
+    # level category precision, worse street-to-shop recall: docs/EVALUATION.md). "imagenet": Lite0's ImageNet
     # pooled 1280 + colour (the v0 baseline)
     embedder_model: Literal["fashion-v3", "fashion-v2", "fashion-v1", "imagenet"] = "fashion-v2"
     # Empty: the weights shipped for embedder_model (services/embedder/weights/fashion_embedder_<v>.pt)

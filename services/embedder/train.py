@@ -206,7 +206,7 @@ def train(
         body = [p for n, p in tail.named_parameters() if not n.startswith(("fc.", "classifier."))]
         steps_per_epoch = max(1, len(data.labels) // (CLASSES_PER_BATCH * PER_CLASS))
     else:
-        base, _ = load_tail(net, init or shipped_weights("fashion-v1"))
+        base, _ = load_tail(net, init or shipped_weights(VARIANTS[backbone, "classes"]))
         tail = FashionTail(net, n_classes=n_classes)
         tail.load_state_dict(base.state_dict(), strict=False)
         trained = slice(len(tail.blocks) - train_blocks, None)
