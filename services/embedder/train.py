@@ -43,6 +43,7 @@ from services.embedder.fashion_net import (
 )
 from services.embedder.train_views import (
     CUTOUT_VIEW,
+    PRODUCT_VIEWS,
     STREET_CROPS_PER_OBJECT,
     pipeline_street_features,
     product_features,
@@ -323,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--train-blocks", type=int, default=ALL_BUT_FIRST,
                         help="instances stage: how many of the classes-stage tail's last blocks train too (0: none; "
                         "default: all but the first)")
+    parser.add_argument("--product-views", type=int, default=PRODUCT_VIEWS,
+                        help="cached views of each catalog photo: plain, mirrored, cut out, then random crops")
     parser.add_argument("--street-crops", type=int, default=STREET_CROPS_PER_OBJECT,
                         help="instances stage: jittered crops cut from each scene garment")
     parser.add_argument("--seed", type=int, default=0)
@@ -366,6 +369,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     """Select the epoch count on a split of train/, retrain on all of train/, save the weights; return the meta."""
     if args.holdout_only and not args.out:
         raise SystemExit("--holdout-only needs --out: it must not replace the shipped weights")
+    if args.product_views <= CUTOUT_VIEW:
+        raise SystemExit(f"--product-views must be at least {CUTOUT_VIEW + 1} (the plain, mirrored and cut-out views)")
     init = Path(args.init) if args.init else shipped_weights(VARIANTS[args.backbone, "classes"])
     if args.stage == "instances" and weights_backbone(init) != args.backbone:
         raise SystemExit(f"--init {init} was trained on {weights_backbone(init)}, not --backbone {args.backbone}")
@@ -378,7 +383,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     net = load_imagenet_network(args.backbone)
     args.train_blocks = resolve_train_blocks(net, args.train_blocks)
     cache = Path(args.cache_dir)
-    products = product_features(net, records, bank, args.seed, cache)
+    products = product_features(net, records, bank, args.seed, cache, args.product_views)
     if args.stage == "instances":
         crop_sets = street_crop_sets(net, [r.product_id for r in records], args, cache)
         products = stage_outputs(products, init, args.train_blocks)
@@ -404,6 +409,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "epochs": best_epochs, "steps_per_epoch": args.steps if args.stage == "instances" else None,
         "train_blocks": args.train_blocks if args.stage == "instances" else None,
         "street_crops": args.street_crops if args.stage == "instances" else None,
+        "product_views": args.product_views,
         "seed": args.seed, "holdout_p10": round(history[best_epochs - 1][0], 4),
         "holdout_street_r1": round(history[best_epochs - 1][1], 4),
         "holdout_history": [[round(a, 4), round(b, 4)] for a, b in history],

@@ -29,7 +29,7 @@ log = logging.getLogger("train-embedder")
 SIZE = TRAINED_IMAGE_SIZE
 # Product views: 0 plain (what inference sees for a whole photo), 1 mirrored, 2 the garment cut out onto white
 # (what fine mode indexes for a catalog photo), 3.. random crops with mild light changes. Few views: caching them
-# is the slow part of training on a CPU.
+# is the slow part of training on a CPU (`train embedder --product-views` caches more).
 PRODUCT_VIEWS = 4
 CUTOUT_VIEW = 2
 # Street crops imitate fine mode's query side: a detector box (never exact) around a garment of a generated scene,
@@ -123,9 +123,10 @@ def _frozen(net: torch.nn.Module, views: Iterable[np.ndarray], total: int, what:
 
 
 def product_features(
-    net: torch.nn.Module, records: list[CatalogRecord], bank: SourceBank, seed: int, cache_dir: Path
+    net: torch.nn.Module, records: list[CatalogRecord], bank: SourceBank, seed: int, cache_dir: Path,
+    n_views: int = PRODUCT_VIEWS,
 ) -> torch.Tensor:
-    """N×PRODUCT_VIEWS×C×7×7 frozen features of every catalog photo's views."""
+    """N×n_views×C×7×7 frozen features of every catalog photo's views (views 3.. are random crops)."""
 
     def build() -> torch.Tensor:
         rng = np.random.default_rng(seed)
@@ -134,13 +135,13 @@ def product_features(
             for i, rec in enumerate(records):
                 img = Image.open(rec.image_path).convert("RGB")
                 mask = bank.mask(i)
-                for v in range(PRODUCT_VIEWS):
+                for v in range(n_views):
                     yield product_view(img, mask, v, rng)
 
-        feats = _frozen(net, views(), len(records) * PRODUCT_VIEWS, "product views")
-        return feats.reshape(len(records), PRODUCT_VIEWS, *feats.shape[1:])
+        feats = _frozen(net, views(), len(records) * n_views, "product views")
+        return feats.reshape(len(records), n_views, *feats.shape[1:])
 
-    key = [[r.image_path for r in records], PRODUCT_VIEWS, seed, SIZE, net.backbone_name, "products-v2"]
+    key = [[r.image_path for r in records], n_views, seed, SIZE, net.backbone_name, "products-v2"]
     return cached(cache_dir, "embedder-products", key, build)
 
 
