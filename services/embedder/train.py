@@ -341,9 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 @torch.inference_mode()
-def stage_outputs(feats: torch.Tensor, init: Path, train_blocks: int = 0) -> torch.Tensor:
+def stage_outputs(feats: torch.Tensor, tail: FashionTail, train_blocks: int = 0) -> torch.Tensor:
     """The init tail's frozen stage blocks (all but the last train_blocks) on cached frozen features, float16."""
-    tail, _ = load_tail(load_imagenet_network(weights_backbone(init)), init)
     frozen = slice(0, len(tail.blocks) - train_blocks)
     flat = feats.reshape(-1, *feats.shape[-3:])
     out = torch.cat([tail.stage(flat[i:i + 256].float(), frozen).half() for i in range(0, len(flat), 256)])
@@ -372,8 +371,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     if args.product_views <= CUTOUT_VIEW:
         raise SystemExit(f"--product-views must be at least {CUTOUT_VIEW + 1} (the plain, mirrored and cut-out views)")
     init = Path(args.init) if args.init else shipped_weights(VARIANTS[args.backbone, "classes"])
-    if args.stage == "instances" and weights_backbone(init) != args.backbone:
-        raise SystemExit(f"--init {init} was trained on {weights_backbone(init)}, not --backbone {args.backbone}")
+    if args.stage == "instances" and (init_backbone := weights_backbone(init)) != args.backbone:
+        raise SystemExit(f"--init {init} was trained on {init_backbone}, not --backbone {args.backbone}")
     if args.threads:
         torch.set_num_threads(args.threads)
     records = load_catalog(args.data)
@@ -386,8 +385,10 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     products = product_features(net, records, bank, args.seed, cache, args.product_views)
     if args.stage == "instances":
         crop_sets = street_crop_sets(net, [r.product_id for r in records], args, cache)
-        products = stage_outputs(products, init, args.train_blocks)
-        crop_sets = [(stage_outputs(f, init, args.train_blocks), o) for f, o in crop_sets]
+        # A network of its own: load_tail rewrites the network's tail blocks, and `net` stays at ImageNet weights.
+        init_tail, _ = load_tail(load_imagenet_network(args.backbone), init)
+        products = stage_outputs(products, init_tail, args.train_blocks)
+        crop_sets = [(stage_outputs(f, init_tail, args.train_blocks), o) for f, o in crop_sets]
         epochs = args.epochs or INSTANCE_EPOCHS
     else:
         crop_sets = [(products[:0, 0], np.zeros(0, dtype=int))]
