@@ -30,9 +30,11 @@ def _as_tuple(stride: int | list[int] | tuple[int, ...]) -> tuple[int, ...]:
 class FashionTail(nn.Module):
     """Fine-tuned last blocks + conv head of an EfficientNet-Lite, then the seed-001 FC1 (512-d)."""
 
-    def __init__(self, efficientnet: nn.Module, embed_dim: int = EMBED_DIM, n_classes: int = 0) -> None:
+    def __init__(
+        self, efficientnet: nn.Module, embed_dim: int = EMBED_DIM, n_classes: int = 0, start: int | None = None
+    ) -> None:
         super().__init__()
-        self.start = tail_start(efficientnet)
+        self.start = tail_start(efficientnet) if start is None else start
         self.blocks = nn.ModuleList(list(efficientnet._blocks)[self.start:])
         self.conv_head = efficientnet._conv_head
         self.bn1 = efficientnet._bn1
@@ -78,10 +80,10 @@ def weights_backbone(path: Path) -> str:
     return str(blob["meta"].get("backbone", LITE0))
 
 
-def frozen_features(efficientnet: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Stem and blocks before the tail start at their ImageNet weights (input normalised to [-1, 1])."""
+def frozen_features(efficientnet: nn.Module, x: torch.Tensor, start: int | None = None) -> torch.Tensor:
+    """Stem and blocks before the tail start (default: tail_start) at their ImageNet weights (input in [-1, 1])."""
     h = efficientnet._swish(efficientnet._bn0(efficientnet._conv_stem(x)))
-    for block in list(efficientnet._blocks)[:tail_start(efficientnet)]:
+    for block in list(efficientnet._blocks)[:tail_start(efficientnet) if start is None else start]:
         h = block(h)
     return h
 
@@ -96,7 +98,9 @@ def save_tail(tail: FashionTail, path: Path, meta: dict[str, object]) -> None:
 def load_tail(efficientnet: nn.Module, path: Path) -> tuple[FashionTail, dict[str, object]]:
     """A FashionTail over this network with the shipped weights."""
     blob = torch.load(path, map_location="cpu", weights_only=True)
-    tail = FashionTail(efficientnet, embed_dim=int(blob["meta"].get("embed_dim", EMBED_DIM)))
+    start = blob["meta"].get("tail_start")  # files from before --tail-start: the default
+    tail = FashionTail(efficientnet, embed_dim=int(blob["meta"].get("embed_dim", EMBED_DIM)),
+                       start=None if start is None else int(start))
     tail.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["state"].items()})
     tail.eval()
     return tail, blob["meta"]

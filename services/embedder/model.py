@@ -114,7 +114,8 @@ class GarmentEmbedder(InferenceModel):
         if self._tail is None:
             return self.backbone.forward(images)
         rgb = self.backbone.preprocess(images).to(self.backbone.device)
-        fmap = self._tail.feature_map(frozen_features(self.backbone.network, self.backbone.normalize(rgb)))
+        h = frozen_features(self.backbone.network, self.backbone.normalize(rgb), self._tail.start)
+        fmap = self._tail.feature_map(h)
         deep = self._tail.embed(fmap)
         rgb_pooled = torch.nn.functional.adaptive_avg_pool2d(rgb, fmap.shape[-2:])
         return BackboneOutput(deep.cpu().numpy(), fmap.cpu().numpy(), rgb_pooled.cpu().numpy())

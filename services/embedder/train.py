@@ -4,8 +4,10 @@
     fashion-search train embedder --stage instances --scenes data/scenes/train   # fashion-v2, from fashion-v1
     fashion-search train embedder --backbone efficientnet-lite2 --stage classes   # fashion-v3-classes
     fashion-search train embedder --backbone efficientnet-lite2 --stage instances # fashion-v3, from the above
+    fashion-search train embedder --stage classes --tail-start 8 --holdout-only --out FIT.pt   # more blocks tuned
 
-The ImageNet stem and early blocks stay frozen (their outputs are cached, see train_views).
+The ImageNet stem and early blocks stay frozen (their outputs are cached, see train_views); --tail-start moves the
+cut earlier (Lite0's default: block 12, the 7×7 stage).
 Stage "classes" (fashion-v1) trains the last stage, the conv head and the 512-d FC with a normalised softmax over the
 classes plus a batch-hard triplet loss (seed 001: category similarity).
 Stage "instances" (fashion-v2) starts from fashion-v1, keeps its last stage frozen but for its final blocks (the
@@ -191,11 +193,12 @@ def _init_classifier(tail: FashionTail, data: TrainingSet, forward: Callable[[to
 def train(
     data: TrainingSet, epochs: int, seed: int, stage: str, holdout: TrainingSet | None = None,
     instance_steps: int = 0, train_blocks: int = 0, init: Path | None = None, backbone: str = LITE0,
-    keep_best: bool = False,
+    keep_best: bool = False, start: int | None = None,
 ) -> tuple[FashionTail, list[tuple[float, float]]]:
     """Train a tail for the stage; with a holdout, return its (P@10, street R@1) after every epoch.
 
     keep_best (with a holdout): return the tail as it was after its best epoch (P@10 + R@1), not after the last.
+    start: the classes stage's first tail block (default tail_start); the instances stage keeps its init's.
 
     "classes": data holds frozen features (before the tail) and the whole tail trains from ImageNet weights.
     "instances": data holds the classes-stage tail's outputs before its last train_blocks blocks; those blocks, the
@@ -206,13 +209,13 @@ def train(
     n_classes = int(data.labels.max()) + 1
     net = load_imagenet_network(backbone)  # every run starts from the same weights
     if stage == "classes":
-        tail = FashionTail(net, n_classes=n_classes)
+        tail = FashionTail(net, n_classes=n_classes, start=start)
         forward: Callable[[torch.Tensor], torch.Tensor] = lambda x: tail.embed(tail.feature_map(x.float()))  # noqa: E731
         body = [p for n, p in tail.named_parameters() if not n.startswith(("fc.", "classifier."))]
         steps_per_epoch = max(1, len(data.labels) // (CLASSES_PER_BATCH * PER_CLASS))
     else:
         base, _ = load_tail(net, init or shipped_weights(VARIANTS[backbone, "classes"]))
-        tail = FashionTail(net, n_classes=n_classes)
+        tail = FashionTail(net, n_classes=n_classes, start=base.start)
         tail.load_state_dict(base.state_dict(), strict=False)
         trained = slice(len(tail.blocks) - train_blocks, None)
         forward = lambda x: tail.embed(tail.head_map(tail.stage(x.float(), trained)))  # noqa: E731
@@ -282,9 +285,11 @@ def train(
     return tail, history
 
 
-def resolve_train_blocks(net: torch.nn.Module, requested: int) -> int:
-    """How many tail blocks the instances stage trains: `requested`, or all but the first for ALL_BUT_FIRST."""
-    return len(net._blocks) - tail_start(net) - 1 if requested == ALL_BUT_FIRST else requested
+def resolve_train_blocks(net: torch.nn.Module, requested: int, start: int | None = None) -> int:
+    """How many tail blocks the instances stage trains: `requested`, or all but the first for ALL_BUT_FIRST (the tail
+    starting at `start`, default tail_start)."""
+    first = tail_start(net) if start is None else start
+    return len(net._blocks) - first - 1 if requested == ALL_BUT_FIRST else requested
 
 
 def split_products(labels: np.ndarray, seed: int, share: float = HOLDOUT) -> np.ndarray:
@@ -334,6 +339,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--train-blocks", type=int, default=ALL_BUT_FIRST,
                         help="instances stage: how many of the classes-stage tail's last blocks train too (0: none; "
                         "default: all but the first)")
+    parser.add_argument("--tail-start", type=int, default=0,
+                        help="classes stage: the first fine-tuned block (0: the network's default, the second block "
+                        "of its 7×7 stage); earlier blocks stay at ImageNet weights. The instances stage keeps its "
+                        "--init's")
     parser.add_argument("--product-views", type=int, default=PRODUCT_VIEWS,
                         help="cached views of each catalog photo: plain, mirrored, cut out, then random crops")
     parser.add_argument("--street-crops", type=int, default=STREET_CROPS_PER_OBJECT,
@@ -360,17 +369,18 @@ def stage_outputs(feats: torch.Tensor, tail: FashionTail, train_blocks: int = 0)
 
 
 def street_crop_sets(
-    net: torch.nn.Module, product_ids: list[str], args: argparse.Namespace, cache: Path
+    net: torch.nn.Module, product_ids: list[str], args: argparse.Namespace, cache: Path, start: int | None = None
 ) -> list[tuple[torch.Tensor, np.ndarray]]:
     """(frozen features, product index) of the street crops: simulated ones of --scenes first (the holdout's), then
     each extra scene set's, cut as --extra-crops says."""
-    crop_sets = [street_features(net, load_scenes(args.scenes), product_ids, args.seed, cache, args.street_crops)]
+    scenes = load_scenes(args.scenes)
+    crop_sets = [street_features(net, scenes, product_ids, args.seed, cache, args.street_crops, start)]
     for extra in args.extra_scenes:
         scenes = load_scenes(extra)
         if args.extra_crops != "pipeline":
-            crop_sets.append(street_features(net, scenes, product_ids, args.seed, cache, args.street_crops))
+            crop_sets.append(street_features(net, scenes, product_ids, args.seed, cache, args.street_crops, start))
         if args.extra_crops != "simulated":
-            crop_sets.append(pipeline_street_features(net, scenes, product_ids, cache))
+            crop_sets.append(pipeline_street_features(net, scenes, product_ids, cache, start))
     return crop_sets
 
 
@@ -385,18 +395,24 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         raise SystemExit(f"--init {init} was trained on {init_backbone}, not --backbone {args.backbone}")
     if args.threads:
         torch.set_num_threads(args.threads)
+    net = load_imagenet_network(args.backbone)
+    # A network of its own: load_tail rewrites the network's tail blocks, and `net` stays at ImageNet weights.
+    init_tail = load_tail(load_imagenet_network(args.backbone), init)[0] if args.stage == "instances" else None
+    start = init_tail.start if init_tail is not None else args.tail_start or tail_start(net)
+    if init_tail is not None and args.tail_start not in (0, start):
+        raise SystemExit(f"--init {init} starts its tail at block {start}: the instances stage keeps it")
+    if not 0 < start < len(net._blocks):
+        raise SystemExit(f"--tail-start must be a block of {args.backbone}: 1 to {len(net._blocks) - 1}")
     records = load_catalog(args.data)
     classes = sorted({r.category for r in records})
     labels = np.array([classes.index(r.category) for r in records])
     bank = SourceBank(records, Path(args.scenes) / "garment_masks.jsonl")
-    net = load_imagenet_network(args.backbone)
-    args.train_blocks = resolve_train_blocks(net, args.train_blocks)
+    args.train_blocks = resolve_train_blocks(net, args.train_blocks, start)
+    cut = None if start == tail_start(net) else start  # the default keeps the caches' keys
     cache = Path(args.cache_dir)
-    products = product_features(net, records, bank, args.seed, cache, args.product_views)
-    if args.stage == "instances":
-        crop_sets = street_crop_sets(net, [r.product_id for r in records], args, cache)
-        # A network of its own: load_tail rewrites the network's tail blocks, and `net` stays at ImageNet weights.
-        init_tail, _ = load_tail(load_imagenet_network(args.backbone), init)
+    products = product_features(net, records, bank, args.seed, cache, args.product_views, cut)
+    if init_tail is not None:
+        crop_sets = street_crop_sets(net, [r.product_id for r in records], args, cache, cut)
         products = stage_outputs(products, init_tail, args.train_blocks)
         crop_sets = [(stage_outputs(f, init_tail, args.train_blocks), o) for f, o in crop_sets]
         epochs = args.epochs or INSTANCE_EPOCHS
@@ -409,13 +425,13 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     # A holdout-only run keeps its best epoch's tail: retraining for fewer epochs would shorten the one-cycle
     # schedule and give another model than the one the holdout scored (4-view classes stage: 0.8967 against 0.9041).
     tail, history = train(fit, epochs, args.seed, args.stage, hold, args.steps, args.train_blocks, init, args.backbone,
-                          keep_best=args.holdout_only)
+                          keep_best=args.holdout_only, start=start)
     # Both goals count equally: category precision (seed 001) and finding the product itself (street-to-shop).
     best_epochs = int(np.argmax([p10 + r1 for p10, r1 in history])) + 1
     log.info("best holdout after %d epochs: P@10 %.4f, street R@1 %.4f", best_epochs, *history[best_epochs - 1])
     if not args.holdout_only:
         tail, _ = train(data, best_epochs, args.seed, args.stage, None, args.steps, args.train_blocks, init,
-                        args.backbone)
+                        args.backbone, start=start)
     variant = VARIANTS[args.backbone, args.stage]
     meta: dict[str, object] = {
         "variant": variant, "stage": args.stage, "backbone": args.backbone, "classes": classes,

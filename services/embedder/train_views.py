@@ -101,19 +101,26 @@ def street_crop(scene_rgb: np.ndarray, obj: dict[str, Any], rng: np.random.Gener
     return _resize(Image.fromarray(crop))
 
 
+def _cut(start: int | None) -> list[str]:
+    """Cache-key part for a tail start other than the default (none: keys, and caches, stay as they were)."""
+    return [] if start is None else [f"tail-start-{start}"]
+
+
 @torch.inference_mode()
-def _frozen(net: torch.nn.Module, views: Iterable[np.ndarray], total: int, what: str) -> torch.Tensor:
-    """Frozen-part features (float16) of a stream of SIZE×SIZE RGB views, batched."""
-    chunks, batch, start, done = [], [], time.time(), 0
+def _frozen(
+    net: torch.nn.Module, views: Iterable[np.ndarray], total: int, what: str, start: int | None = None
+) -> torch.Tensor:
+    """Frozen-part features (float16, blocks before `start`; default tail_start) of a stream of SIZE×SIZE RGB views."""
+    chunks, batch, began, done = [], [], time.time(), 0
 
     def flush() -> None:
         nonlocal batch, done
         x = torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2) / 255.0
-        chunks.append(frozen_features(net, (x - 0.5) / 0.5).half())
+        chunks.append(frozen_features(net, (x - 0.5) / 0.5, start).half())
         done += len(batch)
         batch = []
         if len(chunks) % 20 == 0:
-            log.info("cached %d/%d %s (%.0f s)", done, total, what, time.time() - start)
+            log.info("cached %d/%d %s (%.0f s)", done, total, what, time.time() - began)
 
     for view in views:
         batch.append(view)
@@ -126,9 +133,10 @@ def _frozen(net: torch.nn.Module, views: Iterable[np.ndarray], total: int, what:
 
 def product_features(
     net: torch.nn.Module, records: list[CatalogRecord], bank: SourceBank, seed: int, cache_dir: Path,
-    n_views: int = PRODUCT_VIEWS,
+    n_views: int = PRODUCT_VIEWS, start: int | None = None,
 ) -> torch.Tensor:
-    """N×n_views×C×7×7 frozen features of every catalog photo's views (views 3.. are random crops)."""
+    """N×n_views×C×H×W frozen features (blocks before `start`) of every catalog photo's views (views 3.. are random
+    crops)."""
 
     def build() -> torch.Tensor:
         rng = np.random.default_rng(seed)
@@ -140,16 +148,16 @@ def product_features(
                 for v in range(n_views):
                     yield product_view(img, mask, v, rng)
 
-        feats = _frozen(net, views(), len(records) * n_views, "product views")
+        feats = _frozen(net, views(), len(records) * n_views, "product views", start)
         return feats.reshape(len(records), n_views, *feats.shape[1:])
 
-    key = [[r.image_path for r in records], n_views, seed, SIZE, net.backbone_name, "products-v2"]
+    key = [[r.image_path for r in records], n_views, seed, SIZE, net.backbone_name, "products-v2", *_cut(start)]
     return cached(cache_dir, "embedder-products", key, build)
 
 
 def street_features(
     net: torch.nn.Module, scenes: list[dict[str, Any]], product_ids: list[str], seed: int, cache_dir: Path,
-    per_object: int = STREET_CROPS_PER_OBJECT,
+    per_object: int = STREET_CROPS_PER_OBJECT, start: int | None = None,
 ) -> tuple[torch.Tensor, np.ndarray]:
     """Frozen features of `per_object` jittered crops of every scene garment, and each crop's product index."""
     index = {pid: i for i, pid in enumerate(product_ids)}
@@ -168,14 +176,16 @@ def street_features(
                 for _ in range(per_object):
                     yield street_crop(rgb, obj, rng)
 
-        return _frozen(net, views(), len(owners), "street crops")
+        return _frozen(net, views(), len(owners), "street crops", start)
 
-    key = [[s["image_path"] for s in scenes], product_ids, per_object, seed, SIZE, net.backbone_name, "street-v1"]
+    key = [[s["image_path"] for s in scenes], product_ids, per_object, seed, SIZE, net.backbone_name, "street-v1",
+           *_cut(start)]
     return cached(cache_dir, "embedder-street", key, build), owners
 
 
 def pipeline_street_features(
-    net: torch.nn.Module, scenes: list[dict[str, Any]], product_ids: list[str], cache_dir: Path
+    net: torch.nn.Module, scenes: list[dict[str, Any]], product_ids: list[str], cache_dir: Path,
+    start: int | None = None,
 ) -> tuple[torch.Tensor, np.ndarray]:
     """Frozen features of fine mode's own cut-out of every scene garment the shipped detector finds (the detection
     matching it, cut by the shipped segmenter's mask), and each cut-out's product index; missed garments give none."""
@@ -191,11 +201,11 @@ def pipeline_street_features(
         def build() -> tuple[torch.Tensor, torch.Tensor]:
             cutouts, owners, total = street_garments(pipeline, scenes, index)
             log.info("fine mode cut %d of %d scene garments", len(cutouts), total)
-            feats = _frozen(net, (_resize(c) for c in cutouts), len(cutouts), "pipeline street crops")
+            feats = _frozen(net, (_resize(c) for c in cutouts), len(cutouts), "pipeline street crops", start)
             return feats, torch.tensor(owners, dtype=torch.long)
 
         key = [[s["image_path"] for s in scenes], product_ids, pipeline.detector.model_name,
                pipeline.segmenter.model_name, settings.detector_min_score, settings.max_garments,
-               settings.work_max_side, SIZE, net.backbone_name, "pipeline-street-v1"]
+               settings.work_max_side, SIZE, net.backbone_name, "pipeline-street-v1", *_cut(start)]
         feats, owners = cached(cache_dir, "embedder-pipeline-street", key, build)
     return feats, owners.numpy()
