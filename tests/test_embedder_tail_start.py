@@ -53,6 +53,9 @@ def test_an_earlier_cut_caches_larger_features_under_its_own_key(tmp_path: Path)
     earlier = product_features(net, records, bank, 0, tmp_path, start=8)
     assert default.shape[2:] == (192, 7, 7) and earlier.shape[2:] == (80, 14, 14)
     assert len(list(tmp_path.glob("embedder-products-*.pt"))) == 2
+    # The default start given by number reads the default's cache: no third file.
+    assert torch.equal(product_features(net, records, bank, 0, tmp_path, start=12), default)
+    assert len(list(tmp_path.glob("embedder-products-*.pt"))) == 2
 
 
 def test_instances_stage_counts_its_trained_blocks_from_the_tails_start() -> None:

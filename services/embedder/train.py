@@ -408,11 +408,10 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     labels = np.array([classes.index(r.category) for r in records])
     bank = SourceBank(records, Path(args.scenes) / "garment_masks.jsonl")
     args.train_blocks = resolve_train_blocks(net, args.train_blocks, start)
-    cut = None if start == tail_start(net) else start  # the default keeps the caches' keys
     cache = Path(args.cache_dir)
-    products = product_features(net, records, bank, args.seed, cache, args.product_views, cut)
+    products = product_features(net, records, bank, args.seed, cache, args.product_views, start)
     if init_tail is not None:
-        crop_sets = street_crop_sets(net, [r.product_id for r in records], args, cache, cut)
+        crop_sets = street_crop_sets(net, [r.product_id for r in records], args, cache, start)
         products = stage_outputs(products, init_tail, args.train_blocks)
         crop_sets = [(stage_outputs(f, init_tail, args.train_blocks), o) for f, o in crop_sets]
         epochs = args.epochs or INSTANCE_EPOCHS

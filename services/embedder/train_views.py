@@ -22,7 +22,7 @@ from fashion_search.catalog import CatalogRecord
 from fashion_search.datasets.scenes import SourceBank, decode_mask
 from fashion_search.feature_cache import cached
 from services.embedder.backbone import TRAINED_IMAGE_SIZE
-from services.embedder.fashion_net import frozen_features
+from services.embedder.fashion_net import frozen_features, tail_start
 
 log = logging.getLogger("train-embedder")
 
@@ -101,9 +101,10 @@ def street_crop(scene_rgb: np.ndarray, obj: dict[str, Any], rng: np.random.Gener
     return _resize(Image.fromarray(crop))
 
 
-def _cut(start: int | None) -> list[str]:
-    """Cache-key part for a tail start other than the default (none: keys, and caches, stay as they were)."""
-    return [] if start is None else [f"tail-start-{start}"]
+def _cut(net: torch.nn.Module, start: int | None) -> list[str]:
+    """Cache-key part for a tail start other than the network's default (the default's keys, and caches, stay as
+    they were, whether it is given or not)."""
+    return [] if start in (None, tail_start(net)) else [f"tail-start-{start}"]
 
 
 @torch.inference_mode()
@@ -151,7 +152,7 @@ def product_features(
         feats = _frozen(net, views(), len(records) * n_views, "product views", start)
         return feats.reshape(len(records), n_views, *feats.shape[1:])
 
-    key = [[r.image_path for r in records], n_views, seed, SIZE, net.backbone_name, "products-v2", *_cut(start)]
+    key = [[r.image_path for r in records], n_views, seed, SIZE, net.backbone_name, "products-v2", *_cut(net, start)]
     return cached(cache_dir, "embedder-products", key, build)
 
 
@@ -179,7 +180,7 @@ def street_features(
         return _frozen(net, views(), len(owners), "street crops", start)
 
     key = [[s["image_path"] for s in scenes], product_ids, per_object, seed, SIZE, net.backbone_name, "street-v1",
-           *_cut(start)]
+           *_cut(net, start)]
     return cached(cache_dir, "embedder-street", key, build), owners
 
 
@@ -206,6 +207,6 @@ def pipeline_street_features(
 
         key = [[s["image_path"] for s in scenes], product_ids, pipeline.detector.model_name,
                pipeline.segmenter.model_name, settings.detector_min_score, settings.max_garments,
-               settings.work_max_side, SIZE, net.backbone_name, "pipeline-street-v1", *_cut(start)]
+               settings.work_max_side, SIZE, net.backbone_name, "pipeline-street-v1", *_cut(net, start)]
         feats, owners = cached(cache_dir, "embedder-pipeline-street", key, build)
     return feats, owners.numpy()
