@@ -234,7 +234,7 @@ def voted_relevance(
 
 def expanded_queries(queries: np.ndarray, catalog: np.ndarray, expand: int) -> np.ndarray:
     """The queries expanded by their `expand` nearest catalog vectors (exact kNN), as the index does; 0: as given."""
-    from services.search.edge_index import expand_query
+    from services.search.points import expand_query
 
     if not expand:
         return queries

@@ -15,8 +15,9 @@ from fashion_search.domain import GARMENT_VECTOR, IMAGE_VECTOR, Box, Product, Ve
 from fashion_search.grpc_common import ServiceUnavailable, check_health
 from fashion_search.settings import Settings
 from services.search.client import RemoteIndex
-from services.search.edge_index import EdgeIndex, expand_query
+from services.search.edge_index import EdgeIndex
 from services.search.factory import make_index
+from services.search.points import expand_query
 from services.search.server import start_server
 
 DIM = 8

@@ -18,8 +18,9 @@ from qdrant_client import models
 from fashion_search.domain import GARMENT_VECTOR, IMAGE_VECTOR, Box, Product, VectorIndex
 from fashion_search.garment_colour import HISTOGRAM_DIM
 from fashion_search.settings import Settings
-from services.search.edge_index import REVISION_FIELD, EdgeIndex, expand_query, point_id, product_payload
+from services.search.edge_index import EdgeIndex
 from services.search.factory import make_index, stored_dim
+from services.search.points import REVISION_FIELD, expand_query, point_id, product_payload
 from services.search.qdrant_index import QdrantServerIndex
 
 DIM = 8
@@ -471,3 +472,21 @@ def test_the_cli_refuses_an_index_of_another_layout_with_a_clear_error_and_keeps
     assert f"'garment': {dim}" in done.stderr
     with EdgeIndex(old, dim, old.index_path, garment_dim=dim) as reopened:
         assert reopened.stats().count == 2
+
+
+def test_the_server_backend_works_without_the_edge_engine_installed() -> None:
+    """A deployment on a Qdrant server needs qdrant-client only: the shared checks live apart from the Edge index."""
+    script = (
+        "import sys; sys.modules['qdrant_edge'] = None\n"  # any import of it now raises ImportError
+        "import numpy as np\n"
+        "from fashion_search.domain import Product\n"
+        "from fashion_search.settings import Settings\n"
+        "from services.search.qdrant_index import QdrantServerIndex\n"
+        "index = QdrantServerIndex(Settings(), 4, ':memory:')\n"
+        "index.upsert([(Product('p1', 'dress'), {'image': np.ones(4), 'garment': np.ones(4)})])\n"
+        "print(index.search(np.ones(4), 1)[0].product.product_id)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FS_")}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "p1"

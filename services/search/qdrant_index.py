@@ -14,7 +14,7 @@ from qdrant_client import QdrantClient, models
 
 from fashion_search.domain import IMAGE_VECTOR, VECTOR_NAMES, Hit, IndexStats, Product
 from fashion_search.settings import Settings
-from services.search.edge_index import (
+from services.search.points import (
     CATEGORY_FIELD,
     EMBEDDER_FIELD,
     PRODUCT_ID_FIELD,
