@@ -21,6 +21,16 @@ def _command_line() -> str:
     return "fashion-search " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
+def _print_evaluation(args: argparse.Namespace, text: str, section: str, json_text: str) -> int:
+    """Print an evaluation's Markdown (its JSON with --json); with --output, write it into that file's section."""
+    from fashion_search.evaluation import write_section
+
+    print(json_text if args.json else text)
+    if args.output:
+        write_section(Path(args.output), section, text, "Evaluation")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     """Run one part of the system in this process."""
     target = args.target
@@ -165,28 +175,18 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     """Precision@5/10/20 and mAP@20 of a catalog against query images."""
-    from fashion_search.evaluation import ablation, ablation_markdown, evaluate, to_markdown, write_section
+    from fashion_search.evaluation import ablation, ablation_markdown, evaluate, to_markdown
 
     if args.ablation:
         table = ablation(settings, args.catalog, args.queries, args.limit)
         text = ablation_markdown(table, _command_line(), f"catalog `{args.catalog}`, queries `{args.queries}`")
-        print(json.dumps(table, indent=2) if args.json else text)
-        if args.output:
-            write_section(Path(args.output), "eval-ablation", text, "Evaluation")
-        return 0
+        return _print_evaluation(args, text, "eval-ablation", json.dumps(table, indent=2))
     result = evaluate(settings, args.catalog, args.queries, args.mode, args.limit)
-    if args.json:
-        print(result.to_json())
-    else:
-        print(to_markdown(result, _command_line()))
-    if args.output:
-        write_section(Path(args.output), f"eval-{args.mode}", to_markdown(result, _command_line()), "Evaluation")
-    return 0
+    return _print_evaluation(args, to_markdown(result, _command_line()), f"eval-{args.mode}", result.to_json())
 
 
 def cmd_eval_expansion(args: argparse.Namespace, settings: Settings) -> int:
     """Query-expansion depths on the embedder's product holdout."""
-    from fashion_search.evaluation import write_section
     from fashion_search.evaluation_expansion import best_depth, expansion_markdown, expansion_sweep
 
     try:
@@ -196,15 +196,12 @@ def cmd_eval_expansion(args: argparse.Namespace, settings: Settings) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     text = expansion_markdown(table, held, fitted, Path(args.weights), _command_line())
-    print(json.dumps({"depths": table, "chosen": best_depth(table)}, indent=2) if args.json else text)
-    if args.output:
-        write_section(Path(args.output), "eval-expansion", text, "Evaluation")
-    return 0
+    figures = {"depths": table, "chosen": best_depth(table)}
+    return _print_evaluation(args, text, "eval-expansion", json.dumps(figures, indent=2))
 
 
 def cmd_eval_vote(args: argparse.Namespace, settings: Settings) -> int:
     """Category-vote depths and weights on the embedder's product holdout, picked on one half, judged on the other."""
-    from fashion_search.evaluation import write_section
     from fashion_search.evaluation_vote import vote_markdown, vote_sweep
 
     try:
@@ -214,15 +211,11 @@ def cmd_eval_vote(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     text = vote_markdown(result, Path(args.weights), _command_line())
     rows = {f"{d}x{w:g}": row for (d, w), row in result["rows"].items()}
-    print(json.dumps(result | {"rows": rows}, indent=2) if args.json else text)
-    if args.output:
-        write_section(Path(args.output), "eval-vote", text, "Evaluation")
-    return 0
+    return _print_evaluation(args, text, "eval-vote", json.dumps(result | {"rows": rows}, indent=2))
 
 
 def cmd_eval_embedding(args: argparse.Namespace, settings: Settings) -> int:
     """Colour weight × mirror averaging on the embedder's product holdout, or two weight files compared on it."""
-    from fashion_search.evaluation import write_section
     from fashion_search.evaluation_embedding import (
         compare_weights,
         comparison_markdown,
@@ -241,11 +234,8 @@ def cmd_eval_embedding(args: argparse.Namespace, settings: Settings) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     text = (comparison_markdown if args.baseline else settings_markdown)(result, _command_line())
-    print(json.dumps(result, indent=2) if args.json else text)
-    if args.output:
-        section = "eval-embedding-comparison" if args.baseline else "eval-embedding"
-        write_section(Path(args.output), section, text, "Evaluation")
-    return 0
+    section = "eval-embedding-comparison" if args.baseline else "eval-embedding"
+    return _print_evaluation(args, text, section, json.dumps(result, indent=2))
 
 
 def _scenes(args: argparse.Namespace) -> Path:
@@ -256,30 +246,22 @@ def _scenes(args: argparse.Namespace) -> Path:
 
 def cmd_eval_scenes(args: argparse.Namespace, settings: Settings) -> int:
     """Street-to-shop recall on generated scenes."""
-    from fashion_search.evaluation import write_section
     from fashion_search.evaluation_scenes import street_to_shop, street_to_shop_markdown
 
     result = street_to_shop(settings, str(_scenes(args)), args.catalog, args.limit)
     text = street_to_shop_markdown(result, _command_line())
-    print(json.dumps(result, indent=2) if args.json else text)
-    if args.output:
-        key = f"eval-street-to-shop-{settings.detector_model}-catalog-{settings.catalog_garment}"
-        write_section(Path(args.output), key, text, "Evaluation")
-    return 0
+    key = f"eval-street-to-shop-{settings.detector_model}-catalog-{settings.catalog_garment}"
+    return _print_evaluation(args, text, key, json.dumps(result, indent=2))
 
 
 def cmd_eval_models(args: argparse.Namespace, settings: Settings) -> int:
     """Detector mAP and segmenter mIoU on generated scenes."""
-    from fashion_search.evaluation import write_section
     from fashion_search.evaluation_models import evaluate_models, models_markdown
 
     result = evaluate_models(settings, str(_scenes(args)), args.limit, args.photos)
     text = models_markdown(result, _command_line())
-    print(json.dumps(result, indent=2) if args.json else text)
-    if args.output:
-        key = f"eval-models-{settings.detector_model}-{result['segmenter']}"
-        write_section(Path(args.output), key, text, "Evaluation")
-    return 0
+    key = f"eval-models-{settings.detector_model}-{result['segmenter']}"
+    return _print_evaluation(args, text, key, json.dumps(result, indent=2))
 
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:

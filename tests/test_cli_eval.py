@@ -1,0 +1,37 @@
+"""`fashion-search eval` prints its figures (Markdown or JSON) and writes them into their section of a docs file."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from fashion_search.cli import main
+
+
+def test_eval_prints_json_and_replaces_its_docs_section(
+    tmp_path: Path, small_catalog_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in [k for k in os.environ if k.startswith("FS_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("FS_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("FS_CACHE_ENABLED", "false")
+    docs = tmp_path / "EVALUATION.md"
+    docs.write_text("# Evaluation\n\nkept by hand\n")
+    args = ["eval", "--catalog", str(small_catalog_dir), "--queries", str(small_catalog_dir), "--limit", "2",
+            "--output", str(docs)]
+
+    assert main([*args, "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    # Two products per class, each query's own photo among them: P@5 lies between 1/5 (itself) and 2/5.
+    assert figures["n_queries"] == 20 and 0.2 <= figures["precision"]["P@5"] <= 0.4
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "P@5" in printed and "{" not in printed
+
+    text = docs.read_text()
+    assert text.startswith("# Evaluation\n\nkept by hand\n")
+    assert text.count("<!-- eval-simple:begin -->") == 1 and text.count("<!-- eval-simple:end -->") == 1
+    assert printed.strip() in text
