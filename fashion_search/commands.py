@@ -63,10 +63,11 @@ def _ingest_local(records: list, settings: Settings) -> int:
         pipeline.index.optimize()
     finally:
         pipeline.index.close()
-    return _report(report)
+    return _print_ingest_report(report)
 
 
-def _report(report: object, verb: str = "indexed") -> int:
+def _print_ingest_report(report: object, verb: str = "indexed") -> int:
+    """Print what an ingest or reindex wrote and what it refused (and why); exit status 1 if it refused all."""
     indexed = getattr(report, "indexed", 0)
     failed = getattr(report, "failed", [])
     print(f"{verb} {indexed} products; {len(failed)} refused")
@@ -96,7 +97,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     report = wait_for(results, len(records) - len(unreadable.failed))
     report.merge(unreadable)
-    return _report(report)
+    return _print_ingest_report(report)
 
 
 def cmd_reindex(args: argparse.Namespace, settings: Settings) -> int:
@@ -115,7 +116,7 @@ def cmd_reindex(args: argparse.Namespace, settings: Settings) -> int:
         pipeline.index.optimize()
     finally:
         pipeline.index.close()
-    return _report(report, "reindexed")
+    return _print_ingest_report(report, "reindexed")
 
 
 def _reindex_queue(ids: list[str] | None, wait: bool, settings: Settings) -> int:
@@ -134,7 +135,7 @@ def _reindex_queue(ids: list[str] | None, wait: bool, settings: Settings) -> int
     print(f"queued {len(results)} reindex tasks for {total} products on {settings.broker_url}")
     if not wait:
         return 0
-    return _report(wait_for(results, total, desc="reindex (queue)"), "reindexed")
+    return _print_ingest_report(wait_for(results, total, desc="reindex (queue)"), "reindexed")
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
@@ -150,7 +151,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         with tqdm(total=len(records), unit="product", desc="indexing sample catalog") as bar:
             report = Ingestor(pipeline, settings).ingest_records(records, on_progress=bar.update)
         pipeline.index.optimize()
-        _report(report)
+        _print_ingest_report(report)
     else:
         print(f"reusing the index at {settings.index_path} ({stats.count} products, version {stats.version}); "
               "after a model upgrade, `fashion-search reindex` recomputes its vectors")
