@@ -8,6 +8,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -46,6 +47,19 @@ def warm_up_batches(device: torch.device, run: Callable[[int], object], largest:
     with torch.inference_mode():
         for n in range(1, largest + 1):
             run(n)
+
+
+def for_inference(module: torch.nn.Module, example: torch.Tensor, device: torch.device, settings: Settings) -> Any:
+    """The module as frozen, optimised TorchScript traced on example (CPU, settings.torch_script), else itself.
+
+    The trace keeps the module's control flow for the example's shape, so only networks whose inputs differ in batch
+    size alone (a fixed square input) may go through here; the weights are frozen into it at this call.
+    """
+    if not settings.torch_script or device.type != "cpu":
+        return module
+    with torch.inference_mode():
+        traced = torch.jit.trace(module.eval(), example.to(device), check_trace=False)
+        return torch.jit.optimize_for_inference(traced)
 
 
 def file_digest(path: Path | str) -> str:

@@ -85,6 +85,10 @@ class Settings(BaseSettings):
     # Where the models run: "auto" = the GPU when torch sees one (the model services' GPU node), else the CPU;
     # "cpu", "cuda" or "cuda:N" to pin it ("cuda" without a visible GPU fails at load, saying so)
     torch_device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    # On the CPU, run each model's fixed-size network as frozen TorchScript (torch.jit.optimize_for_inference:
+    # batch norm folded into the convolutions, oneDNN kernels): about 0.83× the time per query on 2 cores, the same
+    # outputs within float rounding (docs/BENCHMARKS.md). Off, or on a GPU: eager PyTorch.
+    torch_script: bool = True
     embed_image_size: int = 224
     # "fashion-v2": 512-d embedding trained on classes and on street-to-shop pairs, + colour (542-d, seed 001);
     # "fashion-v1": trained on classes only; both on EfficientNet-Lite0. "fashion-v3": fashion-v2's recipe on the

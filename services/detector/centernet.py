@@ -19,7 +19,7 @@ from PIL import Image
 from torch import nn
 
 from fashion_search.domain import Box, Detection
-from fashion_search.model_base import InferenceModel, file_digest
+from fashion_search.model_base import InferenceModel, file_digest, for_inference
 from fashion_search.settings import DEFAULT_DETECTOR_MIN_SCORE, Settings
 from services.detector.box_head import BoxHead, Scoring, finish, proposal_tensor
 from services.detector.head import CATEGORIES
@@ -121,6 +121,20 @@ class Pyramid(nn.Module):
         return mid, (h if self.tail is None else self.tail.feature_map(h))
 
 
+class DetectorNetwork(nn.Module):
+    """The detector's fixed-size part: pyramid and first-stage head, one normalised S×S image batch at a time."""
+
+    def __init__(self, pyramid: Pyramid, head: nn.Module) -> None:
+        super().__init__()
+        self.pyramid = pyramid
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(stride-16 features, deep features, centre heatmap, box size, offset)."""
+        mid, deep = self.pyramid(x)
+        return mid, deep, *self.head(mid, deep)
+
+
 def decode(
     heat: torch.Tensor, size: torch.Tensor, offset: torch.Tensor, width: int, height: int, min_score: float
 ) -> list[Detection]:
@@ -168,11 +182,14 @@ class SceneDetector(InferenceModel):
         return f"{self.name}.{file_digest(self.variant.weights)}"
 
     def _load(self) -> None:
-        self._pyramid = Pyramid(self.variant).to(self.device)
-        self._head, self._box_head, self._scoring, self._min_score = load_heads(self.variant)
+        pyramid = Pyramid(self.variant).to(self.device)
+        head, self._box_head, self._scoring, self._min_score = load_heads(self.variant)
         # The first-stage head runs beside the pyramid; the second stage pools a handful of boxes, so it and the
         # peak decoding stay on the CPU.
-        self._head.to(self.device)
+        size = self.variant.input_size
+        self._network = for_inference(
+            DetectorNetwork(pyramid, head.to(self.device)), torch.zeros(1, 3, size, size), self.device, self.settings
+        )
 
     @torch.inference_mode()
     def detect(self, image: Image.Image, min_score: float | None = None) -> list[Detection]:
@@ -181,8 +198,8 @@ class SceneDetector(InferenceModel):
         threshold = min_score if min_score is not None else self.settings.detector_min_score
         if threshold is None:
             threshold = self._min_score
-        mid, deep = self._pyramid(preprocess(image, self.variant.input_size).to(self.device))
-        heat, size, offset = (t.cpu() for t in self._head(mid, deep))
+        mid, deep, *first = self._network(preprocess(image, self.variant.input_size).to(self.device))
+        heat, size, offset = (t.cpu() for t in first)
         if self._box_head is None:
             return decode(heat, size, offset, image.width, image.height, threshold)
         proposals = peaks(heat, size, offset, image.width, image.height, min(threshold, PROPOSAL_MIN_SCORE))

@@ -88,6 +88,20 @@ def frozen_features(efficientnet: nn.Module, x: torch.Tensor, start: int | None 
     return h
 
 
+class EmbeddingNetwork(nn.Module):
+    """A fashion embedder's whole network at query time: frozen ImageNet stem and blocks, then its tail."""
+
+    def __init__(self, efficientnet: nn.Module, tail: FashionTail) -> None:
+        super().__init__()
+        self.efficientnet = efficientnet
+        self.tail = tail
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Input in [-1, 1] → (512-d FC output, not normalised; last conv feature map B×1280×h×w)."""
+        fmap = self.tail.feature_map(frozen_features(self.efficientnet, x, self.tail.start))
+        return self.tail.embed(fmap), fmap
+
+
 def save_tail(tail: FashionTail, path: Path, meta: dict[str, object]) -> None:
     """Ship the tail as float16 (halves the file; retrieval figures unchanged within noise)."""
     state = {k: (v.half() if v.is_floating_point() else v) for k, v in tail.trainable_state().items()}

@@ -10,14 +10,14 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from fashion_search.model_base import InferenceModel, file_digest, warm_up_batches
+from fashion_search.model_base import InferenceModel, file_digest, for_inference, warm_up_batches
 from fashion_search.settings import Settings
 from fashion_search.vectors import l2_normalize, mirror_average, mirror_averaged
 from services.embedder.backbone import LITE0, TRAINED_IMAGE_SIZE, BackboneOutput, EfficientNetBackbone
 from services.embedder.fashion_net import (
     EMBED_DIM,
+    EmbeddingNetwork,
     FashionTail,
-    frozen_features,
     load_tail,
     shipped_weights,
     weights_backbone,
@@ -63,6 +63,7 @@ class GarmentEmbedder(InferenceModel):
             backbone if shareable and backbone is not None else EfficientNetBackbone(self.settings, network)
         )
         self._tail: FashionTail | None = None
+        self._network: EmbeddingNetwork | torch.jit.ScriptModule | None = None  # the tail's whole network
 
     @property
     def deep_dim(self) -> int:
@@ -92,10 +93,14 @@ class GarmentEmbedder(InferenceModel):
 
     def _load(self) -> None:
         self.backbone.load()
+        size = self.settings.embed_image_size
         if self.variant != "imagenet":
             self._tail, _ = load_tail(self.backbone.network, self.weights)
             self._tail.to(self.backbone.device)  # its new layers; the blocks it shares are there already
-        size = self.settings.embed_image_size
+            self._network = for_inference(
+                EmbeddingNetwork(self.backbone.network, self._tail), torch.zeros(1, 3, size, size),
+                self.backbone.device, self.settings,
+            )
         blank = Image.new("RGB", (size, size), "white")
         warm_up_batches(self.backbone.device, lambda n: self._raw([blank] * n), self.settings.max_garments)
 
@@ -111,12 +116,10 @@ class GarmentEmbedder(InferenceModel):
         return self._raw(images)
 
     def _raw(self, images: Sequence[Image.Image]) -> BackboneOutput:
-        if self._tail is None:
+        if self._network is None:
             return self.backbone.forward(images)
         rgb = self.backbone.preprocess(images).to(self.backbone.device)
-        h = frozen_features(self.backbone.network, self.backbone.normalize(rgb), self._tail.start)
-        fmap = self._tail.feature_map(h)
-        deep = self._tail.embed(fmap)
+        deep, fmap = self._network(self.backbone.normalize(rgb))
         rgb_pooled = torch.nn.functional.adaptive_avg_pool2d(rgb, fmap.shape[-2:])
         return BackboneOutput(deep.cpu().numpy(), fmap.cpu().numpy(), rgb_pooled.cpu().numpy())
 

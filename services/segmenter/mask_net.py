@@ -15,7 +15,7 @@ from PIL import Image
 from torch import nn
 
 from fashion_search.domain import Box
-from fashion_search.model_base import InferenceModel, file_digest, warm_up_batches
+from fashion_search.model_base import InferenceModel, file_digest, for_inference, warm_up_batches
 from fashion_search.settings import Settings
 from services.embedder.backbone import load_imagenet_network
 from services.segmenter.model import MIN_MASK_FRACTION, MIN_SEGMENT_SIDE, main_components
@@ -123,6 +123,19 @@ def input_crop(rgb: np.ndarray, window: Window) -> np.ndarray:
     return cv2.resize(crop_window(rgb, window, PAD_VALUE), (INPUT_SIZE, INPUT_SIZE), interpolation=cv2.INTER_AREA)
 
 
+class SegmenterNetwork(nn.Module):
+    """Encoder and decoder as one network: a B×3×S×S batch in [-1, 1] → mask logits B×1×(S/2)×(S/2)."""
+
+    def __init__(self, encoder: FrozenEncoder, decoder: MaskDecoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Mask logits of the batch."""
+        return self.decoder(self.encoder(x))
+
+
 def to_tensor(crops: Sequence[np.ndarray]) -> torch.Tensor:
     """uint8 S×S×3 crops → B×3×S×S float batch in [-1, 1] (EfficientNet-Lite's input range)."""
     batch = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float()
@@ -168,12 +181,13 @@ class MaskSegmenter(InferenceModel):
         return f"{self.name}.{file_digest(self.weights)}"
 
     def _load(self) -> None:
-        self._encoder = FrozenEncoder().to(self.device)
-        self._decoder, self.meta = load_decoder(self.weights)
-        self._decoder.to(self.device)
+        decoder, self.meta = load_decoder(self.weights)
         # Through to_tensor: its batches are laid out channels-last, and cuDNN plans per layout as well as shape.
         blank = np.full((INPUT_SIZE, INPUT_SIZE, 3), PAD_VALUE, np.uint8)
-        warm_up_batches(self.device, lambda n: self._decoder(self._encoder(to_tensor([blank] * n).to(self.device))),
+        self._network = for_inference(
+            SegmenterNetwork(FrozenEncoder(), decoder).to(self.device), to_tensor([blank]), self.device, self.settings
+        )
+        warm_up_batches(self.device, lambda n: self._network(to_tensor([blank] * n).to(self.device)),
                         self.settings.max_garments)
 
     @torch.inference_mode()
@@ -199,4 +213,4 @@ class MaskSegmenter(InferenceModel):
     def predict(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """Mask logits (B×(S/2)×(S/2)) of uint8 S×S×3 context crops."""
         self.load()
-        return self._decoder(self._encoder(to_tensor(crops).to(self.device)))[:, 0].cpu().numpy()
+        return self._network(to_tensor(crops).to(self.device))[:, 0].cpu().numpy()
