@@ -50,15 +50,17 @@ def warm_up_batches(device: torch.device, run: Callable[[int], object], largest:
 
 
 def for_inference(module: torch.nn.Module, example: torch.Tensor, device: torch.device, settings: Settings) -> Any:
-    """The module as frozen, optimised TorchScript traced on example (CPU, settings.torch_script), else itself.
+    """The module in eval mode, as frozen, optimised TorchScript traced on example where settings.torch_script is on
+    and the device is the CPU; elsewhere the module itself.
 
     The trace keeps the module's control flow for the example's shape, so only networks whose inputs differ in batch
     size alone (a fixed square input) may go through here; the weights are frozen into it at this call.
     """
+    module.eval()
     if not settings.torch_script or device.type != "cpu":
         return module
     with torch.inference_mode():
-        traced = torch.jit.trace(module.eval(), example.to(device), check_trace=False)
+        traced = torch.jit.trace(module, example.to(device), check_trace=False)
         return torch.jit.optimize_for_inference(traced)
 
 

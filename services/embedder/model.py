@@ -17,7 +17,6 @@ from services.embedder.backbone import LITE0, TRAINED_IMAGE_SIZE, BackboneOutput
 from services.embedder.fashion_net import (
     EMBED_DIM,
     EmbeddingNetwork,
-    FashionTail,
     load_tail,
     shipped_weights,
     weights_backbone,
@@ -62,7 +61,6 @@ class GarmentEmbedder(InferenceModel):
         self.backbone = (
             backbone if shareable and backbone is not None else EfficientNetBackbone(self.settings, network)
         )
-        self._tail: FashionTail | None = None
         self._network: EmbeddingNetwork | torch.jit.ScriptModule | None = None  # the tail's whole network
 
     @property
@@ -95,10 +93,10 @@ class GarmentEmbedder(InferenceModel):
         self.backbone.load()
         size = self.settings.embed_image_size
         if self.variant != "imagenet":
-            self._tail, _ = load_tail(self.backbone.network, self.weights)
-            self._tail.to(self.backbone.device)  # its new layers; the blocks it shares are there already
+            tail, _ = load_tail(self.backbone.network, self.weights)
+            tail.to(self.backbone.device)  # its new layers; the blocks it shares are there already
             self._network = for_inference(
-                EmbeddingNetwork(self.backbone.network, self._tail), torch.zeros(1, 3, size, size),
+                EmbeddingNetwork(self.backbone.network, tail), torch.zeros(1, 3, size, size),
                 self.backbone.device, self.settings,
             )
         blank = Image.new("RGB", (size, size), "white")
