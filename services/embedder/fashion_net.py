@@ -16,8 +16,11 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 EMBED_DIM = 512
 
 
-def tail_start(efficientnet: nn.Module) -> int:
-    """Index of the second block of the network's last downsampling stage (the first block at 7×7 for 224 px)."""
+def tail_start(efficientnet: nn.Module, start: int | None = None) -> int:
+    """The tail's first block: `start` where given, else the network's default, the second block of its last
+    downsampling stage (the first block at 7×7 for 224 px)."""
+    if start is not None:
+        return start
     blocks = list(efficientnet._blocks)
     last_down = max(i for i, b in enumerate(blocks) if max(_as_tuple(b._block_args.stride)) > 1)
     return last_down + 1
@@ -34,7 +37,7 @@ class FashionTail(nn.Module):
         self, efficientnet: nn.Module, embed_dim: int = EMBED_DIM, n_classes: int = 0, start: int | None = None
     ) -> None:
         super().__init__()
-        self.start = tail_start(efficientnet) if start is None else start
+        self.start = tail_start(efficientnet, start)
         self.blocks = nn.ModuleList(list(efficientnet._blocks)[self.start:])
         self.conv_head = efficientnet._conv_head
         self.bn1 = efficientnet._bn1
@@ -83,7 +86,7 @@ def weights_backbone(path: Path) -> str:
 def frozen_features(efficientnet: nn.Module, x: torch.Tensor, start: int | None = None) -> torch.Tensor:
     """Stem and blocks before the tail start (default: tail_start) at their ImageNet weights (input in [-1, 1])."""
     h = efficientnet._swish(efficientnet._bn0(efficientnet._conv_stem(x)))
-    for block in list(efficientnet._blocks)[:tail_start(efficientnet) if start is None else start]:
+    for block in list(efficientnet._blocks)[:tail_start(efficientnet, start)]:
         h = block(h)
     return h
 

@@ -288,8 +288,7 @@ def train(
 def resolve_train_blocks(net: torch.nn.Module, requested: int, start: int | None = None) -> int:
     """How many tail blocks the instances stage trains: `requested`, or all but the first for ALL_BUT_FIRST (the tail
     starting at `start`, default tail_start)."""
-    first = tail_start(net) if start is None else start
-    return len(net._blocks) - first - 1 if requested == ALL_BUT_FIRST else requested
+    return len(net._blocks) - tail_start(net, start) - 1 if requested == ALL_BUT_FIRST else requested
 
 
 def split_products(labels: np.ndarray, seed: int, share: float = HOLDOUT) -> np.ndarray:
@@ -398,7 +397,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     net = load_imagenet_network(args.backbone)
     # A network of its own: load_tail rewrites the network's tail blocks, and `net` stays at ImageNet weights.
     init_tail = load_tail(load_imagenet_network(args.backbone), init)[0] if args.stage == "instances" else None
-    start = init_tail.start if init_tail is not None else args.tail_start or tail_start(net)
+    start = init_tail.start if init_tail is not None else tail_start(net, args.tail_start or None)
     if init_tail is not None and args.tail_start not in (0, start):
         raise SystemExit(f"--init {init} starts its tail at block {start}: the instances stage keeps it")
     if not 0 < start < len(net._blocks):
