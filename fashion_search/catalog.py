@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
-from collections.abc import Iterator
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from fashion_search.domain import MAX_PRODUCT_ID_LENGTH, check_new_product_id
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 
@@ -35,7 +38,7 @@ def load_catalog(path: str | Path) -> list[CatalogRecord]:
     """All records of a catalog folder, .csv or .jsonl file."""
     p = Path(path)
     if p.is_dir():
-        return list(_from_folder(p))
+        return _from_folder(p)
     if not p.exists():
         raise CatalogError(f"catalog not found: {p}")
     if p.suffix.lower() == ".csv":
@@ -59,17 +62,37 @@ def load_catalog(path: str | Path) -> list[CatalogRecord]:
     raise CatalogError(f"unsupported catalog {p}: use a folder of images, a .csv or a .jsonl file")
 
 
-def _from_folder(root: Path) -> Iterator[CatalogRecord]:
-    """ImageFolder layout: category = first subfolder; product id = path parts joined by ":" (URL-safe)."""
+def _from_folder(root: Path) -> list[CatalogRecord]:
+    """ImageFolder layout: category = first subfolder; product id = path parts joined by ":" (made URL-safe)."""
+    records: list[CatalogRecord] = []
+    seen: dict[str, Path] = {}
     for f in sorted(root.rglob("*")):
         if f.suffix.lower() not in IMAGE_SUFFIXES or not f.is_file():
             continue
         rel = f.relative_to(root)
+        pid = folder_product_id(rel)
+        if pid in seen:
+            # Two photos under one id: the second would silently replace the first in the index.
+            raise CatalogError(f"{seen[pid]} and {rel} both map to product id {pid!r}; rename one of them")
+        seen[pid] = rel
         category = rel.parts[0] if len(rel.parts) > 1 else ""
-        yield CatalogRecord(
-            product_id=":".join(rel.with_suffix("").parts), image_path=str(f.resolve()),
-            title=f"{category} {f.stem[:8]}".strip(), category=category,
-        )
+        records.append(CatalogRecord(
+            product_id=pid, image_path=str(f.resolve()), title=f"{category} {f.stem[:8]}".strip(), category=category,
+        ))
+    return records
+
+
+_NOT_IN_ID = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def folder_product_id(rel: Path) -> str:
+    """The product id of a catalog folder's photo: its path parts joined by ":", other characters as "_"; a
+    path too long for an id keeps its start and a digest of the whole path."""
+    pid = ":".join(_NOT_IN_ID.sub("_", part) for part in rel.with_suffix("").parts)
+    if len(pid) > MAX_PRODUCT_ID_LENGTH:
+        digest = hashlib.sha256(rel.as_posix().encode()).hexdigest()[:12]
+        pid = f"{pid[:MAX_PRODUCT_ID_LENGTH - len(digest) - 1]}-{digest}"
+    return check_new_product_id(pid)
 
 
 def _record(row: dict[str, object], base: Path, where: str) -> CatalogRecord:
@@ -78,6 +101,10 @@ def _record(row: dict[str, object], base: Path, where: str) -> CatalogRecord:
     image = str(row.get("image") or row.get("image_path") or "").strip()
     if not pid:
         raise CatalogError(f"{where}: missing product_id")
+    try:
+        check_new_product_id(pid)
+    except ValueError as exc:
+        raise CatalogError(f"{where}: {exc}") from None
     if not image:
         raise CatalogError(f"{where}: missing image (path to the product photo)")
     try:

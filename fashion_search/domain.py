@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -12,6 +13,20 @@ from PIL import Image
 IMAGE_VECTOR = "image"
 GARMENT_VECTOR = "garment"
 VECTOR_NAMES = (IMAGE_VECTOR, GARMENT_VECTOR)
+
+# Product ids travel unescaped in URL paths (/v1/products/{id}); one rule for every way a product comes in (HTTP,
+# catalog files, Celery payloads, the search service), so no stored product is out of the API's reach.
+MAX_PRODUCT_ID_LENGTH = 128
+PRODUCT_ID_PATTERN = rf"^[A-Za-z0-9._:\-]{{1,{MAX_PRODUCT_ID_LENGTH}}}$"
+PRODUCT_ID_RULE = f"1-{MAX_PRODUCT_ID_LENGTH} characters of letters, digits, '.', '_', ':' or '-'"
+_PRODUCT_ID = re.compile(PRODUCT_ID_PATTERN)
+
+
+def check_new_product_id(product_id: object) -> str:
+    """The id of a product about to be stored, or ValueError naming the rule it breaks."""
+    if not isinstance(product_id, str) or not _PRODUCT_ID.fullmatch(product_id):
+        raise ValueError(f"product id {product_id!r} is not valid: it must be {PRODUCT_ID_RULE}")
+    return product_id
 
 
 class IndexLayoutError(ValueError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -18,6 +19,17 @@ class InvalidImage(ValueError):
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.status = status
+
+
+def stored_image_type(path: Path) -> str:
+    """The MIME type of a stored image file, from its header (application/octet-stream if unreadable)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:  # reads the header only
+                return Image.MIME.get(img.format or "", "application/octet-stream")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return "application/octet-stream"
 
 
 def decode_image(data: bytes, settings: Settings | None = None) -> Image.Image:

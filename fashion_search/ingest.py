@@ -11,7 +11,7 @@ from pathlib import Path
 from PIL import Image
 
 from fashion_search.catalog import CatalogRecord
-from fashion_search.domain import Product, VectorIndex
+from fashion_search.domain import Product, VectorIndex, check_new_product_id
 from fashion_search.images import InvalidImage, decode_image
 from fashion_search.pipeline import SearchPipeline, product_with
 from fashion_search.settings import Settings
@@ -99,7 +99,7 @@ class Ingestor:
             for rec in chunk:
                 try:
                     loaded.append((_product(rec), self._load(rec.image_path)))
-                except (OSError, InvalidImage) as exc:
+                except (OSError, ValueError) as exc:  # ValueError: a bad id, or InvalidImage
                     report.failed.append((rec.product_id, str(exc)))
             report.merge(self._index(loaded, with_garment))
             if on_progress:
@@ -113,8 +113,9 @@ class Ingestor:
         for payload, data in zip(payloads, image_data, strict=True):
             rec = CatalogRecord(**payload)  # type: ignore[arg-type]
             try:
+                check_new_product_id(rec.product_id)
                 img = decode_image(data, self.settings)
-            except InvalidImage as exc:
+            except ValueError as exc:  # a bad id, or InvalidImage
                 report.failed.append((rec.product_id, str(exc)))
                 continue
             rec.image_path = store_image(data, self.settings)
@@ -193,7 +194,8 @@ class Ingestor:
 
 
 def _product(rec: CatalogRecord) -> Product:
-    """The product a catalog record describes, before its vectors are known."""
+    """The product a catalog record describes, before its vectors are known (ValueError for an invalid id)."""
+    check_new_product_id(rec.product_id)
     return Product(
         product_id=rec.product_id, category=rec.category, title=rec.title, price=rec.price,
         image_ref=rec.image_path, tags=list(rec.tags),

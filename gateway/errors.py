@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from fashion_search.domain import PRODUCT_ID_PATTERN, PRODUCT_ID_RULE
 from fashion_search.grpc_common import ServiceUnavailable
 from fashion_search.images import InvalidImage
 
@@ -18,7 +19,10 @@ def _message(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors():
         where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path"))
-        parts.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
+        msg = str(err.get("msg"))
+        if (err.get("ctx") or {}).get("pattern") == PRODUCT_ID_PATTERN:  # the rule in words, not the regex
+            msg = f"must be {PRODUCT_ID_RULE}"
+        parts.append(f"{where}: {msg}" if where else msg)
     return "; ".join(parts) or "invalid request"
 
 

@@ -74,6 +74,16 @@ class StatsOut(BaseModel):
     )
 
 
+class ReadyOut(BaseModel):
+    """Readiness: each dependency's state, and whether the gateway can answer searches."""
+
+    ready: bool
+    checks: dict[str, str] = Field(
+        description='per dependency: "ok", "in-process", "down", "off" (the optional cache) or "stale" (the index)'
+    )
+    stale_index: str | None = Field(None, description="why the index is stale, when it is")
+
+
 class ErrorOut(BaseModel):
     """Every 4xx/5xx body: a human-readable message."""
 

@@ -17,6 +17,20 @@ def test_folder_layout_gives_categories_and_url_safe_ids(tmp_path: Path) -> None
     assert rec.category == "dress" and rec.product_id == "dress:a1" and rec.image_path.endswith("a1.jpg")
 
 
+def test_folder_ids_are_made_valid_and_never_shared(tmp_path: Path) -> None:
+    (tmp_path / "summer dresses").mkdir()
+    (tmp_path / "summer dresses" / "Red (1).png").write_bytes(b"x")
+    (tmp_path / ("a" * 200 + ".jpg")).write_bytes(b"x")
+    recs = {r.image_path.rsplit("/", 1)[-1][:3]: r for r in load_catalog(tmp_path)}
+    assert recs["Red"].product_id == "summer_dresses:Red_1_" and recs["Red"].category == "summer dresses"
+    long_id = recs["aaa"].product_id
+    assert len(long_id) == 128 and long_id.startswith("a" * 100)
+    # Two names that map to one id: the second photo would silently replace the first in the index.
+    (tmp_path / "summer dresses" / "Red_1_.jpg").write_bytes(b"x")
+    with pytest.raises(CatalogError, match="both map to product id 'summer_dresses:Red_1_'"):
+        load_catalog(tmp_path)
+
+
 def test_csv_and_jsonl(tmp_path: Path) -> None:
     header = "product_id,image,title,category,price,tags\n"
     (tmp_path / "c.csv").write_text(header + 'p1,img/p1.jpg,Red dress,dress,19.5,"a,b"\n')
@@ -35,6 +49,7 @@ def test_csv_and_jsonl(tmp_path: Path) -> None:
         ('{"product_id": "p"}\n', "missing image"),
         ('{"product_id": "p", "image": "a.jpg", "price": "cheap"}\n', "not a number"),
         ("not json\n", "not valid JSON"),
+        ('{"product_id": "sku 1/a", "image": "a.jpg"}\n', "c.jsonl:1: product id 'sku 1/a' is not valid"),
     ],
 )
 def test_bad_records_name_the_line(tmp_path: Path, content: str, message: str) -> None:

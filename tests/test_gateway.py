@@ -235,9 +235,31 @@ def test_product_lifecycle(client: TestClient, small_records: list) -> None:
     assert client.get("/v1/products/new-1").json()["title"] == "Test item"
     img = client.get("/v1/products/new-1/image")
     assert img.status_code == 200 and img.content == _photo(rec)
+    assert img.headers["content-type"] == "image/jpeg"
     assert client.get("/v1/stats").json()["version"] > v0
     assert client.delete("/v1/products/new-1").status_code == 204
     assert client.get("/v1/products/new-1").status_code == 404
+
+
+def test_a_stored_photo_is_served_as_the_format_it_is(client: TestClient, small_records: list) -> None:
+    buf = io.BytesIO()
+    Image.open(small_records[0].image_path).save(buf, "PNG")
+    assert client.post("/v1/products", files={"image": ("p", buf.getvalue())}, data={"product_id": "png-1"}).is_success
+    img = client.get("/v1/products/png-1/image")
+    assert img.headers["content-type"] == "image/png" and img.content == buf.getvalue()
+    assert client.delete("/v1/products/png-1").status_code == 204
+
+
+def test_ingest_reports_a_bad_id_and_indexes_the_rest(pipeline: SearchPipeline, small_records: list) -> None:
+    data = _photo(small_records[0])
+    payloads = [
+        {"product_id": pid, "image_path": "", "title": "", "category": "", "price": 0.0, "tags": []}
+        for pid in ("sku 1/a", "batch-ok")
+    ]
+    report = Ingestor(pipeline, pipeline.settings).ingest_payloads(payloads, [data, data])
+    assert report.indexed == 1 and [pid for pid, _ in report.failed] == ["sku 1/a"]
+    assert "1-128 characters" in report.failed[0][1]
+    assert pipeline.index.get("batch-ok") is not None and pipeline.index.delete(["batch-ok"]) == 1
 
 
 @pytest.mark.parametrize(
@@ -249,6 +271,8 @@ def test_unknown_products(client: TestClient, method: str, path: str, status: in
     before = client.get("/v1/stats").json()
     resp = getattr(client, method)(path)
     assert resp.status_code == status and resp.json()["detail"]
+    if status == 422:  # the id rule in words, not FastAPI's regex
+        assert resp.json()["detail"] == "product_id: must be 1-128 characters of letters, digits, '.', '_', ':' or '-'"
     assert client.get("/v1/stats").json() == before
 
 

@@ -389,6 +389,10 @@ def shared_index(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
         (lambda ix: ix.replace_unchanged([(Product("p0", revision="r"), {IMAGE_VECTOR: np.ones(DIM + 1)})]), "shape"),
         (lambda ix: ix.search(np.ones(DIM), top_k=3, expand=-1), "expand"),
         (lambda ix: ix.search(np.ones(DIM), top_k=3, expand=21), "expand"),
+        # An id the HTTP API could not address (/v1/products/{id}) is never stored, whoever writes it.
+        (lambda ix: ix.upsert([(Product("p0", title="changed"), {IMAGE_VECTOR: np.ones(DIM)}),
+                               (Product("sku 1/a"), {IMAGE_VECTOR: np.ones(DIM)})]), "product id 'sku 1/a'"),
+        (lambda ix: ix.upsert([(Product("x" * 129), {IMAGE_VECTOR: np.ones(DIM)})]), "1-128 characters"),
         (lambda ix: ix.get(""), "product id"),
         (lambda ix: ix.delete(["p1", ""]), "product id"),
         (lambda ix: ix.scroll(None, 0), "limit"),

@@ -12,6 +12,7 @@ from fashion_search.pipeline import SearchPipeline
 from fashion_search.settings import Settings
 from gateway.cache import SearchCache
 from gateway.deps import get_cache, get_pipeline, get_settings
+from gateway.schemas import ReadyOut
 
 router = APIRouter(tags=["health"])
 
@@ -22,7 +23,10 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz", response_model=ReadyOut,
+    responses={503: {"model": ReadyOut, "description": "not ready: the index or a model service is down"}},
+)
 def readyz(
     settings: Annotated[Settings, Depends(get_settings)],
     pipeline: Annotated[SearchPipeline, Depends(get_pipeline)],
@@ -33,7 +37,7 @@ def readyz(
     An index holding vectors of another embedder still answers (ready), flagged "stale" with the reason.
     """
     checks: dict[str, str] = {}
-    body: dict[str, object] = {}
+    stale_index: str | None = None
     for name, url in (
         ("detector", settings.detector_url), ("segmenter", settings.segmenter_url),
         ("embedder", settings.embedder_url),
@@ -42,11 +46,12 @@ def readyz(
     try:
         stats = pipeline.index.stats()
         checks["index"] = "ok"
-        if stale := pipeline.stale_index(stats):
+        stale_index = pipeline.stale_index(stats) or None
+        if stale_index:
             checks["index"] = "stale"
-            body["stale_index"] = stale
     except ServiceUnavailable:
         checks["index"] = "down"
     checks["cache"] = "ok" if cache.enabled and cache.ping() else "off"
     ready = all(v != "down" for v in checks.values())
-    return JSONResponse({"ready": ready, "checks": checks, **body}, status_code=200 if ready else 503)
+    body = ReadyOut(ready=ready, checks=checks, stale_index=stale_index).model_dump(exclude_none=True)
+    return JSONResponse(body, status_code=200 if ready else 503)

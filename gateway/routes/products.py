@@ -2,46 +2,40 @@
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
+from pathlib import Path as FilePath
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, HTTPException, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Path, Response, UploadFile
 from fastapi.responses import FileResponse
 
-from fashion_search.domain import Product
+from fashion_search.domain import PRODUCT_ID_PATTERN, PRODUCT_ID_RULE, Product
+from fashion_search.images import stored_image_type
 from fashion_search.ingest import Ingestor
 from fashion_search.pipeline import SearchPipeline
 from fashion_search.settings import Settings
 from gateway.convert import product_out
 from gateway.deps import get_ingestor, get_pipeline, get_settings
-from gateway.routes.search import ERRORS
-from gateway.schemas import ErrorOut, ProductOut, StatsOut
+from gateway.responses import NOT_FOUND, UNAVAILABLE, UPLOAD, Responses
+from gateway.schemas import ProductOut, StatsOut
 from gateway.uploads import read_upload
 
 router = APIRouter(prefix="/v1", tags=["products"])
 
-PRODUCT_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
-NOT_FOUND: dict[int | str, dict[str, object]] = {404: {"model": ErrorOut, "description": "unknown product"}}
-
-
-def _check_id(product_id: str) -> str:
-    if not PRODUCT_ID.fullmatch(product_id):
-        raise HTTPException(422, "product_id must be 1-128 characters of letters, digits, '.', '_', ':' or '-'")
-    return product_id
+# The id rule is in the schema, so FastAPI refuses a bad id (422) before a route runs.
+ProductId = Annotated[str, Path(pattern=PRODUCT_ID_PATTERN, description=PRODUCT_ID_RULE)]
 
 
 def _product_or_404(pipeline: SearchPipeline, product_id: str) -> Product:
-    product = pipeline.index.get(_check_id(product_id))
+    product = pipeline.index.get(product_id)
     if product is None:
         raise HTTPException(404, f"unknown product {product_id!r}")
     return product
 
 
-@router.post("/products", response_model=ProductOut, status_code=201, responses=ERRORS)
+@router.post("/products", response_model=ProductOut, status_code=201, responses=UPLOAD)
 def add_product(
     image: Annotated[UploadFile, File(description="product photo")],
-    product_id: Annotated[str, Form()],
+    product_id: Annotated[str, Form(pattern=PRODUCT_ID_PATTERN, description=PRODUCT_ID_RULE)],
     settings: Annotated[Settings, Depends(get_settings)],
     ingestor: Annotated[Ingestor, Depends(get_ingestor)],
     pipeline: Annotated[SearchPipeline, Depends(get_pipeline)],
@@ -51,7 +45,6 @@ def add_product(
     tags: Annotated[str, Form(description="comma-separated")] = "",
 ) -> ProductOut:
     """Index one product (replacing any product with the same id)."""
-    _check_id(product_id)
     data = read_upload(image, settings)
     payload = {
         "product_id": product_id, "image_path": "", "title": title, "category": category.strip(),
@@ -67,30 +60,42 @@ def add_product(
 
 
 @router.get("/products/{product_id}", response_model=ProductOut, responses=NOT_FOUND)
-def get_product(product_id: str, pipeline: Annotated[SearchPipeline, Depends(get_pipeline)]) -> ProductOut:
+def get_product(product_id: ProductId, pipeline: Annotated[SearchPipeline, Depends(get_pipeline)]) -> ProductOut:
     """One product's catalog data."""
     return product_out(_product_or_404(pipeline, product_id))
 
 
-@router.get("/products/{product_id}/image", response_class=FileResponse, responses=NOT_FOUND)
-def product_image(product_id: str, pipeline: Annotated[SearchPipeline, Depends(get_pipeline)]) -> FileResponse:
+IMAGE: Responses = {
+    200: {
+        "description": "the product's photo in its stored format (octet-stream if the file is no longer an image)",
+        "content": {"image/*": {}, "application/octet-stream": {}},
+    },
+}
+
+
+@router.get("/products/{product_id}/image", response_class=FileResponse, responses={**IMAGE, **NOT_FOUND})
+def product_image(product_id: ProductId, pipeline: Annotated[SearchPipeline, Depends(get_pipeline)]) -> FileResponse:
     """The product's photo."""
     product = _product_or_404(pipeline, product_id)
-    path = Path(product.image_ref)
+    path = FilePath(product.image_ref)
     if not product.image_ref or not path.is_file():
         raise HTTPException(404, f"product {product_id!r} has no stored image")
-    return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=86400"})
+    # Catalog photos keep their own format and uploads are stored as .img: the header says which it is.
+    return FileResponse(
+        path, media_type=stored_image_type(path),
+        headers={"Cache-Control": "public, max-age=86400", "X-Content-Type-Options": "nosniff"},
+    )
 
 
 @router.delete("/products/{product_id}", status_code=204, responses=NOT_FOUND)
-def delete_product(product_id: str, pipeline: Annotated[SearchPipeline, Depends(get_pipeline)]) -> Response:
+def delete_product(product_id: ProductId, pipeline: Annotated[SearchPipeline, Depends(get_pipeline)]) -> Response:
     """Remove a product from the index."""
-    if pipeline.index.delete([_check_id(product_id)]) == 0:
+    if pipeline.index.delete([product_id]) == 0:
         raise HTTPException(404, f"unknown product {product_id!r}")
     return Response(status_code=204)
 
 
-@router.get("/stats", response_model=StatsOut)
+@router.get("/stats", response_model=StatsOut, responses=UNAVAILABLE)
 def stats(pipeline: Annotated[SearchPipeline, Depends(get_pipeline)]) -> StatsOut:
     """Collection size, version, known categories and which embedder computed the stored vectors."""
     s = pipeline.index.stats()

@@ -14,7 +14,8 @@ from fashion_search.settings import Settings
 from gateway.cache import SearchCache
 from gateway.convert import search_out
 from gateway.deps import get_cache, get_pipeline, get_settings
-from gateway.schemas import ErrorOut, Mode, SearchOut
+from gateway.responses import UPLOAD
+from gateway.schemas import Mode, SearchOut
 from gateway.uploads import read_upload
 
 router = APIRouter(prefix="/v1", tags=["search"])
@@ -25,15 +26,7 @@ STAGE_MS = Histogram(
     buckets=(5, 10, 20, 40, 80, 150, 300, 600, 1200, 2500, 5000),
 )
 
-ERRORS: dict[int | str, dict[str, object]] = {
-    400: {"model": ErrorOut, "description": "not an image, empty or corrupt upload"},
-    413: {"model": ErrorOut, "description": "upload or image too large"},
-    422: {"model": ErrorOut, "description": "invalid field"},
-    503: {"model": ErrorOut, "description": "a required service is down"},
-}
-
-
-@router.post("/search", response_model=SearchOut, responses=ERRORS)
+@router.post("/search", response_model=SearchOut, responses=UPLOAD)
 def search(
     request: Request,
     image: Annotated[UploadFile, File(description="the shopper's photo (JPEG, PNG, WebP)")],
@@ -41,7 +34,10 @@ def search(
     pipeline: Annotated[SearchPipeline, Depends(get_pipeline)],
     cache: Annotated[SearchCache, Depends(get_cache)],
     mode: Annotated[Mode, Form(description="simple: whole image; fine: per garment; tag: category filter")] = "simple",
-    top_k: Annotated[int | None, Form(description="results per list")] = None,
+    top_k: Annotated[
+        int | None,
+        Form(ge=1, description="results per list, at most the server's FS_MAX_TOP_K; default FS_DEFAULT_TOP_K")
+    ] = None,
     category: Annotated[str | None, Form(description="only products of this category")] = None,
 ) -> SearchOut:
     """Find catalog products that look like the photo."""

@@ -13,7 +13,14 @@ from typing import Any
 
 import numpy as np
 
-from fashion_search.domain import GARMENT_VECTOR, VECTOR_NAMES, Box, IndexLayoutError, Product
+from fashion_search.domain import (
+    GARMENT_VECTOR,
+    VECTOR_NAMES,
+    Box,
+    IndexLayoutError,
+    Product,
+    check_new_product_id,
+)
 from fashion_search.settings import Settings
 
 # Product id → point id mapping; changing the namespace would orphan every point already stored.
@@ -34,7 +41,7 @@ def point_id(product_id: str) -> str:
 
 
 def check_product_id(product_id: str) -> str:
-    """The product id, or ValueError if it is empty."""
+    """A product id to look up or delete, or ValueError if it is empty (writes check the full id rule)."""
     if not isinstance(product_id, str) or not product_id.strip():
         raise ValueError("product id must be a non-empty string")
     return product_id
@@ -180,7 +187,7 @@ def prepare_points(
     """
     prepared: dict[str, PreparedPoint] = {}
     for product, vectors in items:
-        pid = check_product_id(product.product_id)
+        pid = check_new_product_id(product.product_id)
         if not vectors:
             raise ValueError(f"product {pid!r} has no vectors")
         vecs = {
