@@ -5,8 +5,11 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
+from starlette.routing import compile_path
 
 from fashion_search.domain import PRODUCT_ID_PATTERN, PRODUCT_ID_RULE
 from fashion_search.grpc_common import ServiceUnavailable
@@ -26,8 +29,24 @@ def _message(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+def _allowed_methods(request: Request) -> str:
+    """Every method the API documents at the request's path, for a 405's Allow header."""
+    paths = request.app.openapi()["paths"]
+    path = request.url.path
+    return ", ".join(sorted({
+        method.upper() for template, ops in paths.items() if compile_path(template)[0].match(path) for method in ops
+    }))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers on the app."""
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        if exc.status_code == 405 and (allowed := _allowed_methods(request)):
+            # Starlette names only the first matching route's methods (GET of /v1/products/{id}, not DELETE).
+            exc = HTTPException(405, exc.detail, headers={**(exc.headers or {}), "Allow": allowed})
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(InvalidImage)
     async def invalid_image(_: Request, exc: InvalidImage) -> JSONResponse:

@@ -276,6 +276,11 @@ def test_unknown_products(client: TestClient, method: str, path: str, status: in
     assert client.get("/v1/stats").json() == before
 
 
+def test_a_wrong_method_is_told_every_method_of_the_path(client: TestClient) -> None:
+    resp = client.put("/v1/products/p1")
+    assert resp.status_code == 405 and resp.headers["allow"] == "DELETE, GET" and resp.json()["detail"]
+
+
 def test_bad_product_uploads_change_nothing(client: TestClient, small_records: list) -> None:
     before = client.get("/v1/stats").json()
     bad = [
