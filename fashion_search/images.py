@@ -58,16 +58,20 @@ def decode_image(data: bytes, settings: Settings | None = None) -> Image.Image:
             img.draft("RGB", (2048, 2048))  # JPEG: decode at reduced scale, cheap for big photos
             img.load()
             img = ImageOps.exif_transpose(img) or img
+            if img.mode != "RGB":
+                img = _to_rgb(img)
     except InvalidImage:
         raise
     except UnidentifiedImageError:
         raise InvalidImage("not an image: the bytes are not a format we can read (JPEG, PNG, WebP, ...)") from None
     except Image.DecompressionBombError as exc:
         raise InvalidImage(f"image too large: {exc}", 413) from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise InvalidImage(f"corrupt or truncated image: {exc}") from None
-    if img.mode != "RGB":
-        img = _to_rgb(img)
+    except MemoryError:
+        raise
+    except Exception as exc:
+        # Pillow's decoders raise more than OSError and ValueError on hostile files (a fuzzed 273-byte TIFF raised
+        # TypeError): whatever fails while decoding the upload is the upload's fault.
+        raise InvalidImage(f"corrupt or truncated image: {exc or type(exc).__name__}") from None
     return img
 
 
