@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,24 +44,36 @@ def load_catalog(path: str | Path) -> list[CatalogRecord]:
     if not p.exists():
         raise CatalogError(f"catalog not found: {p}")
     if p.suffix.lower() == ".csv":
-        with p.open(newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
+        try:
+            rows = list(csv.DictReader(io.StringIO(_text(p), newline="")))
+        except csv.Error as exc:
+            raise CatalogError(f"{p}: not a readable CSV file ({exc})") from None
         return [_record(row, p.parent, f"{p}:{i + 2}") for i, row in enumerate(rows)]
     if p.suffix.lower() in (".jsonl", ".ndjson"):
         records = []
-        with p.open(encoding="utf-8") as fh:
-            for i, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise CatalogError(f"{p}:{i}: not valid JSON ({exc.msg})") from None
-                if not isinstance(row, dict):
-                    raise CatalogError(f"{p}:{i}: expected a JSON object")
-                records.append(_record(row, p.parent, f"{p}:{i}"))
+        # split("\n"), not splitlines(): JSON strings may hold U+2028 and other characters splitlines() breaks at
+        for i, line in enumerate(_text(p).split("\n"), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise CatalogError(f"{p}:{i}: not valid JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise CatalogError(f"{p}:{i}: expected a JSON object")
+            records.append(_record(row, p.parent, f"{p}:{i}"))
         return records
     raise CatalogError(f"unsupported catalog {p}: use a folder of images, a .csv or a .jsonl file")
+
+
+def _text(p: Path) -> str:
+    """A catalog file's text: UTF-8, a leading byte-order mark dropped (spreadsheets write one)."""
+    data = p.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise CatalogError(f"{p}:{line}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
 
 def _from_folder(root: Path) -> list[CatalogRecord]:
@@ -98,26 +112,42 @@ def folder_product_id(rel: Path) -> str:
 def _record(row: dict[str, object], base: Path, where: str) -> CatalogRecord:
     """Validate one CSV/JSONL row; relative image paths are relative to the catalog file."""
     pid = str(row.get("product_id") or "").strip()
-    image = str(row.get("image") or row.get("image_path") or "").strip()
+    image = row.get("image") or row.get("image_path") or ""
     if not pid:
         raise CatalogError(f"{where}: missing product_id")
     try:
         check_new_product_id(pid)
     except ValueError as exc:
         raise CatalogError(f"{where}: {exc}") from None
-    if not image:
-        raise CatalogError(f"{where}: missing image (path to the product photo)")
-    try:
-        price = float(row.get("price") or 0.0)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise CatalogError(f"{where}: price {row.get('price')!r} is not a number") from None
-    tags = row.get("tags") or []
-    if isinstance(tags, str):
-        tags = [t.strip() for t in tags.split(",") if t.strip()]
-    path = Path(image)
+    if not isinstance(image, str) or not image.strip() or "\0" in image:
+        raise CatalogError(f"{where}: missing image (path to the product photo), or not a path: {image!r}")
+    path = Path(image.strip())
     if not path.is_absolute():
         path = (base / path).resolve()
     return CatalogRecord(
         product_id=pid, image_path=str(path), title=str(row.get("title") or ""),
-        category=str(row.get("category") or ""), price=price, tags=[str(t) for t in tags],  # type: ignore[union-attr]
+        category=str(row.get("category") or ""), price=_price(row.get("price"), where),
+        tags=_tags(row.get("tags"), where),
     )
+
+
+def _price(value: object, where: str) -> float:
+    """A price: a finite number, 0 or more (as the HTTP API and the index accept); empty means 0."""
+    try:
+        price = float(value or 0.0)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise CatalogError(f"{where}: price {value!r} is not a number") from None
+    if not math.isfinite(price) or price < 0:
+        raise CatalogError(f"{where}: price {value!r} must be a finite number, 0 or more")
+    return price
+
+
+def _tags(value: object, where: str) -> list[str]:
+    """Tags: a comma-separated string (CSV) or a list of strings and numbers (JSONL)."""
+    if not value:
+        return []
+    if isinstance(value, str):
+        return [t.strip() for t in value.split(",") if t.strip()]
+    if isinstance(value, list) and all(isinstance(t, str | int | float) for t in value):
+        return [str(t).strip() for t in value if str(t).strip()]
+    raise CatalogError(f"{where}: tags {value!r} must be a comma-separated string or a list of strings")

@@ -140,14 +140,19 @@ def _reindex_queue(ids: list[str] | None, wait: bool, settings: Settings) -> int
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     """Index the sample catalog once (reused on later runs) and serve the page and API in one process."""
-    from fashion_search.catalog import load_catalog
+    from fashion_search.catalog import CatalogError, load_catalog
     from fashion_search.components import build_pipeline
     from fashion_search.ingest import Ingestor
 
     pipeline = build_pipeline(settings)
     stats = pipeline.index.stats()
     if stats.count == 0:
-        records = load_catalog(args.catalog or settings.sample_catalog)
+        try:
+            records = load_catalog(args.catalog or settings.sample_catalog)
+        except CatalogError as exc:
+            pipeline.index.close()
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         with tqdm(total=len(records), unit="product", desc="indexing sample catalog") as bar:
             report = Ingestor(pipeline, settings).ingest_records(records, on_progress=bar.update)
         pipeline.index.optimize()

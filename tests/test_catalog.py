@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -50,12 +53,26 @@ def test_csv_and_jsonl(tmp_path: Path) -> None:
         ('{"product_id": "p", "image": "a.jpg", "price": "cheap"}\n', "not a number"),
         ("not json\n", "not valid JSON"),
         ('{"product_id": "sku 1/a", "image": "a.jpg"}\n', "c.jsonl:1: product id 'sku 1/a' is not valid"),
+        # Each of these was a traceback (TypeError, UnicodeDecodeError, ValueError) or, for the prices, a batch the
+        # index refused as a whole at ingest time.
+        ('{"product_id": "p", "image": "a.jpg", "tags": 5}\n', "c.jsonl:1: tags 5 must be"),
+        ('{"product_id": "p", "image": ["a.jpg"]}\n', "not a path"),
+        ('{"product_id": "p", "image": "a\\u0000.jpg"}\n', "not a path"),
+        ('{"product_id": "p", "image": "a.jpg", "price": "nan"}\n', "must be a finite number, 0 or more"),
+        ('{"product_id": "p", "image": "a.jpg", "price": -5}\n', "must be a finite number, 0 or more"),
+        ('{"product_id": "p", "image": "a.jpg"}\n{"product_id": "q", "title": "\xff"}\n', "c.jsonl:2: not UTF-8"),
     ],
 )
 def test_bad_records_name_the_line(tmp_path: Path, content: str, message: str) -> None:
-    (tmp_path / "c.jsonl").write_text(content)
+    (tmp_path / "c.jsonl").write_bytes(content.encode("utf-8").replace("\xff".encode(), b"\xff"))
     with pytest.raises(CatalogError, match=message):
         load_catalog(tmp_path / "c.jsonl")
+
+
+def test_a_spreadsheets_byte_order_mark_is_not_part_of_the_first_column(tmp_path: Path) -> None:
+    (tmp_path / "c.csv").write_bytes("product_id,image,price\r\np1,a.jpg,2.5\r\n".encode("utf-8-sig"))
+    [rec] = load_catalog(tmp_path / "c.csv")
+    assert (rec.product_id, rec.price) == ("p1", 2.5)
 
 
 def test_unknown_format_and_missing_file(tmp_path: Path) -> None:
@@ -64,3 +81,15 @@ def test_unknown_format_and_missing_file(tmp_path: Path) -> None:
         load_catalog(tmp_path / "c.xml")
     with pytest.raises(CatalogError, match="not found"):
         load_catalog(tmp_path / "missing.csv")
+
+
+@pytest.mark.parametrize("command", [["ingest", "--sync"], ["demo", "--no-serve", "--catalog"]])
+def test_the_cli_names_the_bad_line_of_a_catalog_without_a_traceback(tmp_path: Path, command: list[str]) -> None:
+    catalog = tmp_path / "c.jsonl"
+    catalog.write_text('{"product_id": "p1", "image": "a.jpg"}\n{"product_id": "p2", "image": "b.jpg", "tags": 5}\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FS_")}
+    env.update({"FS_DATA_DIR": str(tmp_path / "data"), "FS_CACHE_ENABLED": "false"})
+    done = subprocess.run([sys.executable, "-m", "fashion_search.cli", *command, str(catalog)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == f"error: {catalog}:2: tags 5 must be a comma-separated string or a list of strings"
