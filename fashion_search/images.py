@@ -28,7 +28,9 @@ def stored_image_type(path: Path) -> str:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:  # reads the header only
                 return Image.MIME.get(img.format or "", "application/octet-stream")
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+    except MemoryError:
+        raise
+    except Exception:  # any header Pillow cannot parse (it raises more than OSError, see decode_image)
         return "application/octet-stream"
 
 

@@ -296,6 +296,19 @@ def test_bad_product_uploads_change_nothing(client: TestClient, small_records: l
     assert client.get("/v1/stats").json() == before
 
 
+def test_a_product_refused_for_its_fields_leaves_no_stored_photo(
+    client: TestClient, pipeline: SearchPipeline, small_records: list
+) -> None:
+    images = pipeline.settings.images_dir
+    before = sorted(images.rglob("*")) if images.exists() else []
+    photo = jpeg_bytes(Image.open(small_records[1].image_path).transpose(Image.Transpose.ROTATE_90))
+    for price in ("inf", "nan"):
+        resp = client.post("/v1/products", files={"image": ("p.jpg", photo)}, data={"product_id": "x3", "price": price})
+        assert resp.status_code == 422 and "price" in resp.json()["detail"], resp.text
+    assert (sorted(images.rglob("*")) if images.exists() else []) == before
+    assert client.get("/v1/products/x3").status_code == 404
+
+
 def test_cache_hits_and_invalidation_on_write(pipeline: SearchPipeline, small_records: list) -> None:
     import redis
 

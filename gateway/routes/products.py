@@ -41,7 +41,7 @@ def add_product(
     pipeline: Annotated[SearchPipeline, Depends(get_pipeline)],
     title: Annotated[str, Form()] = "",
     category: Annotated[str, Form(description="empty: taken from the detector")] = "",
-    price: Annotated[float, Form(ge=0)] = 0.0,
+    price: Annotated[float, Form(ge=0, allow_inf_nan=False)] = 0.0,
     tags: Annotated[str, Form(description="comma-separated")] = "",
 ) -> ProductOut:
     """Index one product (replacing any product with the same id)."""
