@@ -12,7 +12,7 @@ from PIL import Image
 
 from fashion_search.catalog import CatalogRecord
 from fashion_search.domain import Product, VectorIndex, check_new_product_id
-from fashion_search.images import InvalidImage, decode_image
+from fashion_search.images import decode_image
 from fashion_search.pipeline import SearchPipeline, product_with
 from fashion_search.settings import Settings
 
@@ -138,11 +138,13 @@ class Ingestor:
             loaded: list[tuple[Product, Image.Image]] = []
             for product in page:
                 try:
+                    # An id stored before ids had a rule would make the index refuse the whole page.
+                    check_new_product_id(product.product_id)
                     if not product.image_ref:
                         raise OSError("no stored image (image_ref is empty)")
                     # The box came from the old detector; the new detection sets it again (or leaves none).
                     loaded.append((replace(product, box=None), self._load(product.image_ref)))
-                except (OSError, InvalidImage) as exc:
+                except (OSError, ValueError) as exc:  # ValueError: such an id, or InvalidImage
                     report.failed.append((product.product_id, str(exc)))
             report.merge(self._index(loaded, True, replace=True))
             if on_progress:

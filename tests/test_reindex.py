@@ -103,6 +103,21 @@ def test_reindex_all_updates_vectors_keeps_payload_and_reports_bad_images(
         assert _top(new, old_vecs[i].vectors[IMAGE_VECTOR]) == (pid, pytest.approx(1.0, abs=1e-4))
 
 
+def test_a_product_stored_before_ids_had_a_rule_is_reported_and_the_rest_reindexed(
+    indexed: tuple[SearchPipeline, SearchPipeline, list[bytes]], settings: Settings, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    old, new, images = indexed
+    legacy = replace(new.index.get("p0"), product_id="legacy id/1")  # type: ignore[type-var]
+    vectors = old.catalog_vectors([decode_image(images[0], settings)])[0].vectors
+    with monkeypatch.context() as m:  # as an index written by an earlier version would hold it
+        m.setattr("services.search.points.check_new_product_id", lambda pid: pid)
+        new.index.upsert([(legacy, vectors)])
+    report = Ingestor(new, settings).reindex()
+    assert report.indexed == len(CLASSES)
+    assert [pid for pid, _ in report.failed] == ["legacy id/1"] and "1-128 characters" in report.failed[0][1]
+    assert new.index.get("legacy id/1") == legacy  # reported, kept as it was
+
+
 def test_reindex_given_ids_twice_is_harmless(
     indexed: tuple[SearchPipeline, SearchPipeline, list[bytes]], settings: Settings,
 ) -> None:
