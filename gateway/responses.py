@@ -1,4 +1,5 @@
-"""The error answers each route documents in the OpenAPI schema; every one has an ErrorOut body."""
+"""What the routes document in the OpenAPI schema beyond their response models: every error answer (an ErrorOut
+body) and the photo a product route serves."""
 
 from __future__ import annotations
 
@@ -21,3 +22,9 @@ UPLOAD: Responses = {
     **UNAVAILABLE,
 }
 NOT_FOUND: Responses = {404: _error("unknown product"), **INVALID, **UNAVAILABLE}
+PHOTO: Responses = {
+    200: {
+        "description": "the product's photo in its stored format (octet-stream if the file is no longer an image)",
+        "content": {"image/*": {}, "application/octet-stream": {}},
+    },
+}

@@ -15,7 +15,7 @@ from fashion_search.pipeline import SearchPipeline
 from fashion_search.settings import Settings
 from gateway.convert import product_out
 from gateway.deps import get_ingestor, get_pipeline, get_settings
-from gateway.responses import NOT_FOUND, UNAVAILABLE, UPLOAD, Responses
+from gateway.responses import NOT_FOUND, PHOTO, UNAVAILABLE, UPLOAD
 from gateway.schemas import ProductOut, StatsOut
 from gateway.uploads import read_upload
 
@@ -65,15 +65,7 @@ def get_product(product_id: ProductId, pipeline: Annotated[SearchPipeline, Depen
     return product_out(_product_or_404(pipeline, product_id))
 
 
-IMAGE: Responses = {
-    200: {
-        "description": "the product's photo in its stored format (octet-stream if the file is no longer an image)",
-        "content": {"image/*": {}, "application/octet-stream": {}},
-    },
-}
-
-
-@router.get("/products/{product_id}/image", response_class=FileResponse, responses={**IMAGE, **NOT_FOUND})
+@router.get("/products/{product_id}/image", response_class=FileResponse, responses={**PHOTO, **NOT_FOUND})
 def product_image(product_id: ProductId, pipeline: Annotated[SearchPipeline, Depends(get_pipeline)]) -> FileResponse:
     """The product's photo."""
     product = _product_or_404(pipeline, product_id)
