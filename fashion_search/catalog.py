@@ -44,10 +44,15 @@ def load_catalog(path: str | Path) -> list[CatalogRecord]:
     if not p.exists():
         raise CatalogError(f"catalog not found: {p}")
     if p.suffix.lower() == ".csv":
+        reader = csv.DictReader(io.StringIO(_text(p), newline=""))
         try:
-            rows = list(csv.DictReader(io.StringIO(_text(p), newline="")))
+            rows = list(reader)
         except csv.Error as exc:
             raise CatalogError(f"{p}: not a readable CSV file ({exc})") from None
+        # DictReader keeps the last of two same-named columns, silently.
+        columns = list(reader.fieldnames or ())
+        if twice := sorted({c for c in columns if columns.count(c) > 1}):
+            raise CatalogError(f"{p}:1: column {', '.join(map(repr, twice))} given more than once")
         return [_record(row, p.parent, f"{p}:{i + 2}") for i, row in enumerate(rows)]
     if p.suffix.lower() in (".jsonl", ".ndjson"):
         records = []
@@ -59,6 +64,8 @@ def load_catalog(path: str | Path) -> list[CatalogRecord]:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise CatalogError(f"{p}:{i}: not valid JSON ({exc.msg})") from None
+            except RecursionError:
+                raise CatalogError(f"{p}:{i}: not valid JSON (nested too deeply)") from None
             if not isinstance(row, dict):
                 raise CatalogError(f"{p}:{i}: expected a JSON object")
             records.append(_record(row, p.parent, f"{p}:{i}"))

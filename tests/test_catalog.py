@@ -61,6 +61,7 @@ def test_csv_and_jsonl(tmp_path: Path) -> None:
         ('{"product_id": "p", "image": "a.jpg", "price": "nan"}\n', "must be a finite number, 0 or more"),
         ('{"product_id": "p", "image": "a.jpg", "price": -5}\n', "must be a finite number, 0 or more"),
         ('{"product_id": "p", "image": "a.jpg"}\n{"product_id": "q", "title": "\xff"}\n', "c.jsonl:2: not UTF-8"),
+        ("[" * 100_000 + "]" * 100_000 + "\n", "c.jsonl:1: not valid JSON \\(nested too deeply\\)"),
     ],
 )
 def test_bad_records_name_the_line(tmp_path: Path, content: str, message: str) -> None:
@@ -73,6 +74,12 @@ def test_a_spreadsheets_byte_order_mark_is_not_part_of_the_first_column(tmp_path
     (tmp_path / "c.csv").write_bytes("product_id,image,price\r\np1,a.jpg,2.5\r\n".encode("utf-8-sig"))
     [rec] = load_catalog(tmp_path / "c.csv")
     assert (rec.product_id, rec.price) == ("p1", 2.5)
+
+
+def test_a_csv_column_given_twice_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "c.csv").write_text("product_id,image,product_id\np1,a.jpg,p2\n")
+    with pytest.raises(CatalogError, match=r"c\.csv:1: column 'product_id' given more than once"):
+        load_catalog(tmp_path / "c.csv")
 
 
 def test_unknown_format_and_missing_file(tmp_path: Path) -> None:
