@@ -111,7 +111,11 @@ class Ingestor:
         report = IngestReport()
         loaded: list[tuple[Product, Image.Image]] = []
         for payload, data in zip(payloads, image_data, strict=True):
-            rec = CatalogRecord(**payload)  # type: ignore[arg-type]
+            try:
+                rec = CatalogRecord(**payload)  # type: ignore[arg-type]
+            except TypeError as exc:  # a producer's record with a missing or unknown field
+                report.failed.append((str(payload.get("product_id", "")), f"bad record: {exc}"))
+                continue
             try:
                 check_new_product_id(rec.product_id)
                 img = decode_image(data, self.settings)

@@ -252,13 +252,14 @@ def test_a_stored_photo_is_served_as_the_format_it_is(client: TestClient, small_
 
 def test_ingest_reports_a_bad_id_and_indexes_the_rest(pipeline: SearchPipeline, small_records: list) -> None:
     data = _photo(small_records[0])
-    payloads = [
+    payloads: list[dict] = [
         {"product_id": pid, "image_path": "", "title": "", "category": "", "price": 0.0, "tags": []}
         for pid in ("sku 1/a", "batch-ok")
     ]
-    report = Ingestor(pipeline, pipeline.settings).ingest_payloads(payloads, [data, data])
-    assert report.indexed == 1 and [pid for pid, _ in report.failed] == ["sku 1/a"]
-    assert "1-128 characters" in report.failed[0][1]
+    payloads.append({"product_id": "no-image-field", "titel": "typo"})  # a queue producer's malformed record
+    report = Ingestor(pipeline, pipeline.settings).ingest_payloads(payloads, [data, data, data])
+    assert report.indexed == 1 and [pid for pid, _ in report.failed] == ["sku 1/a", "no-image-field"]
+    assert "1-128 characters" in report.failed[0][1] and "bad record" in report.failed[1][1]
     assert pipeline.index.get("batch-ok") is not None and pipeline.index.delete(["batch-ok"]) == 1
 
 

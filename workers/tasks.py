@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import logging
 import threading
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 from celery import Task
 
 from fashion_search.grpc_common import ServiceUnavailable
-from fashion_search.ingest import Ingestor
+from fashion_search.ingest import Ingestor, IngestReport
 from fashion_search.settings import get_settings
 from workers.celery_app import celery_app
 
@@ -44,12 +45,30 @@ RETRY_OPTIONS: dict[str, Any] = {
 }
 
 
+def decode_photos(
+    records: list[dict[str, Any]], images_b64: list[str]
+) -> tuple[list[dict[str, Any]], list[bytes], IngestReport]:
+    """The records whose photo is valid base64, their photos' bytes, and a report refusing the others: a message
+    from any producer must not lose its good products to one bad photo."""
+    if len(records) != len(images_b64):
+        raise ValueError(f"{len(records)} records but {len(images_b64)} photos")
+    kept, photos, report = [], [], IngestReport()
+    for record, encoded in zip(records, images_b64, strict=True):
+        try:
+            photos.append(base64.b64decode(encoded, validate=True))
+        except (binascii.Error, TypeError, ValueError):
+            report.failed.append((str(record.get("product_id", "")), "photo is not valid base64"))
+            continue
+        kept.append(record)
+    return kept, photos, report
+
+
 @celery_app.task(name="fashion_search.ingest_batch", **RETRY_OPTIONS)
 def ingest_batch(self: Task, records: list[dict[str, Any]], images_b64: list[str]) -> dict[str, Any]:
     """Index a batch of products sent with their photos; upserts are keyed by product id, so retries are safe."""
     self.update_state(state="PROGRESS", meta={"done": 0, "total": len(records)})
-    images = [base64.b64decode(s) for s in images_b64]
-    report = get_ingestor().ingest_payloads(records, images)
+    records, images, report = decode_photos(records, images_b64)
+    report.merge(get_ingestor().ingest_payloads(records, images))
     log.info("indexed %d products, %d refused", report.indexed, len(report.failed))
     return {"indexed": report.indexed, "failed": report.failed, "total": len(records)}
 
