@@ -1,11 +1,18 @@
-"""The ingest task's handling of a message: one bad photo refuses that product only."""
+"""The ingest task's handling of a message: one bad photo refuses that product only, the rest is indexed."""
 
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 
 import pytest
 
+from fashion_search.catalog import CatalogRecord
+from fashion_search.ingest import Ingestor
+from fashion_search.pipeline import SearchPipeline
+from services.search.factory import make_index
+from tests.conftest import make_settings
+from workers import tasks
 from workers.tasks import decode_photos
 
 
@@ -20,3 +27,24 @@ def test_a_photo_that_is_not_base64_refuses_its_product_only() -> None:
 def test_a_message_whose_lists_differ_in_length_is_refused_whole() -> None:
     with pytest.raises(ValueError, match="2 records but 1 photos"):
         decode_photos([{"product_id": "p1"}, {"product_id": "p2"}], [""])
+
+
+def test_the_ingest_task_indexes_the_good_products_and_counts_the_whole_message(
+    tmp_path: Path, shared_models: dict, small_records: list[CatalogRecord], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = make_settings(tmp_path)
+    embedder = shared_models["embedder"]
+    pipeline = SearchPipeline(
+        settings, shared_models["detector"], shared_models["segmenter"], embedder, make_index(settings, embedder.dim)
+    )
+    monkeypatch.setattr(tasks, "_ingestor", Ingestor(pipeline, settings))
+    monkeypatch.setattr(tasks.ingest_batch, "update_state", lambda **_: None)  # no broker-side task state here
+    photo = base64.b64encode(Path(small_records[0].image_path).read_bytes()).decode()
+    records = [
+        {"product_id": "t-ok", "image_path": "", "title": "", "category": "", "price": 0.0, "tags": []},
+        {"product_id": "t-bad-photo", "image_path": "", "title": "", "category": "", "price": 0.0, "tags": []},
+    ]
+    result = tasks.ingest_batch.run(records, [photo, "not base64!"])
+    assert result == {"indexed": 1, "failed": [("t-bad-photo", "photo is not valid base64")], "total": 2}
+    assert pipeline.index.get("t-ok") is not None
+    pipeline.index.close()

@@ -67,8 +67,8 @@ def decode_photos(
 def ingest_batch(self: Task, records: list[dict[str, Any]], images_b64: list[str]) -> dict[str, Any]:
     """Index a batch of products sent with their photos; upserts are keyed by product id, so retries are safe."""
     self.update_state(state="PROGRESS", meta={"done": 0, "total": len(records)})
-    records, images, report = decode_photos(records, images_b64)
-    report.merge(get_ingestor().ingest_payloads(records, images))
+    kept, images, report = decode_photos(records, images_b64)
+    report.merge(get_ingestor().ingest_payloads(kept, images))
     log.info("indexed %d products, %d refused", report.indexed, len(report.failed))
     return {"indexed": report.indexed, "failed": report.failed, "total": len(records)}
 
