@@ -98,6 +98,7 @@ class Ingestor:
             loaded: list[tuple[Product, Image.Image]] = []
             for rec in chunk:
                 try:
+                    check_new_product_id(rec.product_id)
                     loaded.append((_product(rec), self._load(rec.image_path)))
                 except (OSError, ValueError) as exc:  # ValueError: a bad id, or InvalidImage
                     report.failed.append((rec.product_id, str(exc)))
@@ -200,8 +201,7 @@ class Ingestor:
 
 
 def _product(rec: CatalogRecord) -> Product:
-    """The product a catalog record describes, before its vectors are known (ValueError for an invalid id)."""
-    check_new_product_id(rec.product_id)
+    """The product a catalog record describes, before its vectors are known."""
     return Product(
         product_id=rec.product_id, category=rec.category, title=rec.title, price=rec.price,
         image_ref=rec.image_path, tags=list(rec.tags),

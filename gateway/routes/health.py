@@ -46,8 +46,7 @@ def readyz(
     try:
         stats = pipeline.index.stats()
         checks["index"] = "ok"
-        stale_index = pipeline.stale_index(stats) or None
-        if stale_index:
+        if stale_index := pipeline.stale_index(stats):
             checks["index"] = "stale"
     except ServiceUnavailable:
         checks["index"] = "down"
