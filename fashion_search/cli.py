@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-SERVE_TARGETS = ("gateway", "detector", "segmenter", "embedder", "search", "worker")
+SERVE_TARGETS = ("gateway", "detector", "segmenter", "embedder", "image-embedder", "search", "worker")
 MODES = ("simple", "fine", "tag")
 # Each trainer is a module with main(argv); `fashion-search train X --help` shows its own options.
 TRAINERS = {

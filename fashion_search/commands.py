@@ -45,6 +45,16 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
         # solo pool: one batch at a time per process (the models use every core); scale with more workers.
         celery_app.worker_main(["worker", "--loglevel=INFO", "--pool=solo", "-n", "fashion-worker@%h"])
+    elif target == "image-embedder":
+        from services.embedder.server import serve
+
+        if not settings.separate_image_embedder:
+            print('error: FS_IMAGE_EMBEDDER_MODEL is "same": image vectors come from the embedder service',
+                  file=sys.stderr)
+            return 2
+
+        # The embedder server again, on the image vectors' model and port (FS_IMAGE_EMBEDDER_*).
+        serve(settings.image_embedder_settings())
     else:
         import importlib
 
@@ -169,7 +179,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
     from gateway.app import create_app
 
-    for model in (pipeline.detector, pipeline.segmenter, pipeline.embedder):
+    for model in (pipeline.detector, pipeline.segmenter, pipeline.embedder, pipeline.image_embedder):
         load = getattr(model, "load", None)
         if callable(load):
             load()  # load now, so the first shopper does not wait for the weights

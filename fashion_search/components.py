@@ -23,6 +23,14 @@ def build_embedder(settings: Settings, backbone: object | None = None) -> Embedd
     return GarmentEmbedder(settings, backbone)  # type: ignore[arg-type]
 
 
+def build_image_embedder(settings: Settings, embedder: Embedder, backbone: object | None = None) -> Embedder:
+    """The image vectors' embedder (settings.image_embedder_model): `embedder` itself when "same", else its own
+    model, remote if FS_IMAGE_EMBEDDER_URL is set."""
+    if not settings.separate_image_embedder:
+        return embedder
+    return build_embedder(settings.image_embedder_settings(), backbone)
+
+
 def build_detector(settings: Settings, backbone: object | None = None) -> Detector:
     """The detector: remote if FS_DETECTOR_URL is set, else in-process."""
     if settings.detector_url:
@@ -102,4 +110,5 @@ def build_pipeline(settings: Settings, index: VectorIndex | None = None) -> Sear
         segmenter=build_segmenter(settings),
         embedder=embedder,
         index=index or build_index(settings, embedder),
+        image_embedder=build_image_embedder(settings, embedder, backbone),
     )

@@ -97,7 +97,7 @@ def evaluate(
             latencies.append(outcome.timings_ms["total"])
             rel = [h.product.category == rec.category for h in outcome.hits]
             by_class[rec.category].append((rel, average_precision(rel, k_max)))
-        model = pipeline.embedder.model_name
+        model = (pipeline.embedder if mode == "fine" else pipeline.image_embedder).model_name
     all_lists = [r for rows in by_class.values() for r in rows]
     precision = {f"P@{k}": round(statistics.fmean(precision_at(r, k) for r, _ in all_lists), 4) for k in KS}
     per_class = {
@@ -189,11 +189,13 @@ def ablation(settings: Settings, catalog_dir: str, queries_dir: str, limit: int 
 
     catalog = _limit(load_catalog(catalog_dir), limit)
     queries = _limit(load_catalog(queries_dir), limit)
-    default = Settings.model_fields["embedder_model"].default
-    learned = default if settings.embedder_model == "imagenet" else settings.embedder_model
+    # The learned rows are the image vectors' model: the one simple and tag mode search.
+    image = settings.image_embedder_settings()
+    if image.embedder_model == "imagenet":
+        image = image.model_copy(update={"embedder_model": Settings.model_fields["embedder_model"].default})
     embedders = {
         "imagenet": GarmentEmbedder(settings.model_copy(update={"embedder_model": "imagenet"})),
-        "learned": GarmentEmbedder(settings.model_copy(update={"embedder_model": learned})),
+        "learned": GarmentEmbedder(image),
     }
     cat_vecs = _embed_all(catalog, embedders, settings, catalog=True)
     q_vecs = _embed_all(queries, embedders, settings)

@@ -99,27 +99,42 @@ class SearchPipeline:
     """The one implementation of search and of computing catalog vectors, used by every entry point."""
 
     def __init__(
-        self, settings: Settings, detector: Detector, segmenter: Segmenter, embedder: Embedder, index: VectorIndex
+        self, settings: Settings, detector: Detector, segmenter: Segmenter, embedder: Embedder, index: VectorIndex,
+        image_embedder: Embedder | None = None,
     ) -> None:
         self.settings = settings
         self.detector = detector
         self.segmenter = segmenter
-        self.embedder = embedder
+        self.embedder = embedder  # fine mode's garment vectors
+        # Simple and tag mode's image vectors (settings.image_embedder_model); None: the same model.
+        self.image_embedder = image_embedder or embedder
         self.index = index
+
+    @property
+    def separate_image_embedder(self) -> bool:
+        """Whether image vectors come from another model than garment vectors."""
+        return self.image_embedder is not self.embedder
 
     def categories(self) -> list[str]:
         """Distinct categories in the catalog, for filters."""
         return sorted(self.index.stats().categories)
 
     def embedder_model(self) -> str:
-        """The query embedder's model name; "" while a remote embedder is unreachable (its health check says so)."""
+        """The garment embedder's model name; "" while a remote embedder is unreachable (its health check says so)."""
         return _model_name(self.embedder)
+
+    def image_embedder_model(self) -> str:
+        """The image embedder's model name; "" while its remote service is unreachable."""
+        return _model_name(self.image_embedder)
 
     def models_used(self, mode: str) -> str:
         """The models a query in this mode runs through (names with weights digests, the detection threshold and
         garment cap), for keying cached answers; a model whose service is down reads "" (that search answers for the
         outage)."""
-        names = [self.embedder_model()]
+        # Fine mode answers a photo without detected garments from the image vector as well.
+        names = [self.image_embedder_model()]
+        if mode == "fine" and self.separate_image_embedder:
+            names.append(self.embedder_model())
         if mode in ("fine", "tag"):
             threshold = self.settings.detector_min_score
             detector = _model_name(self.detector)
@@ -144,9 +159,10 @@ class SearchPipeline:
     def stale_index(self, stats: IndexStats | None = None) -> str | None:
         """Why stored vectors do not match the query embedder (another model or colour weight), or None if all do."""
         stats = stats or self.index.stats()
-        if not (model := self.embedder_model()):
+        garment, image = self.embedder_model(), self.image_embedder_model()
+        if not (garment and image):
             return None  # an embedder service that is down cannot say
-        model += garment_recipe(self.settings)
+        model = self._stored_name(garment, image)
         others = {name: n for name, n in stats.embedders.items() if name != model}
         if not others:
             return None
@@ -155,9 +171,13 @@ class SearchPipeline:
                 f"queries use ({model}): {which}; run `fashion-search reindex`")
 
     def vectors_model(self) -> str:
-        """The name stored with each product's vectors: the embedder's, plus how fine mode's garment vector is made
-        (raises ServiceUnavailable while a remote embedder is down)."""
-        return self.embedder.model_name + garment_recipe(self.settings)
+        """The name stored with each product's vectors: the garment embedder's, how fine mode's garment vector is
+        made, and the image embedder's where it differs (raises ServiceUnavailable while a remote embedder is down)."""
+        return self._stored_name(self.embedder.model_name, self.image_embedder.model_name)
+
+    def _stored_name(self, garment: str, image: str) -> str:
+        name = garment + garment_recipe(self.settings)
+        return f"{name}|image:{image}" if self.separate_image_embedder else name
 
     # ---- shared steps -------------------------------------------------------------------------
     def garment_masks(
@@ -209,7 +229,7 @@ class SearchPipeline:
         """
         prepared = [prepare(img, self.settings) for img in images]
         if not with_garment:
-            vecs = self.embed_catalog(prepared)
+            vecs = self.embed_catalog(prepared, self.image_embedder)
             return [IndexedVectors({IMAGE_VECTOR: v}, None) for v in vecs]
         mains: list[Detection | None] = []
         for img in prepared:
@@ -219,33 +239,34 @@ class SearchPipeline:
         masks: list[np.ndarray | None] = [None] * n
         if self.settings.catalog_garment != "photo" or self.settings.garment_colour_weight > 0:
             masks = [self.garment_masks(img, [m])[0] if m else None for img, m in zip(prepared, mains, strict=True)]
+        # A product photo shows its product, and street crops were trained to match such photos; the main
+        # detection's cut-out alone matched them worse (docs/EVALUATION.md, street-to-shop).
+        cut = [] if self.settings.catalog_garment == "photo" else [
+            cutout(img, m.box, mask) if m and mask is not None else img
+            for img, m, mask in zip(prepared, mains, masks, strict=True)
+        ]
+        both = self.embed_catalog([*prepared, *cut])
+        photo, garment = both[:n], both[n:]
         if self.settings.catalog_garment == "photo":
-            # A product photo shows its product, and street crops were trained to match such photos; the main
-            # detection's cut-out alone matched them worse (docs/EVALUATION.md, street-to-shop).
-            vecs = self.embed_catalog(prepared)
-            garment = vecs
-        else:
-            cut = [
-                cutout(img, m.box, mask) if m and mask is not None else img
-                for img, m, mask in zip(prepared, mains, masks, strict=True)
-            ]
-            both = self.embed_catalog([*prepared, *cut])
-            vecs, garment = both[:n], both[n:]
-            if self.settings.catalog_garment == "blend":
-                weight = self.settings.catalog_cutout_weight
-                garment = l2_normalize((1.0 - weight) * vecs + weight * garment)
+            garment = photo
+        elif self.settings.catalog_garment == "blend":
+            weight = self.settings.catalog_cutout_weight
+            garment = l2_normalize((1.0 - weight) * photo + weight * garment)
+        vecs = self.embed_catalog(prepared, self.image_embedder) if self.separate_image_embedder else photo
         # A photo without a detection: the colour of the whole photo.
         garment = self.with_garment_colour(garment, prepared, [m.box if m else None for m in mains], masks)
         return [
             IndexedVectors({IMAGE_VECTOR: vecs[i], GARMENT_VECTOR: garment[i]}, mains[i]) for i in range(n)
         ]
 
-    def embed_catalog(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """Catalog vectors: with mirror_averaging "catalog", each image's averaged with its mirror image's."""
+    def embed_catalog(self, images: Sequence[Image.Image], embedder: Embedder | None = None) -> np.ndarray:
+        """Catalog vectors of the garment embedder (or the one given): with mirror_averaging "catalog", each image's
+        averaged with its mirror image's."""
+        embedder = embedder or self.embedder
         if self.settings.mirror_averaging != "catalog":
-            return self.embedder.embed(images)
+            return embedder.embed(images)
         # Any embedder (in-process or remote) serves: the mirrors travel as ordinary images.
-        return mirror_average(self.embedder.embed([*images, *(ImageOps.mirror(img) for img in images)]))
+        return mirror_average(embedder.embed([*images, *(ImageOps.mirror(img) for img in images)]))
 
     # ---- query side ---------------------------------------------------------------------------
     def search(
@@ -277,7 +298,7 @@ class SearchPipeline:
                 garments = []
         if not hits:
             start = time.perf_counter()
-            vec = self.embedder.embed([img])[0]
+            vec = self.image_embedder.embed([img])[0]
             timer.add("embed", start)
             start = time.perf_counter()
             hits = self._image_search(vec, top_k, categories)

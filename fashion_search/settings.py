@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     detector_url: str = ""
     segmenter_url: str = ""
     embedder_url: str = ""
+    image_embedder_url: str = ""
     search_url: str = ""
     grpc_timeout_s: float = 15.0
     grpc_max_message_bytes: int = 64 * 1024 * 1024
@@ -68,6 +69,7 @@ class Settings(BaseSettings):
     segmenter_port: int = 50052
     embedder_port: int = 50053
     search_port: int = 50054
+    image_embedder_port: int = 50055
     grpc_workers: int = 4
 
     # Cache and queue
@@ -95,9 +97,18 @@ class Settings(BaseSettings):
     # larger EfficientNet-Lite2, not shipped (`train embedder --backbone efficientnet-lite2`; on the product holdout
     # level category precision, worse street-to-shop recall: docs/EVALUATION.md). "imagenet": Lite0's ImageNet
     # pooled 1280 + colour (the v0 baseline)
-    embedder_model: Literal["fashion-v3", "fashion-v2", "fashion-v1", "imagenet"] = "fashion-v2"
+    # "fashion-v1-b8": fashion-v1's classes-only recipe with more of the network tuned (from block 8, the 14×14
+    # stage): stronger on categories, weak on street-to-shop (see image_embedder_model).
+    embedder_model: Literal["fashion-v3", "fashion-v2", "fashion-v1-b8", "fashion-v1", "imagenet"] = "fashion-v2"
     # Empty: the weights shipped for embedder_model (services/embedder/weights/fashion_embedder_<v>.pt)
     embedder_weights: Path | None = None
+    # The model of the whole-image vectors that simple and tag mode search (category similarity, seed 001); fine
+    # mode's garment vectors stay embedder_model's (street-to-shop). "same": embedder_model's for both, one model.
+    # Another model costs one more embed per catalog photo at ingest and nothing per query. All choices make 542-d
+    # vectors, as the index's image and garment vectors share their dimension.
+    image_embedder_model: Literal["same", "fashion-v3", "fashion-v2", "fashion-v1-b8", "fashion-v1"] = "same"
+    # Empty: the weights shipped for image_embedder_model
+    image_embedder_weights: Path | None = None
     # Weight of the 30-d colour feature against the unit deep features. 0.5 led 0.35 (the earlier default) on the
     # embedder's product holdout in two independent retrains (`fashion-search eval-embedding`, docs/EVALUATION.md).
     color_weight: float = 0.5
@@ -169,6 +180,22 @@ class Settings(BaseSettings):
     def category_vote_on(self) -> bool:
         """Whether the category vote re-ranks simple and tag mode (a depth and a weight both set)."""
         return bool(self.category_vote_depth and self.category_vote_weight)
+
+    @property
+    def separate_image_embedder(self) -> bool:
+        """Whether simple and tag mode's image vectors come from their own model (image_embedder_model)."""
+        return self.image_embedder_model != "same"
+
+    def image_embedder_settings(self) -> Settings:
+        """These settings as the image vectors' embedder reads them: its model, weights, service URL and port in the
+        embedder's fields (so one GarmentEmbedder class and one embedder server serve both)."""
+        if not self.separate_image_embedder:
+            return self
+        return self.model_copy(update={
+            "embedder_model": self.image_embedder_model, "embedder_weights": self.image_embedder_weights,
+            "embedder_url": self.image_embedder_url, "embedder_port": self.image_embedder_port,
+            "image_embedder_model": "same",
+        })
 
     @property
     def index_path(self) -> Path:

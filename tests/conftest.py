@@ -87,18 +87,28 @@ def holdout_weights(tmp_path: Path) -> Path:
     return path
 
 
+def image_model() -> str:
+    """The image vectors' own model the tests run: the default, or fashion-v1 where the default is "same"."""
+    default = str(Settings.model_fields["image_embedder_model"].default)
+    return "fashion-v1" if default == "same" else default
+
+
 @pytest.fixture(scope="session")
 def shared_models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
     """In-process detector, segmenter and embedder, loaded once for the whole session."""
-    from fashion_search.components import build_detector, build_embedder, build_segmenter
+    from fashion_search.components import build_detector, build_embedder, build_image_embedder, build_segmenter
     from services.embedder.backbone import EfficientNetBackbone
 
     settings = make_settings(tmp_path_factory.mktemp("models"))
     backbone = EfficientNetBackbone(settings)
+    embedder = build_embedder(settings, backbone)
     models = {
         "detector": build_detector(settings, backbone),
         "segmenter": build_segmenter(settings),
-        "embedder": build_embedder(settings, backbone),
+        "embedder": embedder,
+        "image_embedder": build_image_embedder(
+            settings.model_copy(update={"image_embedder_model": image_model()}), embedder, backbone
+        ),
     }
     yield models
 

@@ -109,3 +109,40 @@ def test_catalog_mirror_averaging_indexes_a_photo_and_its_mirror_alike_and_leave
     np.testing.assert_allclose(
         indexed[0].vectors[IMAGE_VECTOR], (plain[0] + plain[1]) / np.linalg.norm(plain[0] + plain[1]), atol=1e-5
     )
+
+
+def test_a_separate_image_embedder_makes_the_image_vectors_and_answers_simple_mode(
+    tmp_path: Path, shared_models: dict[str, object], small_records: list[CatalogRecord]
+) -> None:
+    from fashion_search.ingest import Ingestor
+    from services.search.factory import make_index
+
+    image_embedder = shared_models["image_embedder"]
+    assert image_embedder is not shared_models["embedder"]
+    settings = make_settings(tmp_path, garment_colour_weight=0.0, query_expansion=0)
+    models = [shared_models[name] for name in ("detector", "segmenter", "embedder")]
+    one = SearchPipeline(settings, *models, None)  # type: ignore[arg-type]
+    index = make_index(settings, image_embedder.dim)  # type: ignore[attr-defined]
+    two = SearchPipeline(settings, *models, index, image_embedder)  # type: ignore[arg-type]
+    assert two.separate_image_embedder and not one.separate_image_embedder
+    records = small_records[:6]
+    photos = [prepare(Image.open(r.image_path), settings) for r in records]
+    for alone, both, photo in zip(one.catalog_vectors(photos), two.catalog_vectors(photos), photos, strict=True):
+        np.testing.assert_allclose(both.vectors[GARMENT_VECTOR], alone.vectors[GARMENT_VECTOR], atol=1e-5)
+        expected = image_embedder.embed([photo])[0]  # type: ignore[attr-defined]
+        np.testing.assert_allclose(both.vectors[IMAGE_VECTOR], expected, atol=1e-5)
+        assert float(both.vectors[IMAGE_VECTOR] @ alone.vectors[IMAGE_VECTOR]) < 0.99
+    # Stored vectors name both models, so a change of either reads as stale.
+    assert two.vectors_model() == f"{one.vectors_model()}|image:{image_embedder.model_name}"  # type: ignore[attr-defined]
+    assert two.models_used("simple") == image_embedder.model_name  # type: ignore[attr-defined]
+    assert one.embedder_model() in two.models_used("fine")
+    try:
+        assert Ingestor(two, settings).ingest_records(records).indexed == len(records)
+        assert two.stale_index() is None
+        # A catalog photo as the query finds itself at cosine 1 only when both sides use the image embedder.
+        hit = two.search(Image.open(records[2].image_path), "simple", 3).hits[0]
+        assert hit.product.product_id == records[2].product_id and hit.score > 0.999
+        one.index = index
+        assert one.stale_index() is not None
+    finally:
+        index.close()

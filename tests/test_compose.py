@@ -19,14 +19,19 @@ COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 PAGE = ROOT / "gateway" / "static" / "index.html"
 
-GRPC_SERVICES = ("detector", "segmenter", "embedder", "search")
-MODEL_SERVICES = ("detector", "segmenter", "embedder")
+GRPC_SERVICES = ("detector", "segmenter", "embedder", "image-embedder", "search")
+MODEL_SERVICES = ("detector", "segmenter", "embedder", "image-embedder")
 FS_VAR = re.compile(r"\bFS_[A-Z0-9_]+\b")
+
+
+def setting(service: str) -> str:
+    """A service's name as Settings spells it, e.g. image-embedder -> image_embedder."""
+    return service.replace("-", "_")
 
 
 def default_port(service: str) -> int:
     """The Settings default port of a service, e.g. detector -> detector_port."""
-    return int(Settings.model_fields[f"{service}_port"].default)
+    return int(Settings.model_fields[f"{setting(service)}_port"].default)
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +105,7 @@ def test_grpc_ports_match_settings(services: dict[str, dict[str, Any]], service:
     port = default_port(service)
     svc = services[service]
     env = environment(svc)
-    key = f"FS_{service.upper()}_PORT"
+    key = f"FS_{setting(service).upper()}_PORT"
     if key in env:
         assert int(env[key]) == port, (service, env[key])
     assert str(port) in [str(p) for p in svc.get("expose", [])], (service, svc.get("expose"))
@@ -112,14 +117,14 @@ def test_service_urls_point_at_the_right_port(services: dict[str, dict[str, Any]
     seen = set()
     for name, svc in services.items():
         for key, value in environment(svc).items():
-            m = re.fullmatch(r"FS_([A-Z]+)_URL", key)
-            if m and m.group(1).lower() in GRPC_SERVICES:
-                target = m.group(1).lower()
+            m = re.fullmatch(r"FS_([A-Z_]+)_URL", key)
+            if m and m.group(1).lower().replace("_", "-") in GRPC_SERVICES:
+                target = m.group(1).lower().replace("_", "-")
                 assert value.removeprefix("grpc://") == f"{target}:{default_port(target)}", (name, key, value)
                 seen.add((name, target))
     for client in ("gateway", "worker"):
         for target in GRPC_SERVICES:
-            assert (client, target) in seen, f"{client} lacks FS_{target.upper()}_URL"
+            assert (client, target) in seen, f"{client} lacks FS_{setting(target).upper()}_URL"
 
 
 def test_network_urls_name_real_services(services: dict[str, dict[str, Any]]) -> None:

@@ -21,11 +21,11 @@ import redis
 
 from fashion_search.catalog import CatalogRecord
 from fashion_search.ingest import Ingestor, scroll_pages
-from fashion_search.pipeline import SearchPipeline, garment_recipe
+from fashion_search.pipeline import SearchPipeline
 from fashion_search.settings import Settings
 from services.search.client import RemoteIndex
 from services.search.factory import make_index
-from tests.conftest import make_settings
+from tests.conftest import image_model, make_settings
 
 pytestmark = pytest.mark.integration
 
@@ -64,6 +64,11 @@ def _wait(check: object, what: str, procs: dict[str, subprocess.Popen]) -> None:
     raise TimeoutError(f"{what} not ready after {START_TIMEOUT_S}s")
 
 
+def _setting(service: str) -> str:
+    """A service's name in FS_* variables: image-embedder -> IMAGE_EMBEDDER."""
+    return service.replace("-", "_").upper()
+
+
 @pytest.fixture(scope="module")
 def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
     if not _redis_up():
@@ -71,24 +76,26 @@ def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, obj
     for db in (BROKER_DB, RESULT_DB, CACHE_DB):
         redis.Redis.from_url(f"{REDIS}/{db}").flushdb()
     tmp = tmp_path_factory.mktemp("topology")
-    ports = {name: _free_port() for name in ("detector", "segmenter", "embedder", "search", "gateway")}
+    services = ("detector", "segmenter", "embedder", "image-embedder", "search")
+    ports = {name: _free_port() for name in (*services, "gateway")}
     env = {k: v for k, v in os.environ.items() if not k.startswith("FS_")}
     env.update({
         "FS_DATA_DIR": str(tmp / "data"), "FS_BIND_HOST": "127.0.0.1", "FS_INDEX_BACKEND": "edge",
         "FS_BROKER_URL": f"{REDIS}/{BROKER_DB}", "FS_RESULT_BACKEND": f"{REDIS}/{RESULT_DB}",
         "FS_REDIS_URL": f"{REDIS}/{CACHE_DB}", "FS_TORCH_THREADS": "1", "FS_LOG_LEVEL": "WARNING",
-        **{f"FS_{name.upper()}_PORT": str(port) for name, port in ports.items()},
+        "FS_IMAGE_EMBEDDER_MODEL": image_model(),
+        **{f"FS_{_setting(name)}_PORT": str(port) for name, port in ports.items()},
     })
-    clients = {f"FS_{n.upper()}_URL": f"127.0.0.1:{ports[n]}" for n in ("detector", "segmenter", "embedder", "search")}
+    clients = {f"FS_{_setting(n)}_URL": f"127.0.0.1:{ports[n]}" for n in services}
     procs: dict[str, subprocess.Popen] = {}
     logs = tmp / "logs"
     logs.mkdir()
     try:
-        for name in ("detector", "segmenter", "embedder", "search"):
+        for name in services:
             procs[name] = subprocess.Popen(
                 _cli("serve", name), env=env, stdout=(logs / f"{name}.log").open("w"), stderr=subprocess.STDOUT
             )
-        for name in ("detector", "segmenter", "embedder", "search"):
+        for name in services:
             url = f"grpc://127.0.0.1:{ports[name]}"
             _wait(lambda url=url: subprocess.run(_cli("healthcheck", url), env=env).returncode == 0, name, procs)
         client_env = {**env, **clients}
@@ -137,17 +144,17 @@ def test_queue_ingest_and_remote_search_match_embedded_mode(
     base = topology["base"]
     stats = httpx.get(f"{base}/v1/stats", timeout=10).json()
     assert stats["count"] == len(records)
-    # The worker's remote embedder named the vectors, through the search service, as the gateway's queries see it.
-    assert stats["embedders"] == {
-        shared_models["embedder"].model_name + garment_recipe(make_settings(tmp_path)): len(records)
-    }
-    assert stats["stale_index"] is None
-
     settings = make_settings(tmp_path / "embedded")
     embedder = shared_models["embedder"]
     embedded = SearchPipeline(
-        settings, shared_models["detector"], shared_models["segmenter"], embedder, make_index(settings, embedder.dim)
+        settings, shared_models["detector"], shared_models["segmenter"], embedder, make_index(settings, embedder.dim),
+        shared_models["image_embedder"],
     )
+    # The worker's remote embedders named the vectors, through the search service, as the gateway's queries see it.
+    assert embedded.separate_image_embedder
+    assert stats["embedders"] == {embedded.vectors_model(): len(records)}
+    assert stats["stale_index"] is None
+
     Ingestor(embedded, settings).ingest_payloads(
         [r.to_dict() for r in records], [Path(r.image_path).read_bytes() for r in records]
     )

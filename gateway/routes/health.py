@@ -38,10 +38,13 @@ def readyz(
     """
     checks: dict[str, str] = {}
     stale_index: str | None = None
-    for name, url in (
+    services = [
         ("detector", settings.detector_url), ("segmenter", settings.segmenter_url),
         ("embedder", settings.embedder_url),
-    ):
+    ]
+    if settings.separate_image_embedder:
+        services.append(("image_embedder", settings.image_embedder_url))
+    for name, url in services:
         checks[name] = "in-process" if not url else ("ok" if check_health(url, settings) else "down")
     try:
         stats = pipeline.index.stats()
