@@ -74,3 +74,15 @@ def test_a_tail_start_that_cannot_be_used_is_refused(tmp_path: Path, argv: list[
     with pytest.raises(SystemExit, match=message):
         run(build_parser().parse_args([*argv, "--out", str(tmp_path / "w.pt")]))
     assert not (tmp_path / "w.pt").exists()
+
+
+def test_a_classes_stage_cut_earlier_is_its_own_variant_with_its_own_file() -> None:
+    from services.embedder.fashion_net import shipped_weights, tail_start
+    from services.embedder.train import variant_name
+
+    default = tail_start(load_imagenet_network())
+    assert variant_name(LITE0, "classes", default, default) == "fashion-v1"
+    assert variant_name(LITE0, "classes", 8, default) == "fashion-v1-b8"
+    assert shipped_weights("fashion-v1-b8").name == "fashion_embedder_v1_b8.pt"
+    # The instances stage keeps its --init's cut and the stage's name.
+    assert variant_name(LITE0, "instances", 8, default) == "fashion-v2"

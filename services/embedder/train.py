@@ -4,7 +4,7 @@
     fashion-search train embedder --stage instances --scenes data/scenes/train   # fashion-v2, from fashion-v1
     fashion-search train embedder --backbone efficientnet-lite2 --stage classes   # fashion-v3-classes
     fashion-search train embedder --backbone efficientnet-lite2 --stage instances # fashion-v3, from the above
-    fashion-search train embedder --stage classes --tail-start 8 --holdout-only --out FIT.pt   # more blocks tuned
+    fashion-search train embedder --stage classes --tail-start 8  # fashion-v1-b8, the image vectors' model
 
 The ImageNet stem and early blocks stay frozen (their outputs are cached, see train_views); --tail-start moves the
 cut earlier (Lite0's default: block 12, the 7×7 stage).
@@ -332,7 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--extra-crops", choices=EXTRA_CROPS, default=EXTRA_CROPS[0],
                         help="instances stage: how the extra scene sets' garments are cut (simulated detector and "
                         "segmenter errors, the shipped detector's and segmenter's own, or both)")
-    parser.add_argument("--out", default="", help="weights file (default: the stage's shipped file)")
+    parser.add_argument("--out", default="",
+                        help="weights file (default: the variant's shipped file; a classes stage with another "
+                        "--tail-start is its own variant, fashion-v1-b8 for block 8)")
     parser.add_argument("--epochs", type=int, default=0, help="maximum epochs tried on the split (0: stage default)")
     parser.add_argument("--steps", type=int, default=INSTANCE_STEPS, help="steps per epoch of the instances stage")
     parser.add_argument("--train-blocks", type=int, default=ALL_BUT_FIRST,
@@ -383,6 +385,13 @@ def street_crop_sets(
     return crop_sets
 
 
+def variant_name(backbone: str, stage: str, start: int, default_start: int) -> str:
+    """The variant a run trains: its stage's, or for a classes stage cut at another block its own ("fashion-v1-b8"),
+    so that its default file is not the shipped classes model the detector reads."""
+    variant = VARIANTS[backbone, stage]
+    return variant if stage == "instances" or start == default_start else f"{variant}-b{start}"
+
+
 def run(args: argparse.Namespace) -> dict[str, object]:
     """Select the epoch count on a split of train/, retrain on all of train/, save the weights; return the meta."""
     if args.holdout_only and not args.out:
@@ -430,7 +439,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     if not args.holdout_only:
         tail, _ = train(data, best_epochs, args.seed, args.stage, None, args.steps, args.train_blocks, init,
                         args.backbone, start=start)
-    variant = VARIANTS[args.backbone, args.stage]
+    variant = variant_name(args.backbone, args.stage, start, tail_start(net))
     meta: dict[str, object] = {
         "variant": variant, "stage": args.stage, "backbone": args.backbone, "classes": classes,
         "embed_dim": tail.fc.out_features,
