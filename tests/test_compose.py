@@ -248,3 +248,15 @@ def test_search_page_uses_the_api() -> None:
     assert "/v1/search" in text and "/v1/stats" in text
     assert not re.search(r"""(src|href)=["']https?://""", text), "the page must not load external assets"
     assert "@import" not in text
+
+
+def test_the_image_embedder_runs_only_with_its_profile(services: dict[str, dict[str, Any]]) -> None:
+    """By default image vectors come from the embedder ("same"), and `serve image-embedder` would refuse to start:
+    the service runs only with its profile, and no one waits for it otherwise."""
+    assert Settings.model_fields["image_embedder_model"].default == "same"
+    assert services["image-embedder"]["profiles"] == ["image-embedder"]
+    for name, svc in services.items():
+        spec = (svc.get("depends_on") or {}).get("image-embedder")
+        assert spec is None or spec.get("required") is False, name
+        if name in ("gateway", "worker", "image-embedder"):
+            assert environment(svc)["FS_IMAGE_EMBEDDER_MODEL"].endswith(":-same}"), name
