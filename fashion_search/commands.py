@@ -235,6 +235,7 @@ def cmd_eval_embedding(args: argparse.Namespace, settings: Settings) -> int:
     from fashion_search.evaluation_embedding import (
         compare_weights,
         comparison_markdown,
+        comparison_section,
         settings_markdown,
         settings_sweep,
     )
@@ -250,7 +251,7 @@ def cmd_eval_embedding(args: argparse.Namespace, settings: Settings) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     text = (comparison_markdown if args.baseline else settings_markdown)(result, _command_line())
-    section = "eval-embedding-comparison" if args.baseline else "eval-embedding"
+    section = comparison_section(result) if args.baseline else "eval-embedding"
     return _print_evaluation(args, text, section, json.dumps(result, indent=2))
 
 

@@ -241,8 +241,8 @@ def compare_weights(
                    | paired_difference(base_firsts, firsts).fields("ΔR@1")
                    | summed_difference([(base_p10, p10), (base_firsts, firsts)]).fields("Δsum"))
     return {
-        "weights": str(weights), "baseline": str(baseline), "color_weight": weight, "mirror": mirror,
-        "rows": {"baseline": base_row, "weights": row}, "difference": differences,
+        "weights": str(weights), "baseline": str(baseline), "split_seed": mine.get("seed"), "color_weight": weight,
+        "mirror": mirror, "rows": {"baseline": base_row, "weights": row}, "difference": differences,
         **_holdout_counts(holdout, settings.query_expansion),
     }
 
@@ -287,14 +287,22 @@ def settings_markdown(result: dict[str, Any], command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def comparison_section(result: dict[str, Any]) -> str:
+    """The Markdown section a comparison writes: one per holdout split, so judging a change on a second split keeps the
+    first split's figures beside it."""
+    seed = result.get("split_seed") or 0
+    return "eval-embedding-comparison" + (f"-seed{seed}" if seed else "")
+
+
 def comparison_markdown(result: dict[str, Any], command: str) -> str:
     """Markdown table of two weight files compared on one holdout."""
     diff = result["difference"]
+    seed = result.get("split_seed") or 0
     lines = [
-        "## Two embedder weight files compared on the product holdout", "",
+        "## Two embedder weight files compared on the product holdout" + (f", split seed {seed}" if seed else ""), "",
         f"Command: `{command}` — weights `{result['weights']}` against baseline `{result['baseline']}` (both "
-        f"trained with `--holdout-only` on the same split), colour weight {result['color_weight']:g}, mirror "
-        f"averaging {result['mirror']}, query expansion {result['query_expansion']}. Category: "
+        f"trained with `--holdout-only` on the same split, seed {seed}), colour weight {result['color_weight']:g}, "
+        f"mirror averaging {result['mirror']}, query expansion {result['query_expansion']}. Category: "
         f"{result['held_out_products']} held-out photos against the {result['fitted_products']} fitted ones. "
         f"Street-to-shop: {result['garments']} garments of held-out products in {result['scenes']} scenes "
         f"({result['detected']} detected with IoU ≥ {MATCH_IOU}), the same cut-outs for both. Δ: weights less "

@@ -18,6 +18,7 @@ from fashion_search.evaluation_embedding import (
     choose,
     compare_weights,
     comparison_markdown,
+    comparison_section,
     holdout_views,
     instance_hits,
     instance_recall,
@@ -135,6 +136,10 @@ def test_two_weight_files_are_compared_on_the_same_holdout_and_crops(tmp_path: P
     for key in ("ΔP@10", "ΔR@1", "Δsum"):
         assert diff[f"{key} low"] - 1e-4 <= diff[key] <= diff[f"{key} high"] + 1e-4
     assert "| baseline |" in comparison_markdown(result, "cmd") and "Δsum" in comparison_markdown(result, "cmd")
+    # Each split writes its own section: a second split's judgement keeps the first's figures.
+    assert result["split_seed"] == 1 and comparison_section(result) == "eval-embedding-comparison-seed1"
+    assert "split seed 1" in comparison_markdown(result, "cmd")
+    assert comparison_section(result | {"split_seed": 0}) == "eval-embedding-comparison"
     # Files trained on another split hold out other products: no pairing is possible.
     with pytest.raises(ValueError, match="different products"):
         compare_weights(settings, str(VAL_SAMPLE), str(scenes), new, _as_fit(tmp_path, "fashion-v1", seed=2))
