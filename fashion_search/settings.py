@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -105,10 +105,10 @@ class Settings(BaseSettings):
     # The model of the whole-image vectors that simple and tag mode search (category similarity, seed 001); fine
     # mode's garment vectors stay embedder_model's (street-to-shop). "same": embedder_model's for both, one model.
     # Another model costs one more embed per catalog photo at ingest and nothing per query. All choices make 542-d
-    # vectors, as the index's image and garment vectors share their dimension. "fashion-v1-b8" (trained with
-    # `train embedder --stage classes --tail-start 8`, not shipped) led fashion-v2 as the image vector by +0.006 P@10
-    # on the embedder's product holdout (CI -0.015 to +0.027), under the +0.010 a second model has to clear.
-    image_embedder_model: Literal["same", "fashion-v3", "fashion-v2", "fashion-v1-b8", "fashion-v1"] = "same"
+    # vectors, as the index's image and garment vectors share their dimension. "fashion-v1-b8" (`train embedder
+    # --stage classes --tail-start 8`) led fashion-v2 as the image vector by +0.006 and +0.047 P@10 on two product
+    # holdout splits (mean +0.027, over the +0.010 a second model has to clear; docs/EVALUATION.md).
+    image_embedder_model: Literal["same", "fashion-v3", "fashion-v2", "fashion-v1-b8", "fashion-v1"] = "fashion-v1-b8"
     # Empty: the weights shipped for image_embedder_model
     image_embedder_weights: Path | None = None
     # Weight of the 30-d colour feature against the unit deep features. 0.5 led 0.35 (the earlier default) on the
@@ -182,6 +182,14 @@ class Settings(BaseSettings):
     def category_vote_on(self) -> bool:
         """Whether the category vote re-ranks simple and tag mode (a depth and a weight both set)."""
         return bool(self.category_vote_depth and self.category_vote_weight)
+
+    @model_validator(mode="after")
+    def _image_and_garment_vectors_share_a_dimension(self) -> Settings:
+        # The index holds image and garment vectors of one dimension: imagenet's 1310 cannot sit beside 542.
+        if self.embedder_model == "imagenet" and self.separate_image_embedder:
+            raise ValueError('FS_EMBEDDER_MODEL=imagenet makes 1310-d vectors and FS_IMAGE_EMBEDDER_MODEL '
+                             f'{self.image_embedder_model!r} 542-d ones: set FS_IMAGE_EMBEDDER_MODEL=same with it')
+        return self
 
     @property
     def separate_image_embedder(self) -> bool:

@@ -18,7 +18,7 @@ from tests.conftest import SAMPLE, make_settings
 VAL_SAMPLE = Path(__file__).resolve().parent / "data" / "val_sample"
 
 
-@pytest.mark.parametrize("variant", ["fashion-v2", "fashion-v1"])
+@pytest.mark.parametrize("variant", ["fashion-v2", "fashion-v1", "fashion-v1-b8"])
 def test_shipped_weights_load_and_give_542_d_unit_vectors(tmp_path: Path, variant: str) -> None:
     embedder = GarmentEmbedder(make_settings(tmp_path, embedder_model=variant))
     assert embedder.weights.is_file()

@@ -26,6 +26,13 @@ def test_image_embedder_settings_move_its_fields_into_the_embedders() -> None:
     assert same.image_embedder_settings() is same and not same.separate_image_embedder
 
 
+def test_imagenet_vectors_cannot_sit_beside_another_image_model() -> None:
+    # 1310-d garment vectors and 542-d image vectors cannot share one index: refused when the settings load.
+    with pytest.raises(ValueError, match="FS_IMAGE_EMBEDDER_MODEL=same"):
+        Settings(embedder_model="imagenet", image_embedder_model="fashion-v1-b8")
+    assert not Settings(embedder_model="imagenet", image_embedder_model="same").separate_image_embedder
+
+
 def test_serving_an_image_embedder_needs_its_own_model(capsys: pytest.CaptureFixture[str]) -> None:
     settings = Settings(image_embedder_model="same")
     assert commands.cmd_serve(argparse.Namespace(target="image-embedder"), settings) == 2
