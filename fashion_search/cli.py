@@ -118,9 +118,20 @@ def _scene_options(parser: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `fashion-search` command."""
     args = build_parser().parse_args(argv)
-    from fashion_search.settings import get_settings
+    from pydantic import ValidationError
 
-    settings = get_settings()
+    from fashion_search.settings import Settings, get_settings
+
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        # A bad FS_* variable is the operator's to fix: name it instead of printing a traceback.
+        prefix = str(Settings.model_config.get("env_prefix", ""))
+        errors = "; ".join(
+            (f"{prefix}{'.'.join(map(str, e['loc'])).upper()}: " if e["loc"] else "") + e["msg"] for e in exc.errors()
+        )
+        print(f"error: invalid settings: {errors}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from fashion_search import commands
     from fashion_search.domain import IndexLayoutError

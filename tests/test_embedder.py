@@ -72,9 +72,7 @@ def test_model_name_tells_retrained_weights_apart(tmp_path: Path) -> None:
     assert other.model_name != shipped.model_name
     assert GarmentEmbedder(make_settings(tmp_path)).model_name == shipped.model_name
     imagenet = make_settings(tmp_path, embedder_model="imagenet", image_embedder_model="same")
-    assert GarmentEmbedder(imagenet).model_name.startswith(
-        "effnet-lite0-imagenet+color30"
-    )
+    assert GarmentEmbedder(imagenet).model_name.startswith("effnet-lite0-imagenet+color30")
     # Another input size gives other vectors for the same weights, so an index built at one is stale at the other.
     assert GarmentEmbedder(make_settings(tmp_path, embed_image_size=256)).model_name == shipped.model_name + "@256px"
 

@@ -33,6 +33,23 @@ def test_imagenet_vectors_cannot_sit_beside_another_image_model() -> None:
     assert not Settings(embedder_model="imagenet", image_embedder_model="same").separate_image_embedder
 
 
+def test_the_command_names_a_bad_setting_instead_of_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fashion_search.cli import main
+    from fashion_search.settings import get_settings
+
+    monkeypatch.setenv("FS_EMBEDDER_MODEL", "imagenet")
+    monkeypatch.setenv("FS_IMAGE_EMBEDDER_MODEL", "fashion-v1-b8")
+    get_settings.cache_clear()
+    try:
+        assert main(["healthcheck", "grpc://127.0.0.1:1"]) == 2
+    finally:
+        get_settings.cache_clear()
+    err = capsys.readouterr().err
+    assert err.startswith("error: invalid settings:") and "FS_IMAGE_EMBEDDER_MODEL=same" in err
+
+
 def test_serving_an_image_embedder_needs_its_own_model(capsys: pytest.CaptureFixture[str]) -> None:
     settings = Settings(image_embedder_model="same")
     assert commands.cmd_serve(argparse.Namespace(target="image-embedder"), settings) == 2
