@@ -21,6 +21,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/python -m fashion_search.rpc.build --check
 	$(BIN)/python -m pytest -q -x --durations=15
 
@@ -34,7 +35,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 eval: $(STAMP)
-	$(BIN)/fashion-search eval --catalog ../shared/data/clothing-small/train --queries ../shared/data/clothing-small/validation --json
+	$(BIN)/fashion-search eval category --catalog ../shared/data/clothing-small/train --queries ../shared/data/clothing-small/validation --json
 
 bench: $(STAMP)
 	$(BIN)/fashion-search bench

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,16 +13,18 @@ import pytest
 import torch
 from PIL import Image
 
-from fashion_search.catalog import CatalogRecord, load_catalog
-from fashion_search.domain import Box
-from fashion_search.settings import Settings
-from services.embedder.fashion_net import shipped_weights
-from services.embedder.train import HOLDOUT
+from fashion_search.core.catalog import CatalogRecord, load_catalog
+from fashion_search.core.domain import Box
+from fashion_search.core.settings import Settings
+from fashion_search.datasets.splits import HOLDOUT
+from fashion_search.services.embedder.fashion_net import shipped_weights
 
 if TYPE_CHECKING:
-    from fashion_search.pipeline import SearchPipeline
+    from fashion_search.pipeline.search_pipeline import SearchPipeline
 
 ROOT = Path(__file__).resolve().parents[1]
+# The Redis the tests use (CI: the machine's own on 6379); a developer can point parallel runs at their own.
+TEST_REDIS = os.environ.get("FS_TEST_REDIS", "redis://127.0.0.1:6379")
 SAMPLE = ROOT / "fashion_search" / "sample_catalog" / "catalog.jsonl"
 
 # Boxes a segmenter must survive on a 320x300 image: each gets a box-sized (clipped) boolean mask.
@@ -60,7 +63,7 @@ def make_settings(tmp: Path, **overrides: object) -> Settings:
     """Settings isolated from the environment's FS_* variables where it matters."""
     base: dict[str, object] = {
         "data_dir": tmp, "index_backend": "edge", "detector_url": "", "segmenter_url": "", "embedder_url": "",
-        "search_url": "", "broker_url": "", "cache_enabled": False, "redis_url": "redis://127.0.0.1:6379/15",
+        "search_url": "", "broker_url": "", "cache_enabled": False, "redis_url": f"{TEST_REDIS}/15",
         "grpc_timeout_s": 10.0, "torch_threads": 0,
     }
     base.update(overrides)
@@ -96,8 +99,8 @@ def image_model() -> str:
 @pytest.fixture(scope="session")
 def shared_models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
     """In-process detector, segmenter and embedder, loaded once for the whole session."""
-    from fashion_search.components import build_detector, build_embedder, build_image_embedder, build_segmenter
-    from services.embedder.backbone import EfficientNetBackbone
+    from fashion_search.pipeline.components import build_detector, build_embedder, build_image_embedder, build_segmenter
+    from fashion_search.services.embedder.backbone import EfficientNetBackbone
 
     settings = make_settings(tmp_path_factory.mktemp("models"))
     backbone = EfficientNetBackbone(settings)
@@ -118,9 +121,9 @@ def two_pipelines(
     tmp: Path, shared_models: dict, records: list[CatalogRecord], base: dict[str, object], update: dict[str, object]
 ) -> Iterator[tuple[SearchPipeline, SearchPipeline]]:
     """Two pipelines over one index of records (ingested once): with settings `base`, and with `update` on top."""
-    from fashion_search.ingest import Ingestor
-    from fashion_search.pipeline import SearchPipeline
-    from services.search.factory import make_index
+    from fashion_search.pipeline.ingest import Ingestor
+    from fashion_search.pipeline.search_pipeline import SearchPipeline
+    from fashion_search.services.search.factory import make_index
 
     settings = make_settings(tmp, **base)
     models = [shared_models[name] for name in ("detector", "segmenter", "embedder")]

@@ -13,11 +13,11 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from fashion_search.catalog import CatalogRecord
-from fashion_search.ingest import Ingestor
-from fashion_search.pipeline import SearchPipeline
-from gateway.app import create_app
-from services.search.factory import make_index
+from fashion_search.core.catalog import CatalogRecord
+from fashion_search.gateway.app import create_app
+from fashion_search.pipeline.ingest import Ingestor
+from fashion_search.pipeline.search_pipeline import SearchPipeline
+from fashion_search.services.search.factory import make_index
 from tests.conftest import make_settings
 
 

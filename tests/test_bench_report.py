@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fashion_search.bench import save_report, to_markdown
+from fashion_search.evaluation.bench import save_report, to_markdown
 
 INFO = {"torch_threads": 2, "cpu": "x86_64", "catalog_size": 250, "ingest_s": 9.0, "ingest_per_s": 27.7,
         "catalog_garment": "photo", "queries": 40, "device": "cpu"}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from fashion_search.domain import Box, Detection
-from services.detector.box_head import (
+from fashion_search.core.domain import Box, Detection
+from fashion_search.services.detector.box_head import (
     BACKGROUND,
     Scoring,
     apply_deltas,
@@ -14,7 +14,7 @@ from services.detector.box_head import (
     geometry,
     roi_pool,
 )
-from services.detector.head import CATEGORIES
+from fashion_search.services.detector.head import CATEGORIES
 
 
 def test_deltas_take_proposals_to_their_truths() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fashion_search.catalog import CatalogError, load_catalog
+from fashion_search.core.catalog import CatalogError, load_catalog
 
 
 def test_folder_layout_gives_categories_and_url_safe_ids(tmp_path: Path) -> None:

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from fashion_search.catalog import CatalogRecord
-from fashion_search.domain import GARMENT_VECTOR, IMAGE_VECTOR
-from fashion_search.garment_colour import HISTOGRAM_DIM, colour_histogram
-from fashion_search.pipeline import SearchPipeline, prepare
+from fashion_search.core.catalog import CatalogRecord
+from fashion_search.core.domain import GARMENT_VECTOR, IMAGE_VECTOR
+from fashion_search.core.garment_colour import HISTOGRAM_DIM, colour_histogram
+from fashion_search.pipeline.search_pipeline import SearchPipeline, prepare
 from tests.conftest import make_settings
 
 
@@ -114,8 +114,8 @@ def test_catalog_mirror_averaging_indexes_a_photo_and_its_mirror_alike_and_leave
 def test_a_separate_image_embedder_makes_the_image_vectors_and_answers_simple_mode(
     tmp_path: Path, shared_models: dict[str, object], small_records: list[CatalogRecord]
 ) -> None:
-    from fashion_search.ingest import Ingestor
-    from services.search.factory import make_index
+    from fashion_search.pipeline.ingest import Ingestor
+    from fashion_search.services.search.factory import make_index
 
     image_embedder = shared_models["image_embedder"]
     assert image_embedder is not shared_models["embedder"]

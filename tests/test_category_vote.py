@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fashion_search.catalog import CatalogRecord
-from fashion_search.domain import Hit, Product
-from fashion_search.evaluation_vote import (
+from fashion_search.core.catalog import CatalogRecord
+from fashion_search.core.domain import Hit, Product
+from fashion_search.evaluation.vote import (
     OFF,
     best_setting,
     vote_candidates,
@@ -19,8 +19,8 @@ from fashion_search.evaluation_vote import (
     vote_self_first,
     vote_sweep,
 )
-from fashion_search.pipeline import SearchPipeline
-from fashion_search.reranking import NO_CATEGORY, category_vote_scores, rerank_hits, vote_order
+from fashion_search.pipeline.reranking import NO_CATEGORY, category_vote_scores, rerank_hits, vote_order
+from fashion_search.pipeline.search_pipeline import SearchPipeline
 from tests.conftest import make_settings, two_pipelines
 
 A, B = 0, 1
@@ -144,7 +144,7 @@ def test_sweep_picks_on_one_half_and_judges_on_the_other(
 
 
 def test_eval_names_the_vote_it_ranked_with(tmp_path: Path, small_catalog_dir: Path) -> None:
-    from fashion_search.evaluation import evaluate, to_markdown
+    from fashion_search.evaluation.category import evaluate, to_markdown
 
     vote = {"category_vote_depth": 5, "category_vote_weight": 0.1, "category_vote_candidates": 30}
     result = evaluate(make_settings(tmp_path, **vote), str(small_catalog_dir), str(small_catalog_dir), limit=2)

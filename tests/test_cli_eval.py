@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fashion_search.cli import main
+from fashion_search.cli.main import main
 
 
 def test_eval_prints_json_and_replaces_its_docs_section(
@@ -20,8 +20,8 @@ def test_eval_prints_json_and_replaces_its_docs_section(
     monkeypatch.setenv("FS_CACHE_ENABLED", "false")
     docs = tmp_path / "EVALUATION.md"
     docs.write_text("# Evaluation\n\nkept by hand\n")
-    args = ["eval", "--catalog", str(small_catalog_dir), "--queries", str(small_catalog_dir), "--limit", "2",
-            "--output", str(docs)]
+    args = ["eval", "category", "--catalog", str(small_catalog_dir), "--queries", str(small_catalog_dir),
+            "--limit", "2", "--output", str(docs)]
 
     assert main([*args, "--json"]) == 0
     figures = json.loads(capsys.readouterr().out)

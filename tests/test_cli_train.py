@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fashion_search.cli import main
+from fashion_search.cli.main import main
 
 
 @pytest.mark.parametrize(

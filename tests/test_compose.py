@@ -11,8 +11,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from fashion_search.cli import SERVE_TARGETS
-from fashion_search.settings import Settings
+from fashion_search.cli.parser import SERVE_TARGETS
+from fashion_search.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"

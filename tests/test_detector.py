@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fashion_search.domain import Box, Detection, Detector
-from services.detector.head import CATEGORIES, DEFAULT_HEAD_PATH, GarmentHead
-from services.detector.model import REGION_CATEGORIES, GarmentDetector, body_regions, foreground_box
+from fashion_search.core.domain import Box, Detection, Detector
+from fashion_search.services.detector.head import CATEGORIES, DEFAULT_HEAD_PATH, GarmentHead
+from fashion_search.services.detector.model import REGION_CATEGORIES, GarmentDetector, body_regions, foreground_box
 from tests.conftest import make_settings
 
 DATA = Path("/work/shared/data/clothing-small")

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from fashion_search.domain import Box, Detection
-from fashion_search.pipeline import SearchPipeline, distinct_garments
+from fashion_search.core.domain import Box, Detection
+from fashion_search.pipeline.search_pipeline import SearchPipeline, distinct_garments
 from tests.conftest import make_settings
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from fashion_search.catalog import CatalogRecord
-from services.embedder.model import COLOR_DIM, GarmentEmbedder
+from fashion_search.core.catalog import CatalogRecord
+from fashion_search.services.embedder.model import COLOR_DIM, GarmentEmbedder
 from tests.conftest import make_settings
 
 
@@ -78,10 +78,10 @@ def test_model_name_tells_retrained_weights_apart(tmp_path: Path) -> None:
 
 
 def test_detector_and_segmenter_names_carry_their_weights_digest(tmp_path: Path) -> None:
-    from fashion_search.model_base import file_digest
-    from services.detector.centernet import VARIANTS, SceneDetector
-    from services.segmenter.mask_net import MaskSegmenter
-    from services.segmenter.model import GarmentSegmenter
+    from fashion_search.core.model_base import file_digest
+    from fashion_search.services.detector.centernet import VARIANTS, SceneDetector
+    from fashion_search.services.segmenter.mask_net import MaskSegmenter
+    from fashion_search.services.segmenter.model import GarmentSegmenter
 
     settings = make_settings(tmp_path)
     detector = SceneDetector(settings, "centernet-v3")

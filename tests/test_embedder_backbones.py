@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from fashion_search.catalog import load_catalog
-from services.embedder.backbone import LITE0, LITE2, load_imagenet_network
-from services.embedder.fashion_net import (
+from fashion_search.core.catalog import load_catalog
+from fashion_search.services.embedder.backbone import LITE0, LITE2, load_imagenet_network
+from fashion_search.services.embedder.fashion_net import (
     FashionTail,
     frozen_features,
     save_tail,
@@ -19,7 +19,7 @@ from services.embedder.fashion_net import (
     tail_start,
     weights_backbone,
 )
-from services.embedder.model import GarmentEmbedder
+from fashion_search.services.embedder.model import GarmentEmbedder
 from tests.conftest import SAMPLE, make_settings
 
 
@@ -65,7 +65,7 @@ def test_embedder_runs_the_network_its_weight_file_was_trained_on(tmp_path: Path
 
 @pytest.mark.parametrize(("network", "blocks"), [(LITE0, 3), (LITE2, 4)])
 def test_instances_stage_trains_every_tail_block_but_the_first_by_default(network: str, blocks: int) -> None:
-    from services.embedder.train import build_parser, resolve_train_blocks
+    from fashion_search.services.embedder.training.train import build_parser, resolve_train_blocks
 
     default = build_parser().parse_args([]).train_blocks
     net = load_imagenet_network(network)

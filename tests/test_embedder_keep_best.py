@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from fashion_search.catalog import load_catalog
+from fashion_search.core.catalog import load_catalog
 from fashion_search.datasets.scenes import SourceBank
-from services.embedder import train as trainer
-from services.embedder.backbone import load_imagenet_network
-from services.embedder.fashion_net import FashionTail
-from services.embedder.train_views import product_features
+from fashion_search.services.embedder.backbone import load_imagenet_network
+from fashion_search.services.embedder.fashion_net import FashionTail
+from fashion_search.services.embedder.training import train as trainer
+from fashion_search.services.embedder.training.views import product_features
 
 VAL_SAMPLE = Path(__file__).resolve().parent / "data" / "val_sample"
 

@@ -9,11 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-from fashion_search.catalog import load_catalog
+from fashion_search.core.catalog import load_catalog
 from fashion_search.datasets.scenes import SourceBank
-from services.embedder.backbone import load_imagenet_network
-from services.embedder.train import build_parser, run
-from services.embedder.train_views import _frozen, _resize, product_features
+from fashion_search.services.embedder.backbone import load_imagenet_network
+from fashion_search.services.embedder.training.train import build_parser, run
+from fashion_search.services.embedder.training.views import _frozen, _resize, product_features
 
 VAL_SAMPLE = Path(__file__).resolve().parent / "data" / "val_sample"
 

@@ -7,14 +7,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fashion_search.catalog import load_catalog
-from fashion_search.components import temporary_pipeline
+from fashion_search.core.catalog import load_catalog
+from fashion_search.core.settings import Settings
 from fashion_search.datasets.scenes import generate_scenes, load_scenes
-from fashion_search.evaluation_embedding import street_garments
-from fashion_search.settings import Settings
-from services.embedder.backbone import load_imagenet_network
-from services.embedder.train import build_parser, street_crop_sets
-from services.embedder.train_views import _frozen, _resize, pipeline_street_features, street_features
+from fashion_search.evaluation.embedding import street_garments
+from fashion_search.pipeline.components import temporary_pipeline
+from fashion_search.services.embedder.backbone import load_imagenet_network
+from fashion_search.services.embedder.training.train import build_parser, street_crop_sets
+from fashion_search.services.embedder.training.views import _frozen, _resize, pipeline_street_features, street_features
 
 VAL_SAMPLE = Path(__file__).resolve().parent / "data" / "val_sample"
 

@@ -9,13 +9,13 @@ import pytest
 import torch
 from PIL import Image
 
-from fashion_search.catalog import load_catalog
+from fashion_search.core.catalog import load_catalog
 from fashion_search.datasets.scenes import SourceBank
-from services.embedder.backbone import LITE0, load_imagenet_network
-from services.embedder.fashion_net import FashionTail, frozen_features, load_tail, save_tail
-from services.embedder.model import GarmentEmbedder
-from services.embedder.train import ALL_BUT_FIRST, build_parser, resolve_train_blocks, run
-from services.embedder.train_views import product_features
+from fashion_search.services.embedder.backbone import LITE0, load_imagenet_network
+from fashion_search.services.embedder.fashion_net import FashionTail, frozen_features, load_tail, save_tail
+from fashion_search.services.embedder.model import GarmentEmbedder
+from fashion_search.services.embedder.training.train import ALL_BUT_FIRST, build_parser, resolve_train_blocks, run
+from fashion_search.services.embedder.training.views import product_features
 from tests.conftest import SAMPLE, make_settings
 
 
@@ -77,8 +77,8 @@ def test_a_tail_start_that_cannot_be_used_is_refused(tmp_path: Path, argv: list[
 
 
 def test_a_classes_stage_cut_earlier_is_its_own_variant_with_its_own_file() -> None:
-    from services.embedder.fashion_net import shipped_weights, tail_start
-    from services.embedder.train import variant_name
+    from fashion_search.services.embedder.fashion_net import shipped_weights, tail_start
+    from fashion_search.services.embedder.training.train import variant_name
 
     default = tail_start(load_imagenet_network())
     assert variant_name(LITE0, "classes", default, default) == "fashion-v1"

@@ -9,10 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from fashion_search.catalog import CatalogRecord
+from fashion_search.core.catalog import CatalogRecord
 from fashion_search.datasets.scenes import generate_scenes
-from fashion_search.evaluation import ABLATION_VARIANTS, _embed_all
-from fashion_search.evaluation_embedding import (
+from fashion_search.datasets.splits import HOLDOUT
+from fashion_search.evaluation.embedding import (
     COLOR_WEIGHTS,
     MIRRORS,
     choose,
@@ -27,10 +27,10 @@ from fashion_search.evaluation_embedding import (
     settings_sweep,
     view_features,
 )
-from fashion_search.pipeline import SearchPipeline, prepare
-from services.embedder.fashion_net import shipped_weights
-from services.embedder.model import GarmentEmbedder
-from services.embedder.train import HOLDOUT
+from fashion_search.evaluation.features import ABLATION_VARIANTS, embed_all
+from fashion_search.pipeline.search_pipeline import SearchPipeline, prepare
+from fashion_search.services.embedder.fashion_net import shipped_weights
+from fashion_search.services.embedder.model import GarmentEmbedder
 from tests.conftest import make_settings
 
 VAL_SAMPLE = Path(__file__).resolve().parent / "data" / "val_sample"
@@ -51,7 +51,7 @@ def test_one_pass_gives_the_vectors_search_and_ingest_use_for_each_setting(
     # The category evaluations embed catalog and query photos as ingest and search do.
     fused = ABLATION_VARIANTS[-1]
     for catalog, expected in ((True, pipeline.embed_catalog(images)), (False, embedder.embed(images))):
-        vecs = _embed_all(small_records[:3], {"learned": embedder}, settings, catalog=catalog)[fused]
+        vecs = embed_all(small_records[:3], {"learned": embedder}, settings, catalog=catalog)[fused]
         np.testing.assert_allclose(vecs, expected, atol=1e-5)
 
 

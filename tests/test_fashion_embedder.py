@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from fashion_search.catalog import load_catalog
-from fashion_search.evaluation import ablation
-from services.embedder.backbone import load_imagenet_network
-from services.embedder.fashion_net import load_tail, shipped_weights
-from services.embedder.model import COLOR_DIM, GarmentEmbedder
+from fashion_search.core.catalog import load_catalog
+from fashion_search.evaluation.category import ablation
+from fashion_search.services.embedder.backbone import load_imagenet_network
+from fashion_search.services.embedder.fashion_net import load_tail, shipped_weights
+from fashion_search.services.embedder.model import COLOR_DIM, GarmentEmbedder
 from tests.conftest import SAMPLE, make_settings
 
 VAL_SAMPLE = Path(__file__).resolve().parent / "data" / "val_sample"
@@ -76,7 +76,7 @@ def test_stage_split_into_a_frozen_and_a_trained_part_equals_the_whole_stage(spl
 
 
 def test_extra_scene_sets_train_the_fit_products_and_leave_the_holdout_unchanged() -> None:
-    from services.embedder.train import split_products, split_training_set
+    from fashion_search.services.embedder.training.train import split_products, split_training_set
 
     labels = np.repeat(np.arange(2), 10)
     products = torch.arange(20, dtype=torch.float32)[:, None]

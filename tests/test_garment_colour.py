@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fashion_search.domain import Box
-from fashion_search.garment_colour import HISTOGRAM_DIM, colour_histogram, with_colour
+from fashion_search.core.domain import Box
+from fashion_search.core.garment_colour import HISTOGRAM_DIM, colour_histogram, with_colour
 
 
 @pytest.fixture

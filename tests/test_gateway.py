@@ -12,15 +12,15 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from fashion_search.catalog import CatalogRecord
-from fashion_search.domain import IMAGE_VECTOR, Product
-from fashion_search.grpc_common import ServiceUnavailable
-from fashion_search.ingest import Ingestor
-from fashion_search.pipeline import SearchPipeline
-from gateway.app import create_app
-from gateway.cache import SearchCache
-from services.search.factory import make_index
-from tests.conftest import jpeg_bytes, make_settings
+from fashion_search.core.catalog import CatalogRecord
+from fashion_search.core.domain import IMAGE_VECTOR, Product
+from fashion_search.core.grpc_common import ServiceUnavailable
+from fashion_search.gateway.app import create_app
+from fashion_search.gateway.cache import SearchCache
+from fashion_search.pipeline.ingest import Ingestor
+from fashion_search.pipeline.search_pipeline import SearchPipeline
+from fashion_search.services.search.factory import make_index
+from tests.conftest import TEST_REDIS, jpeg_bytes, make_settings
 
 
 @pytest.fixture(scope="module")
@@ -313,8 +313,8 @@ def test_a_product_refused_for_its_fields_leaves_no_stored_photo(
 def test_cache_hits_and_invalidation_on_write(pipeline: SearchPipeline, small_records: list) -> None:
     import redis
 
-    redis.Redis.from_url("redis://127.0.0.1:6379/15").flushdb()
-    with _client(pipeline, cache_enabled=True, redis_url="redis://127.0.0.1:6379/15") as c:
+    redis.Redis.from_url(f"{TEST_REDIS}/15").flushdb()
+    with _client(pipeline, cache_enabled=True, redis_url=f"{TEST_REDIS}/15") as c:
         data = _photo(small_records[3])
         first = _search(c, data, top_k=3)
         second = _search(c, data, top_k=3)
@@ -334,7 +334,7 @@ def test_redis_down_still_answers(pipeline: SearchPipeline, small_records: list)
 
 
 def test_down_detector_degrades_fine_mode_to_simple(pipeline: SearchPipeline, small_records: list) -> None:
-    from services.detector.client import RemoteDetector
+    from fashion_search.services.detector.client import RemoteDetector
 
     settings = make_settings(pipeline.settings.data_dir, grpc_timeout_s=1.0)
     degraded = SearchPipeline(
@@ -346,7 +346,7 @@ def test_down_detector_degrades_fine_mode_to_simple(pipeline: SearchPipeline, sm
 
 
 def test_down_embedder_is_a_clear_503(pipeline: SearchPipeline, small_records: list) -> None:
-    from services.embedder.client import RemoteEmbedder
+    from fashion_search.services.embedder.client import RemoteEmbedder
 
     settings = make_settings(pipeline.settings.data_dir, grpc_timeout_s=1.0)
     broken = SearchPipeline(

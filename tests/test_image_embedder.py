@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fashion_search import commands
-from fashion_search.components import build_image_embedder
-from fashion_search.settings import Settings
-from services.embedder import server as embedder_server
+from fashion_search.cli import commands
+from fashion_search.core.settings import Settings
+from fashion_search.pipeline.components import build_image_embedder
+from fashion_search.services.embedder import server as embedder_server
 from tests.conftest import image_model, make_settings
 
 
@@ -36,8 +36,8 @@ def test_imagenet_vectors_cannot_sit_beside_another_image_model() -> None:
 def test_the_command_names_a_bad_setting_instead_of_a_traceback(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from fashion_search.cli import main
-    from fashion_search.settings import get_settings
+    from fashion_search.cli.main import main
+    from fashion_search.core.settings import get_settings
 
     monkeypatch.setenv("FS_EMBEDDER_MODEL", "imagenet")
     monkeypatch.setenv("FS_IMAGE_EMBEDDER_MODEL", "fashion-v1-b8")

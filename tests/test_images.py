@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from fashion_search.images import InvalidImage, decode_image
+from fashion_search.core.images import InvalidImage, decode_image
 from tests.conftest import make_settings
 
 # A 273-byte TIFF found by fuzzing decode_image (atheris): Pillow raised TypeError while loading it, a 500 then.

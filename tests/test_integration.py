@@ -19,17 +19,17 @@ import httpx
 import pytest
 import redis
 
-from fashion_search.catalog import CatalogRecord
-from fashion_search.ingest import Ingestor, scroll_pages
-from fashion_search.pipeline import SearchPipeline
-from fashion_search.settings import Settings
-from services.search.client import RemoteIndex
-from services.search.factory import make_index
-from tests.conftest import image_model, make_settings
+from fashion_search.core.catalog import CatalogRecord
+from fashion_search.core.settings import Settings
+from fashion_search.pipeline.ingest import Ingestor, scroll_pages
+from fashion_search.pipeline.search_pipeline import SearchPipeline
+from fashion_search.services.search.client import RemoteIndex
+from fashion_search.services.search.factory import make_index
+from tests.conftest import TEST_REDIS, image_model, make_settings
 
 pytestmark = pytest.mark.integration
 
-REDIS = "redis://127.0.0.1:6379"
+REDIS = TEST_REDIS
 # Separate Redis databases so a developer's own queue and cache are left alone.
 BROKER_DB, RESULT_DB, CACHE_DB = 11, 12, 13
 START_TIMEOUT_S = 180.0
@@ -72,7 +72,7 @@ def _setting(service: str) -> str:
 @pytest.fixture(scope="module")
 def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
     if not _redis_up():
-        pytest.fail("Redis must run on 127.0.0.1:6379 for the integration test (CI starts it)")
+        pytest.fail(f"Redis must run at {REDIS} for the integration test (CI starts it)")
     for db in (BROKER_DB, RESULT_DB, CACHE_DB):
         redis.Redis.from_url(f"{REDIS}/{db}").flushdb()
     tmp = tmp_path_factory.mktemp("topology")
@@ -158,7 +158,7 @@ def test_queue_ingest_and_remote_search_match_embedded_mode(
     Ingestor(embedded, settings).ingest_payloads(
         [r.to_dict() for r in records], [Path(r.image_path).read_bytes() for r in records]
     )
-    from fashion_search.images import decode_image
+    from fashion_search.core.images import decode_image
 
     for rec in (records[1], records[8]):
         data = Path(rec.image_path).read_bytes()

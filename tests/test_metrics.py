@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from fashion_search.domain import Box, Detection
-from fashion_search.evaluation import average_precision, precision_at, write_section
-from services.detector.metrics import best_f_threshold, detection_map, f_at_threshold
+from fashion_search.core.domain import Box, Detection
+from fashion_search.evaluation.metrics import average_precision, precision_at, write_section
+from fashion_search.services.detector.metrics import best_f_threshold, detection_map, f_at_threshold
 
 
 def test_precision_and_average_precision() -> None:

@@ -12,16 +12,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fashion_search.domain import Box, Detector, Segmenter
-from fashion_search.grpc_common import Expiring, ServiceUnavailable, check_health
-from fashion_search.images import InvalidImage
+from fashion_search.core.domain import Box, Detector, Segmenter
+from fashion_search.core.grpc_common import Expiring, ServiceUnavailable, check_health
+from fashion_search.core.images import InvalidImage
+from fashion_search.core.settings import Settings
 from fashion_search.rpc import common_pb2, detector_pb2, detector_pb2_grpc, segmenter_pb2, segmenter_pb2_grpc
-from fashion_search.settings import Settings
-from services.detector import server as detector_server
-from services.detector.client import RemoteDetector
-from services.segmenter import server as segmenter_server
-from services.segmenter.client import RemoteSegmenter
-from services.segmenter.model import GarmentSegmenter
+from fashion_search.services.detector import server as detector_server
+from fashion_search.services.detector.client import RemoteDetector
+from fashion_search.services.segmenter import server as segmenter_server
+from fashion_search.services.segmenter.client import RemoteSegmenter
+from fashion_search.services.segmenter.model import GarmentSegmenter
 
 DATA = Path("/work/shared/data/clothing-small")
 # A closed port must fail fast: well within this, with a 2 s RPC timeout.

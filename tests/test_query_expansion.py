@@ -10,11 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from fashion_search.catalog import CatalogRecord
-from fashion_search.evaluation_expansion import best_depth, expansion_sweep, holdout_mask, self_first
-from fashion_search.pipeline import SearchPipeline
-from services.embedder.fashion_net import shipped_weights
-from services.embedder.train import HOLDOUT, split_products
+from fashion_search.core.catalog import CatalogRecord
+from fashion_search.datasets.splits import HOLDOUT, split_products
+from fashion_search.evaluation.expansion import best_depth, expansion_sweep, holdout_mask, self_first
+from fashion_search.pipeline.search_pipeline import SearchPipeline
+from fashion_search.services.embedder.fashion_net import shipped_weights
 from tests.conftest import make_settings, two_pipelines
 
 
@@ -79,9 +79,9 @@ def test_holdout_mask_is_the_trainers_split_and_refuses_fully_trained_weights() 
 
 
 def test_cli_refuses_weights_trained_on_every_product(capsys: pytest.CaptureFixture[str]) -> None:
-    from fashion_search.cli import main
+    from fashion_search.cli.main import main
 
-    assert main(["eval-expansion", "--weights", str(shipped_weights("fashion-v2")), "--catalog", "unused"]) == 2
+    assert main(["eval", "expansion", "--weights", str(shipped_weights("fashion-v2")), "--catalog", "unused"]) == 2
     assert "holdout-only" in capsys.readouterr().err
 
 

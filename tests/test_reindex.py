@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from fashion_search.domain import GARMENT_VECTOR, IMAGE_VECTOR, Embedder
-from fashion_search.images import decode_image
-from fashion_search.ingest import CHANGED_WHILE_REINDEXING, Ingestor
-from fashion_search.pipeline import SearchPipeline
-from fashion_search.settings import Settings
-from services.search.factory import make_local_index
+from fashion_search.core.domain import GARMENT_VECTOR, IMAGE_VECTOR, Embedder
+from fashion_search.core.images import decode_image
+from fashion_search.core.settings import Settings
+from fashion_search.pipeline.ingest import CHANGED_WHILE_REINDEXING, Ingestor
+from fashion_search.pipeline.search_pipeline import SearchPipeline
+from fashion_search.services.search.factory import make_local_index
 from tests.conftest import make_settings
 
 VAL = Path(__file__).resolve().parent / "data" / "val_sample"
@@ -110,7 +110,7 @@ def test_a_product_stored_before_ids_had_a_rule_is_reported_and_the_rest_reindex
     legacy = replace(new.index.get("p0"), product_id="legacy id/1")  # type: ignore[type-var]
     vectors = old.catalog_vectors([decode_image(images[0], settings)])[0].vectors
     with monkeypatch.context() as m:  # as an index written by an earlier version would hold it
-        m.setattr("services.search.points.check_new_product_id", lambda pid: pid)
+        m.setattr("fashion_search.services.search.points.check_new_product_id", lambda pid: pid)
         new.index.upsert([(legacy, vectors)])
     report = Ingestor(new, settings).reindex()
     assert report.indexed == len(CLASSES)
@@ -169,7 +169,7 @@ def test_a_product_written_or_deleted_while_reindexing_keeps_the_newer_write(
 @pytest.fixture
 def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """The CLI's settings on an empty Edge index under tmp_path, with no broker and no remote service."""
-    from fashion_search.settings import get_settings
+    from fashion_search.core.settings import get_settings
 
     for name, value in {"FS_DATA_DIR": str(tmp_path), "FS_INDEX_BACKEND": "edge", "FS_BROKER_URL": "",
                         "FS_SEARCH_URL": "", "FS_DETECTOR_URL": "", "FS_SEGMENTER_URL": "",
@@ -181,7 +181,7 @@ def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 
 def test_cli_reindex_in_process_and_queue_without_broker(cli_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from fashion_search.cli import main
+    from fashion_search.cli.main import main
 
     # Nothing is indexed, so no model is ever loaded: this checks the wiring, the tests above the work.
     assert main(["reindex"]) == 0

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from fashion_search.core.domain import Box
 from fashion_search.datasets.scenes import generate_scenes, load_scenes
-from fashion_search.domain import Box
-from services.detector.centernet import VARIANTS, SceneDetector
-from services.detector.metrics import detection_map
+from fashion_search.services.detector.centernet import VARIANTS, SceneDetector
+from fashion_search.services.detector.metrics import detection_map
 from tests.conftest import make_settings
 
 VAL_SAMPLE = Path(__file__).resolve().parent / "data" / "val_sample"
@@ -37,7 +37,7 @@ def test_weights_ship_small_and_load(tmp_path: Path, variant: str) -> None:
 def test_trained_detector_beats_v0_on_multi_garment_scenes(
     scenes: list[dict], tmp_path: Path, variant: str
 ) -> None:
-    from services.detector.model import GarmentDetector
+    from fashion_search.services.detector.model import GarmentDetector
 
     trained = SceneDetector(make_settings(tmp_path), variant)
     baseline = GarmentDetector(make_settings(tmp_path))
@@ -65,7 +65,7 @@ def test_two_stage_detector_uses_its_calibrated_threshold_unless_set(scenes: lis
 
 
 def test_shipped_detector_finds_the_garment_of_product_photos(tmp_path: Path) -> None:
-    from fashion_search.evaluation_models import product_photo_report
+    from fashion_search.evaluation.models import product_photo_report
     settings = make_settings(tmp_path)
     report = product_photo_report(SceneDetector(settings, "centernet-v3"), settings, str(VAL_SAMPLE), None)
     assert report["photos"] == 14  # val_sample photos with a usable garment mask
@@ -74,7 +74,7 @@ def test_shipped_detector_finds_the_garment_of_product_photos(tmp_path: Path) ->
 
 
 def test_eval_models_reports_scenes_and_product_photos(tmp_path: Path) -> None:
-    from fashion_search.evaluation_models import evaluate_models, models_markdown
+    from fashion_search.evaluation.models import evaluate_models, models_markdown
 
     scenes_dir = tmp_path / "scenes"
     generate_scenes(str(VAL_SAMPLE), str(scenes_dir), 3, 7, "test", scenes_dir / "garment_masks.jsonl")
@@ -86,7 +86,7 @@ def test_eval_models_reports_scenes_and_product_photos(tmp_path: Path) -> None:
 
 
 def test_shipped_detector_finds_one_garment_in_a_product_photo(tmp_path: Path) -> None:
-    from fashion_search.evaluation_models import product_photo_report
+    from fashion_search.evaluation.models import product_photo_report
 
     # Held-out validation product photos: one frame-filling garment each. Measured: 14 photos with a usable mask,
     # 1.21 garments per photo, all found; the detector trained on scenes alone gave 2.29.

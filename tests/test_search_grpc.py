@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fashion_search.domain import GARMENT_VECTOR, IMAGE_VECTOR, Box, Product, VectorIndex
-from fashion_search.grpc_common import ServiceUnavailable, check_health
-from fashion_search.settings import Settings
-from services.search.client import RemoteIndex
-from services.search.edge_index import EdgeIndex
-from services.search.factory import make_index
-from services.search.points import expand_query
-from services.search.server import start_server
+from fashion_search.core.domain import GARMENT_VECTOR, IMAGE_VECTOR, Box, Product, VectorIndex
+from fashion_search.core.grpc_common import ServiceUnavailable, check_health
+from fashion_search.core.settings import Settings
+from fashion_search.services.search.client import RemoteIndex
+from fashion_search.services.search.edge_index import EdgeIndex
+from fashion_search.services.search.factory import make_index
+from fashion_search.services.search.points import expand_query
+from fashion_search.services.search.server import start_server
 
 DIM = 8
 

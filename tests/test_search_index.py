@@ -15,13 +15,13 @@ import pytest
 import qdrant_edge as qe
 from qdrant_client import models
 
-from fashion_search.domain import GARMENT_VECTOR, IMAGE_VECTOR, Box, Product, VectorIndex
-from fashion_search.garment_colour import HISTOGRAM_DIM
-from fashion_search.settings import Settings
-from services.search.edge_index import EdgeIndex
-from services.search.factory import make_index, stored_dim
-from services.search.points import REVISION_FIELD, expand_query, point_id, product_payload
-from services.search.qdrant_index import QdrantServerIndex
+from fashion_search.core.domain import GARMENT_VECTOR, IMAGE_VECTOR, Box, Product, VectorIndex
+from fashion_search.core.garment_colour import HISTOGRAM_DIM
+from fashion_search.core.settings import Settings
+from fashion_search.services.search.edge_index import EdgeIndex
+from fashion_search.services.search.factory import make_index, stored_dim
+from fashion_search.services.search.points import REVISION_FIELD, expand_query, point_id, product_payload
+from fashion_search.services.search.qdrant_index import QdrantServerIndex
 
 DIM = 8
 CATEGORIES = ("dress", "shirt", "shoe")
@@ -460,7 +460,7 @@ def test_factory_builds_backend_and_reads_stored_dim(tmp_path: Path, backend_nam
 
 def test_the_cli_refuses_an_index_of_another_layout_with_a_clear_error_and_keeps_it(tmp_path: Path) -> None:
     """An index built with the colour histogram off, opened by a CLI that has it on (the default)."""
-    from services.embedder.model import GarmentEmbedder
+    from fashion_search.services.embedder.model import GarmentEmbedder
 
     old = Settings(data_dir=tmp_path, index_backend="edge", search_url="", garment_colour_weight=0.0)
     dim = GarmentEmbedder(old).dim  # the embedder's real dim: only the garment vectors' length differs
@@ -483,9 +483,9 @@ def test_the_server_backend_works_without_the_edge_engine_installed() -> None:
     script = (
         "import sys; sys.modules['qdrant_edge'] = None\n"  # any import of it now raises ImportError
         "import numpy as np\n"
-        "from fashion_search.domain import Product\n"
-        "from fashion_search.settings import Settings\n"
-        "from services.search.qdrant_index import QdrantServerIndex\n"
+        "from fashion_search.core.domain import Product\n"
+        "from fashion_search.core.settings import Settings\n"
+        "from fashion_search.services.search.qdrant_index import QdrantServerIndex\n"
         "index = QdrantServerIndex(Settings(), 4, ':memory:')\n"
         "index.upsert([(Product('p1', 'dress'), {'image': np.ones(4), 'garment': np.ones(4)})])\n"
         "print(index.search(np.ones(4), 1)[0].product.product_id)\n"

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from fashion_search.domain import Box, Segmenter
-from fashion_search.settings import Settings
-from services.segmenter.model import GarmentSegmenter
+from fashion_search.core.domain import Box, Segmenter
+from fashion_search.core.settings import Settings
+from fashion_search.services.segmenter.model import GarmentSegmenter
 from tests.conftest import ODD_BOXES
 
 DATA = Path("/work/shared/data/clothing-small")

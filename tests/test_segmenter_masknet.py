@@ -11,15 +11,21 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fashion_search.components import build_segmenter, local_segmenter
+from fashion_search.core.domain import Box, Segmenter
+from fashion_search.core.settings import Settings
 from fashion_search.datasets.scenes import decode_mask, generate_scenes, load_scenes
-from fashion_search.domain import Box, Segmenter
-from fashion_search.evaluation_models import mask_scores
-from fashion_search.settings import Settings
-from services.segmenter import server as segmenter_server
-from services.segmenter.client import RemoteSegmenter
-from services.segmenter.mask_net import OUTPUT_SIZE, WEIGHTS, MaskSegmenter, context_window, logits_to_mask
-from services.segmenter.model import GarmentSegmenter
+from fashion_search.evaluation.models import mask_scores
+from fashion_search.pipeline.components import build_segmenter, local_segmenter
+from fashion_search.services.segmenter import server as segmenter_server
+from fashion_search.services.segmenter.client import RemoteSegmenter
+from fashion_search.services.segmenter.mask_net import (
+    OUTPUT_SIZE,
+    WEIGHTS,
+    MaskSegmenter,
+    context_window,
+    logits_to_mask,
+)
+from fashion_search.services.segmenter.model import GarmentSegmenter
 from tests.conftest import ODD_BOXES
 
 VAL_SAMPLE = Path(__file__).resolve().parent / "data" / "val_sample"

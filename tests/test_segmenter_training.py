@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
+from fashion_search.core.domain import Box
 from fashion_search.datasets.scenes import generate_scenes, load_scenes
-from fashion_search.domain import Box
-from fashion_search.evaluation_scenes import MATCH_IOU
-from services.segmenter.mask_net import FrozenEncoder
-from services.segmenter.train_segmenter import VIEWS, build_training_set, detector_boxes
+from fashion_search.evaluation.scenes import MATCH_IOU
+from fashion_search.services.segmenter.mask_net import FrozenEncoder
+from fashion_search.services.segmenter.training.train import VIEWS, build_training_set, detector_boxes
 
 VAL_SAMPLE = Path(__file__).resolve().parent / "data" / "val_sample"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fashion_search.evaluation import ablation_markdown, with_intervals
-from fashion_search.significance import Interval, mean_interval, paired_difference, summed_difference
+from fashion_search.evaluation.category import ablation_markdown, with_intervals
+from fashion_search.evaluation.significance import Interval, mean_interval, paired_difference, summed_difference
 
 
 def test_interval_holds_the_mean_and_narrows_with_more_queries() -> None:

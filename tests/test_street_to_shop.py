@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from fashion_search.datasets.scenes import generate_scenes
-from fashion_search.evaluation_scenes import street_to_shop
+from fashion_search.evaluation.scenes import street_to_shop
 from tests.conftest import make_settings
 
 VAL_SAMPLE = Path(__file__).resolve().parent / "data" / "val_sample"

@@ -10,10 +10,10 @@ import torch
 from PIL import Image
 from pydantic import ValidationError
 
-from fashion_search.catalog import CatalogRecord
-from fashion_search.model_base import resolve_device
-from fashion_search.pipeline import prepare
-from services.segmenter.mask_net import MaskSegmenter
+from fashion_search.core.catalog import CatalogRecord
+from fashion_search.core.model_base import resolve_device
+from fashion_search.pipeline.search_pipeline import prepare
+from fashion_search.services.segmenter.mask_net import MaskSegmenter
 from tests.conftest import make_settings
 
 
@@ -39,7 +39,7 @@ def test_unknown_device_names_are_refused_by_the_settings(tmp_path: Path, name: 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the model services' GPU node)")
 def test_models_on_the_gpu_give_what_they_give_on_the_cpu(tmp_path: Path, small_records: list[CatalogRecord]) -> None:
-    from fashion_search.components import build_detector, build_embedder, build_segmenter
+    from fashion_search.pipeline.components import build_detector, build_embedder, build_segmenter
 
     photos = [prepare(Image.open(r.image_path).convert("RGB"), make_settings(tmp_path)) for r in small_records[::4]]
     models = {}

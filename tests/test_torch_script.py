@@ -10,11 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from fashion_search.catalog import CatalogRecord
-from fashion_search.domain import Box
-from services.detector.centernet import SceneDetector
-from services.embedder.model import GarmentEmbedder
-from services.segmenter.mask_net import MaskSegmenter
+from fashion_search.core.catalog import CatalogRecord
+from fashion_search.core.domain import Box
+from fashion_search.services.detector.centernet import SceneDetector
+from fashion_search.services.embedder.model import GarmentEmbedder
+from fashion_search.services.segmenter.mask_net import MaskSegmenter
 from tests.conftest import make_settings
 
 

@@ -8,11 +8,17 @@ import numpy as np
 import pytest
 
 from fashion_search.datasets.scenes import generate_scenes, load_scenes
-from services.detector.box_head import BoxHead, Scoring
-from services.detector.centernet import MID_CHANNELS, STRIDE, VARIANTS, CenterHead
-from services.detector.metrics import detection_map
-from services.detector.train_box_head import choose_min_score, detect_all, proposals_of, train_box_head, truths_of
-from services.detector.train_detector import (
+from fashion_search.services.detector.box_head import BoxHead, Scoring
+from fashion_search.services.detector.centernet import MID_CHANNELS, STRIDE, VARIANTS, CenterHead
+from fashion_search.services.detector.metrics import detection_map
+from fashion_search.services.detector.training.box_head import (
+    choose_min_score,
+    detect_all,
+    proposals_of,
+    train_box_head,
+    truths_of,
+)
+from fashion_search.services.detector.training.train import (
     cache_pyramid,
     evaluate,
     holdout_report,

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from fashion_search.catalog import CatalogRecord
-from fashion_search.ingest import Ingestor
-from fashion_search.pipeline import SearchPipeline
-from services.search.factory import make_index
+from fashion_search.core.catalog import CatalogRecord
+from fashion_search.pipeline.ingest import Ingestor
+from fashion_search.pipeline.search_pipeline import SearchPipeline
+from fashion_search.services.search.factory import make_index
+from fashion_search.workers import tasks
+from fashion_search.workers.tasks import decode_photos
 from tests.conftest import make_settings
-from workers import tasks
-from workers.tasks import decode_photos
 
 
 def test_a_photo_that_is_not_base64_refuses_its_product_only() -> None:

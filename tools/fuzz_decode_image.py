@@ -44,8 +44,8 @@ def fuzz(libfuzzer_args: list[str]) -> None:
     import atheris
 
     Image.init()  # load every format plugin first, so instrument_all reaches them
-    from fashion_search.images import InvalidImage, decode_image
-    from fashion_search.settings import Settings
+    from fashion_search.core.images import InvalidImage, decode_image
+    from fashion_search.core.settings import Settings
 
     atheris.instrument_all()
     settings = Settings(max_image_pixels=4_000_000, max_image_side=4000)

@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
-from fashion_search.catalog import CatalogRecord, load_catalog
+from fashion_search.core.catalog import CatalogRecord, load_catalog
 from fashion_search.datasets import garment_mask as garment_mask_module
 from fashion_search.datasets.garment_mask import garment_mask
 

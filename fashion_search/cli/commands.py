@@ -1,0 +1,316 @@
+"""Implementations of the CLI subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import sys
+import urllib.request
+from pathlib import Path
+
+from tqdm import tqdm
+
+from fashion_search.core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _command_line() -> str:
+    return "fashion-search " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def _print_evaluation(args: argparse.Namespace, text: str, section: str, json_text: str) -> int:
+    """Print an evaluation's Markdown (its JSON with --json); with --output, write it into that file's section."""
+    from fashion_search.evaluation.metrics import write_section
+
+    print(json_text if args.json else text)
+    if args.output:
+        write_section(Path(args.output), section, text, "Evaluation")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    """Run one part of the system in this process."""
+    target = args.target
+    if target == "gateway":
+        import uvicorn
+
+        from fashion_search.gateway.app import create_app
+
+        uvicorn.run(create_app(settings), host=settings.bind_host, port=settings.gateway_port, log_level="info")
+    elif target == "worker":
+        from fashion_search.workers.celery_app import celery_app
+
+        # solo pool: one batch at a time per process (the models use every core); scale with more workers.
+        celery_app.worker_main(["worker", "--loglevel=INFO", "--pool=solo", "-n", "fashion-worker@%h"])
+    elif target == "image-embedder":
+        from fashion_search.services.embedder.server import serve
+
+        if not settings.separate_image_embedder:
+            print('error: FS_IMAGE_EMBEDDER_MODEL is "same": image vectors come from the embedder service',
+                  file=sys.stderr)
+            return 2
+
+        # The embedder server again, on the image vectors' model and port (FS_IMAGE_EMBEDDER_*).
+        serve(settings.image_embedder_settings())
+    else:
+        import importlib
+
+        importlib.import_module(f"fashion_search.services.{target}.server").serve(settings)
+    return 0
+
+
+def _ingest_local(records: list, settings: Settings) -> int:
+    from fashion_search.pipeline.components import build_pipeline
+    from fashion_search.pipeline.ingest import Ingestor
+
+    pipeline = build_pipeline(settings)
+    try:
+        with tqdm(total=len(records), unit="product", desc="ingest") as bar:
+            report = Ingestor(pipeline, settings).ingest_records(records, on_progress=bar.update)
+        pipeline.index.optimize()
+    finally:
+        pipeline.index.close()
+    return _print_ingest_report(report)
+
+
+def _print_ingest_report(report: object, verb: str = "indexed") -> int:
+    """Print what an ingest or reindex wrote and what it refused (and why); exit status 1 if it refused all."""
+    indexed = getattr(report, "indexed", 0)
+    failed = getattr(report, "failed", [])
+    print(f"{verb} {indexed} products; {len(failed)} refused")
+    for pid, why in failed[:20]:
+        print(f"  {pid}: {why}")
+    return 0 if indexed or not failed else 1
+
+
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    """Load a catalog in-process, or through Celery when a broker is configured."""
+    from fashion_search.core.catalog import CatalogError, load_catalog
+
+    try:
+        records = load_catalog(args.path)
+    except CatalogError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not settings.broker_url or args.sync:
+        return _ingest_local(records, settings)
+    from fashion_search.workers.enqueue import enqueue_catalog, wait_for
+
+    results, unreadable = enqueue_catalog(records, settings)
+    print(f"queued {len(results)} tasks for {len(records)} products on {settings.broker_url}")
+    if not args.wait:
+        for pid, why in unreadable.failed:
+            print(f"  {pid}: {why}")
+        return 0
+    report = wait_for(results, len(records) - len(unreadable.failed))
+    report.merge(unreadable)
+    return _print_ingest_report(report)
+
+
+def cmd_reindex(args: argparse.Namespace, settings: Settings) -> int:
+    """Recompute indexed products' vectors in-process, or through Celery with --queue."""
+    ids: list[str] | None = list(args.product_ids) or None
+    if args.queue:
+        return _reindex_queue(ids, args.wait, settings)
+    from fashion_search.pipeline.components import build_pipeline
+    from fashion_search.pipeline.ingest import Ingestor
+
+    pipeline = build_pipeline(settings)
+    try:
+        total = len(set(ids)) if ids is not None else pipeline.index.stats().count
+        with tqdm(total=total, unit="product", desc="reindex") as bar:
+            report = Ingestor(pipeline, settings).reindex(ids, on_progress=bar.update)
+        pipeline.index.optimize()
+    finally:
+        pipeline.index.close()
+    return _print_ingest_report(report, "reindexed")
+
+
+def _reindex_queue(ids: list[str] | None, wait: bool, settings: Settings) -> int:
+    if not settings.broker_url:
+        print("error: --queue needs a broker (FS_BROKER_URL)", file=sys.stderr)
+        return 2
+    from fashion_search.pipeline.components import build_index
+    from fashion_search.workers.enqueue import enqueue_reindex, wait_for
+
+    # Only the listing needs the index here (no model is loaded); the workers open their own.
+    index = build_index(settings)
+    try:
+        results, total = enqueue_reindex(index, settings, ids)
+    finally:
+        index.close()
+    print(f"queued {len(results)} reindex tasks for {total} products on {settings.broker_url}")
+    if not wait:
+        return 0
+    return _print_ingest_report(wait_for(results, total, desc="reindex (queue)"), "reindexed")
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    """Index the sample catalog once (reused on later runs) and serve the page and API in one process."""
+    from fashion_search.core.catalog import CatalogError, load_catalog
+    from fashion_search.pipeline.components import build_pipeline
+    from fashion_search.pipeline.ingest import Ingestor
+
+    pipeline = build_pipeline(settings)
+    stats = pipeline.index.stats()
+    if stats.count == 0:
+        try:
+            records = load_catalog(args.catalog or settings.sample_catalog)
+        except CatalogError as exc:
+            pipeline.index.close()
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        with tqdm(total=len(records), unit="product", desc="indexing sample catalog") as bar:
+            report = Ingestor(pipeline, settings).ingest_records(records, on_progress=bar.update)
+        pipeline.index.optimize()
+        _print_ingest_report(report)
+    else:
+        print(f"reusing the index at {settings.index_path} ({stats.count} products, version {stats.version}); "
+              "after a model upgrade, `fashion-search reindex` recomputes its vectors")
+        if stale := pipeline.stale_index(stats):
+            print(f"warning: {stale}", file=sys.stderr)
+    if args.no_serve:
+        pipeline.index.close()
+        return 0
+    import uvicorn
+
+    from fashion_search.gateway.app import create_app
+
+    for model in (pipeline.detector, pipeline.segmenter, pipeline.embedder, pipeline.image_embedder):
+        load = getattr(model, "load", None)
+        if callable(load):
+            load()  # load now, so the first shopper does not wait for the weights
+    print(f"search page: http://{settings.bind_host}:{settings.gateway_port}/  API docs: /docs")
+    uvicorn.run(create_app(settings, pipeline), host=settings.bind_host, port=settings.gateway_port)
+    pipeline.index.close()
+    return 0
+
+
+def cmd_eval_category(args: argparse.Namespace, settings: Settings) -> int:
+    """Precision@5/10/20 and mAP@20 of a catalog against query images."""
+    from fashion_search.evaluation.category import ablation, ablation_markdown, evaluate, to_markdown
+
+    if args.ablation:
+        table = ablation(settings, args.catalog, args.queries, args.limit)
+        text = ablation_markdown(table, _command_line(), f"catalog `{args.catalog}`, queries `{args.queries}`")
+        return _print_evaluation(args, text, "eval-ablation", json.dumps(table, indent=2))
+    result = evaluate(settings, args.catalog, args.queries, args.mode, args.limit)
+    return _print_evaluation(args, to_markdown(result, _command_line()), f"eval-{args.mode}", result.to_json())
+
+
+def cmd_eval_expansion(args: argparse.Namespace, settings: Settings) -> int:
+    """Query-expansion depths on the embedder's product holdout."""
+    from fashion_search.evaluation.expansion import best_depth, expansion_markdown, expansion_sweep
+
+    try:
+        depths = [int(d) for d in args.depths.split(",") if d.strip()]
+        table, held, fitted = expansion_sweep(settings, args.catalog, Path(args.weights), depths)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    text = expansion_markdown(table, held, fitted, Path(args.weights), _command_line())
+    figures = {"depths": table, "chosen": best_depth(table)}
+    return _print_evaluation(args, text, "eval-expansion", json.dumps(figures, indent=2))
+
+
+def cmd_eval_vote(args: argparse.Namespace, settings: Settings) -> int:
+    """Category-vote depths and weights on the embedder's product holdout, picked on one half, judged on the other."""
+    from fashion_search.evaluation.vote import vote_markdown, vote_sweep
+
+    try:
+        result = vote_sweep(settings, args.catalog, Path(args.weights), seed=args.seed)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    text = vote_markdown(result, Path(args.weights), _command_line())
+    rows = {f"{d}x{w:g}": row for (d, w), row in result["rows"].items()}
+    return _print_evaluation(args, text, "eval-vote", json.dumps(result | {"rows": rows}, indent=2))
+
+
+def cmd_eval_embedding(args: argparse.Namespace, settings: Settings) -> int:
+    """Colour weight × mirror averaging on the embedder's product holdout, or two weight files compared on it."""
+    from fashion_search.evaluation.embedding import (
+        compare_weights,
+        comparison_markdown,
+        comparison_section,
+        settings_markdown,
+        settings_sweep,
+    )
+
+    try:
+        if args.baseline:
+            result = compare_weights(
+                settings, args.catalog, args.scenes, Path(args.weights), Path(args.baseline), args.limit
+            )
+        else:
+            result = settings_sweep(settings, args.catalog, args.scenes, Path(args.weights), args.limit)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    text = (comparison_markdown if args.baseline else settings_markdown)(result, _command_line())
+    section = comparison_section(result) if args.baseline else "eval-embedding"
+    return _print_evaluation(args, text, section, json.dumps(result, indent=2))
+
+
+def _scenes(args: argparse.Namespace) -> Path:
+    from fashion_search.datasets.scenes import ensure_scenes
+
+    return ensure_scenes(args.scenes, args.generate_from, args.n, args.seed)
+
+
+def cmd_eval_scenes(args: argparse.Namespace, settings: Settings) -> int:
+    """Street-to-shop recall on generated scenes."""
+    from fashion_search.evaluation.scenes import street_to_shop, street_to_shop_markdown
+
+    result = street_to_shop(settings, str(_scenes(args)), args.catalog, args.limit)
+    text = street_to_shop_markdown(result, _command_line())
+    key = f"eval-street-to-shop-{settings.detector_model}-catalog-{settings.catalog_garment}"
+    return _print_evaluation(args, text, key, json.dumps(result, indent=2))
+
+
+def cmd_eval_models(args: argparse.Namespace, settings: Settings) -> int:
+    """Detector mAP and segmenter mIoU on generated scenes."""
+    from fashion_search.evaluation.models import evaluate_models, models_markdown
+
+    result = evaluate_models(settings, str(_scenes(args)), args.limit, args.photos)
+    text = models_markdown(result, _command_line())
+    key = f"eval-models-{settings.detector_model}-{result['segmenter']}"
+    return _print_evaluation(args, text, key, json.dumps(result, indent=2))
+
+
+def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    """Per-stage latency table, printed and written to docs/BENCHMARKS.md."""
+    from fashion_search.evaluation.bench import run_bench, save_report, to_markdown
+
+    table, info = run_bench(settings, args.queries or settings.bench_queries)
+    text = to_markdown(table, info, _command_line())
+    print(text)
+    save_report(Path(args.output) if args.output else settings.docs_dir / "BENCHMARKS.md", text)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    """Run one model's trainer with the remaining options (it writes the weights file and logs its figures)."""
+    import importlib
+
+    from fashion_search.cli.parser import TRAINERS
+
+    importlib.import_module(TRAINERS[args.verb][0]).main(args.options)
+    return 0
+
+
+def cmd_healthcheck(args: argparse.Namespace, settings: Settings) -> int:
+    """Exit 0 if the service at the URL is healthy."""
+    url: str = args.url
+    if url.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(url, timeout=3) as resp:
+                return 0 if resp.status == 200 else 1
+        except OSError:
+            return 1
+    from fashion_search.core.grpc_common import check_health
+
+    return 0 if check_health(url, settings) else 1

@@ -1,0 +1,119 @@
+"""The argument parser of `fashion-search`: each verb (and each verb of a group) says what it does in one line."""
+
+from __future__ import annotations
+
+import argparse
+
+SERVE_TARGETS = ("gateway", "detector", "segmenter", "embedder", "image-embedder", "search", "worker")
+MODES = ("simple", "fine", "tag")
+# Each trainer is a module with main(argv); `fashion-search train X --help` shows its own options.
+TRAINERS = {
+    "detector": ("fashion_search.services.detector.training.train", "the detector's heads on generated scenes"),
+    "segmenter": ("fashion_search.services.segmenter.training.train", "the segmenter's mask net on generated scenes"),
+    "embedder": ("fashion_search.services.embedder.training.train", "the garment embedder on photos and scenes"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="fashion-search", description="Visual fashion search: photo in, matching catalog products out.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="index the bundled sample catalog (once) and serve the page and API")
+    demo.add_argument("--catalog", help="catalog to index instead of the bundled sample")
+    demo.add_argument("--no-serve", action="store_true", help="index only, then exit")
+
+    serve = sub.add_parser("serve", help="run one part of the system as its own process")
+    serve.add_argument("target", choices=SERVE_TARGETS)
+
+    ingest = sub.add_parser("ingest", help="load a catalog: a folder of images, or a CSV/JSONL file")
+    ingest.add_argument("path")
+    ingest.add_argument("--sync", action="store_true", help="ingest in-process even if a broker is configured")
+    ingest.add_argument("--wait", action="store_true", help="with a broker: wait for all tasks to finish")
+
+    rx = sub.add_parser(
+        "reindex", help="recompute the vectors of indexed products from their stored images (after a model change)",
+    )
+    rx.add_argument("product_ids", nargs="*", metavar="PRODUCT_ID", help="only these products (default: all)")
+    rx.add_argument("--queue", action="store_true", help="send batches to the Celery workers (needs FS_BROKER_URL)")
+    rx.add_argument("--wait", action="store_true", help="with --queue: wait for all tasks to finish")
+
+    tr = sub.add_parser("train", help="train a model's shipped weights (options after the model go to its trainer)")
+    tr_sub = tr.add_subparsers(dest="verb", required=True)
+    for name, (_, about) in sorted(TRAINERS.items()):
+        # Everything after the model (--help too) is the trainer's own: main() hands it over.
+        tr_sub.add_parser(name, help=about, add_help=False)
+
+    evals = sub.add_parser("eval", help="measure retrieval and model quality (one verb per evaluation)")
+    eval_sub = evals.add_subparsers(dest="verb", required=True)
+    ev = eval_sub.add_parser("category", help="category precision of an ImageFolder catalog against query images")
+    ev.add_argument("--catalog", required=True)
+    ev.add_argument("--queries", required=True)
+    ev.add_argument("--mode", choices=MODES, default="simple")
+    ev.add_argument("--json", action="store_true", help="print the figures as JSON")
+    ev.add_argument("--limit", type=int, default=0, help="use at most N images per class (0 = all)")
+    ev.add_argument("--output", help="also write the figures to this Markdown file")
+    ev.add_argument(
+        "--ablation", action="store_true",
+        help="compare ImageNet / +color / learned 512 / learned 542 features side by side (exact kNN)",
+    )
+
+    ex = eval_sub.add_parser("expansion", help="choose FS_QUERY_EXPANSION on the embedder's product holdout")
+    ex.add_argument("--catalog", default="../shared/data/clothing-small/train", help="the embedder's train photos")
+    ex.add_argument("--weights", required=True, help="embedder weights trained with --holdout-only")
+    ex.add_argument("--depths", default="0,1,2,3,5,10,20", help="comma-separated depths to try")
+    ex.add_argument("--json", action="store_true", help="print the figures as JSON")
+    ex.add_argument("--output", help="also write the figures to this Markdown file")
+
+    ev = eval_sub.add_parser("vote", help="choose the category vote on the embedder's product holdout")
+    ev.add_argument("--catalog", default="../shared/data/clothing-small/train", help="the embedder's train photos")
+    ev.add_argument("--weights", required=True, help="embedder weights trained with --holdout-only")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the pick/confirm split of the held-out products")
+    ev.add_argument("--json", action="store_true", help="print the figures as JSON")
+    ev.add_argument("--output", help="also write the figures to this Markdown file")
+
+    es = eval_sub.add_parser(
+        "embedding", help="choose FS_COLOR_WEIGHT and FS_MIRROR_AVERAGING on the embedder's product holdout",
+    )
+    es.add_argument("--catalog", default="../shared/data/clothing-small/train", help="the embedder's train photos")
+    es.add_argument("--scenes", default="data/scenes/train", help="scenes generated from the same photos")
+    es.add_argument("--weights", required=True, help="embedder weights trained with --holdout-only")
+    es.add_argument("--limit", type=int, default=0, help="use the first N scenes with held-out garments (0 = all)")
+    es.add_argument(
+        "--baseline", default="",
+        help="instead of sweeping settings, compare --weights with these (same split) at the configured settings",
+    )
+    es.add_argument("--json", action="store_true", help="print the figures as JSON")
+    es.add_argument("--output", help="also write the figures to this Markdown file")
+
+    s2s = eval_sub.add_parser("scenes", help="street-to-shop Recall@1/@10 on generated scenes, simple vs fine")
+    _scene_options(s2s)
+    s2s.add_argument("--catalog", action="append", required=True, help="ImageFolder catalog (repeatable)")
+
+    em = eval_sub.add_parser("models", help="detector mAP@0.5 and segmenter mIoU on generated scenes")
+    _scene_options(em)
+    em.add_argument("--photos", default="",
+                    help="held-out product photos: also count the garments fine mode finds in each")
+
+    bench = sub.add_parser("bench", help="per-stage latency p50/p95 for simple and fine mode")
+    bench.add_argument("--queries", type=int, default=0, help="number of queries (default: settings)")
+    bench.add_argument("--output", default="", help="Markdown file (default: docs/BENCHMARKS.md)")
+
+    hc = sub.add_parser("healthcheck", help="exit 0 if the service at URL is healthy (grpc://host:port or http://...)")
+    hc.add_argument("url")
+    return parser
+
+
+def _scene_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--scenes", required=True, help="a folder of generated scenes (fashion_search.datasets.scenes)")
+    parser.add_argument(
+        "--generate-from", default=None,
+        help="photos to generate the scenes from when --scenes holds none yet (held-out photos only)",
+    )
+    parser.add_argument("--n", type=int, default=500, help="scenes to generate (with --generate-from)")
+    parser.add_argument("--seed", type=int, default=2, help="generator seed (with --generate-from)")
+    parser.add_argument("--limit", type=int, default=0, help="use the first N scenes (0 = all)")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--output", help="also write the figures to this Markdown file")

@@ -1,0 +1,30 @@
+"""What the routes document in the OpenAPI schema beyond their response models: every error answer (an ErrorOut
+body) and the photo a product route serves."""
+
+from __future__ import annotations
+
+from fashion_search.gateway.schemas import ErrorOut
+
+Responses = dict[int | str, dict[str, object]]
+
+
+def _error(description: str) -> dict[str, object]:
+    return {"model": ErrorOut, "description": description}
+
+
+# Request validation answers ErrorOut too (gateway/errors.py), not FastAPI's default list of errors.
+INVALID: Responses = {422: _error("invalid field")}
+UNAVAILABLE: Responses = {503: _error("a required service is down")}
+UPLOAD: Responses = {
+    400: _error("not an image, empty or corrupt upload"),
+    413: _error("upload or image too large"),
+    **INVALID,
+    **UNAVAILABLE,
+}
+NOT_FOUND: Responses = {404: _error("unknown product"), **INVALID, **UNAVAILABLE}
+PHOTO: Responses = {
+    200: {
+        "description": "the product's photo in its stored format (octet-stream if the file is no longer an image)",
+        "content": {"image/*": {}, "application/octet-stream": {}},
+    },
+}

@@ -1,0 +1,97 @@
+"""Catalog products: add one (with its photo), read, delete, and serve its photo."""
+
+from __future__ import annotations
+
+from pathlib import Path as FilePath
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Path, Response, UploadFile
+from fastapi.responses import FileResponse
+
+from fashion_search.core.domain import PRODUCT_ID_PATTERN, PRODUCT_ID_RULE, Product
+from fashion_search.core.images import stored_image_type
+from fashion_search.core.settings import Settings
+from fashion_search.gateway.convert import product_out
+from fashion_search.gateway.deps import get_ingestor, get_pipeline, get_settings
+from fashion_search.gateway.responses import NOT_FOUND, PHOTO, UNAVAILABLE, UPLOAD
+from fashion_search.gateway.schemas import ProductOut, StatsOut
+from fashion_search.gateway.uploads import read_upload
+from fashion_search.pipeline.ingest import Ingestor
+from fashion_search.pipeline.search_pipeline import SearchPipeline
+
+router = APIRouter(prefix="/v1", tags=["products"])
+
+# The id rule is in the schema, so FastAPI refuses a bad id (422) before a route runs.
+ProductId = Annotated[str, Path(pattern=PRODUCT_ID_PATTERN, description=PRODUCT_ID_RULE)]
+
+
+def _product_or_404(pipeline: SearchPipeline, product_id: str) -> Product:
+    product = pipeline.index.get(product_id)
+    if product is None:
+        raise HTTPException(404, f"unknown product {product_id!r}")
+    return product
+
+
+@router.post("/products", response_model=ProductOut, status_code=201, responses=UPLOAD)
+def add_product(
+    image: Annotated[UploadFile, File(description="product photo")],
+    product_id: Annotated[str, Form(pattern=PRODUCT_ID_PATTERN, description=PRODUCT_ID_RULE)],
+    settings: Annotated[Settings, Depends(get_settings)],
+    ingestor: Annotated[Ingestor, Depends(get_ingestor)],
+    pipeline: Annotated[SearchPipeline, Depends(get_pipeline)],
+    title: Annotated[str, Form()] = "",
+    category: Annotated[str, Form(description="empty: taken from the detector")] = "",
+    price: Annotated[float, Form(ge=0, allow_inf_nan=False)] = 0.0,
+    tags: Annotated[str, Form(description="comma-separated")] = "",
+) -> ProductOut:
+    """Index one product (replacing any product with the same id)."""
+    data = read_upload(image, settings)
+    payload = {
+        "product_id": product_id, "image_path": "", "title": title, "category": category.strip(),
+        "price": price, "tags": [t.strip() for t in tags.split(",") if t.strip()],
+    }
+    report = ingestor.ingest_payloads([payload], [data])
+    if report.failed:
+        raise HTTPException(400, report.failed[0][1])
+    product = pipeline.index.get(product_id)
+    if product is None:  # written but not readable back: the index is broken, not the request
+        raise HTTPException(503, "product was indexed but cannot be read back; retry")
+    return product_out(product)
+
+
+@router.get("/products/{product_id}", response_model=ProductOut, responses=NOT_FOUND)
+def get_product(product_id: ProductId, pipeline: Annotated[SearchPipeline, Depends(get_pipeline)]) -> ProductOut:
+    """One product's catalog data."""
+    return product_out(_product_or_404(pipeline, product_id))
+
+
+@router.get("/products/{product_id}/image", response_class=FileResponse, responses={**PHOTO, **NOT_FOUND})
+def product_image(product_id: ProductId, pipeline: Annotated[SearchPipeline, Depends(get_pipeline)]) -> FileResponse:
+    """The product's photo."""
+    product = _product_or_404(pipeline, product_id)
+    path = FilePath(product.image_ref)
+    if not product.image_ref or not path.is_file():
+        raise HTTPException(404, f"product {product_id!r} has no stored image")
+    # Catalog photos keep their own format and uploads are stored as .img: the header says which it is.
+    return FileResponse(
+        path, media_type=stored_image_type(path),
+        headers={"Cache-Control": "public, max-age=86400", "X-Content-Type-Options": "nosniff"},
+    )
+
+
+@router.delete("/products/{product_id}", status_code=204, responses=NOT_FOUND)
+def delete_product(product_id: ProductId, pipeline: Annotated[SearchPipeline, Depends(get_pipeline)]) -> Response:
+    """Remove a product from the index."""
+    if pipeline.index.delete([product_id]) == 0:
+        raise HTTPException(404, f"unknown product {product_id!r}")
+    return Response(status_code=204)
+
+
+@router.get("/stats", response_model=StatsOut, responses=UNAVAILABLE)
+def stats(pipeline: Annotated[SearchPipeline, Depends(get_pipeline)]) -> StatsOut:
+    """Collection size, version, known categories and which embedder computed the stored vectors."""
+    s = pipeline.index.stats()
+    return StatsOut(
+        count=s.count, version=s.version, dim=s.dim, backend=s.backend, categories=sorted(s.categories),
+        embedders=s.embedders, stale_index=pipeline.stale_index(s),
+    )

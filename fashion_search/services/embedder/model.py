@@ -1,0 +1,154 @@
+"""The embedder: EfficientNet-Lite features (ImageNet or fashion-trained) fused with the seed-001 colour feature."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from fashion_search.core.model_base import InferenceModel, file_digest, for_inference, warm_up_batches
+from fashion_search.core.settings import Settings
+from fashion_search.core.vectors import l2_normalize, mirror_average, mirror_averaged
+from fashion_search.services.embedder.backbone import LITE0, TRAINED_IMAGE_SIZE, BackboneOutput, EfficientNetBackbone
+from fashion_search.services.embedder.fashion_net import (
+    EMBED_DIM,
+    EmbeddingNetwork,
+    load_tail,
+    shipped_weights,
+    weights_backbone,
+)
+
+COLOR_POSITIONS = 10
+COLOR_DIM = 3 * COLOR_POSITIONS
+# Fixed z-score constants for RGB in [0, 1]: a per-image z-score (as in the seed's formula) would map
+# a plain black and a plain white garment to the same vector, so we standardise with global constants.
+_RGB_MEAN = 0.5
+_RGB_STD = 0.28
+
+
+def color_feature(out: BackboneOutput, positions: int = COLOR_POSITIONS) -> np.ndarray:
+    """Seed 001: RGB (pooled to the feature-map grid) at the top-k positions of channel-mean activation."""
+    activation = out.fmap.mean(axis=1).reshape(len(out.fmap), -1)  # B × (h·w)
+    top = np.argsort(-activation, axis=1, kind="stable")[:, :positions]
+    rgb = out.rgb_pooled.reshape(len(out.fmap), 3, -1)  # B × 3 × (h·w)
+    picked = np.take_along_axis(rgb, top[:, None, :], axis=2)  # B × 3 × k
+    feature = picked.transpose(0, 2, 1).reshape(len(out.fmap), -1)  # [r1, g1, b1, r2, ...]
+    return ((feature - _RGB_MEAN) / _RGB_STD).astype(np.float32)
+
+
+class GarmentEmbedder(InferenceModel):
+    """Image → [deep features (unit length) ‖ colour · w/√30], L2-normalised; w = settings.color_weight.
+
+    Deep features: a fashion-trained 512-d FC (`embedder_model="fashion-v3"` on EfficientNet-Lite2, `"fashion-v2"` or
+    `"fashion-v1"` on Lite0; 542-d in all, as seed 001) or Lite0's ImageNet pooled 1280-d features (`"imagenet"`, v0).
+    """
+
+    def __init__(self, settings: Settings | None = None, backbone: EfficientNetBackbone | None = None) -> None:
+        super().__init__(settings)
+        self.variant = self.settings.embedder_model
+        # The fashion tail rewrites the last blocks' weights, so it never shares a backbone with the detector.
+        shareable = backbone is not None and self.variant == "imagenet"
+        if self.variant != "imagenet" and not self.weights.is_file():
+            raise FileNotFoundError(
+                f"no weights for embedder {self.variant!r} at {self.weights}: train them with `fashion-search train "
+                "embedder` (README) or point FS_EMBEDDER_WEIGHTS at a weight file"
+            )
+        network = LITE0 if self.variant == "imagenet" else weights_backbone(self.weights)
+        self.backbone = (
+            backbone if shareable and backbone is not None else EfficientNetBackbone(self.settings, network)
+        )
+        self._network: EmbeddingNetwork | torch.jit.ScriptModule | None = None  # the tail's whole network
+
+    @property
+    def deep_dim(self) -> int:
+        """Dimension of the learned (or ImageNet) part."""
+        return EfficientNetBackbone.feature_dim if self.variant == "imagenet" else EMBED_DIM
+
+    @property
+    def dim(self) -> int:
+        """Vector dimension (no weights are loaded to answer)."""
+        return self.deep_dim + COLOR_DIM
+
+    @property
+    def model_name(self) -> str:
+        """Model identifier (weights variant and file digest, colour weight, mirroring, input size unless the trained
+        one): vectors are comparable only between embedders of the same name."""
+        mirror = {"off": "", "catalog": "+catalog-mirror", "both": "+mirror"}[self.settings.mirror_averaging]
+        variant = self.variant if self.variant == "imagenet" else f"{self.variant}.{self._weights_digest}"
+        size = self.settings.embed_image_size
+        at_size = "" if size == TRAINED_IMAGE_SIZE else f"@{size}px"
+        net = self.backbone.name.replace("efficientnet-", "effnet-")
+        return f"{net}-{variant}+color30@w{self.settings.color_weight:g}{mirror}{at_size}"
+
+    @cached_property
+    def _weights_digest(self) -> str:
+        # Retrained weights keep the variant's name; without this an index or cache would mix their vectors.
+        return file_digest(self.weights)
+
+    def _load(self) -> None:
+        self.backbone.load()
+        size = self.settings.embed_image_size
+        if self.variant != "imagenet":
+            tail, _ = load_tail(self.backbone.network, self.weights)
+            tail.to(self.backbone.device)  # its new layers; the blocks it shares are there already
+            self._network = for_inference(
+                EmbeddingNetwork(self.backbone.network, tail), torch.zeros(1, 3, size, size),
+                self.backbone.device, self.settings,
+            )
+        blank = Image.new("RGB", (size, size), "white")
+        warm_up_batches(self.backbone.device, lambda n: self._raw([blank] * n), self.settings.max_garments)
+
+    @property
+    def weights(self) -> Path:
+        """The tail's weight file: FS_EMBEDDER_WEIGHTS, else the one shipped for the variant."""
+        return self.settings.embedder_weights or shipped_weights(self.variant)
+
+    @torch.inference_mode()
+    def raw(self, images: Sequence[Image.Image]) -> BackboneOutput:
+        """Deep features (before normalisation), last feature map and pooled RGB for a batch."""
+        self.load()
+        return self._raw(images)
+
+    def _raw(self, images: Sequence[Image.Image]) -> BackboneOutput:
+        if self._network is None:
+            return self.backbone.forward(images)
+        rgb = self.backbone.preprocess(images).to(self.backbone.device)
+        deep, fmap = self._network(self.backbone.normalize(rgb))
+        rgb_pooled = torch.nn.functional.adaptive_avg_pool2d(rgb, fmap.shape[-2:])
+        return BackboneOutput(deep.cpu().numpy(), fmap.cpu().numpy(), rgb_pooled.cpu().numpy())
+
+    def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Embed a batch of images to a (B, dim) float32 array of unit vectors."""
+        if not images:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self.embed_parts(images)[1]
+
+    def embed_parts(
+        self, images: Sequence[Image.Image], mirrored: bool | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(deep features alone, deep ‖ colour), unit vectors, each averaged with its mirror image's if mirrored
+        (default: as settings.mirror_averaging has queries; the pipeline adds catalog-only averaging itself)."""
+        if mirrored is None:
+            mirrored = mirror_averaged(self.settings.mirror_averaging, catalog=False)
+        deep, color = self.features([*images, *(ImageOps.mirror(img) for img in images)] if mirrored else images)
+        return combine(deep, color, self.settings.color_weight, mirrored)
+
+    def features(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
+        """Unit deep features and the unweighted colour feature of each image (no mirror): what `combine` fuses."""
+        out = self.raw(images)
+        return l2_normalize(out.pooled), color_feature(out)
+
+
+def combine(
+    deep: np.ndarray, color: np.ndarray, color_weight: float, mirrored: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """(deep, deep ‖ colour · w/√30) as unit vectors; mirrored: the rows' second half are the first half's mirror
+    images, and each image's vectors are averaged with its mirror's."""
+    fused = l2_normalize(np.concatenate([deep, color * (color_weight / np.sqrt(COLOR_DIM))], axis=1))
+    if mirrored:
+        deep, fused = mirror_average(deep), mirror_average(fused)
+    return deep, fused

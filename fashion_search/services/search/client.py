@@ -1,0 +1,140 @@
+"""RemoteIndex: the VectorIndex interface over the search service's gRPC API, plus the message conversions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from types import TracebackType
+from typing import TypeVar
+
+import numpy as np
+
+from fashion_search.core.domain import IMAGE_VECTOR, Hit, IndexStats, Product
+from fashion_search.core.grpc_common import box_from_proto, box_to_proto, make_channel, rpc_errors
+from fashion_search.core.settings import Settings
+from fashion_search.rpc import search_pb2, search_pb2_grpc
+
+SERVICE = "search"
+T = TypeVar("T")
+
+
+def product_to_proto(product: Product) -> search_pb2.Product:
+    """Domain product to proto."""
+    msg = search_pb2.Product(
+        product_id=product.product_id, category=product.category, tags=list(product.tags), title=product.title,
+        price=product.price, image_ref=product.image_ref, has_box=product.box is not None, revision=product.revision,
+        embedder=product.embedder,
+    )
+    if product.box is not None:
+        msg.box.CopyFrom(box_to_proto(product.box))
+    return msg
+
+
+def product_from_proto(msg: search_pb2.Product) -> Product:
+    """Proto product to domain."""
+    return Product(
+        product_id=msg.product_id, category=msg.category, title=msg.title, price=msg.price,
+        image_ref=msg.image_ref, tags=list(msg.tags), box=box_from_proto(msg.box) if msg.has_box else None,
+        revision=msg.revision, embedder=msg.embedder,
+    )
+
+
+def _values(vector: np.ndarray | Sequence[float]) -> list[float]:
+    return np.asarray(vector, dtype=np.float32).ravel().tolist()
+
+
+def _upsert_request(
+    items: Sequence[tuple[Product, Mapping[str, np.ndarray]]], if_unchanged: bool
+) -> search_pb2.UpsertRequest:
+    return search_pb2.UpsertRequest(
+        points=[
+            search_pb2.IndexedPoint(
+                product=product_to_proto(product),
+                vectors=[search_pb2.NamedVector(name=n, values=_values(v)) for n, v in vectors.items()],
+            )
+            for product, vectors in items
+        ],
+        if_unchanged=if_unchanged,
+    )
+
+
+class RemoteIndex:
+    """VectorIndex backed by the search service at url; outages raise ServiceUnavailable, bad input ValueError."""
+
+    def __init__(self, url: str, settings: Settings) -> None:
+        self.url = url
+        self.settings = settings
+        self._channel = make_channel(url, settings)
+        self._stub = search_pb2_grpc.SearchStub(self._channel)
+
+    def upsert(self, items: Sequence[tuple[Product, Mapping[str, np.ndarray]]]) -> int:
+        """Insert or replace products on the server; returns how many were written."""
+        if not items:
+            return 0
+        return int(self._call(self._stub.Upsert, _upsert_request(items, if_unchanged=False)).upserted)
+
+    def replace_unchanged(self, items: Sequence[tuple[Product, Mapping[str, np.ndarray]]]) -> list[str]:
+        """Replace products on the server only where unchanged since read; returns the ids left alone."""
+        if not items:
+            return []
+        return list(self._call(self._stub.Upsert, _upsert_request(items, if_unchanged=True)).skipped)
+
+    def search(
+        self, vector: np.ndarray, top_k: int, vector_name: str = IMAGE_VECTOR,
+        categories: Sequence[str] | None = None, expand: int = 0,
+    ) -> list[Hit]:
+        """The top_k nearest products from the server, optionally only in the given categories (and expanded)."""
+        request = search_pb2.SearchRequest(
+            vector=_values(vector), top_k=top_k, categories=list(categories or []), vector_name=vector_name,
+            expand=expand,
+        )
+        response = self._call(self._stub.Search, request)
+        return [Hit(product_from_proto(h.product), float(h.score)) for h in response.hits]
+
+    def get(self, product_id: str) -> Product | None:
+        """The stored product, or None if the server does not know the id."""
+        response = self._call(self._stub.Get, search_pb2.GetRequest(product_id=product_id))
+        return product_from_proto(response.product) if response.found else None
+
+    def scroll(self, offset: str | None, limit: int) -> tuple[list[Product], str | None]:
+        """One page of the server's products in point-id order, and the next page's offset (None after the last)."""
+        response = self._call(self._stub.Scroll, search_pb2.ScrollRequest(offset=offset or "", limit=limit))
+        return [product_from_proto(p) for p in response.products], response.next_offset or None
+
+    def delete(self, product_ids: Sequence[str]) -> int:
+        """Delete products by id; returns how many existed."""
+        if not product_ids:
+            return 0
+        return int(self._call(self._stub.Delete, search_pb2.DeleteRequest(product_ids=list(product_ids))).deleted)
+
+    def stats(self) -> IndexStats:
+        """The server index's count, version, dim, backend, vector names, categories and products per embedder."""
+        r = self._call(self._stub.Stats, search_pb2.StatsRequest())
+        return IndexStats(r.count, r.version, r.dim, r.backend, list(r.vector_names), list(r.categories),
+                          dict(r.embedders))
+
+    @property
+    def version(self) -> int:
+        """The server index's write version."""
+        return int(self._call(self._stub.Version, search_pb2.VersionRequest()).version)
+
+    def close(self) -> None:
+        """Close the channel (the server's index stays open)."""
+        self._channel.close()
+
+    def optimize(self) -> bool:
+        """No-op returning False: the server's index builds HNSW itself as upserts arrive (the API has no
+        Optimize call), and a long blocking optimisation would outlast the client's call timeout anyway."""
+        return False
+
+    def __enter__(self) -> RemoteIndex:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _call(self, method: Callable[..., T], request: object) -> T:
+        with rpc_errors(SERVICE):
+            response = method(request, timeout=self.settings.grpc_timeout_s)
+        return response

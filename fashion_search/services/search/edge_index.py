@@ -1,0 +1,360 @@
+"""VectorIndex on Qdrant Edge: an in-process shard on local disk with named vectors, filters and HNSW.
+
+Payloads, point ids and argument checks are the ones every backend shares (services/search/points.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import qdrant_edge as qe
+
+from fashion_search.core.domain import (
+    IMAGE_VECTOR,
+    VECTOR_NAMES,
+    Hit,
+    IndexLayoutError,
+    IndexStats,
+    Product,
+)
+from fashion_search.core.settings import Settings
+from fashion_search.services.search.points import (
+    CATEGORY_FIELD,
+    EMBEDDER_FIELD,
+    PRODUCT_ID_FIELD,
+    REVISION_FIELD,
+    PreparedPoint,
+    check_categories,
+    check_expand,
+    check_product_id,
+    check_product_ids,
+    check_scroll_limit,
+    check_scroll_offset,
+    check_stored_layout,
+    check_top_k,
+    check_vector,
+    check_vector_name,
+    embedder_counts,
+    expand_query,
+    point_id,
+    prepare_points,
+    product_from_payload,
+    read_revisions,
+    skipped_products,
+    stored_sizes,
+    vector_sizes,
+)
+
+log = logging.getLogger(__name__)
+
+BACKEND = "qdrant-edge"
+# Qdrant's own defaults, in KB of vector data per vector name and segment: segments above the indexing
+# threshold get an HNSW graph; searches over fewer vectors than the full-scan threshold stay exact.
+DEFAULT_INDEXING_THRESHOLD_KB = 10_000
+DEFAULT_FULL_SCAN_THRESHOLD_KB = 10_000
+_BYTES_PER_KB = 1024
+_FLOAT32_BYTES = np.dtype(np.float32).itemsize
+META_SUFFIX = ".meta.json"
+
+
+def meta_path(path: Path) -> Path:
+    """The sidecar beside a shard directory: version, dim, vector names and each vector's size."""
+    return path.with_name(path.name + META_SUFFIX)
+
+
+def read_meta(path: Path) -> dict[str, Any] | None:
+    """The sidecar of the shard at path, or None if there is none."""
+    try:
+        return json.loads(meta_path(path).read_text())
+    except FileNotFoundError:
+        return None
+
+
+def stored_dim(path: Path) -> int | None:
+    """The vector dim of an existing Edge index at path (from its sidecar), without opening the shard."""
+    meta = read_meta(path)
+    return int(meta["dim"]) if meta else None
+
+
+class EdgeIndex:
+    """VectorIndex on a Qdrant Edge shard at `path` (default settings.index_path).
+
+    HNSW building: upsert() runs optimize() itself once the vectors written since the last optimisation
+    exceed the indexing threshold, so bulk loads get indexed without help; searches are exact over the
+    not-yet-indexed rest, so results are correct right after every upsert. An ingest may call optimize()
+    at the end, but it only indexes what is past the threshold (smaller segments are scanned exactly).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        dim: int,
+        path: Path | None = None,
+        *,
+        garment_dim: int | None = None,
+        indexing_threshold_kb: int = DEFAULT_INDEXING_THRESHOLD_KB,
+        full_scan_threshold_kb: int = DEFAULT_FULL_SCAN_THRESHOLD_KB,
+    ) -> None:
+        self.sizes = vector_sizes(dim, garment_dim)
+        self.settings = settings
+        self.dim = dim
+        self.path = Path(path) if path is not None else settings.index_path
+        self._indexing_threshold_kb = indexing_threshold_kb
+        self._lock = threading.RLock()
+        meta = read_meta(self.path)
+        exists = (self.path / "edge_config.json").exists()
+        if exists and meta is not None:
+            check_stored_layout(stored_sizes(meta), self.sizes, str(self.path))
+        config = qe.EdgeConfig(
+            vectors={
+                name: qe.EdgeVectorParams(size=size, distance=qe.Distance.Cosine) for name, size in self.sizes.items()
+            },
+            hnsw_config=qe.HnswIndexConfig(
+                m=settings.hnsw_m, ef_construct=settings.hnsw_ef_construct,
+                full_scan_threshold=full_scan_threshold_kb,
+            ),
+            optimizers=qe.EdgeOptimizersConfig(indexing_threshold=indexing_threshold_kb),
+        )
+        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            if exists:
+                self._shard: qe.EdgeShard | None = qe.EdgeShard.load(str(self.path), config)
+            else:
+                self._shard = qe.EdgeShard.create(str(self.path), config)
+        except Exception as exc:
+            # Edge raises plain Exceptions; an incompatible layout is bad input, anything else (the shard
+            # is open in another process, disk errors) is an environment problem.
+            if "incompatible" in str(exc).lower():
+                raise IndexLayoutError(f"index at {self.path} does not match dims {self.sizes}: {exc}") from exc
+            raise RuntimeError(f"cannot open Qdrant Edge shard at {self.path}: {exc}") from exc
+        try:
+            self._create_payload_indexes()
+            # The version only ever grows, even when the shard directory was deleted and recreated, so a
+            # cache keyed by version can never serve results of an older collection.
+            self._version = int(meta["version"]) if meta else 0
+            self._write_meta()
+            self._unindexed = self._estimate_unindexed()
+        except BaseException:
+            self.close()
+            raise
+
+    # ---- VectorIndex -----------------------------------------------------------------------------
+    def upsert(self, items: Sequence[tuple[Product, Mapping[str, np.ndarray]]]) -> int:
+        """Insert or replace products (keyed by product id); returns how many were written."""
+        prepared = prepare_points(items, self.sizes)
+        if not prepared:
+            return 0
+        with self._lock:
+            self._open().update(qe.UpdateOperation.upsert_points(self._points(prepared)))
+            self._written(len(prepared))
+        return len(prepared)
+
+    def replace_unchanged(self, items: Sequence[tuple[Product, Mapping[str, np.ndarray]]]) -> list[str]:
+        """Replace stored products only where their revision is still the one read; returns the ids left alone."""
+        prepared = prepare_points(items, self.sizes)
+        if not prepared:
+            return []
+        revisions, legacy = read_revisions(items)
+        current: list[qe.FieldCondition | qe.IsEmptyCondition] = (
+            [qe.FieldCondition(REVISION_FIELD, match=qe.MatchAny(revisions))] if revisions else []
+        )
+        if legacy:  # stored before revisions existed, and not written since (every write stamps one)
+            current.append(qe.IsEmptyCondition(REVISION_FIELD))
+        with self._lock:
+            shard = self._open()
+            shard.update(qe.UpdateOperation.upsert_points(
+                self._points(prepared), condition=qe.Filter(should=current), update_mode=qe.UpdateMode.UpdateOnly,
+            ))
+            stored = {str(r.id): r.payload for r in shard.retrieve([pid for pid, _, _ in prepared], True, False)}
+            skipped = skipped_products(prepared, stored)
+            if len(skipped) < len(prepared):
+                self._written(len(prepared) - len(skipped))
+        return skipped
+
+    def search(
+        self, vector: np.ndarray, top_k: int, vector_name: str = IMAGE_VECTOR,
+        categories: Sequence[str] | None = None, expand: int = 0,
+    ) -> list[Hit]:
+        """The top_k products nearest to vector (cosine), optionally only in the given categories.
+
+        expand > 0: first add the vectors of the query's `expand` nearest products to it (`expand_query`).
+        """
+        name = check_vector_name(vector_name)
+        k = check_top_k(top_k, self.settings)
+        n_expand = check_expand(expand, self.settings)
+        query = check_vector(vector, self.sizes[name], "query vector")
+        cats = check_categories(categories)
+        search_filter = qe.Filter(must=[qe.FieldCondition(CATEGORY_FIELD, match=qe.MatchAny(cats))]) if cats else None
+
+        def request(q: list[float], limit: int, neighbours: bool) -> qe.QueryRequest:
+            return qe.QueryRequest(
+                limit=limit,
+                query=qe.Query.Nearest(q, using=name),
+                filter=search_filter,
+                with_payload=not neighbours,
+                with_vector=neighbours,
+                # ef below the result count would cut the candidate list short of top_k.
+                params=qe.SearchParams(hnsw_ef=max(self.settings.hnsw_ef_search, limit)),
+            )
+
+        with self._lock:
+            shard = self._open()
+            if n_expand:
+                near = [p.vector[name] for p in shard.query(request(query, n_expand, neighbours=True))]
+                if near:
+                    query = expand_query(np.array(query), np.array(near)).tolist()
+            points = shard.query(request(query, k, neighbours=False))
+        return [Hit(product_from_payload(p.payload), float(p.score)) for p in points]
+
+    def get(self, product_id: str) -> Product | None:
+        """The stored product, or None if the id is unknown."""
+        pid = point_id(check_product_id(product_id))
+        with self._lock:
+            records = self._open().retrieve([pid], with_payload=True, with_vector=False)
+        return product_from_payload(records[0].payload) if records else None
+
+    def scroll(self, offset: str | None, limit: int) -> tuple[list[Product], str | None]:
+        """Up to limit products in point-id order from offset (None: the start), and the next offset or None."""
+        request = qe.ScrollRequest(
+            offset=check_scroll_offset(offset), limit=check_scroll_limit(limit, self.settings),
+            with_payload=True, with_vector=False,
+        )
+        with self._lock:
+            records, next_offset = self._open().scroll(request)
+        return [product_from_payload(r.payload) for r in records], None if next_offset is None else str(next_offset)
+
+    def delete(self, product_ids: Sequence[str]) -> int:
+        """Delete products by id; returns how many existed."""
+        pids = [point_id(p) for p in check_product_ids(product_ids)]
+        if not pids:
+            return 0
+        with self._lock:
+            shard = self._open()
+            existing = [r.id for r in shard.retrieve(pids, with_payload=False, with_vector=False)]
+            if existing:
+                shard.update(qe.UpdateOperation.delete_points(existing))
+                self._bump_version()
+        return len(existing)
+
+    def stats(self) -> IndexStats:
+        """Point count, version, dim, backend, vector names, the distinct categories and products per embedder."""
+        with self._lock:
+            shard = self._open()
+            count = shard.count(qe.CountRequest(exact=True))
+            # There cannot be more distinct values than points, so this limit never truncates.
+            facets = shard.facet(qe.FacetRequest(key=CATEGORY_FIELD, limit=max(count, 1), exact=True))
+            models = shard.facet(qe.FacetRequest(key=EMBEDDER_FIELD, limit=max(count, 1), exact=True))
+            version = self._version
+        categories = sorted(str(h.value) for h in facets if h.value)
+        return IndexStats(count, version, self.dim, BACKEND, list(VECTOR_NAMES), categories,
+                          embedder_counts(count, {str(h.value): int(h.count) for h in models}))
+
+    def close(self) -> None:
+        """Flush and close the shard; further calls raise RuntimeError. Idempotent."""
+        with self._lock:
+            if self._shard is not None:
+                self._shard.flush()
+                self._shard.close()
+                self._shard = None
+
+    # ---- beyond the Protocol -----------------------------------------------------------------------
+    def optimize(self) -> bool:
+        """Build HNSW for segments past the indexing threshold, merge and vacuum; True if anything changed.
+
+        Blocks every other call meanwhile (Edge holds the GIL while optimising), seconds per few thousand
+        products; upsert() calls it automatically, so calling it is optional.
+        """
+        with self._lock:
+            return self._optimize_locked()
+
+    @property
+    def version(self) -> int:
+        """The write version (grows on every upsert or delete that changed data)."""
+        with self._lock:
+            return self._version
+
+    @property
+    def indexed_vector_count(self) -> int:
+        """How many vectors (over all vector names) are in HNSW-indexed segments."""
+        with self._lock:
+            return int(self._open().info().indexed_vectors_count)
+
+    def __enter__(self) -> EdgeIndex:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # ---- internals ---------------------------------------------------------------------------------
+    def _open(self) -> qe.EdgeShard:
+        if self._shard is None:
+            raise RuntimeError(f"index at {self.path} is closed")
+        return self._shard
+
+    def _create_payload_indexes(self) -> None:
+        """Keyword indexes turn category filters and id lookups into index lookups.
+
+        Creating one is idempotent but rewrites it (~0.1 s), so only missing ones are created.
+        """
+        schemas: dict[str, qe.PayloadSchemaType | qe.KeywordIndexParams] = {
+            CATEGORY_FIELD: qe.PayloadSchemaType.Keyword,
+            # Ids are unique, so per-value HNSW sub-graphs for them would cost indexing time for nothing.
+            PRODUCT_ID_FIELD: qe.KeywordIndexParams(enable_hnsw=False),
+            EMBEDDER_FIELD: qe.KeywordIndexParams(enable_hnsw=False),
+        }
+        shard = self._open()
+        existing = shard.info().payload_schema
+        for field_name, schema in schemas.items():
+            if field_name not in existing:
+                shard.update(qe.UpdateOperation.create_field_index(field_name, schema))
+
+    def _optimize_locked(self) -> bool:
+        changed = bool(self._open().optimize())
+        self._unindexed = self._estimate_unindexed()
+        if changed:
+            log.info("optimised Edge index at %s: %d vectors indexed", self.path, self.indexed_vector_count)
+        return changed
+
+    def _estimate_unindexed(self) -> int:
+        """Points not yet in an HNSW segment (approximate: assumes every point has every vector)."""
+        info = self._open().info()
+        return max(0, int(info.points_count) - int(info.indexed_vectors_count) // len(VECTOR_NAMES))
+
+    @staticmethod
+    def _points(prepared: Sequence[PreparedPoint]) -> list[qe.Point]:
+        return [qe.Point(pid, vectors, payload) for pid, vectors, payload in prepared]
+
+    def _written(self, count: int) -> None:
+        """After a write of count points (lock held): new version, and HNSW once enough is unindexed."""
+        self._bump_version()
+        self._unindexed += count
+        # Qdrant's threshold is per vector name, so the longest vector (fine mode's garment vector) reaches it first.
+        if self._unindexed * max(self.sizes.values()) * _FLOAT32_BYTES >= self._indexing_threshold_kb * _BYTES_PER_KB:
+            self._optimize_locked()
+
+    def _bump_version(self) -> None:
+        self._version += 1
+        self._write_meta()
+
+    def _write_meta(self) -> None:
+        """Write the sidecar atomically (temp file, fsync, rename) so a crash never leaves half a file."""
+        target = meta_path(self.path)
+        tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+        data = json.dumps({
+            "version": self._version, "dim": self.dim, "vector_names": list(VECTOR_NAMES), "sizes": self.sizes,
+        })
+        with open(tmp, "w") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)

@@ -1,0 +1,240 @@
+"""What every index backend stores and accepts: product point ids and payloads, vector layouts, argument checks.
+
+Both backends (Qdrant Edge in-process, qdrant-client for a server) use these, so they accept and refuse exactly the
+same input and store the same payload; this module needs neither Qdrant package.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from fashion_search.core.domain import (
+    GARMENT_VECTOR,
+    VECTOR_NAMES,
+    Box,
+    IndexLayoutError,
+    Product,
+    check_new_product_id,
+)
+from fashion_search.core.settings import Settings
+
+# Product id → point id mapping; changing the namespace would orphan every point already stored.
+PRODUCT_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:fashion-search:product")
+# Payload fields filtered or looked up by exact value.
+CATEGORY_FIELD = "category"
+PRODUCT_ID_FIELD = "product_id"
+EMBEDDER_FIELD = "embedder"
+# A fresh random stamp on every write of a point, for compare-and-set replacement (replace_unchanged).
+REVISION_FIELD = "revision"
+
+PreparedPoint = tuple[str, dict[str, list[float]], dict[str, Any]]
+
+
+def point_id(product_id: str) -> str:
+    """The point id of a product: a UUID5 of its id, so re-upserting a product replaces its point."""
+    return str(uuid.uuid5(PRODUCT_ID_NAMESPACE, product_id))
+
+
+def check_product_id(product_id: str) -> str:
+    """A product id to look up or delete, or ValueError if it is empty (writes check the full id rule)."""
+    if not isinstance(product_id, str) or not product_id.strip():
+        raise ValueError("product id must be a non-empty string")
+    return product_id
+
+
+def check_vector_name(name: str) -> str:
+    """The vector name, or ValueError if the index has no vector of that name."""
+    if name not in VECTOR_NAMES:
+        raise ValueError(f"unknown vector name {name!r}; expected one of {', '.join(VECTOR_NAMES)}")
+    return name
+
+
+def check_vector(vector: np.ndarray | Sequence[float], dim: int, what: str = "vector") -> list[float]:
+    """A finite, non-zero 1-D vector of length dim as a float list, or ValueError."""
+    arr = np.asarray(vector, dtype=np.float32)
+    if arr.ndim != 1 or arr.shape[0] != dim:
+        raise ValueError(f"{what} has shape {arr.shape}; expected ({dim},)")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{what} contains NaN or infinite values")
+    # Cosine similarity with a zero vector is undefined; Qdrant would silently score it 0 everywhere.
+    if not np.any(arr):
+        raise ValueError(f"{what} is all zeros")
+    return arr.tolist()
+
+
+def check_count(value: int, name: str, maximum: int, minimum: int = 1) -> int:
+    """An integer within minimum..maximum (bools refused), or ValueError naming the argument."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if not minimum <= value <= maximum:
+        raise ValueError(f"{name} must be between {minimum} and {maximum}, got {value}")
+    return int(value)
+
+
+def check_top_k(top_k: int, settings: Settings) -> int:
+    """top_k within 1..settings.max_top_k, or ValueError."""
+    return check_count(top_k, "top_k", settings.max_top_k)
+
+
+def check_expand(expand: int, settings: Settings) -> int:
+    """A query-expansion depth within 0 (off)..settings.max_top_k, or ValueError."""
+    return check_count(expand, "expand", settings.max_top_k, minimum=0)
+
+
+def expand_query(query: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
+    """Average query expansion (Chum et al., ICCV 2007): query + its nearest stored vectors, at unit length.
+
+    One query (d,) with neighbours (k, d), or a batch (n, d) with (n, k, d); the vectors are unit length, so every
+    neighbour counts as much as the query itself.
+    """
+    query = np.asarray(query, dtype=np.float32)
+    out = query / np.linalg.norm(query, axis=-1, keepdims=True) + np.asarray(neighbours, np.float32).sum(axis=-2)
+    return out / np.maximum(np.linalg.norm(out, axis=-1, keepdims=True), 1e-12)
+
+
+def check_scroll_limit(limit: int, settings: Settings) -> int:
+    """A scroll page size within 1..settings.max_scroll_limit, or ValueError."""
+    return check_count(limit, "limit", settings.max_scroll_limit)
+
+
+def check_scroll_offset(offset: str | None) -> str | None:
+    """A scroll cursor (a point id, as a previous page returned it) in canonical form, None for the start."""
+    if offset is None or offset == "":
+        return None
+    try:
+        return str(uuid.UUID(str(offset)))
+    except ValueError:
+        raise ValueError(f"offset {offset!r} is not a cursor returned by scroll") from None
+
+
+def check_categories(categories: Sequence[str] | None) -> list[str] | None:
+    """The category filter as a list, None for no filter (None or empty), or ValueError."""
+    if not categories:
+        return None
+    if isinstance(categories, str):
+        # A bare string would otherwise be read as a list of one-letter categories.
+        raise ValueError("categories must be a list of strings, not a string")
+    cats = list(dict.fromkeys(categories))
+    if not all(isinstance(c, str) and c for c in cats):
+        raise ValueError("categories must be non-empty strings")
+    return cats
+
+
+def product_payload(product: Product) -> dict[str, Any]:
+    """The stored payload of a product (with a new revision), or ValueError for fields that cannot be stored."""
+    if not math.isfinite(product.price):
+        raise ValueError(f"product {product.product_id!r}: price must be a finite number")
+    return {
+        REVISION_FIELD: uuid.uuid4().hex,
+        PRODUCT_ID_FIELD: product.product_id,
+        CATEGORY_FIELD: product.category,
+        "tags": [str(t) for t in product.tags],
+        "title": product.title,
+        "price": float(product.price),
+        "image_ref": product.image_ref,
+        "box": product.box.to_list() if product.box is not None else None,
+        EMBEDDER_FIELD: product.embedder,
+    }
+
+
+def embedder_counts(count: int, named: Mapping[str, int]) -> dict[str, int]:
+    """Products per embedder from a facet over the non-empty names; the rest ("") were stored without one."""
+    # Edge keeps a value in its facet with count 0 after the last point holding it was overwritten.
+    counts = {name: n for name, n in named.items() if name and n > 0}
+    unnamed = count - sum(counts.values())
+    return counts | ({"": unnamed} if unnamed > 0 else {})
+
+
+def product_from_payload(payload: Mapping[str, Any] | None) -> Product:
+    """A Product from a stored payload (missing fields take their defaults)."""
+    p = payload or {}
+    box = p.get("box")
+    return Product(
+        product_id=str(p.get(PRODUCT_ID_FIELD, "")),
+        category=str(p.get(CATEGORY_FIELD, "")),
+        title=str(p.get("title", "")),
+        price=float(p.get("price", 0.0)),
+        image_ref=str(p.get("image_ref", "")),
+        tags=[str(t) for t in p.get("tags") or []],
+        box=Box(*(float(v) for v in box)) if box else None,
+        revision=str(p.get(REVISION_FIELD) or ""),
+        embedder=str(p.get(EMBEDDER_FIELD) or ""),
+    )
+
+
+def vector_sizes(dim: int, garment_dim: int | None = None) -> dict[str, int]:
+    """Each named vector's length: the image vector has the embedder's dim; fine mode's garment vector may be longer
+    (it can carry the garment's colour histogram, fashion_search/garment_colour.py)."""
+    sizes = dict.fromkeys(VECTOR_NAMES, dim)
+    if garment_dim is not None:
+        sizes[GARMENT_VECTOR] = garment_dim
+    if min(sizes.values()) < 1:
+        raise ValueError(f"vector dims must be positive, got {sizes}")
+    return sizes
+
+
+def prepare_points(
+    items: Sequence[tuple[Product, Mapping[str, np.ndarray]]], sizes: Mapping[str, int]
+) -> list[PreparedPoint]:
+    """Validate a whole upsert batch before anything is written: (point id, vectors, payload) per product.
+
+    A product id repeated in the batch keeps its last occurrence, as sequential upserts would.
+    """
+    prepared: dict[str, PreparedPoint] = {}
+    for product, vectors in items:
+        pid = check_new_product_id(product.product_id)
+        if not vectors:
+            raise ValueError(f"product {pid!r} has no vectors")
+        vecs = {
+            name: check_vector(vec, sizes[name], f"vector {name!r} of product {pid!r}")
+            for name, vec in ((check_vector_name(n), v) for n, v in vectors.items())
+        }
+        prepared.pop(pid, None)
+        prepared[pid] = (point_id(pid), vecs, product_payload(product))
+    return list(prepared.values())
+
+
+def read_revisions(items: Sequence[tuple[Product, Mapping[str, np.ndarray]]]) -> tuple[list[str], bool]:
+    """The revisions a replacement batch was read with, and whether any product was stored before revisions."""
+    revisions = [product.revision for product, _ in items]
+    return sorted({r for r in revisions if r}), not all(revisions)
+
+
+def skipped_products(prepared: Sequence[PreparedPoint], stored: Mapping[str, Mapping[str, Any] | None]) -> list[str]:
+    """Product ids of a conditional write whose stored revision (by point id) is not the one just written."""
+    return [
+        payload[PRODUCT_ID_FIELD] for pid, _, payload in prepared
+        if (stored.get(pid) or {}).get(REVISION_FIELD) != payload[REVISION_FIELD]
+    ]
+
+
+def check_product_ids(product_ids: Sequence[str]) -> list[str]:
+    """Distinct, validated product ids in their given order."""
+    if isinstance(product_ids, str):
+        raise ValueError("product_ids must be a list of strings, not a string")
+    return list(dict.fromkeys(check_product_id(p) for p in product_ids))
+
+
+def check_stored_layout(stored: Mapping[str, int], sizes: Mapping[str, int], where: str) -> None:
+    """IndexLayoutError (a ValueError) if an existing index was built with other vector names or dims."""
+    if sorted(stored) != sorted(VECTOR_NAMES):
+        raise IndexLayoutError(
+            f"index at {where} has vectors {sorted(stored)}; expected {sorted(VECTOR_NAMES)}"
+        )
+    if dict(stored) != dict(sizes):
+        raise IndexLayoutError(
+            f"index at {where} holds vectors of dim {dict(stored)} but dim {dict(sizes)} was requested; "
+            "re-index into a new collection (or delete the old one) after changing the embedder or the garment "
+            "colour weight"
+        )
+
+
+def stored_sizes(meta: Mapping[str, Any]) -> dict[str, int]:
+    """The vector sizes a sidecar or metadata record holds (older ones record one dim for every vector)."""
+    sizes = meta.get("sizes") or dict.fromkeys(meta["vector_names"], meta["dim"])
+    return {str(name): int(size) for name, size in sizes.items()}

@@ -1,0 +1,303 @@
+"""VectorIndex on qdrant-client: a Qdrant server (FS_QDRANT_URL) or qdrant-client's local mode (path or memory)."""
+
+from __future__ import annotations
+
+import math
+import threading
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+from qdrant_client import QdrantClient, models
+
+from fashion_search.core.domain import IMAGE_VECTOR, VECTOR_NAMES, Hit, IndexStats, Product
+from fashion_search.core.settings import Settings
+from fashion_search.services.search.points import (
+    CATEGORY_FIELD,
+    EMBEDDER_FIELD,
+    PRODUCT_ID_FIELD,
+    REVISION_FIELD,
+    PreparedPoint,
+    check_categories,
+    check_expand,
+    check_product_id,
+    check_product_ids,
+    check_scroll_limit,
+    check_scroll_offset,
+    check_stored_layout,
+    check_top_k,
+    check_vector,
+    check_vector_name,
+    embedder_counts,
+    expand_query,
+    point_id,
+    prepare_points,
+    product_from_payload,
+    read_revisions,
+    skipped_products,
+    vector_sizes,
+)
+
+BACKEND = "qdrant"
+MEMORY = ":memory:"
+META_SUFFIX = "__meta"
+# The one point of the metadata collection.
+_META_POINT_ID = 0
+
+
+def default_location(settings: Settings) -> str:
+    """The server URL if configured, else a local-mode directory under data_dir."""
+    return settings.qdrant_url or str(settings.data_dir / "qdrant")
+
+
+def _connect(settings: Settings, location: str) -> tuple[QdrantClient, bool]:
+    """A client for a URL (server), ":memory:" or a directory (local mode); the flag says local."""
+    if location.startswith(("http://", "https://")):
+        client = QdrantClient(
+            url=location, api_key=settings.qdrant_api_key or None, timeout=math.ceil(settings.grpc_timeout_s),
+        )
+        return client, False
+    if location == MEMORY:
+        return QdrantClient(location=MEMORY), True
+    Path(location).mkdir(parents=True, exist_ok=True)
+    return QdrantClient(path=location), True
+
+
+def stored_dim(settings: Settings, location: str | None = None) -> int | None:
+    """The vector dim recorded in an existing collection's metadata, or None if there is none."""
+    client, _ = _connect(settings, location or default_location(settings))
+    try:
+        meta = f"{settings.collection}{META_SUFFIX}"
+        if not client.collection_exists(meta):
+            return None
+        records = client.retrieve(meta, [_META_POINT_ID], with_payload=True)
+        return int(records[0].payload["dim"]) if records and records[0].payload else None
+    finally:
+        client.close()
+
+
+def _points(prepared: Sequence[PreparedPoint]) -> list[models.PointStruct]:
+    return [models.PointStruct(id=pid, vector=vecs, payload=payload) for pid, vecs, payload in prepared]
+
+
+class QdrantServerIndex:
+    """VectorIndex on a Qdrant collection; `location` is a URL, a local directory or ":memory:".
+
+    The version lives in the one-point collection `<collection>__meta`. HNSW is built by the server's
+    background optimizers (local mode is always an exact scan), so optimize() has nothing to do.
+    """
+
+    def __init__(
+        self, settings: Settings, dim: int, location: str | None = None, *, garment_dim: int | None = None
+    ) -> None:
+        self.sizes = vector_sizes(dim, garment_dim)
+        self.settings = settings
+        self.dim = dim
+        self.location = location or default_location(settings)
+        self.collection = settings.collection
+        self._meta_collection = f"{settings.collection}{META_SUFFIX}"
+        self._lock = threading.RLock()
+        self._client, self._local = _connect(settings, self.location)
+        self._closed = False
+        try:
+            self._ensure_collections()
+        except BaseException:
+            self._client.close()
+            raise
+
+    # ---- VectorIndex -----------------------------------------------------------------------------
+    def upsert(self, items: Sequence[tuple[Product, Mapping[str, np.ndarray]]]) -> int:
+        """Insert or replace products (keyed by product id); returns how many were written."""
+        prepared = prepare_points(items, self.sizes)
+        if not prepared:
+            return 0
+        with self._lock:
+            self._check_open()
+            self._client.upsert(self.collection, _points(prepared), wait=True)
+            self._bump_version()
+        return len(prepared)
+
+    def replace_unchanged(self, items: Sequence[tuple[Product, Mapping[str, np.ndarray]]]) -> list[str]:
+        """Replace stored products only where their revision is still the one read; returns the ids left alone."""
+        prepared = prepare_points(items, self.sizes)
+        if not prepared:
+            return []
+        revisions, legacy = read_revisions(items)
+        current: list[models.Condition] = (
+            [models.FieldCondition(key=REVISION_FIELD, match=models.MatchAny(any=revisions))] if revisions else []
+        )
+        if legacy:  # stored before revisions existed, and not written since (every write stamps one)
+            current.append(models.IsEmptyCondition(is_empty=models.PayloadField(key=REVISION_FIELD)))
+        with self._lock:
+            self._check_open()
+            self._client.upsert(
+                self.collection, _points(prepared), wait=True, update_filter=models.Filter(should=current),
+                update_mode=models.UpdateMode.UPDATE_ONLY,
+            )
+            records = self._client.retrieve(self.collection, [pid for pid, _, _ in prepared], with_payload=True)
+            skipped = skipped_products(prepared, {str(r.id): r.payload for r in records})
+            if len(skipped) < len(prepared):
+                self._bump_version()
+        return skipped
+
+    def search(
+        self, vector: np.ndarray, top_k: int, vector_name: str = IMAGE_VECTOR,
+        categories: Sequence[str] | None = None, expand: int = 0,
+    ) -> list[Hit]:
+        """The top_k products nearest to vector (cosine), optionally only in the given categories.
+
+        expand > 0: first add the vectors of the query's `expand` nearest products to it (`expand_query`).
+        """
+        name = check_vector_name(vector_name)
+        k = check_top_k(top_k, self.settings)
+        n_expand = check_expand(expand, self.settings)
+        query = check_vector(vector, self.sizes[name], "query vector")
+        cats = check_categories(categories)
+        query_filter = (
+            models.Filter(must=[models.FieldCondition(key=CATEGORY_FIELD, match=models.MatchAny(any=cats))])
+            if cats else None
+        )
+
+        def nearest(q: list[float], limit: int, neighbours: bool) -> list[models.ScoredPoint]:
+            # Local mode is an exact scan and warns on every call that search params do nothing.
+            params = None if self._local else models.SearchParams(hnsw_ef=max(self.settings.hnsw_ef_search, limit))
+            return self._client.query_points(
+                self.collection, query=q, using=name, limit=limit, query_filter=query_filter,
+                search_params=params, with_payload=not neighbours, with_vectors=[name] if neighbours else False,
+            ).points
+
+        with self._lock:
+            self._check_open()
+            if n_expand:
+                near = [p.vector[name] for p in nearest(query, n_expand, neighbours=True)]  # type: ignore[index]
+                if near:
+                    query = expand_query(np.array(query), np.array(near)).tolist()
+            points = nearest(query, k, neighbours=False)
+        return [Hit(product_from_payload(p.payload), float(p.score)) for p in points]
+
+    def get(self, product_id: str) -> Product | None:
+        """The stored product, or None if the id is unknown."""
+        pid = point_id(check_product_id(product_id))
+        with self._lock:
+            self._check_open()
+            records = self._client.retrieve(self.collection, [pid], with_payload=True)
+        return product_from_payload(records[0].payload) if records else None
+
+    def scroll(self, offset: str | None, limit: int) -> tuple[list[Product], str | None]:
+        """Up to limit products in point-id order from offset (None: the start), and the next offset or None."""
+        start = check_scroll_offset(offset)
+        page = check_scroll_limit(limit, self.settings)
+        with self._lock:
+            self._check_open()
+            records, next_offset = self._client.scroll(
+                self.collection, offset=start, limit=page, with_payload=True, with_vectors=False,
+            )
+        return [product_from_payload(r.payload) for r in records], None if next_offset is None else str(next_offset)
+
+    def delete(self, product_ids: Sequence[str]) -> int:
+        """Delete products by id; returns how many existed."""
+        pids = [point_id(p) for p in check_product_ids(product_ids)]
+        if not pids:
+            return 0
+        with self._lock:
+            self._check_open()
+            existing = [r.id for r in self._client.retrieve(self.collection, pids, with_payload=False)]
+            if existing:
+                self._client.delete(self.collection, models.PointIdsList(points=existing), wait=True)
+                self._bump_version()
+        return len(existing)
+
+    def stats(self) -> IndexStats:
+        """Point count, version, dim, backend, vector names, the distinct categories and products per embedder."""
+        with self._lock:
+            self._check_open()
+            count = self._client.count(self.collection, exact=True).count
+            # There cannot be more distinct values than points, so this limit never truncates.
+            facets = self._client.facet(self.collection, key=CATEGORY_FIELD, limit=max(count, 1), exact=True)
+            models = self._client.facet(self.collection, key=EMBEDDER_FIELD, limit=max(count, 1), exact=True)
+            version = self._read_version()
+        categories = sorted(str(h.value) for h in facets.hits if h.value)
+        return IndexStats(count, version, self.dim, BACKEND, list(VECTOR_NAMES), categories,
+                          embedder_counts(count, {str(h.value): int(h.count) for h in models.hits}))
+
+    def close(self) -> None:
+        """Close the client; further calls raise RuntimeError. Idempotent."""
+        with self._lock:
+            if not self._closed:
+                self._client.close()
+                self._closed = True
+
+    # ---- beyond the Protocol -----------------------------------------------------------------------
+    def optimize(self) -> bool:
+        """No-op: a Qdrant server indexes in the background and local mode has no HNSW; returns False."""
+        return False
+
+    @property
+    def version(self) -> int:
+        """The write version (grows on every upsert or delete that changed data)."""
+        with self._lock:
+            self._check_open()
+            return self._read_version()
+
+    def __enter__(self) -> QdrantServerIndex:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # ---- internals ---------------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"index {self.collection} at {self.location} is closed")
+
+    def _ensure_collections(self) -> None:
+        """Create the collection and its metadata, or check that existing ones fit this dim."""
+        where = f"{self.location}/{self.collection}"
+        if self._client.collection_exists(self.collection):
+            vectors = self._client.get_collection(self.collection).config.params.vectors
+            if not isinstance(vectors, Mapping):
+                raise ValueError(f"collection {where} has an unnamed vector; expected {list(VECTOR_NAMES)}")
+            check_stored_layout({name: v.size for name, v in vectors.items()}, self.sizes, where)
+        else:
+            self._client.create_collection(
+                self.collection,
+                vectors_config={
+                    name: models.VectorParams(size=size, distance=models.Distance.COSINE)
+                    for name, size in self.sizes.items()
+                },
+                hnsw_config=models.HnswConfigDiff(m=self.settings.hnsw_m, ef_construct=self.settings.hnsw_ef_construct),
+            )
+        schemas: dict[str, models.PayloadSchemaType | models.KeywordIndexParams] = {
+            CATEGORY_FIELD: models.PayloadSchemaType.KEYWORD,
+            # Ids are unique, so per-value HNSW sub-graphs for them would cost indexing time for nothing.
+            PRODUCT_ID_FIELD: models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, enable_hnsw=False),
+            EMBEDDER_FIELD: models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, enable_hnsw=False),
+        }
+        existing = self._client.get_collection(self.collection).payload_schema
+        with warnings.catch_warnings():
+            # Local mode warns that payload indexes do nothing there; the calls matter on a server.
+            warnings.simplefilter("ignore", UserWarning)
+            for field_name, schema in schemas.items():
+                if field_name not in existing:
+                    self._client.create_payload_index(self.collection, field_name, schema, wait=True)
+        if not self._client.collection_exists(self._meta_collection):
+            self._client.create_collection(self._meta_collection, vectors_config={})
+        self._write_meta(self._read_version())
+
+    def _read_version(self) -> int:
+        records = self._client.retrieve(self._meta_collection, [_META_POINT_ID], with_payload=True)
+        return int(records[0].payload.get("version", 0)) if records and records[0].payload else 0
+
+    def _bump_version(self) -> None:
+        # Re-read rather than trust memory: another process may write to the same server collection.
+        self._write_meta(self._read_version() + 1)
+
+    def _write_meta(self, version: int) -> None:
+        payload = {"version": version, "dim": self.dim, "vector_names": list(VECTOR_NAMES), "sizes": self.sizes}
+        self._client.upsert(
+            self._meta_collection, [models.PointStruct(id=_META_POINT_ID, vector={}, payload=payload)], wait=True,
+        )

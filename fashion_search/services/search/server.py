@@ -1,0 +1,138 @@
+"""gRPC adapter over a VectorIndex: the search service owns the collection (Edge shard or Qdrant)."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+import numpy as np
+
+from fashion_search.core.domain import IMAGE_VECTOR, Product, VectorIndex
+from fashion_search.core.grpc_common import abort_on_invalid, make_server, mark_serving, vector_from_values
+from fashion_search.core.serving import wait_for_termination
+from fashion_search.core.settings import Settings
+from fashion_search.rpc import search_pb2, search_pb2_grpc
+from fashion_search.services.search.client import product_from_proto, product_to_proto
+from fashion_search.services.search.factory import make_local_index, stored_dim
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "fashion_search.v1.Search"
+
+
+def point_from_proto(msg: search_pb2.IndexedPoint) -> tuple[Product, dict[str, np.ndarray]]:
+    """Proto point to (product, named vectors); ValueError if a vector name repeats."""
+    vectors: dict[str, np.ndarray] = {}
+    for v in msg.vectors:
+        if v.name in vectors:
+            raise ValueError(f"vector {v.name!r} given twice for product {msg.product.product_id!r}")
+        vectors[v.name] = vector_from_values(v.values)
+    return product_from_proto(msg.product), vectors
+
+
+class SearchServicer(search_pb2_grpc.SearchServicer):
+    """Upsert / Search / Get / Scroll / Delete / Stats / Version over one VectorIndex; bad input → INVALID_ARGUMENT."""
+
+    def __init__(self, index: VectorIndex) -> None:
+        self.index = index
+
+    def Upsert(self, request: search_pb2.UpsertRequest, context: grpc.ServicerContext) -> search_pb2.UpsertResponse:
+        """Insert or replace products (if_unchanged: replace only unchanged ones); answers counts and the version."""
+        def run() -> search_pb2.UpsertResponse:
+            points = [point_from_proto(p) for p in request.points]
+            if request.if_unchanged:
+                skipped = self.index.replace_unchanged(points)
+                upserted = len({p.product_id for p, _ in points}) - len(skipped)
+            else:
+                skipped, upserted = [], self.index.upsert(points)
+            return search_pb2.UpsertResponse(upserted=upserted, version=self.index.version, skipped=skipped)
+
+        return abort_on_invalid(context, run)
+
+    def Search(self, request: search_pb2.SearchRequest, context: grpc.ServicerContext) -> search_pb2.SearchResponse:
+        """Nearest products to a vector, optionally filtered by categories."""
+        def run() -> search_pb2.SearchResponse:
+            hits = self.index.search(
+                vector_from_values(request.vector), request.top_k, request.vector_name or IMAGE_VECTOR,
+                list(request.categories), request.expand,
+            )
+            return search_pb2.SearchResponse(
+                hits=[search_pb2.Hit(product=product_to_proto(h.product), score=h.score) for h in hits]
+            )
+
+        return abort_on_invalid(context, run)
+
+    def Get(self, request: search_pb2.GetRequest, context: grpc.ServicerContext) -> search_pb2.GetResponse:
+        """One product by id; found=false when unknown."""
+        product = abort_on_invalid(context, lambda: self.index.get(request.product_id))
+        if product is None:
+            return search_pb2.GetResponse(found=False)
+        return search_pb2.GetResponse(found=True, product=product_to_proto(product))
+
+    def Delete(self, request: search_pb2.DeleteRequest, context: grpc.ServicerContext) -> search_pb2.DeleteResponse:
+        """Delete products by id; answers how many existed and the new version."""
+        def run() -> search_pb2.DeleteResponse:
+            deleted = self.index.delete(list(request.product_ids))
+            return search_pb2.DeleteResponse(deleted=deleted, version=self.index.version)
+
+        return abort_on_invalid(context, run)
+
+    def Scroll(self, request: search_pb2.ScrollRequest, context: grpc.ServicerContext) -> search_pb2.ScrollResponse:
+        """One page of products in point-id order; next_offset is empty after the last page."""
+        products, next_offset = abort_on_invalid(
+            context, lambda: self.index.scroll(request.offset or None, request.limit)
+        )
+        return search_pb2.ScrollResponse(
+            products=[product_to_proto(p) for p in products], next_offset=next_offset or "",
+        )
+
+    def Stats(self, request: search_pb2.StatsRequest, context: grpc.ServicerContext) -> search_pb2.StatsResponse:
+        """Count, version, dim, backend, vector names and categories of the collection."""
+        s = self.index.stats()
+        return search_pb2.StatsResponse(
+            count=s.count, version=s.version, dim=s.dim, backend=s.backend,
+            vector_names=s.vector_names, categories=s.categories, embedders=s.embedders,
+        )
+
+    def Version(self, request: search_pb2.VersionRequest, context: grpc.ServicerContext) -> search_pb2.VersionResponse:
+        """The collection's write version (changes on every upsert or delete)."""
+        return search_pb2.VersionResponse(version=self.index.version)
+
+
+def resolve_dim(settings: Settings) -> int:
+    """The vector dim: the existing index's, else the configured embedder's (known without loading weights)."""
+    from fashion_search.services.embedder.model import GarmentEmbedder
+
+    model_dim = GarmentEmbedder(settings).dim
+    existing = stored_dim(settings)
+    if existing is not None and existing != model_dim:
+        log.warning("index holds %d-d vectors but the embedder makes %d-d ones; re-index", existing, model_dim)
+    return existing if existing is not None else model_dim
+
+
+def start_server(
+    settings: Settings, port: int | None = None, index: VectorIndex | None = None, dim: int | None = None,
+) -> tuple[grpc.Server, int]:
+    """Open the index (unless given), start serving on port (0 = any free port) and report SERVING.
+
+    An index opened here is owned by the server process; pass one in to be able to close it yourself.
+    """
+    if index is None:
+        index = make_local_index(settings, dim if dim is not None else resolve_dim(settings))
+    servicer = SearchServicer(index)
+    server, bound, health = make_server(
+        SERVICE_NAME, settings.search_port if port is None else port, settings,
+        lambda s: search_pb2_grpc.add_SearchServicer_to_server(servicer, s),
+    )
+    mark_serving(health, SERVICE_NAME)
+    return server, bound
+
+
+def serve(settings: Settings) -> None:
+    """Run the search service until SIGTERM/SIGINT, then stop gracefully and close the index."""
+    index = make_local_index(settings, resolve_dim(settings))
+    try:
+        server, _ = start_server(settings, index=index)
+        wait_for_termination(server)
+    finally:
+        index.close()

@@ -1,0 +1,35 @@
+"""The Celery application (broker: FS_BROKER_URL, default the local Redis)."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from fashion_search.core.settings import Settings, get_settings
+
+
+def make_celery(settings: Settings) -> Celery:
+    """A Celery app configured so that no task is lost: late acks, requeue on worker loss, prefetch 1."""
+    app = Celery(
+        "fashion_search",
+        broker=settings.broker_url or settings.redis_url,
+        backend=settings.result_backend,
+        include=["fashion_search.workers.tasks"],
+    )
+    app.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        # Ack after the task ran: a worker killed mid-batch leaves the message to be redelivered.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_track_started=True,
+        result_expires=7 * 24 * 3600,
+        broker_connection_retry_on_startup=True,
+        # Model batches can take minutes on CPU; redeliver only well after that.
+        broker_transport_options={"visibility_timeout": 3600},
+    )
+    return app
+
+
+celery_app = make_celery(get_settings())
