@@ -204,5 +204,6 @@ def _product(rec: CatalogRecord) -> Product:
     """The product a catalog record describes, before its vectors are known."""
     return Product(
         product_id=rec.product_id, category=rec.category, title=rec.title, price=rec.price,
-        image_ref=rec.image_path, tags=list(rec.tags),
+        image_ref=rec.image_path, tags=list(rec.tags), brand=rec.brand, in_stock=rec.in_stock,
+        attributes=dict(rec.attributes),
     )
