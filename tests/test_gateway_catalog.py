@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import redis
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -53,6 +54,8 @@ def pipeline(
 def client(pipeline: SearchPipeline) -> Iterator[TestClient]:
     settings = make_settings(pipeline.settings.data_dir, max_search_offset=30, cache_enabled=True,
                              redis_url=f"{TEST_REDIS}/14")
+    # Answers cached by an earlier run were keyed by the same versions of another index.
+    redis.Redis.from_url(settings.redis_url).flushdb()
     with TestClient(create_app(settings, pipeline)) as c:
         yield c
 
@@ -216,3 +219,39 @@ def test_catalog_files_carry_shop_fields(tmp_path: Path) -> None:
     (tmp_path / "bad.jsonl").write_text(json.dumps({"product_id": "b", "image": "a.jpg", "in_stock": "sometimes"}))
     with pytest.raises(ValueError, match="in_stock"):
         load_catalog(tmp_path / "bad.jsonl")
+
+
+def test_a_product_with_several_photos_is_one_hit_naming_the_photo_that_matched(
+    client: TestClient, records: list[CatalogRecord],
+) -> None:
+    # A product whose second photo is another record's photo: a search with that photo finds it once, as photo 1.
+    main, second = records[0], records[9]
+    resp = client.post(
+        "/v1/products",
+        files=[("image", ("a.jpg", photo(main), "image/jpeg")), ("images", ("b.jpg", photo(second), "image/jpeg"))],
+        data={"product_id": "multi-1", "category": second.category},
+    )
+    assert resp.status_code == 201, resp.text
+    assert len(resp.json()["photo_urls"]) == 2
+    try:
+        body = search(client, photo(second), top_k=40)
+        ids = [h["product_id"] for h in body["results"]]
+        assert len(ids) == len(set(ids)) and "multi-1" in ids
+        hit = body["results"][ids.index("multi-1")]
+        assert hit["photo"] == 1 and hit["photo_url"].endswith("/image?photo=1")
+        image = client.get(hit["photo_url"])
+        assert image.status_code == 200 and image.content == photo(second)
+        assert client.get("/v1/products/multi-1/image?photo=2").status_code == 404
+    finally:
+        assert client.delete("/v1/products/multi-1").status_code == 204
+
+
+def test_catalog_files_list_several_photos(tmp_path: Path) -> None:
+    for name in ("a.jpg", "b.jpg"):
+        Image.new("RGB", (8, 8)).save(tmp_path / name)
+    (tmp_path / "c.csv").write_text("product_id,image,images\nm1,a.jpg,a.jpg; b.jpg\ns1,b.jpg,\n")
+    m1, s1 = load_catalog(tmp_path / "c.csv")
+    assert m1.photo_paths == [str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg")] and s1.images == []
+    (tmp_path / "c.jsonl").write_text(json.dumps({"product_id": "j1", "images": ["b.jpg", "a.jpg"]}))
+    (j1,) = load_catalog(tmp_path / "c.jsonl")
+    assert j1.image_path == str(tmp_path / "b.jpg") and len(j1.photo_paths) == 2

@@ -172,3 +172,83 @@ def test_settings_shape_a_new_server_collection(tmp_path: Path) -> None:
     with QdrantServerIndex(settings, DIM, ":memory:") as idx:
         idx.upsert(ITEMS[:3])
         assert idx.search(IMAGE[1], 1)[0].product.product_id == "p1"
+
+
+def photos_of(pid: str, vectors: np.ndarray, **fields: object) -> list[tuple[Product, dict[str, np.ndarray]]]:
+    """One item per photo of a product whose photos have the given image vectors."""
+    refs = [f"/i/{pid}-{k}.jpg" for k in range(len(vectors))]
+    base = Product(product_id=pid, category="dress", title=pid, image_ref=refs[0], images=refs, **fields)  # type: ignore[arg-type]
+    return [(Product(**{**base.__dict__, "photo": k}), {IMAGE_VECTOR: v}) for k, v in enumerate(vectors)]
+
+
+def near(query: np.ndarray, n: int, seed: int, spread: float = 0.05) -> np.ndarray:
+    """n unit vectors close to query."""
+    x = query + spread * np.random.default_rng(seed).normal(size=(n, DIM)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_photos_of_one_product_are_grouped_into_one_hit_naming_the_matching_photo(index: VectorIndex) -> None:
+    # Three photos of "multi" around the query (the third nearest), and a product of one photo in between.
+    photos = near(QUERY, 3, seed=4, spread=0.3)
+    photos[2] = QUERY
+    index.upsert(photos_of("multi", photos))
+    index.upsert([(Product("single", category="dress", image_ref="/i/s.jpg"), {IMAGE_VECTOR: near(QUERY, 1, 5)[0]})])
+    hits = index.search(QUERY, 10)
+    ids = [h.product.product_id for h in hits]
+    assert len(ids) == len(set(ids)) == 10  # no product twice, and still a full page
+    first = hits[0].product
+    assert first.product_id == "multi" and first.photo == 2 and first.photo_ref == "/i/multi-2.jpg"
+    assert first.images == [f"/i/multi-{k}.jpg" for k in range(3)]
+    # Pages: no product on two pages, none skipped.
+    paged = [h.product.product_id for o in (0, 5, 10) for h in index.search(QUERY, 5, offset=o)]
+    assert paged == [h.product.product_id for h in index.search(QUERY, 15)] and len(set(paged)) == 15
+    # A product is counted, listed and read once, as its main photo.
+    assert index.stats().count == N + 2
+    listed = [p.product_id for p in index.scroll(None, 100)[0]]
+    assert listed.count("multi") == 1 and index.get("multi").photo == 0  # type: ignore[union-attr]
+
+
+def test_every_photo_follows_updates_deletes_and_fewer_photos(index: VectorIndex) -> None:
+    photos = near(QUERY, 3, seed=6)
+    index.upsert(photos_of("multi", photos, price=5.0))
+    assert index.update_fields("multi", {"price": 500.0}) is not None
+    found = index.search(photos[1], 3, filters=SearchFilter(min_price=400.0))
+    assert [h.product.product_id for h in found] == ["multi"] and found[0].product.photo == 1
+    # Written again with one photo: the other two are gone.
+    index.upsert(photos_of("multi", photos[:1]))
+    assert index.search(photos[2], 1)[0].product.photo == 0
+    assert index.stats().count == N + 1
+    assert index.delete(["multi"]) == 1
+    assert "multi" not in [h.product.product_id for h in index.search(photos[1], N)]
+    assert index.stats().count == N
+
+
+def red_share(hits: list) -> float:
+    return sum(h.product.attributes.get("colour") == "red" for h in hits) / len(hits)
+
+
+def test_words_fused_with_the_photo_raise_the_share_of_products_they_name(index: VectorIndex) -> None:
+    alone = index.search(QUERY, 10)
+    fused = index.search(QUERY, 10, text="red")
+    assert red_share(fused) > red_share(alone) and red_share(fused) >= 0.9
+    # Filters and pages hold for fused searches too.
+    page = index.search(QUERY, 4, text="red", filters=SearchFilter(in_stock=True), offset=2)
+    assert all(h.product.in_stock for h in page) and len(page) == 4
+    # Words nobody uses leave the photo's order.
+    assert [h.product.product_id for h in index.search(QUERY, 5, text="zzzz")] == exact(QUERY, lambda p: True)[:5]
+    # A payload-only update re-words the product.
+    index.update_fields("p0", {"attributes": {"colour": "green"}})
+    assert index.search(QUERY, 1, text="green")[0].product.product_id == "p0"
+    with pytest.raises(ValueError, match="text"):
+        index.search(QUERY, 5, text="x" * 201)
+
+
+def test_diversity_spreads_a_page_of_near_copies(index: VectorIndex) -> None:
+    copies = near(QUERY, 5, seed=8, spread=0.01)
+    index.upsert([(Product(f"copy{i}", category="dress"), {IMAGE_VECTOR: v}) for i, v in enumerate(copies)])
+    plain = [h.product.product_id for h in index.search(QUERY, 5)]
+    varied = [h.product.product_id for h in index.search(QUERY, 5, diversity=0.9)]
+    assert all(p.startswith("copy") for p in plain)
+    assert varied[0].startswith("copy") and sum(p.startswith("copy") for p in varied) <= 2
+    with pytest.raises(ValueError, match="diversity"):
+        index.search(QUERY, 5, diversity=1.5)

@@ -20,8 +20,15 @@ def test_a_photo_that_is_not_base64_refuses_its_product_only() -> None:
     records = [{"product_id": "p1"}, {"product_id": "p2"}, {"product_id": "p3"}]
     photos = [base64.b64encode(b"\xff\xd8jpeg").decode(), "not base64!", base64.b64encode(b"png").decode()]
     kept, data, report = decode_photos(records, photos)
-    assert kept == [records[0], records[2]] and data == [b"\xff\xd8jpeg", b"png"]
+    assert kept == [records[0], records[2]] and data == [[b"\xff\xd8jpeg"], [b"png"]]
     assert report.indexed == 0 and report.failed == [("p2", "photo is not valid base64")]
+
+
+def test_a_product_may_travel_with_several_photos() -> None:
+    two = [base64.b64encode(b"front").decode(), base64.b64encode(b"back").decode()]
+    kept, data, report = decode_photos([{"product_id": "p1"}, {"product_id": "p2"}], [two, [two[0], "bad!"]])
+    assert kept == [{"product_id": "p1"}] and data == [[b"front", b"back"]]
+    assert report.failed == [("p2", "photo is not valid base64")]
 
 
 def test_a_message_whose_lists_differ_in_length_is_refused_whole() -> None:

@@ -33,6 +33,13 @@ class CatalogRecord:
     brand: str = ""
     in_stock: bool = True
     attributes: dict[str, str] = field(default_factory=dict)
+    # Every photo of the product, image_path first (empty: image_path alone).
+    images: list[str] = field(default_factory=list)
+
+    @property
+    def photo_paths(self) -> list[str]:
+        """The product's photos: images, or image_path alone."""
+        return list(self.images) or [self.image_path]
 
     def to_dict(self) -> dict[str, object]:
         """JSON-serialisable form (for Celery task payloads)."""
@@ -122,25 +129,42 @@ def folder_product_id(rel: Path) -> str:
 def _record(row: dict[str, object], base: Path, where: str) -> CatalogRecord:
     """Validate one CSV/JSONL row; relative image paths are relative to the catalog file."""
     pid = str(row.get("product_id") or "").strip()
-    image = row.get("image") or row.get("image_path") or ""
     if not pid:
         raise CatalogError(f"{where}: missing product_id")
     try:
         check_new_product_id(pid)
     except ValueError as exc:
         raise CatalogError(f"{where}: {exc}") from None
+    extra = _photo_list(row.get("images"), where)
+    image = row.get("image") or row.get("image_path") or (extra[0] if extra else "")
     if not isinstance(image, str) or not image.strip() or "\0" in image:
         raise CatalogError(f"{where}: missing image (path to the product photo), or not a path: {image!r}")
-    path = Path(image.strip())
-    if not path.is_absolute():
-        path = (base / path).resolve()
+    photos = [_photo_path(p, base) for p in dict.fromkeys([image.strip(), *extra])]
+    path = photos[0]
     return CatalogRecord(
-        product_id=pid, image_path=str(path), title=str(row.get("title") or ""),
+        product_id=pid, image_path=path, images=photos if len(photos) > 1 else [], title=str(row.get("title") or ""),
         category=str(row.get("category") or ""), price=_price(row.get("price"), where),
         tags=_tags(row.get("tags"), where), brand=str(row.get("brand") or "").strip(),
         in_stock=parse_bool(row.get("in_stock"), "in_stock", where, default=True),
         attributes=parse_attributes(row.get("attributes"), where),
     )
+
+
+def _photo_list(value: object, where: str) -> list[str]:
+    """More photos: a JSON list of paths (JSONL), or paths separated by ";" or "|" (CSV)."""
+    if not value:
+        return []
+    if isinstance(value, str):
+        return [p.strip() for p in re.split(r"[;|]", value) if p.strip()]
+    if isinstance(value, list) and all(isinstance(p, str) and p.strip() and "\0" not in p for p in value):
+        return [p.strip() for p in value]
+    raise CatalogError(f"{where}: images {value!r} must be a list of paths (or paths separated by ';')")
+
+
+def _photo_path(image: str, base: Path) -> str:
+    """A photo's absolute path; a relative one is relative to the catalog file."""
+    path = Path(image)
+    return str(path if path.is_absolute() else (base / path).resolve())
 
 
 _TRUE = {"true", "1", "yes", "y"}

@@ -113,6 +113,21 @@ class Product:
     in_stock: bool = True
     # Free-form catalog attributes (colour, material, ...), name → value.
     attributes: dict[str, str] = field(default_factory=dict)
+    # Every photo of the product (images[0] is image_ref); each is its own point in the index. Empty: image_ref alone.
+    images: list[str] = field(default_factory=list)
+    # Which of the photos a stored point (or a search hit: the photo that matched) belongs to.
+    photo: int = field(default=0, compare=False)
+
+    @property
+    def photo_refs(self) -> list[str]:
+        """The product's photos: images, or image_ref alone when images is empty."""
+        return list(self.images) or ([self.image_ref] if self.image_ref else [])
+
+    @property
+    def photo_ref(self) -> str:
+        """The photo of this point or hit (the main photo for photo 0 or an unknown index)."""
+        refs = self.photo_refs
+        return refs[self.photo] if 0 <= self.photo < len(refs) else self.image_ref
 
 
 # The product fields a payload-only update (PATCH) may change: none of them feeds the vectors.
@@ -226,10 +241,11 @@ class VectorIndex(Protocol):
     def search(
         self, vector: np.ndarray, top_k: int, vector_name: str = IMAGE_VECTOR,
         categories: Sequence[str] | None = None, expand: int = 0, *,
-        filters: SearchFilter | None = None, offset: int = 0,
+        filters: SearchFilter | None = None, offset: int = 0, text: str | None = None, diversity: float | None = None,
     ) -> list[Hit]:
         """The top_k nearest products after skipping offset (a page), within filters (and categories, if given);
-        expand > 0 first adds the expand nearest stored vectors to the query."""
+        expand > 0 first adds the expand nearest stored vectors to the query; text fuses a BM25 match of the words
+        (reciprocal-rank fusion); diversity (0..1) re-ranks the photo match by MMR."""
         ...
 
     def get(self, product_id: str) -> Product | None: ...

@@ -188,6 +188,14 @@ class Settings(BaseSettings):
     quantization_oversampling: float = Field(
         default=2.0, ge=1.0, description="int8 search fetches this many times top_k, then rescores with float32"
     )
+    max_text_length: int = Field(default=200, ge=1, description="longest text a search may add to its photo")
+    fusion_candidates: int = Field(
+        default=100, ge=1, description="candidates of the photo and of the words that reciprocal-rank fusion merges"
+    )
+    mmr_candidates: int = Field(default=100, ge=1, description="nearest candidates MMR picks a diverse page from")
+    max_photos_per_product: int = Field(
+        default=16, ge=1, description="most photos one product may have (each is its own point in the index)"
+    )
     qdrant_shard_number: int = Field(default=1, ge=1, description="shards of a new collection on a Qdrant server")
     qdrant_replication_factor: int = Field(
         default=1, ge=1, description="copies of each shard on a Qdrant cluster (new collections)"

@@ -9,9 +9,12 @@ from fashion_search.gateway.schemas import GarmentOut, ProductOut, ResultOut, Se
 from fashion_search.pipeline.search_pipeline import SearchOutcome
 
 
-def image_url(product: Product) -> str | None:
-    """Where the gateway serves the product's photo, if it has one."""
-    return f"/v1/products/{quote(product.product_id, safe='')}/image" if product.image_ref else None
+def image_url(product: Product, photo: int = 0) -> str | None:
+    """Where the gateway serves the product's photo (the main one, or photo k), if it has one."""
+    if not product.image_ref:
+        return None
+    url = f"/v1/products/{quote(product.product_id, safe='')}/image"
+    return f"{url}?photo={photo}" if photo else url
 
 
 def product_out(product: Product) -> ProductOut:
@@ -20,6 +23,7 @@ def product_out(product: Product) -> ProductOut:
         product_id=product.product_id, category=product.category, title=product.title, price=product.price,
         tags=product.tags, box=product.box.to_list() if product.box else None, image_url=image_url(product),
         brand=product.brand, in_stock=product.in_stock, attributes=product.attributes,
+        photo_urls=[image_url(product, k) or "" for k in range(len(product.photo_refs))],
     )
 
 
@@ -28,7 +32,8 @@ def result_out(hit: Hit) -> ResultOut:
     p = hit.product
     return ResultOut(
         product_id=p.product_id, score=round(float(hit.score), 5), category=p.category, title=p.title,
-        price=p.price, image_url=image_url(p), brand=p.brand, in_stock=p.in_stock,
+        price=p.price, image_url=image_url(p), brand=p.brand, in_stock=p.in_stock, photo=p.photo,
+        photo_url=image_url(p, p.photo),
     )
 
 

@@ -22,6 +22,7 @@ class ProductOut(BaseModel):
     brand: str = ""
     in_stock: bool = True
     attributes: dict[str, str] = Field(default_factory=dict)
+    photo_urls: list[str] = Field(default_factory=list, description="every photo of the product, the main one first")
 
 
 class ProductPage(BaseModel):
@@ -59,6 +60,8 @@ class ResultOut(BaseModel):
     image_url: str | None = None
     brand: str = ""
     in_stock: bool = True
+    photo: int = Field(0, description="which of the product's photos matched (0: the main photo)")
+    photo_url: str | None = Field(None, description="the photo that matched")
 
 
 class GarmentOut(BaseModel):

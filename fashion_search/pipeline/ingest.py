@@ -6,6 +6,7 @@ import hashlib
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from dataclasses import replace as dataclass_replace
 from pathlib import Path
 
 from PIL import Image
@@ -95,11 +96,12 @@ class Ingestor:
         batch = max(1, self.settings.ingest_batch_size)
         for start in range(0, len(records), batch):
             chunk = records[start:start + batch]
-            loaded: list[tuple[Product, Image.Image]] = []
+            loaded: list[tuple[Product, list[Image.Image]]] = []
             for rec in chunk:
                 try:
                     check_new_product_id(rec.product_id)
-                    loaded.append((_product(rec), self._load(rec.image_path)))
+                    self._check_photo_count(len(rec.photo_paths))
+                    loaded.append((_product(rec), [self._load(p) for p in rec.photo_paths]))
                 except (OSError, ValueError) as exc:  # ValueError: a bad id, or InvalidImage
                     report.failed.append((rec.product_id, str(exc)))
             report.merge(self._index(loaded, with_garment))
@@ -107,11 +109,15 @@ class Ingestor:
                 on_progress(len(chunk))
         return report
 
-    def ingest_payloads(self, payloads: Sequence[dict[str, object]], image_data: Sequence[bytes]) -> IngestReport:
-        """Index records that arrive with their image bytes (Celery tasks, HTTP uploads); images are stored."""
+    def ingest_payloads(
+        self, payloads: Sequence[dict[str, object]], image_data: Sequence[bytes | Sequence[bytes]],
+    ) -> IngestReport:
+        """Index records that arrive with their image bytes, one photo or a list of them per record (Celery tasks,
+        HTTP uploads); images are stored."""
         report = IngestReport()
-        loaded: list[tuple[Product, Image.Image]] = []
-        for payload, data in zip(payloads, image_data, strict=True):
+        loaded: list[tuple[Product, list[Image.Image]]] = []
+        for payload, given in zip(payloads, image_data, strict=True):
+            photos = [given] if isinstance(given, bytes) else list(given)
             try:
                 rec = CatalogRecord(**payload)  # type: ignore[arg-type]
             except TypeError as exc:  # a producer's record with a missing or unknown field
@@ -119,12 +125,14 @@ class Ingestor:
                 continue
             try:
                 check_new_product_id(rec.product_id)
-                img = decode_image(data, self.settings)
+                self._check_photo_count(len(photos))
+                images = [decode_image(data, self.settings) for data in photos]
             except ValueError as exc:  # a bad id, or InvalidImage
                 report.failed.append((rec.product_id, str(exc)))
                 continue
-            rec.image_path = store_image(data, self.settings)
-            loaded.append((_product(rec), img))
+            stored = [store_image(data, self.settings) for data in photos]
+            rec.image_path, rec.images = stored[0], stored if len(stored) > 1 else []
+            loaded.append((_product(rec), images))
         report.merge(self._index(loaded, True))
         return report
 
@@ -140,15 +148,15 @@ class Ingestor:
         report = IngestReport()
         pages = self._pages_of_ids(product_ids, report) if product_ids is not None else self._pages_of_all()
         for page, seen in pages:
-            loaded: list[tuple[Product, Image.Image]] = []
+            loaded: list[tuple[Product, list[Image.Image]]] = []
             for product in page:
                 try:
                     # An id stored before ids had a rule would make the index refuse the whole page.
                     check_new_product_id(product.product_id)
-                    if not product.image_ref:
+                    if not product.photo_refs:
                         raise OSError("no stored image (image_ref is empty)")
                     # The box came from the old detector; the new detection sets it again (or leaves none).
-                    loaded.append((replace(product, box=None), self._load(product.image_ref)))
+                    loaded.append((replace(product, box=None), [self._load(p) for p in product.photo_refs]))
                 except (OSError, ValueError) as exc:  # ValueError: such an id, or InvalidImage
                     report.failed.append((product.product_id, str(exc)))
             report.merge(self._index(loaded, True, replace=True))
@@ -176,27 +184,39 @@ class Ingestor:
     def _load(self, path: str) -> Image.Image:
         return decode_image(Path(path).read_bytes(), self.settings)
 
+    def _check_photo_count(self, n: int) -> None:
+        if n > self.settings.max_photos_per_product:
+            raise ValueError(f"{n} photos; at most {self.settings.max_photos_per_product} (FS_MAX_PHOTOS_PER_PRODUCT)")
+
     def _index(
-        self, loaded: list[tuple[Product, Image.Image]], with_garment: bool, replace: bool = False
+        self, loaded: list[tuple[Product, list[Image.Image]]], with_garment: bool, replace: bool = False
     ) -> IngestReport:
-        """Embed and write; replace=True writes only products nobody changed since they were read (reindex)."""
+        """Embed every photo and write one point each; replace=True writes only products nobody changed since they
+        were read (reindex)."""
         if not loaded:
             return IngestReport()
-        indexed = self.pipeline.catalog_vectors([img for _, img in loaded], with_garment=with_garment)
+        flat = [img for _, images in loaded for img in images]
+        indexed = iter(self.pipeline.catalog_vectors(flat, with_garment=with_garment))
         model = self.pipeline.vectors_model()
-        for product, _ in loaded:  # fresh copies, filled in as they are stored (product_with does too)
+        items: list[tuple[Product, dict]] = []
+        for product, images in loaded:  # fresh copies, filled in as they are stored (product_with does too)
             product.embedder = model
-        items = [
-            (product_with(product, vecs), vecs.vectors)
-            for (product, _), vecs in zip(loaded, indexed, strict=True)
-        ]
+            vectors = [next(indexed) for _ in images]
+            # The main photo's detection names an unknown category for every photo; each photo keeps its own box.
+            main = product_with(product, vectors[0])
+            items.append((main, vectors[0].vectors))
+            items += [
+                (product_with(dataclass_replace(main, photo=k, box=None), v), v.vectors)
+                for k, v in enumerate(vectors[1:], start=1)
+            ]
+        n_products = len(loaded)
         if not replace:
             self.pipeline.index.upsert(items)
-            return IngestReport(indexed=len(items))
+            return IngestReport(indexed=n_products)
         # A product written or deleted while its new vectors were computed keeps that newer write.
         skipped = self.pipeline.index.replace_unchanged(items)
         return IngestReport(
-            indexed=len(items) - len(skipped), failed=[(pid, CHANGED_WHILE_REINDEXING) for pid in skipped],
+            indexed=n_products - len(skipped), failed=[(pid, CHANGED_WHILE_REINDEXING) for pid in skipped],
         )
 
 
@@ -205,5 +225,5 @@ def _product(rec: CatalogRecord) -> Product:
     return Product(
         product_id=rec.product_id, category=rec.category, title=rec.title, price=rec.price,
         image_ref=rec.image_path, tags=list(rec.tags), brand=rec.brand, in_stock=rec.in_stock,
-        attributes=dict(rec.attributes),
+        attributes=dict(rec.attributes), images=list(rec.images),
     )

@@ -272,10 +272,11 @@ class SearchPipeline:
     # ---- query side ---------------------------------------------------------------------------
     def search(
         self, image: Image.Image, mode: str = "simple", top_k: int = 12, category: str | None = None, *,
-        filters: SearchFilter | None = None, offset: int = 0,
+        filters: SearchFilter | None = None, offset: int = 0, text: str | None = None, diversity: float | None = None,
     ) -> SearchOutcome:
-        """Run one query in the given mode, one page (offset, top_k) within filters; a down detector/segmenter
-        degrades fine/tag mode to simple."""
+        """Run one query in the given mode, one page (offset, top_k) within filters, fused with text's words and
+        diversified by MMR as asked; a down detector/segmenter degrades fine/tag mode to simple."""
+        extra = SearchExtras(text, diversity)
         check_mode(mode)
         timer = _Timer()
         total = time.perf_counter()
@@ -288,7 +289,7 @@ class SearchPipeline:
             try:
                 detections = self.detect(img, timer)
                 if mode == "fine":
-                    garments = self._fine(img, detections, top_k, f, offset, timer)
+                    garments = self._fine(img, detections, top_k, f, offset, timer, extra)
                     hits = _merge([g.hits for g in garments], top_k)
                 else:
                     f = _tag_filter(f, sorted({d.category for d in detections}))
@@ -302,18 +303,19 @@ class SearchPipeline:
             vec = self.image_embedder.embed([img])[0]
             timer.add("embed", start)
             start = time.perf_counter()
-            hits = self._image_search(vec, top_k, f, offset)
+            hits = self._image_search(vec, top_k, f, offset, extra)
             timer.add("search", start)
         timer.add("total", total)
         return SearchOutcome(mode, hits, garments, img.size, timer.ms, degraded)
 
     def search_like(
         self, product_id: str, mode: str = "simple", top_k: int = 12, *,
-        filters: SearchFilter | None = None, offset: int = 0,
+        filters: SearchFilter | None = None, offset: int = 0, text: str | None = None, diversity: float | None = None,
     ) -> SearchOutcome:
         """"More like this": search with a catalog product's stored vectors in place of a photo (nothing is
         embedded), leaving the product itself out; UnknownProduct if the id is not in the index."""
         check_mode(mode)
+        extra = SearchExtras(text, diversity)
         timer = _Timer()
         total = time.perf_counter()
         product = self.index.get(product_id)
@@ -326,31 +328,38 @@ class SearchPipeline:
         if mode == "fine" and GARMENT_VECTOR in vectors:
             # The product's garment stands for the garment fine mode would detect in its photo.
             box = product.box or Box(0.0, 0.0, 0.0, 0.0)
-            found = self.index.search(vectors[GARMENT_VECTOR], top_k, GARMENT_VECTOR, filters=f, offset=offset)
+            found = self.index.search(
+                vectors[GARMENT_VECTOR], top_k, GARMENT_VECTOR, filters=f, offset=offset, **extra.kwargs(),
+            )
             garments = [GarmentResult(Detection(box, product.category, 1.0), found)]
             hits = found
         else:
             if mode == "tag" and product.category:
                 f = _tag_filter(f, [product.category])
-            hits = self._image_search(vectors[IMAGE_VECTOR], top_k, f, offset)
+            hits = self._image_search(vectors[IMAGE_VECTOR], top_k, f, offset, extra)
         timer.add("search", start)
         timer.add("total", total)
         return SearchOutcome(mode, hits, garments, (0, 0), timer.ms)
 
-    def _image_search(self, vec: np.ndarray, top_k: int, f: SearchFilter | None, offset: int = 0) -> list[Hit]:
+    def _image_search(
+        self, vec: np.ndarray, top_k: int, f: SearchFilter | None, offset: int = 0, extra: SearchExtras | None = None,
+    ) -> list[Hit]:
         """Simple and tag modes' search: query expansion in the index, then the category-vote re-ranking."""
         s = self.settings
+        more = (extra or SearchExtras()).kwargs()
         n = min(max(top_k, s.category_vote_candidates), s.max_top_k)
         # The vote re-ranks the first n candidates; pages past them keep the vector order.
         if not s.category_vote_on or offset + top_k > n:
-            return self.index.search(vec, top_k, IMAGE_VECTOR, None, s.query_expansion, filters=f, offset=offset)
+            return self.index.search(
+                vec, top_k, IMAGE_VECTOR, None, s.query_expansion, filters=f, offset=offset, **more,
+            )
         # More candidates than shown, so that results of the voted category from further down can move up.
-        hits = self.index.search(vec, n, IMAGE_VECTOR, None, s.query_expansion, filters=f)
+        hits = self.index.search(vec, n, IMAGE_VECTOR, None, s.query_expansion, filters=f, **more)
         return rerank_hits(hits, s.category_vote_depth, s.category_vote_weight)[offset:offset + top_k]
 
     def _fine(
         self, img: Image.Image, detections: list[Detection], top_k: int, f: SearchFilter | None, offset: int,
-        timer: _Timer,
+        timer: _Timer, extra: SearchExtras,
     ) -> list[GarmentResult]:
         if not detections:
             return []
@@ -361,11 +370,23 @@ class SearchPipeline:
         timer.add("embed", start)
         start = time.perf_counter()
         results = [
-            GarmentResult(d, self.index.search(v, top_k, GARMENT_VECTOR, filters=f, offset=offset))
+            GarmentResult(d, self.index.search(v, top_k, GARMENT_VECTOR, filters=f, offset=offset, **extra.kwargs()))
             for d, v in zip(detections, vecs, strict=True)
         ]
         timer.add("search", start)
         return results
+
+
+@dataclass(frozen=True)
+class SearchExtras:
+    """What a query adds to its photo: words fused with the photo's match, and MMR diversity."""
+
+    text: str | None = None
+    diversity: float | None = None
+
+    def kwargs(self) -> dict[str, object]:
+        """The index search's keyword arguments for them."""
+        return {"text": self.text, "diversity": self.diversity}
 
 
 class UnknownProduct(LookupError):

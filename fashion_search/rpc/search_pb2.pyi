@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Map
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Product(_message.Message):
-    __slots__ = ("product_id", "category", "tags", "title", "price", "image_ref", "box", "has_box", "revision", "embedder", "brand", "in_stock", "attributes")
+    __slots__ = ("product_id", "category", "tags", "title", "price", "image_ref", "box", "has_box", "revision", "embedder", "brand", "in_stock", "attributes", "images", "photo")
     class AttributesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -28,6 +28,8 @@ class Product(_message.Message):
     BRAND_FIELD_NUMBER: _ClassVar[int]
     IN_STOCK_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    PHOTO_FIELD_NUMBER: _ClassVar[int]
     product_id: str
     category: str
     tags: _containers.RepeatedScalarFieldContainer[str]
@@ -41,7 +43,9 @@ class Product(_message.Message):
     brand: str
     in_stock: bool
     attributes: _containers.ScalarMap[str, str]
-    def __init__(self, product_id: _Optional[str] = ..., category: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., title: _Optional[str] = ..., price: _Optional[float] = ..., image_ref: _Optional[str] = ..., box: _Optional[_Union[_common_pb2.Box, _Mapping]] = ..., has_box: bool = ..., revision: _Optional[str] = ..., embedder: _Optional[str] = ..., brand: _Optional[str] = ..., in_stock: bool = ..., attributes: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    images: _containers.RepeatedScalarFieldContainer[str]
+    photo: int
+    def __init__(self, product_id: _Optional[str] = ..., category: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., title: _Optional[str] = ..., price: _Optional[float] = ..., image_ref: _Optional[str] = ..., box: _Optional[_Union[_common_pb2.Box, _Mapping]] = ..., has_box: bool = ..., revision: _Optional[str] = ..., embedder: _Optional[str] = ..., brand: _Optional[str] = ..., in_stock: bool = ..., attributes: _Optional[_Mapping[str, str]] = ..., images: _Optional[_Iterable[str]] = ..., photo: _Optional[int] = ...) -> None: ...
 
 class NamedVector(_message.Message):
     __slots__ = ("name", "values")
@@ -78,7 +82,7 @@ class UpsertResponse(_message.Message):
     def __init__(self, upserted: _Optional[int] = ..., version: _Optional[int] = ..., skipped: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("vector", "top_k", "categories", "vector_name", "expand", "filter", "offset")
+    __slots__ = ("vector", "top_k", "categories", "vector_name", "expand", "filter", "offset", "text", "diversity")
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     CATEGORIES_FIELD_NUMBER: _ClassVar[int]
@@ -86,6 +90,8 @@ class SearchRequest(_message.Message):
     EXPAND_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    DIVERSITY_FIELD_NUMBER: _ClassVar[int]
     vector: _containers.RepeatedScalarFieldContainer[float]
     top_k: int
     categories: _containers.RepeatedScalarFieldContainer[str]
@@ -93,7 +99,9 @@ class SearchRequest(_message.Message):
     expand: int
     filter: SearchFilter
     offset: int
-    def __init__(self, vector: _Optional[_Iterable[float]] = ..., top_k: _Optional[int] = ..., categories: _Optional[_Iterable[str]] = ..., vector_name: _Optional[str] = ..., expand: _Optional[int] = ..., filter: _Optional[_Union[SearchFilter, _Mapping]] = ..., offset: _Optional[int] = ...) -> None: ...
+    text: str
+    diversity: float
+    def __init__(self, vector: _Optional[_Iterable[float]] = ..., top_k: _Optional[int] = ..., categories: _Optional[_Iterable[str]] = ..., vector_name: _Optional[str] = ..., expand: _Optional[int] = ..., filter: _Optional[_Union[SearchFilter, _Mapping]] = ..., offset: _Optional[int] = ..., text: _Optional[str] = ..., diversity: _Optional[float] = ...) -> None: ...
 
 class SearchFilter(_message.Message):
     __slots__ = ("categories", "min_price", "max_price", "brands", "in_stock", "tags", "exclude")

@@ -29,10 +29,12 @@ def enqueue_catalog(records: Sequence[CatalogRecord], settings: Settings) -> tup
         payloads, images = [], []
         for rec in records[start:start + batch]:
             try:
-                images.append(base64.b64encode(Path(rec.image_path).read_bytes()).decode())
+                photos = [base64.b64encode(Path(p).read_bytes()).decode() for p in rec.photo_paths]
             except OSError as exc:
-                unreadable.failed.append((rec.product_id, f"cannot read {rec.image_path}: {exc}"))
+                unreadable.failed.append((rec.product_id, f"cannot read a photo: {exc}"))
                 continue
+            # One photo travels as a string, as producers of one photo per product send it.
+            images.append(photos[0] if len(photos) == 1 else photos)
             payloads.append(rec.to_dict())
         if payloads:
             results.append(ingest_batch.delay(payloads, images))

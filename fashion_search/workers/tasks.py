@@ -46,16 +46,19 @@ RETRY_OPTIONS: dict[str, Any] = {
 
 
 def decode_photos(
-    records: list[dict[str, Any]], images_b64: list[str]
-) -> tuple[list[dict[str, Any]], list[bytes], IngestReport]:
-    """The records whose photo is valid base64, their photos' bytes, and a report refusing the others: a message
-    from any producer must not lose its good products to one bad photo."""
+    records: list[dict[str, Any]], images_b64: list[str | list[str]]
+) -> tuple[list[dict[str, Any]], list[list[bytes]], IngestReport]:
+    """The records whose photos (one, or a list per record) are valid base64, their photos' bytes, and a report
+    refusing the others: a message from any producer must not lose its good products to one bad photo."""
     if len(records) != len(images_b64):
         raise ValueError(f"{len(records)} records but {len(images_b64)} photos")
-    kept, photos, report = [], [], IngestReport()
+    kept: list[dict[str, Any]] = []
+    photos: list[list[bytes]] = []
+    report = IngestReport()
     for record, encoded in zip(records, images_b64, strict=True):
         try:
-            photos.append(base64.b64decode(encoded, validate=True))
+            given = [encoded] if isinstance(encoded, str) else list(encoded)
+            photos.append([base64.b64decode(e, validate=True) for e in given])
         except (binascii.Error, TypeError, ValueError):
             report.failed.append((str(record.get("product_id", "")), "photo is not valid base64"))
             continue
@@ -64,7 +67,7 @@ def decode_photos(
 
 
 @celery_app.task(name="fashion_search.ingest_batch", **RETRY_OPTIONS)
-def ingest_batch(self: Task, records: list[dict[str, Any]], images_b64: list[str]) -> dict[str, Any]:
+def ingest_batch(self: Task, records: list[dict[str, Any]], images_b64: list[str | list[str]]) -> dict[str, Any]:
     """Index a batch of products sent with their photos; upserts are keyed by product id, so retries are safe."""
     self.update_state(state="PROGRESS", meta={"done": 0, "total": len(records)})
     kept, images, report = decode_photos(records, images_b64)

@@ -47,13 +47,16 @@ def add_product(
     brand: Annotated[str, Form()] = "",
     in_stock: Annotated[bool, Form(description="whether the product can be bought now")] = True,
     attributes: Annotated[str, Form(description='"name=value; name=value", e.g. "colour=red; material=leather"')] = "",
+    images: Annotated[
+        list[UploadFile] | None, File(description="more photos of the product (repeatable); each is matched too")
+    ] = None,
 ) -> ProductOut:
     """Index one product (replacing any product with the same id)."""
     try:
         attrs = parse_attributes(attributes, "attributes")
     except CatalogError as exc:
         raise HTTPException(422, str(exc)) from None
-    data = read_upload(image, settings)
+    data = [read_upload(f, settings) for f in [image, *(images or [])]]
     payload = {
         "product_id": product_id, "image_path": "", "title": title, "category": category.strip(),
         "price": price, "tags": [t.strip() for t in tags.split(",") if t.strip()], "brand": brand.strip(),
@@ -106,11 +109,17 @@ def get_product(product_id: ProductId, pipeline: Annotated[SearchPipeline, Depen
 
 
 @router.get("/products/{product_id}/image", response_class=FileResponse, responses={**PHOTO, **NOT_FOUND})
-def product_image(product_id: ProductId, pipeline: Annotated[SearchPipeline, Depends(get_pipeline)]) -> FileResponse:
-    """The product's photo."""
+def product_image(
+    product_id: ProductId, pipeline: Annotated[SearchPipeline, Depends(get_pipeline)],
+    photo: Annotated[int, Query(ge=0, description="which photo (0: the main one)")] = 0,
+) -> FileResponse:
+    """The product's photo (or its photo number `photo`)."""
     product = _product_or_404(pipeline, product_id)
-    path = FilePath(product.image_ref)
-    if not product.image_ref or not path.is_file():
+    refs = product.photo_refs
+    if photo >= max(1, len(refs)):
+        raise HTTPException(404, f"product {product_id!r} has no photo {photo}")
+    path = FilePath(refs[photo]) if refs else FilePath("")
+    if not refs or not path.is_file():
         raise HTTPException(404, f"product {product_id!r} has no stored image")
     # Catalog photos keep their own format and uploads are stored as .img: the header says which it is.
     return FileResponse(

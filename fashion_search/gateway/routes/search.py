@@ -55,6 +55,16 @@ def search(
     brand: Annotated[list[str] | None, Form(description="only these brands (repeatable: any of)")] = None,
     in_stock: Annotated[bool | None, Form(description="true: only products in stock; false: only sold out")] = None,
     tags: Annotated[list[str] | None, Form(description="only products with all these tags (repeatable)")] = None,
+    text: Annotated[
+        str | None,
+        Form(description='words fused with the photo\'s match ("in red", "leather"): BM25 over titles, brands, tags '
+             "and attributes, merged by reciprocal-rank fusion (scores are then fused ranks)"),
+    ] = None,
+    diversity: Annotated[
+        float | None,
+        Form(ge=0, le=1, allow_inf_nan=False,
+             description="re-rank by MMR: 0 = nearest only, up to 1 = as varied as possible (not twelve near-copies)"),
+    ] = None,
 ) -> SearchOut:
     """Find catalog products that look like the photo (or like a catalog product), one page within the filters."""
     if request.query_params:
@@ -68,6 +78,9 @@ def search(
         raise HTTPException(422, f"top_k must be between 1 and {settings.max_top_k}, got {k}")
     if offset > settings.max_search_offset:
         raise HTTPException(422, f"offset must be between 0 and {settings.max_search_offset}, got {offset}")
+    if text is not None and len(text) > settings.max_text_length:
+        raise HTTPException(422, f"text must be at most {settings.max_text_length} characters, got {len(text)}")
+    words = (text or "").strip() or None
     filters = check_filter(SearchFilter(
         categories=_values(category), min_price=min_price, max_price=max_price, brands=_values(brand),
         in_stock=in_stock, tags=_values(tags),
@@ -82,7 +95,7 @@ def search(
     # An unreachable model gives "": the search below meets the same outage and answers for it (uncached).
     key = cache.key(
         data, mode, k, None, version, pipeline.ranking(mode), pipeline.models_used(mode),
-        query=f"{filters.key() if filters else ''}@{offset}",
+        query=f"{filters.key() if filters else ''}@{offset}|t:{words or ''}|d:{diversity if diversity else ''}",
     )
     start = time.perf_counter()
     if (hit := cache.get(key)) is not None:
@@ -92,10 +105,12 @@ def search(
         SEARCHES.labels(mode, "true").inc()
         return out
     if img is not None:
-        outcome = pipeline.search(img, mode, k, filters=filters, offset=offset)
+        outcome = pipeline.search(img, mode, k, filters=filters, offset=offset, text=words, diversity=diversity)
     else:
         try:
-            outcome = pipeline.search_like(str(product_id), mode, k, filters=filters, offset=offset)
+            outcome = pipeline.search_like(
+                str(product_id), mode, k, filters=filters, offset=offset, text=words, diversity=diversity,
+            )
         except UnknownProduct:
             raise HTTPException(404, f"unknown product {product_id!r}") from None
     out = search_out(outcome, version)

@@ -23,6 +23,7 @@ def product_to_proto(product: Product) -> search_pb2.Product:
         product_id=product.product_id, category=product.category, tags=list(product.tags), title=product.title,
         price=product.price, image_ref=product.image_ref, has_box=product.box is not None, revision=product.revision,
         embedder=product.embedder, brand=product.brand, in_stock=product.in_stock, attributes=product.attributes,
+        images=list(product.images), photo=product.photo,
     )
     if product.box is not None:
         msg.box.CopyFrom(box_to_proto(product.box))
@@ -35,7 +36,7 @@ def product_from_proto(msg: search_pb2.Product) -> Product:
         product_id=msg.product_id, category=msg.category, title=msg.title, price=msg.price,
         image_ref=msg.image_ref, tags=list(msg.tags), box=box_from_proto(msg.box) if msg.has_box else None,
         revision=msg.revision, embedder=msg.embedder, brand=msg.brand, in_stock=msg.in_stock,
-        attributes=dict(msg.attributes),
+        attributes=dict(msg.attributes), images=list(msg.images), photo=msg.photo,
     )
 
 
@@ -134,12 +135,13 @@ class RemoteIndex:
     def search(
         self, vector: np.ndarray, top_k: int, vector_name: str = IMAGE_VECTOR,
         categories: Sequence[str] | None = None, expand: int = 0, *,
-        filters: SearchFilter | None = None, offset: int = 0,
+        filters: SearchFilter | None = None, offset: int = 0, text: str | None = None, diversity: float | None = None,
     ) -> list[Hit]:
-        """The top_k nearest products from the server after offset, within filters and categories (and expanded)."""
+        """The top_k nearest products from the server after offset, within filters and categories (and expanded),
+        fused with text and diversified as asked."""
         request = search_pb2.SearchRequest(
             vector=_values(vector), top_k=top_k, categories=list(categories or []), vector_name=vector_name,
-            expand=expand, filter=filter_to_proto(filters), offset=offset,
+            expand=expand, filter=filter_to_proto(filters), offset=offset, text=text or "", diversity=diversity,
         )
         response = self._call(self._stub.Search, request)
         return [Hit(product_from_proto(h.product), float(h.score)) for h in response.hits]

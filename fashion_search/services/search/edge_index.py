@@ -31,13 +31,18 @@ from fashion_search.services.search.points import (
     BRAND_FIELD,
     CATEGORY_FIELD,
     EMBEDDER_FIELD,
+    IMAGES_FIELD,
     IN_STOCK_FIELD,
     PAYLOAD_INDEXES,
+    PHOTO_FIELD,
     PRICE_FIELD,
     PRODUCT_ID_FIELD,
     REVISION_FIELD,
+    RRF_K,
     TAGS_FIELD,
+    TEXT_FIELD,
     PreparedPoint,
+    check_diversity,
     check_expand,
     check_filter,
     check_offset,
@@ -46,19 +51,24 @@ from fashion_search.services.search.points import (
     check_scroll_limit,
     check_scroll_offset,
     check_stored_layout,
+    check_text,
     check_top_k,
     check_vector,
     check_vector_name,
     embedder_counts,
     expand_query,
+    grouped_search,
+    photo_point_ids,
     point_id,
     prepare_points,
     product_from_payload,
     read_revisions,
     skipped_products,
+    stale_photo_ids,
     stored_sizes,
     update_payload,
     vector_sizes,
+    with_text,
 )
 
 log = logging.getLogger(__name__)
@@ -71,6 +81,7 @@ DEFAULT_FULL_SCAN_THRESHOLD_KB = 10_000
 _BYTES_PER_KB = 1024
 _FLOAT32_BYTES = np.dtype(np.float32).itemsize
 META_SUFFIX = ".meta.json"
+
 
 
 def meta_path(path: Path) -> Path:
@@ -120,6 +131,17 @@ def edge_search_params(settings: Settings, limit: int) -> qe.SearchParams:
     )
     # ef below the result count would cut the candidate list short of the page.
     return qe.SearchParams(hnsw_ef=max(settings.hnsw_ef_search, limit), quantization=quantization)
+
+
+# A product's main photo: its one point in listings, counts and lookups (points stored before photos had no field).
+MAIN_PHOTOS = qe.Filter(
+    should=[qe.FieldCondition(PHOTO_FIELD, match=qe.MatchValue(0)), qe.IsEmptyCondition(PHOTO_FIELD)],
+)
+
+
+def _photo_count(payload: Mapping[str, Any] | None) -> int:
+    """How many photo points a product's main point says it has (at least the main one)."""
+    return max(1, len((payload or {}).get(IMAGES_FIELD) or []))
 
 
 def stored_dim(path: Path) -> int | None:
@@ -199,18 +221,26 @@ class EdgeIndex:
 
     # ---- VectorIndex -----------------------------------------------------------------------------
     def upsert(self, items: Sequence[tuple[Product, Mapping[str, np.ndarray]]]) -> int:
-        """Insert or replace products (keyed by product id); returns how many were written."""
-        prepared = prepare_points(items, self.sizes)
+        """Insert or replace product photos (keyed by product id and photo); returns how many products were written.
+
+        A product written with fewer photos than it had loses the others.
+        """
+        max_photos = self.settings.max_photos_per_product
+        prepared = prepare_points(items, self.sizes, max_photos)
         if not prepared:
             return 0
+        stale = stale_photo_ids(prepared, max_photos)
         with self._lock:
-            self._open().update(qe.UpdateOperation.upsert_points(self._points(prepared)))
+            shard = self._open()
+            shard.update(qe.UpdateOperation.upsert_points(self._points(prepared)))
+            if stale and (gone := [r.id for r in shard.retrieve(stale, with_payload=False, with_vector=False)]):
+                shard.update(qe.UpdateOperation.delete_points(gone))
             self._written(len(prepared))
-        return len(prepared)
+        return len({payload[PRODUCT_ID_FIELD] for _, _, payload in prepared})
 
     def replace_unchanged(self, items: Sequence[tuple[Product, Mapping[str, np.ndarray]]]) -> list[str]:
         """Replace stored products only where their revision is still the one read; returns the ids left alone."""
-        prepared = prepare_points(items, self.sizes)
+        prepared = prepare_points(items, self.sizes, self.settings.max_photos_per_product)
         if not prepared:
             return []
         revisions, legacy = read_revisions(items)
@@ -233,11 +263,13 @@ class EdgeIndex:
     def search(
         self, vector: np.ndarray, top_k: int, vector_name: str = IMAGE_VECTOR,
         categories: Sequence[str] | None = None, expand: int = 0, *,
-        filters: SearchFilter | None = None, offset: int = 0,
+        filters: SearchFilter | None = None, offset: int = 0, text: str | None = None, diversity: float | None = None,
     ) -> list[Hit]:
         """The top_k products nearest to vector (cosine) after the first `offset`, within filters and categories.
 
-        expand > 0: first add the vectors of the query's `expand` nearest products to it (`expand_query`).
+        expand > 0: first add the vectors of the query's `expand` nearest products to it (`expand_query`); text:
+        fuse the photo's match with a BM25 match of the words (reciprocal-rank fusion; scores are then fused
+        ranks); diversity: pick the photo's match by MMR among settings.mmr_candidates nearest.
         """
         name = check_vector_name(vector_name)
         k = check_top_k(top_k, self.settings)
@@ -245,26 +277,44 @@ class EdgeIndex:
         n_expand = check_expand(expand, self.settings)
         query = check_vector(vector, self.sizes[name], "query vector")
         search_filter = edge_filter(check_filter(filters, categories))
+        words = check_text(text, self.settings)
+        mmr = check_diversity(diversity)
+        s = self.settings
 
-        def request(q: list[float], limit: int, start: int, neighbours: bool) -> qe.QueryRequest:
+        def image_query(q: list[float], limit: int) -> Any:
+            if mmr is None:
+                return qe.Query.Nearest(q, using=name)
+            return qe.Mmr(q, 1.0 - mmr, max(s.mmr_candidates, limit), using=name)
+
+        def request(q: list[float], limit: int, neighbours: bool) -> qe.QueryRequest:
+            params = edge_search_params(s, limit)
+            if words is None or neighbours:
+                return qe.QueryRequest(
+                    limit=limit, query=qe.Query.Nearest(q, using=name) if neighbours else image_query(q, limit),
+                    filter=search_filter, with_payload=not neighbours, with_vector=neighbours, params=params,
+                )
+            depth = max(s.fusion_candidates, limit)
             return qe.QueryRequest(
-                limit=limit,
-                offset=start or None,
-                query=qe.Query.Nearest(q, using=name),
-                filter=search_filter,
-                with_payload=not neighbours,
-                with_vector=neighbours,
-                params=edge_search_params(self.settings, start + limit),
+                limit=limit, query=qe.Fusion.Rrf(k=RRF_K), filter=search_filter, with_payload=True,
+                prefetches=[
+                    qe.Prefetch(limit=depth, query=image_query(q, depth), filter=search_filter,
+                                params=edge_search_params(s, depth)),
+                    qe.Prefetch(limit=depth, query=qe.TextQuery(TEXT_FIELD, words), filter=search_filter),
+                ],
             )
 
         with self._lock:
             shard = self._open()
             if n_expand:
-                near = [p.vector[name] for p in shard.query(request(query, n_expand, 0, neighbours=True))]
+                near = [p.vector[name] for p in shard.query(request(query, n_expand, neighbours=True))]
                 if near:
                     query = expand_query(np.array(query), np.array(near)).tolist()
-            points = shard.query(request(query, k, skip, neighbours=False))
-        return [Hit(product_from_payload(p.payload), float(p.score)) for p in points]
+
+            def fetch(limit: int) -> list[Hit]:
+                points = shard.query(request(query, limit, neighbours=False))
+                return [Hit(product_from_payload(p.payload), float(p.score)) for p in points]
+
+            return grouped_search(fetch, skip, k, s.max_photos_per_product)
 
     def get(self, product_id: str) -> Product | None:
         """The stored product, or None if the id is unknown."""
@@ -288,9 +338,11 @@ class EdgeIndex:
         payload = update_payload(fields)
         with self._lock:
             shard = self._open()
-            if not shard.retrieve([pid], with_payload=False, with_vector=False):
+            found = shard.retrieve([pid], with_payload=True, with_vector=False)
+            if not found:
                 return None
-            shard.update(qe.UpdateOperation.set_payload([pid], payload))
+            photos = photo_point_ids(product_id, range(_photo_count(found[0].payload)))
+            shard.update(qe.UpdateOperation.set_payload(photos, with_text(found[0].payload, payload)))
             self._bump_version()
             records = shard.retrieve([pid], with_payload=True, with_vector=False)
         return product_from_payload(records[0].payload) if records else None
@@ -299,7 +351,7 @@ class EdgeIndex:
         """Up to limit products in point-id order from offset (None: the start), and the next offset or None."""
         request = qe.ScrollRequest(
             offset=check_scroll_offset(offset), limit=check_scroll_limit(limit, self.settings),
-            with_payload=True, with_vector=False,
+            filter=MAIN_PHOTOS, with_payload=True, with_vector=False,
         )
         with self._lock:
             records, next_offset = self._open().scroll(request)
@@ -307,14 +359,19 @@ class EdgeIndex:
 
     def delete(self, product_ids: Sequence[str]) -> int:
         """Delete products by id; returns how many existed."""
-        pids = [point_id(p) for p in check_product_ids(product_ids)]
-        if not pids:
+        ids = check_product_ids(product_ids)
+        if not ids:
             return 0
         with self._lock:
             shard = self._open()
-            existing = [r.id for r in shard.retrieve(pids, with_payload=False, with_vector=False)]
+            existing = shard.retrieve([point_id(p) for p in ids], with_payload=True, with_vector=False)
             if existing:
-                shard.update(qe.UpdateOperation.delete_points(existing))
+                # Every photo's point: the ids of a product's photos follow from its id and its photo count.
+                photos = [
+                    i for r in existing
+                    for i in photo_point_ids(str(r.payload[PRODUCT_ID_FIELD]), range(_photo_count(r.payload)))
+                ]
+                shard.update(qe.UpdateOperation.delete_points(photos))
                 self._bump_version()
         return len(existing)
 
@@ -322,10 +379,14 @@ class EdgeIndex:
         """Point count, version, dim, backend, vector names, the distinct categories and products per embedder."""
         with self._lock:
             shard = self._open()
-            count = shard.count(qe.CountRequest(exact=True))
-            # There cannot be more distinct values than points, so this limit never truncates.
-            facets = shard.facet(qe.FacetRequest(key=CATEGORY_FIELD, limit=max(count, 1), exact=True))
-            models = shard.facet(qe.FacetRequest(key=EMBEDDER_FIELD, limit=max(count, 1), exact=True))
+            count = shard.count(qe.CountRequest(exact=True, filter=MAIN_PHOTOS))
+            # There cannot be more distinct values than products, so this limit never truncates.
+            facets = shard.facet(
+                qe.FacetRequest(key=CATEGORY_FIELD, limit=max(count, 1), exact=True, filter=MAIN_PHOTOS),
+            )
+            models = shard.facet(
+                qe.FacetRequest(key=EMBEDDER_FIELD, limit=max(count, 1), exact=True, filter=MAIN_PHOTOS),
+            )
             version = self._version
         categories = sorted(str(h.value) for h in facets if h.value)
         return IndexStats(count, version, self.dim, BACKEND, list(VECTOR_NAMES), categories,
@@ -385,6 +446,10 @@ class EdgeIndex:
             "keyword-unique": qe.KeywordIndexParams(enable_hnsw=False),
             "float": qe.PayloadSchemaType.Float,
             "integer": qe.PayloadSchemaType.Integer,
+            # Lower-cased words scored by BM25 (TextQuery); unique-ish texts need no HNSW sub-graphs.
+            "text": qe.TextIndexParams(
+                tokenizer=qe.TokenizerType.Word, lowercase=True, scoring=True, enable_hnsw=False,
+            ),
         }
         schemas = {field_name: kinds[kind] for field_name, kind in PAYLOAD_INDEXES.items()}
         shard = self._open()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,6 +18,7 @@ from fashion_search.core.domain import (
     GARMENT_VECTOR,
     VECTOR_NAMES,
     Box,
+    Hit,
     IndexLayoutError,
     Product,
     SearchFilter,
@@ -39,6 +40,11 @@ BRAND_FIELD = "brand"
 IN_STOCK_FIELD = "in_stock"
 TAGS_FIELD = "tags"
 ATTRIBUTES_FIELD = "attributes"
+# Which photo of its product a point is (0: the main photo, the one point listings and lookups read).
+PHOTO_FIELD = "photo"
+IMAGES_FIELD = "images"
+# Title, brand, tags and attribute values as one text, ranked by BM25 for searches with words.
+TEXT_FIELD = "text"
 # Every payload field a search filters on or a lookup matches, with the kind of index each needs. Unique values
 # (ids, model names) get no per-value HNSW sub-graphs: they would cost indexing time for nothing.
 PAYLOAD_INDEXES: dict[str, str] = {
@@ -49,14 +55,25 @@ PAYLOAD_INDEXES: dict[str, str] = {
     TAGS_FIELD: "keyword",
     PRICE_FIELD: "float",
     IN_STOCK_FIELD: "integer",
+    PHOTO_FIELD: "integer",
+    TEXT_FIELD: "text",
 }
+
+# Reciprocal-rank fusion's k (the usual 60): a result's fused score is the sum of 1 / (k + its rank) per match.
+RRF_K = 60
 
 PreparedPoint = tuple[str, dict[str, list[float]], dict[str, Any]]
 
 
-def point_id(product_id: str) -> str:
-    """The point id of a product: a UUID5 of its id, so re-upserting a product replaces its point."""
-    return str(uuid.uuid5(PRODUCT_ID_NAMESPACE, product_id))
+def point_id(product_id: str, photo: int = 0) -> str:
+    """The point id of a product's photo: a UUID5 of its id (and the photo's index past the first), so re-upserting
+    a product replaces its points, and a product's first photo keeps the point id of the days of one photo."""
+    return str(uuid.uuid5(PRODUCT_ID_NAMESPACE, product_id if photo == 0 else f"{product_id}#photo{photo}"))
+
+
+def photo_point_ids(product_id: str, photos: range) -> list[str]:
+    """The point ids of the given photos of a product."""
+    return [point_id(product_id, k) for k in photos]
 
 
 def check_product_id(product_id: str) -> str:
@@ -210,7 +227,39 @@ def product_payload(product: Product) -> dict[str, Any]:
         BRAND_FIELD: product.brand,
         IN_STOCK_FIELD: int(bool(product.in_stock)),
         ATTRIBUTES_FIELD: _attributes(product.attributes, f"product {product.product_id!r}"),
+        IMAGES_FIELD: [str(i) for i in product.images],
+        TEXT_FIELD: product_text(product),
+        PHOTO_FIELD: int(product.photo),
     }
+
+
+def product_text(product: Product) -> str:
+    """The words a search's text is matched against: title, brand, tags and attribute values."""
+    return " ".join([product.title, product.brand, *product.tags, *product.attributes.values()]).strip()
+
+
+def check_text(text: str | None, settings: Settings) -> str | None:
+    """A search's words (None or blank: none), or ValueError if longer than settings.max_text_length."""
+    if text is None or not text.strip():
+        return None
+    if len(text) > settings.max_text_length:
+        raise ValueError(f"text must be at most {settings.max_text_length} characters, got {len(text)}")
+    return text.strip()
+
+
+def check_diversity(diversity: float | None) -> float | None:
+    """An MMR diversity within 0 (relevance only)..1, None (or 0) for plain nearest neighbours, or ValueError."""
+    if diversity is None:
+        return None
+    if isinstance(diversity, bool) or not isinstance(diversity, int | float) or not 0.0 <= diversity <= 1.0:
+        raise ValueError(f"diversity must be between 0 and 1, got {diversity!r}")
+    return float(diversity) or None
+
+
+def with_text(stored: Mapping[str, Any] | None, update: dict[str, Any]) -> dict[str, Any]:
+    """A payload-only update with the search text recomputed from the stored product and the changed fields."""
+    merged = product_from_payload({**(stored or {}), **update})
+    return {**update, TEXT_FIELD: product_text(merged)}
 
 
 def update_payload(fields: Mapping[str, object]) -> dict[str, Any]:
@@ -269,6 +318,8 @@ def product_from_payload(payload: Mapping[str, Any] | None) -> Product:
         # Products stored before stock was kept were on sale.
         in_stock=bool(p.get(IN_STOCK_FIELD, True)),
         attributes={str(k): str(v) for k, v in (p.get(ATTRIBUTES_FIELD) or {}).items()},
+        images=[str(i) for i in p.get(IMAGES_FIELD) or []],
+        photo=int(p.get(PHOTO_FIELD) or 0),
     )
 
 
@@ -284,24 +335,40 @@ def vector_sizes(dim: int, garment_dim: int | None = None) -> dict[str, int]:
 
 
 def prepare_points(
-    items: Sequence[tuple[Product, Mapping[str, np.ndarray]]], sizes: Mapping[str, int]
+    items: Sequence[tuple[Product, Mapping[str, np.ndarray]]], sizes: Mapping[str, int], max_photos: int = 1,
 ) -> list[PreparedPoint]:
-    """Validate a whole upsert batch before anything is written: (point id, vectors, payload) per product.
+    """Validate a whole upsert batch before anything is written: (point id, vectors, payload) per product photo.
 
-    A product id repeated in the batch keeps its last occurrence, as sequential upserts would.
+    A (product id, photo) repeated in the batch keeps its last occurrence, as sequential upserts would; the photos
+    of one product in a batch share one revision, so a reindex replaces them together or not at all.
     """
-    prepared: dict[str, PreparedPoint] = {}
+    prepared: dict[tuple[str, int], PreparedPoint] = {}
+    revisions: dict[str, str] = {}
     for product, vectors in items:
         pid = check_new_product_id(product.product_id)
+        photo = check_count(product.photo, f"photo of product {pid!r}", max_photos - 1, minimum=0)
+        if len(product.images) > max_photos:
+            raise ValueError(f"product {pid!r} has {len(product.images)} photos; at most {max_photos} are kept")
         if not vectors:
             raise ValueError(f"product {pid!r} has no vectors")
         vecs = {
             name: check_vector(vec, sizes[name], f"vector {name!r} of product {pid!r}")
             for name, vec in ((check_vector_name(n), v) for n, v in vectors.items())
         }
-        prepared.pop(pid, None)
-        prepared[pid] = (point_id(pid), vecs, product_payload(product))
+        payload = product_payload(product)
+        payload[REVISION_FIELD] = revisions.setdefault(pid, payload[REVISION_FIELD])
+        prepared.pop((pid, photo), None)
+        prepared[(pid, photo)] = (point_id(pid, photo), vecs, payload)
     return list(prepared.values())
+
+
+def stale_photo_ids(prepared: Sequence[PreparedPoint], max_photos: int) -> list[str]:
+    """Point ids of photos a product no longer has (past the photos written for it in this batch)."""
+    kept: dict[str, int] = {}
+    for _, _, payload in prepared:
+        pid = payload[PRODUCT_ID_FIELD]
+        kept[pid] = max(kept.get(pid, 0), len(payload[IMAGES_FIELD]), payload[PHOTO_FIELD] + 1)
+    return [i for pid, n in kept.items() for i in photo_point_ids(pid, range(n, max_photos))]
 
 
 def read_revisions(items: Sequence[tuple[Product, Mapping[str, np.ndarray]]]) -> tuple[list[str], bool]:
@@ -312,10 +379,32 @@ def read_revisions(items: Sequence[tuple[Product, Mapping[str, np.ndarray]]]) ->
 
 def skipped_products(prepared: Sequence[PreparedPoint], stored: Mapping[str, Mapping[str, Any] | None]) -> list[str]:
     """Product ids of a conditional write whose stored revision (by point id) is not the one just written."""
-    return [
+    return list(dict.fromkeys(
         payload[PRODUCT_ID_FIELD] for pid, _, payload in prepared
         if (stored.get(pid) or {}).get(REVISION_FIELD) != payload[REVISION_FIELD]
-    ]
+    ))
+
+
+def grouped_search(fetch: Callable[[int], list[Hit]], offset: int, top_k: int, max_photos: int) -> list[Hit]:
+    """One page of products (best photo each, no product twice) from point searches of growing depth: a product
+    with several photos takes several of the nearest points, so the search goes deeper until the page is full."""
+    limit = offset + top_k
+    cap = limit * max(1, max_photos)
+    while True:
+        hits = fetch(limit)
+        page, enough = group_hits(hits, offset, top_k)
+        if enough or len(hits) < limit or limit >= cap:
+            return page
+        limit = min(cap, limit * 2)
+
+
+def group_hits(hits: Sequence[Hit], offset: int, top_k: int) -> tuple[list[Hit], bool]:
+    """The best-scored point per product, page offset..offset+top_k; and whether the hits held enough products."""
+    best: dict[str, Hit] = {}
+    for hit in hits:  # best first: the first point of a product is its best
+        best.setdefault(hit.product.product_id, hit)
+    ranked = list(best.values())
+    return ranked[offset:offset + top_k], len(ranked) >= offset + top_k
 
 
 def check_product_ids(product_ids: Sequence[str]) -> list[str]:

@@ -19,13 +19,18 @@ from fashion_search.services.search.points import (
     BRAND_FIELD,
     CATEGORY_FIELD,
     EMBEDDER_FIELD,
+    IMAGES_FIELD,
     IN_STOCK_FIELD,
     PAYLOAD_INDEXES,
+    PHOTO_FIELD,
     PRICE_FIELD,
     PRODUCT_ID_FIELD,
     REVISION_FIELD,
+    RRF_K,
     TAGS_FIELD,
+    TEXT_FIELD,
     PreparedPoint,
+    check_diversity,
     check_expand,
     check_filter,
     check_offset,
@@ -34,18 +39,23 @@ from fashion_search.services.search.points import (
     check_scroll_limit,
     check_scroll_offset,
     check_stored_layout,
+    check_text,
     check_top_k,
     check_vector,
     check_vector_name,
     embedder_counts,
     expand_query,
+    grouped_search,
+    photo_point_ids,
     point_id,
     prepare_points,
     product_from_payload,
     read_revisions,
     skipped_products,
+    stale_photo_ids,
     update_payload,
     vector_sizes,
+    with_text,
 )
 
 BACKEND = "qdrant"
@@ -84,6 +94,18 @@ def stored_dim(settings: Settings, location: str | None = None) -> int | None:
         return int(records[0].payload["dim"]) if records and records[0].payload else None
     finally:
         client.close()
+
+
+# A product's main photo: its one point in listings, counts and lookups (points stored before photos had no field).
+MAIN_PHOTOS = models.Filter(should=[
+    models.FieldCondition(key=PHOTO_FIELD, match=models.MatchValue(value=0)),
+    models.IsEmptyCondition(is_empty=models.PayloadField(key=PHOTO_FIELD)),
+])
+
+
+def _photo_count(payload: Mapping[str, Any] | None) -> int:
+    """How many photo points a product's main point says it has (at least the main one)."""
+    return max(1, len((payload or {}).get(IMAGES_FIELD) or []))
 
 
 def client_filter(f: SearchFilter | None) -> models.Filter | None:
@@ -168,19 +190,26 @@ class QdrantServerIndex:
 
     # ---- VectorIndex -----------------------------------------------------------------------------
     def upsert(self, items: Sequence[tuple[Product, Mapping[str, np.ndarray]]]) -> int:
-        """Insert or replace products (keyed by product id); returns how many were written."""
-        prepared = prepare_points(items, self.sizes)
+        """Insert or replace product photos (keyed by product id and photo); returns how many products were written.
+
+        A product written with fewer photos than it had loses the others.
+        """
+        max_photos = self.settings.max_photos_per_product
+        prepared = prepare_points(items, self.sizes, max_photos)
         if not prepared:
             return 0
+        stale = stale_photo_ids(prepared, max_photos)
         with self._lock:
             self._check_open()
             self._client.upsert(self.collection, _points(prepared), wait=True)
+            if stale and (gone := [r.id for r in self._client.retrieve(self.collection, stale, with_payload=False)]):
+                self._client.delete(self.collection, models.PointIdsList(points=gone), wait=True)
             self._bump_version()
-        return len(prepared)
+        return len({payload[PRODUCT_ID_FIELD] for _, _, payload in prepared})
 
     def replace_unchanged(self, items: Sequence[tuple[Product, Mapping[str, np.ndarray]]]) -> list[str]:
         """Replace stored products only where their revision is still the one read; returns the ids left alone."""
-        prepared = prepare_points(items, self.sizes)
+        prepared = prepare_points(items, self.sizes, self.settings.max_photos_per_product)
         if not prepared:
             return []
         revisions, legacy = read_revisions(items)
@@ -204,11 +233,13 @@ class QdrantServerIndex:
     def search(
         self, vector: np.ndarray, top_k: int, vector_name: str = IMAGE_VECTOR,
         categories: Sequence[str] | None = None, expand: int = 0, *,
-        filters: SearchFilter | None = None, offset: int = 0,
+        filters: SearchFilter | None = None, offset: int = 0, text: str | None = None, diversity: float | None = None,
     ) -> list[Hit]:
         """The top_k products nearest to vector (cosine) after the first `offset`, within filters and categories.
 
-        expand > 0: first add the vectors of the query's `expand` nearest products to it (`expand_query`).
+        expand > 0: first add the vectors of the query's `expand` nearest products to it (`expand_query`); text:
+        fuse the photo's match with a BM25 match of the words (reciprocal-rank fusion; scores are then fused
+        ranks); diversity: pick the photo's match by MMR among settings.mmr_candidates nearest.
         """
         name = check_vector_name(vector_name)
         k = check_top_k(top_k, self.settings)
@@ -216,22 +247,47 @@ class QdrantServerIndex:
         n_expand = check_expand(expand, self.settings)
         query = check_vector(vector, self.sizes[name], "query vector")
         query_filter = client_filter(check_filter(filters, categories))
+        words = check_text(text, self.settings)
+        mmr = check_diversity(diversity)
+        s = self.settings
 
-        def nearest(q: list[float], limit: int, start: int, neighbours: bool) -> list[models.ScoredPoint]:
+        def image_query(q: list[float], limit: int) -> models.Query | list[float]:
+            if mmr is None:
+                return q
+            return models.NearestQuery(
+                nearest=q, mmr=models.Mmr(diversity=mmr, candidates_limit=max(s.mmr_candidates, limit)),
+            )
+
+        def run(q: list[float], limit: int, neighbours: bool) -> list[models.ScoredPoint]:
+            if words is None or neighbours:
+                return self._client.query_points(
+                    self.collection, query=q if neighbours else image_query(q, limit), using=name, limit=limit,
+                    query_filter=query_filter, search_params=self._search_params(limit),
+                    with_payload=not neighbours, with_vectors=[name] if neighbours else False,
+                ).points
+            depth = max(s.fusion_candidates, limit)
             return self._client.query_points(
-                self.collection, query=q, using=name, limit=limit, offset=start or None, query_filter=query_filter,
-                search_params=self._search_params(start + limit), with_payload=not neighbours,
-                with_vectors=[name] if neighbours else False,
+                self.collection, limit=limit, query=models.RrfQuery(rrf=models.Rrf(k=RRF_K)),
+                query_filter=query_filter, with_payload=True,
+                prefetch=[
+                    models.Prefetch(query=image_query(q, depth), using=name, limit=depth, filter=query_filter,
+                                    params=self._search_params(depth)),
+                    models.Prefetch(query=models.TextQuery(text=models.TextQueryInput(query=words)), using=TEXT_FIELD,
+                                    limit=depth, filter=query_filter),
+                ],
             ).points
 
         with self._lock:
             self._check_open()
             if n_expand:
-                near = [p.vector[name] for p in nearest(query, n_expand, 0, neighbours=True)]  # type: ignore[index]
+                near = [p.vector[name] for p in run(query, n_expand, neighbours=True)]  # type: ignore[index]
                 if near:
                     query = expand_query(np.array(query), np.array(near)).tolist()
-            points = nearest(query, k, skip, neighbours=False)
-        return [Hit(product_from_payload(p.payload), float(p.score)) for p in points]
+
+            def fetch(limit: int) -> list[Hit]:
+                return [Hit(product_from_payload(p.payload), float(p.score)) for p in run(query, limit, False)]
+
+            return grouped_search(fetch, skip, k, s.max_photos_per_product)
 
     def _search_params(self, limit: int) -> models.SearchParams | None:
         """HNSW ef (at least the results asked for) and int8 rescoring; None in local mode (an exact scan that
@@ -269,9 +325,15 @@ class QdrantServerIndex:
         payload = update_payload(fields)
         with self._lock:
             self._check_open()
-            if not self._client.retrieve(self.collection, [pid], with_payload=False):
+            found = self._client.retrieve(self.collection, [pid], with_payload=True)
+            if not found:
                 return None
-            self._client.set_payload(self.collection, payload, points=[pid], wait=True)
+            photos: list[models.ExtendedPointId] = list(
+                photo_point_ids(product_id, range(_photo_count(found[0].payload)))
+            )
+            self._client.set_payload(
+                self.collection, with_text(found[0].payload, payload), points=photos, wait=True,
+            )
             self._bump_version()
             records = self._client.retrieve(self.collection, [pid], with_payload=True)
         return product_from_payload(records[0].payload) if records else None
@@ -283,20 +345,26 @@ class QdrantServerIndex:
         with self._lock:
             self._check_open()
             records, next_offset = self._client.scroll(
-                self.collection, offset=start, limit=page, with_payload=True, with_vectors=False,
+                self.collection, scroll_filter=MAIN_PHOTOS, offset=start, limit=page, with_payload=True,
+                with_vectors=False,
             )
         return [product_from_payload(r.payload) for r in records], None if next_offset is None else str(next_offset)
 
     def delete(self, product_ids: Sequence[str]) -> int:
         """Delete products by id; returns how many existed."""
-        pids = [point_id(p) for p in check_product_ids(product_ids)]
-        if not pids:
+        ids = check_product_ids(product_ids)
+        if not ids:
             return 0
         with self._lock:
             self._check_open()
-            existing = [r.id for r in self._client.retrieve(self.collection, pids, with_payload=False)]
+            existing = self._client.retrieve(self.collection, [point_id(p) for p in ids], with_payload=True)
             if existing:
-                self._client.delete(self.collection, models.PointIdsList(points=existing), wait=True)
+                # Every photo's point: the ids of a product's photos follow from its id and its photo count.
+                photos: list[models.ExtendedPointId] = [
+                    i for r in existing
+                    for i in photo_point_ids(str((r.payload or {})[PRODUCT_ID_FIELD]), range(_photo_count(r.payload)))
+                ]
+                self._client.delete(self.collection, models.PointIdsList(points=photos), wait=True)
                 self._bump_version()
         return len(existing)
 
@@ -304,10 +372,14 @@ class QdrantServerIndex:
         """Point count, version, dim, backend, vector names, the distinct categories and products per embedder."""
         with self._lock:
             self._check_open()
-            count = self._client.count(self.collection, exact=True).count
-            # There cannot be more distinct values than points, so this limit never truncates.
-            facets = self._client.facet(self.collection, key=CATEGORY_FIELD, limit=max(count, 1), exact=True)
-            models = self._client.facet(self.collection, key=EMBEDDER_FIELD, limit=max(count, 1), exact=True)
+            count = self._client.count(self.collection, count_filter=MAIN_PHOTOS, exact=True).count
+            # There cannot be more distinct values than products, so this limit never truncates.
+            facets = self._client.facet(
+                self.collection, key=CATEGORY_FIELD, facet_filter=MAIN_PHOTOS, limit=max(count, 1), exact=True,
+            )
+            models = self._client.facet(
+                self.collection, key=EMBEDDER_FIELD, facet_filter=MAIN_PHOTOS, limit=max(count, 1), exact=True,
+            )
             version = self._read_version()
         categories = sorted(str(h.value) for h in facets.hits if h.value)
         return IndexStats(count, version, self.dim, BACKEND, list(VECTOR_NAMES), categories,
@@ -355,11 +427,16 @@ class QdrantServerIndex:
             check_stored_layout({name: v.size for name, v in vectors.items()}, self.sizes, where)
         else:
             self._client.create_collection(self.collection, **collection_config(self.settings, self.sizes))
-        kinds: dict[str, models.PayloadSchemaType | models.KeywordIndexParams] = {
+        kinds: dict[str, models.PayloadSchemaType | models.KeywordIndexParams | models.TextIndexParams] = {
             "keyword": models.PayloadSchemaType.KEYWORD,
             "keyword-unique": models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, enable_hnsw=False),
             "float": models.PayloadSchemaType.FLOAT,
             "integer": models.PayloadSchemaType.INTEGER,
+            # Lower-cased words scored by BM25 (TextQuery); unique-ish texts need no HNSW sub-graphs.
+            "text": models.TextIndexParams(
+                type=models.TextIndexType.TEXT, tokenizer=models.TokenizerType.WORD, lowercase=True, scoring=True,
+                enable_hnsw=False,
+            ),
         }
         schemas = {field_name: kinds[kind] for field_name, kind in PAYLOAD_INDEXES.items()}
         existing = self._client.get_collection(self.collection).payload_schema

@@ -60,7 +60,8 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
             hits = self.index.search(
                 vector_from_values(request.vector), request.top_k, request.vector_name or IMAGE_VECTOR,
                 list(request.categories), request.expand, filters=filter_from_proto(request.filter),
-                offset=request.offset,
+                offset=request.offset, text=request.text or None,
+                diversity=request.diversity if request.HasField("diversity") else None,
             )
             return search_pb2.SearchResponse(
                 hits=[search_pb2.Hit(product=product_to_proto(h.product), score=h.score) for h in hits]
