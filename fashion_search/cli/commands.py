@@ -281,6 +281,69 @@ def cmd_eval_models(args: argparse.Namespace, settings: Settings) -> int:
     return _print_evaluation(args, text, key, json.dumps(result, indent=2))
 
 
+def cmd_snapshot_create(args: argparse.Namespace, settings: Settings) -> int:
+    """Snapshot the configured local index (Edge, or qdrant-client on a directory or a server)."""
+    from fashion_search.services.search.factory import make_local_index, stored_dim
+    from fashion_search.services.search.snapshots import snapshot_dir
+
+    dim = stored_dim(settings)
+    if dim is None:
+        print("error: there is no index to snapshot yet", file=sys.stderr)
+        return 2
+    index = make_local_index(settings, dim)
+    try:
+        print(index.snapshot(snapshot_dir(settings)))  # type: ignore[attr-defined]
+    finally:
+        index.close()
+    return 0
+
+
+def cmd_snapshot_list(args: argparse.Namespace, settings: Settings) -> int:
+    """List the stored snapshots (a Qdrant server's own, with FS_QDRANT_URL)."""
+    from fashion_search.services.search.snapshots import list_snapshots
+
+    if settings.index_backend == "qdrant" and settings.qdrant_url:
+        from fashion_search.services.search.factory import make_local_index, stored_dim
+
+        index = make_local_index(settings, stored_dim(settings) or 1)
+        try:
+            for name in index.server_snapshots():  # type: ignore[attr-defined]
+                print(name)
+        finally:
+            index.close()
+        return 0
+    for snap in list_snapshots(settings):
+        print(f"{snap.name}\t{snap.size_bytes}\t{snap.created}")
+    return 0
+
+
+def cmd_snapshot_restore(args: argparse.Namespace, settings: Settings) -> int:
+    """Replace the configured index by a snapshot (the search service must be stopped for a local index)."""
+    from fashion_search.services.search.factory import make_local_index, stored_dim
+    from fashion_search.services.search.snapshots import find_snapshot
+
+    try:
+        if settings.index_backend == "edge":
+            from fashion_search.services.search.edge_index import restore_snapshot
+
+            version = restore_snapshot(settings.index_path, find_snapshot(settings, args.name))
+        elif settings.qdrant_url:
+            index = make_local_index(settings, stored_dim(settings) or 1)
+            try:
+                version = index.restore_server_snapshot(args.name)  # type: ignore[attr-defined]
+            finally:
+                index.close()
+        else:
+            from fashion_search.services.search.qdrant_index import default_location, restore_local_snapshot
+
+            version = restore_local_snapshot(settings, default_location(settings), find_snapshot(settings, args.name))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"restored {args.name}: index version {version}")
+    return 0
+
+
 def cmd_bench_index(args: argparse.Namespace, settings: Settings) -> int:
     """Build the index at --n vectors per configuration and print (and write) latency, recall and memory."""
     from fashion_search.evaluation.index_bench import rows_json, run_bench_index, to_markdown

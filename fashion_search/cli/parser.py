@@ -111,6 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
     bi.add_argument("--no-output", action="store_true", help="do not write the table into a Markdown file")
     bi.add_argument("--sweep", action="store_true", help="instead: sweep HNSW m, ef_construct and ef (float32)")
 
+    snap = sub.add_parser("snapshot", help="back up and restore the index (stop the search service to restore)")
+    snap_sub = snap.add_subparsers(dest="verb", required=True)
+    snap_sub.add_parser("create", help="take a snapshot of the configured index")
+    snap_sub.add_parser("list", help="list the snapshots of the configured index")
+    sr = snap_sub.add_parser("restore", help="replace the configured index by a snapshot")
+    sr.add_argument("name", help="a snapshot's name (from list) or path")
+
     hc = sub.add_parser("healthcheck", help="exit 0 if the service at URL is healthy (grpc://host:port or http://...)")
     hc.add_argument("url")
     return parser

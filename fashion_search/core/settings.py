@@ -193,6 +193,9 @@ class Settings(BaseSettings):
         default=100, ge=1, description="candidates of the photo and of the words that reciprocal-rank fusion merges"
     )
     mmr_candidates: int = Field(default=100, ge=1, description="nearest candidates MMR picks a diverse page from")
+    snapshot_dir: Path = Field(
+        default=Path(""), description="where index snapshots are kept; empty: data_dir/snapshots"
+    )
     max_photos_per_product: int = Field(
         default=16, ge=1, description="most photos one product may have (each is its own point in the index)"
     )

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+import tempfile
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -142,6 +144,33 @@ MAIN_PHOTOS = qe.Filter(
 def _photo_count(payload: Mapping[str, Any] | None) -> int:
     """How many photo points a product's main point says it has (at least the main one)."""
     return max(1, len((payload or {}).get(IMAGES_FIELD) or []))
+
+
+def restore_snapshot(path: Path, snapshot: Path) -> int:
+    """Replace the (closed) Edge index at path by a snapshot; returns the restored index's version, which is above
+    both the snapshot's and the replaced index's, so no answer cached from either is served again."""
+    from fashion_search.services.search import snapshots
+
+    meta = snapshots.read_meta(snapshot)
+    if meta.get("backend") != BACKEND:
+        raise ValueError(f"{snapshot.name} is a snapshot of a {meta.get('backend')} index, not of {BACKEND}")
+    current = read_meta(path)
+    version = max(int(meta.get("version", 0)), int(current["version"]) if current else 0) + 1
+    work = Path(tempfile.mkdtemp(prefix=".restore-", dir=path.parent))
+    try:
+        snapshots.unpack(snapshot, work)
+        restored = work / path.name
+        if not restored.is_dir():
+            raise ValueError(f"{snapshot.name} holds no shard named {path.name!r}")
+        sidecar = json.loads((work / meta_path(path).name).read_text())
+        snapshots.replace_tree(restored, path)
+        sidecar["version"] = version
+        tmp = meta_path(path).with_suffix(".restore.tmp")
+        tmp.write_text(json.dumps(sidecar))
+        os.replace(tmp, meta_path(path))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return version
 
 
 def stored_dim(path: Path) -> int | None:
@@ -415,6 +444,16 @@ class EdgeIndex:
         """The write version (grows on every upsert or delete that changed data)."""
         with self._lock:
             return self._version
+
+    def snapshot(self, dest_dir: Path) -> Path:
+        """Flush and archive the shard and its sidecar into dest_dir (no write runs meanwhile); the archive's path."""
+        from fashion_search.services.search import snapshots
+
+        with self._lock:
+            self._open().flush()
+            meta = {"backend": BACKEND, "version": self._version, "dim": self.dim, "sizes": self.sizes}
+            name = snapshots.snapshot_name(self.settings, self._version)
+            return snapshots.archive([self.path, meta_path(self.path)], dest_dir, name, meta)
 
     @property
     def indexed_vector_count(self) -> int:

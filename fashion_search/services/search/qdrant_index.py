@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import shutil
+import tempfile
 import threading
 import warnings
 from collections.abc import Mapping, Sequence
@@ -157,6 +159,45 @@ def collection_config(settings: Settings, sizes: Mapping[str, int]) -> dict[str,
         "replication_factor": settings.qdrant_replication_factor,
         "write_consistency_factor": settings.qdrant_write_consistency,
     }
+
+
+def restore_local_snapshot(settings: Settings, location: str, snapshot: Path) -> int:
+    """Replace a (closed) local-mode collection at location by an archive; returns the restored version, above both
+    the archive's and the replaced collection's."""
+    from fashion_search.services.search import snapshots
+
+    meta = snapshots.read_meta(snapshot)
+    if meta.get("backend") != BACKEND or meta.get("collection") != settings.collection:
+        raise ValueError(f"{snapshot.name} is not a snapshot of the {BACKEND} collection {settings.collection!r}")
+    dim = stored_dim(settings, location)
+    if dim is None:
+        raise ValueError(f"no collection {settings.collection!r} at {location} to restore into")
+    index = QdrantServerIndex(settings, dim, location, garment_dim=_garment_dim(settings, location))
+    before = index.version
+    dirs = index._local_dirs()
+    index.close()
+    work = Path(tempfile.mkdtemp(prefix=".restore-", dir=location))
+    try:
+        snapshots.unpack(snapshot, work)
+        for target in dirs:
+            snapshots.replace_tree(work / target.name, target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    with QdrantServerIndex(settings, dim, location, garment_dim=_garment_dim(settings, location)) as restored:
+        version = max(before, int(meta.get("version", 0))) + 1  # type: ignore[call-overload]
+        restored._write_meta(version)
+    return version
+
+
+def _garment_dim(settings: Settings, location: str) -> int | None:
+    """The garment vectors' length recorded with a collection (None: the image vectors')."""
+    client, _ = _connect(settings, location)
+    try:
+        records = client.retrieve(f"{settings.collection}{META_SUFFIX}", [_META_POINT_ID], with_payload=True)
+        sizes = (records[0].payload or {}).get("sizes") if records else None
+        return int(sizes["garment"]) if sizes and "garment" in sizes else None
+    finally:
+        client.close()
 
 
 def _points(prepared: Sequence[PreparedPoint]) -> list[models.PointStruct]:
@@ -403,6 +444,44 @@ class QdrantServerIndex:
         with self._lock:
             self._check_open()
             return self._read_version()
+
+    def snapshot(self, dest_dir: Path) -> Path | str:
+        """A snapshot of the collection: on a server, the server's own (its name); in a local directory, an archive
+        of the collection's files in dest_dir, taken while no write runs (its path)."""
+        from fashion_search.services.search import snapshots
+
+        with self._lock:
+            self._check_open()
+            version = self._read_version()
+            if not self._local:
+                return self._client.create_snapshot(self.collection, wait=True).name  # type: ignore[union-attr]
+            if self.location == MEMORY:
+                raise ValueError("an in-memory index has no files to snapshot")
+            meta = {"backend": BACKEND, "version": version, "collection": self.collection}
+            name = snapshots.snapshot_name(self.settings, version)
+            return snapshots.archive(self._local_dirs(), dest_dir, name, meta)
+
+    def server_snapshots(self) -> list[str]:
+        """The snapshots a Qdrant server keeps of the collection (local mode keeps none: see snapshots.py)."""
+        if self._local:
+            return []
+        return [d.name for d in self._client.list_snapshots(self.collection)]
+
+    def restore_server_snapshot(self, name: str) -> int:
+        """Recover the collection on a Qdrant server from one of its snapshots; returns the new version."""
+        if self._local:
+            raise ValueError("a local-mode index restores from an archive: use restore_local_snapshot")
+        with self._lock:
+            self._check_open()
+            before = self._read_version()
+            url = f"{self.location.rstrip('/')}/collections/{self.collection}/snapshots/{name}"
+            self._client.recover_snapshot(self.collection, location=url, wait=True)
+            self._write_meta(max(before, self._read_version()) + 1)
+            return self._read_version()
+
+    def _local_dirs(self) -> list[Path]:
+        """The folders local mode keeps the collection and its metadata in."""
+        return [Path(self.location) / "collection" / name for name in (self.collection, self._meta_collection)]
 
     def __enter__(self) -> QdrantServerIndex:
         return self
