@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageOps
 
+from fashion_search.core.batching import Overloaded
 from fashion_search.core.domain import (
     GARMENT_VECTOR,
     IMAGE_VECTOR,
@@ -292,6 +293,8 @@ class SearchPipeline:
                     detected = sorted({d.category for d in detections})
                     categories = categories or detected or None
                     garments = [GarmentResult(d, []) for d in detections]
+            except Overloaded:
+                raise  # back-pressure: a full queue answers 503 at once rather than shifting the load elsewhere
             except ServiceUnavailable as exc:
                 degraded = f"{exc}; answered in simple mode"
                 log.warning("degraded search: %s", exc)
