@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fashion_search.core.batching import BatchPolicy, DynamicBatcher, Overloaded
+from fashion_search.core.batching import BatchPolicy, DynamicBatcher
 from fashion_search.core.catalog import CatalogRecord
-from fashion_search.core.deadlines import DeadlineExceeded, deadline_in
+from fashion_search.core.deadlines import deadline_in
 from fashion_search.core.domain import Box
+from fashion_search.core.unavailable import DeadlineExceeded, Overloaded
 from fashion_search.services.detector.centernet import SceneDetector
 from fashion_search.services.embedder.model import GarmentEmbedder
 from fashion_search.services.segmenter.mask_net import MaskSegmenter

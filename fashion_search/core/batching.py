@@ -11,20 +11,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from fashion_search.core.deadlines import DeadlineExceeded, remaining
-from fashion_search.core.grpc_common import ServiceUnavailable
+from fashion_search.core.deadlines import remaining
 from fashion_search.core.settings import Settings
+from fashion_search.core.unavailable import DeadlineExceeded, Overloaded
 
 In = TypeVar("In")
 Out = TypeVar("Out")
-
-
-class Overloaded(ServiceUnavailable):
-    """A model's queue is full: the caller should retry after retry_after_s (HTTP 503 with Retry-After)."""
-
-    def __init__(self, service: str, detail: str, retry_after_s: int = 1) -> None:
-        super().__init__(service, f"overloaded: {detail}")
-        self.retry_after_s = retry_after_s
 
 
 @dataclass(frozen=True)

@@ -7,17 +7,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-from fashion_search.core.grpc_common import ServiceUnavailable
+from fashion_search.core.unavailable import DeadlineExceeded
 
 # Absolute time.monotonic() by which the current request must be answered; None: no deadline.
 _deadline: ContextVar[float | None] = ContextVar("fs_deadline", default=None)
-
-
-class DeadlineExceeded(ServiceUnavailable):
-    """The request's deadline passed before a model or service could answer it."""
-
-    def __init__(self, service: str, detail: str = "the request's deadline passed") -> None:
-        super().__init__(service, detail)
 
 
 @contextmanager

@@ -11,10 +11,10 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 from starlette.routing import compile_path
 
-from fashion_search.core.batching import Overloaded
 from fashion_search.core.domain import PRODUCT_ID_PATTERN, PRODUCT_ID_RULE
 from fashion_search.core.grpc_common import ServiceUnavailable
 from fashion_search.core.images import InvalidImage
+from fashion_search.core.unavailable import Overloaded
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageOps
 
-from fashion_search.core.batching import Overloaded
 from fashion_search.core.domain import (
     GARMENT_VECTOR,
     IMAGE_VECTOR,
@@ -28,6 +27,7 @@ from fashion_search.core.garment_colour import colour_histogram, with_colour
 from fashion_search.core.grpc_common import ServiceUnavailable
 from fashion_search.core.images import garment_pixels
 from fashion_search.core.settings import Settings
+from fashion_search.core.unavailable import Overloaded
 from fashion_search.core.vectors import l2_normalize, mirror_average
 from fashion_search.pipeline.reranking import rerank_hits
 
