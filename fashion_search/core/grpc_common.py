@@ -78,13 +78,17 @@ def channel_options(settings: Settings) -> list[tuple[str, Any]]:
         ("grpc.max_receive_message_length", settings.grpc_max_message_bytes),
         # Spread calls over every replica behind a DNS name (compose/k8s scale-out), not just the first one.
         ("grpc.lb_policy_name", "round_robin"),
+        # A restarted service is reconnected to within this, not after gRPC's default of up to two minutes.
+        ("grpc.max_reconnect_backoff_ms", settings.grpc_max_reconnect_backoff_ms),
+        ("grpc.initial_reconnect_backoff_ms", min(1000, settings.grpc_max_reconnect_backoff_ms)),
     ]
 
 
 def make_channel(url: str, settings: Settings) -> grpc.Channel:
     """An insecure channel to host:port (loopback or a private network behind TLS termination)."""
     target = url.removeprefix("grpc://")
-    if "://" not in target and not target.startswith("dns:"):
+    # dns: and ipv4:/ipv6: (a fixed list of replicas, "ipv4:host:port,host:port") go to gRPC as they are.
+    if "://" not in target and not target.startswith(("dns:", "ipv4:", "ipv6:")):
         target = f"dns:///{target}"  # the DNS resolver returns every replica's address
     return grpc.insecure_channel(target, options=channel_options(settings))
 

@@ -182,6 +182,9 @@ class Settings(BaseSettings):
     # The gateway's time budget for one search, from the moment it starts the search: every gRPC call on its way gets
     # what is left of it (never more than grpc_timeout_s), and a model queue drops a request whose time ran out.
     request_deadline_s: float = Field(default=10.0, gt=0, description="per-search deadline carried to every call")
+    # Longest wait between reconnection attempts to a service that went down: after a restart, calls succeed again
+    # within this (gRPC's own default backs off up to 120 s).
+    grpc_max_reconnect_backoff_ms: int = Field(default=2000, ge=100, description="most ms between reconnect tries")
     # What a 503 for a full model queue tells clients to wait (Retry-After, seconds).
     overload_retry_after_s: int = Field(default=1, ge=1, description="Retry-After of a 503 for a full model queue")
     # Per model: batch concurrent requests into one forward pass (docs/decisions/2026-12-07-dynamic-batching.md),
