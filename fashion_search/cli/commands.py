@@ -292,6 +292,31 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_loadtest(args: argparse.Namespace, settings: Settings) -> int:
+    """Load table of the real topology on loopback, printed and written to docs/BENCHMARKS.md."""
+    from fashion_search.evaluation.loadtest import CONFIGS, LoadTestPlan, run_loadtest, to_markdown
+    from fashion_search.evaluation.metrics import write_section
+
+    def listed(text: str) -> list[str]:
+        return [part.strip() for part in text.split(",") if part.strip()]
+
+    unknown = [c for c in listed(args.configs) if c not in CONFIGS]
+    if unknown:
+        print(f"error: unknown config {', '.join(unknown)}; use {', '.join(CONFIGS)}", file=sys.stderr)
+        return 2
+    plan = LoadTestPlan(
+        configs=[CONFIGS[c] for c in listed(args.configs)], clients=[int(c) for c in listed(args.clients)],
+        modes=listed(args.modes), per_client=args.per_client, min_requests=args.min_requests, cap_s=args.cap_s,
+        catalog_size=args.catalog_size, torch_threads=args.torch_threads,
+    )
+    cells = run_loadtest(plan, Path(args.queries), args.redis_url or settings.redis_url)
+    text = to_markdown(cells, plan, _command_line(), args.note)
+    print(text)
+    output = Path(args.output) if args.output else settings.docs_dir / "BENCHMARKS.md"
+    write_section(output, "loadtest", text, "Benchmarks")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     """Run one model's trainer with the remaining options (it writes the weights file and logs its figures)."""
     import importlib

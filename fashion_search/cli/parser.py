@@ -101,6 +101,24 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--queries", type=int, default=0, help="number of queries (default: settings)")
     bench.add_argument("--output", default="", help="Markdown file (default: docs/BENCHMARKS.md)")
 
+    lt = sub.add_parser(
+        "loadtest", help="concurrent searches against the real topology on loopback: req/s, p50/p99, 5xx and 503",
+    )
+    lt.add_argument("--queries", default="../shared/data/clothing-small/validation",
+                    help="a folder of photos; each uncached request sends a distinct one")
+    lt.add_argument("--redis-url", default="", help="the cache's Redis URL, flushed per config (default: settings)")
+    lt.add_argument("--configs", default="off,on,on2",
+                    help="comma-separated: off / on (batching, 1 embedder replica), off2 / on2 (2 replicas)")
+    lt.add_argument("--clients", default="1,4,16", help="comma-separated concurrent client counts")
+    lt.add_argument("--modes", default="simple,fine", help="comma-separated search modes")
+    lt.add_argument("--per-client", type=int, default=3, help="requests per client in a cell")
+    lt.add_argument("--min-requests", type=int, default=8, help="fewest requests in a cell")
+    lt.add_argument("--cap-s", type=float, default=60.0, help="no new request in a cell after this many seconds")
+    lt.add_argument("--catalog-size", type=int, default=30, help="sample catalog products to index")
+    lt.add_argument("--torch-threads", type=int, default=1, help="FS_TORCH_THREADS of each model service")
+    lt.add_argument("--note", default="", help="a sentence for the report (e.g. what else ran on the machine)")
+    lt.add_argument("--output", default="", help="Markdown file (default: docs/BENCHMARKS.md)")
+
     hc = sub.add_parser("healthcheck", help="exit 0 if the service at URL is healthy (grpc://host:port or http://...)")
     hc.add_argument("url")
     return parser

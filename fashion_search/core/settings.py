@@ -223,7 +223,41 @@ SETTING_GROUPS: tuple[type[BaseModel], ...] = (
 )
 
 
+class BatchingSettings(BaseModel):
+    """Serving under load: dynamic batching per model, back-pressure and request deadlines."""
+
+    # --- serving under concurrency (dynamic batching, back-pressure, deadlines) ---
+    # The gateway's time budget for one search, from the moment it starts the search: every gRPC call on its way gets
+    # what is left of it (never more than grpc_timeout_s), and a model queue drops a request whose time ran out.
+    request_deadline_s: float = Field(default=10.0, gt=0, description="per-search deadline carried to every call")
+    # Longest wait between reconnection attempts to a service that went down: after a restart, calls succeed again
+    # within this (gRPC's own default backs off up to 120 s).
+    grpc_max_reconnect_backoff_ms: int = Field(default=2000, ge=100, description="most ms between reconnect tries")
+    # What a 503 for a full model queue tells clients to wait (Retry-After, seconds).
+    overload_retry_after_s: int = Field(default=1, ge=1, description="Retry-After of a 503 for a full model queue")
+    # Per model: batch concurrent requests into one forward pass (docs/decisions/2026-12-07-dynamic-batching.md),
+    # at most max_batch_size items, waiting at most max_queue_delay_ms for more once several are queued (a lone
+    # request never waits); queue_size requests at most are admitted (waiting or running), one more gets a 503.
+    detector_batching: bool = Field(default=True, description="batch concurrent detector requests")
+    detector_max_batch_size: int = Field(default=8, ge=1, description="most images per detector forward pass")
+    detector_max_queue_delay_ms: float = Field(default=2.0, ge=0, description="longest wait for a fuller batch")
+    detector_queue_size: int = Field(default=64, ge=1, description="most detector requests admitted at once")
+    segmenter_batching: bool = Field(default=True, description="batch concurrent segmenter requests")
+    segmenter_max_batch_size: int = Field(default=16, ge=1, description="most box crops per segmenter pass")
+    segmenter_max_queue_delay_ms: float = Field(default=2.0, ge=0, description="longest wait for a fuller batch")
+    segmenter_queue_size: int = Field(default=64, ge=1, description="most segmenter requests admitted at once")
+    embedder_batching: bool = Field(default=True, description="batch concurrent embedder requests")
+    embedder_max_batch_size: int = Field(default=16, ge=1, description="most images per embedder forward pass")
+    embedder_max_queue_delay_ms: float = Field(default=2.0, ge=0, description="longest wait for a fuller batch")
+    embedder_queue_size: int = Field(default=64, ge=1, description="most embedder requests admitted at once")
+    image_embedder_batching: bool = Field(default=True, description="batch concurrent image embedder requests")
+    image_embedder_max_batch_size: int = Field(default=16, ge=1, description="most images per image-embedder pass")
+    image_embedder_max_queue_delay_ms: float = Field(default=2.0, ge=0, description="longest wait for more")
+    image_embedder_queue_size: int = Field(default=64, ge=1, description="most image embedder requests at once")
+
+
 class Settings(
+    BatchingSettings,
     EvaluationSettings, ApiSettings, InputLimitSettings, CacheQueueSettings, ServingSettings, ModelSettings,
     IndexSettings, BaseSettings,
 ):
@@ -257,6 +291,8 @@ class Settings(
         return self.model_copy(update={
             "embedder_model": self.image_embedder_model, "embedder_weights": self.image_embedder_weights,
             "embedder_url": self.image_embedder_url, "embedder_port": self.image_embedder_port,
+            **{f"embedder_{knob}": getattr(self, f"image_embedder_{knob}")
+               for knob in ("batching", "max_batch_size", "max_queue_delay_ms", "queue_size")},
             "image_embedder_model": "same",
         })
 

@@ -27,6 +27,7 @@ from fashion_search.core.garment_colour import colour_histogram, with_colour
 from fashion_search.core.grpc_common import ServiceUnavailable
 from fashion_search.core.images import garment_pixels
 from fashion_search.core.settings import Settings
+from fashion_search.core.unavailable import Overloaded
 from fashion_search.core.vectors import l2_normalize, mirror_average
 from fashion_search.pipeline.reranking import rerank_hits
 
@@ -292,6 +293,8 @@ class SearchPipeline:
                     detected = sorted({d.category for d in detections})
                     categories = categories or detected or None
                     garments = [GarmentResult(d, []) for d in detections]
+            except Overloaded:
+                raise  # back-pressure: a full queue answers 503 at once rather than shifting the load elsewhere
             except ServiceUnavailable as exc:
                 degraded = f"{exc}; answered in simple mode"
                 log.warning("degraded search: %s", exc)

@@ -6,8 +6,10 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
+from PIL import Image
 from prometheus_client import Counter, Histogram
 
+from fashion_search.core.deadlines import deadline_in
 from fashion_search.core.images import decode_image
 from fashion_search.core.settings import Settings
 from fashion_search.gateway.cache import SearchCache
@@ -51,6 +53,16 @@ def search(
     category = (category or "").strip() or None
     data = read_upload(image, settings)
     img = decode_image(data, settings)
+    # Every call on this search's way (Info, version, models, index) gets what is left of one budget.
+    with deadline_in(settings.request_deadline_s):
+        return _search(img, data, mode, k, category, pipeline, cache)
+
+
+def _search(
+    img: Image.Image, data: bytes, mode: str, k: int, category: str | None, pipeline: SearchPipeline,
+    cache: SearchCache,
+) -> SearchOut:
+    """The cached answer, or the pipeline's (cached when not degraded)."""
     # Only the version: stats() counts points and facets categories and embedders, too slow for every query.
     version = pipeline.index.version
     # An unreachable model gives "": the search below meets the same outage and answers for it (uncached).

@@ -8,6 +8,7 @@ v3 is v2 plus a second stage (`box_head.py`) that names and refines each propose
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -18,6 +19,7 @@ import torch.nn.functional as F  # noqa: N812 - the usual torch alias
 from PIL import Image
 from torch import nn
 
+from fashion_search.core.batching import DynamicBatcher, batch_policy
 from fashion_search.core.domain import Box, Detection
 from fashion_search.core.model_base import InferenceModel, file_digest, for_inference
 from fashion_search.core.settings import DEFAULT_DETECTOR_MIN_SCORE, Settings
@@ -175,6 +177,10 @@ class SceneDetector(InferenceModel):
         super().__init__(settings)
         self.variant = VARIANTS[variant]
         self.name = variant
+        # Concurrent callers' images go through the network together (one preprocessed image per item).
+        self._batcher: DynamicBatcher[torch.Tensor, tuple[torch.Tensor, ...]] = DynamicBatcher(
+            "detector", self._forward_rows, batch_policy(self.settings, "detector")
+        )
 
     @cached_property
     def model_name(self) -> str:
@@ -192,24 +198,36 @@ class SceneDetector(InferenceModel):
         )
 
     @torch.inference_mode()
+    def _forward_rows(self, images: list[torch.Tensor]) -> list[tuple[torch.Tensor, ...]]:
+        """One forward pass over preprocessed images; each image's (mid, deep, heat, size, offset)."""
+        self.load()
+        return _rows(self._network(torch.stack(images).to(self.device)))
+
+    @torch.inference_mode()
     def detect(self, image: Image.Image, min_score: float | None = None) -> list[Detection]:
         """Garments in the image, best first, boxes in the image's pixels."""
         self.load()
         threshold = min_score if min_score is not None else self.settings.detector_min_score
         if threshold is None:
             threshold = self._min_score
-        mid, deep, *first = self._network(preprocess(image, self.variant.input_size).to(self.device))
-        heat, size, offset = (t.cpu() for t in first)
+        # The forward pass may be shared with other threads' images (settings.detector_batching).
+        mid, deep, heat, size, offset = self._batcher.submit([preprocess(image, self.variant.input_size)[0]])[0]
         if self._box_head is None:
             return decode(heat, size, offset, image.width, image.height, threshold)
         proposals = peaks(heat, size, offset, image.width, image.height, min(threshold, PROPOSAL_MIN_SCORE))
         if not proposals:
             return []
         logits, deltas = self._box_head(
-            mid.cpu(), deep.cpu(), proposal_tensor(proposals, image.width, image.height),
+            mid, deep, proposal_tensor(proposals, image.width, image.height),
             torch.zeros(len(proposals), dtype=torch.long), torch.full((len(proposals),), image.width / image.height),
         )
         return finish(proposals, logits, deltas, image.width, image.height, self._scoring, threshold)
+
+
+def _rows(outputs: Sequence[torch.Tensor]) -> list[tuple[torch.Tensor, ...]]:
+    """A batch's network outputs as each image's outputs, batch dimension kept (1×…), on the CPU."""
+    cpu = [t.cpu() for t in outputs]
+    return [tuple(t[i:i + 1] for t in cpu) for i in range(len(cpu[0]))]
 
 
 def _float32(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -8,6 +8,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from fashion_search.core.deadlines import call_timeout
 from fashion_search.core.domain import IMAGE_VECTOR, Hit, IndexStats, Product
 from fashion_search.core.grpc_common import box_from_proto, box_to_proto, make_channel, rpc_errors
 from fashion_search.core.settings import Settings
@@ -136,5 +137,5 @@ class RemoteIndex:
 
     def _call(self, method: Callable[..., T], request: object) -> T:
         with rpc_errors(SERVICE):
-            response = method(request, timeout=self.settings.grpc_timeout_s)
+            response = method(request, timeout=call_timeout(SERVICE, self.settings.grpc_timeout_s))
         return response

@@ -14,6 +14,7 @@ import torch.nn.functional as F  # noqa: N812 - the usual torch alias
 from PIL import Image
 from torch import nn
 
+from fashion_search.core.batching import DynamicBatcher, batch_policy
 from fashion_search.core.domain import Box
 from fashion_search.core.model_base import InferenceModel, file_digest, for_inference, warm_up_batches
 from fashion_search.core.settings import Settings
@@ -174,6 +175,10 @@ class MaskSegmenter(InferenceModel):
         super().__init__(settings)
         self.weights = Path(weights or self.settings.segmenter_weights or WEIGHTS)
         self.meta: dict = {}
+        # Concurrent callers' box crops go through the network together (one crop per item).
+        self._batcher: DynamicBatcher[np.ndarray, np.ndarray] = DynamicBatcher(
+            "segmenter", self._predict_rows, batch_policy(self.settings, "segmenter")
+        )
 
     @cached_property
     def model_name(self) -> str:
@@ -187,8 +192,8 @@ class MaskSegmenter(InferenceModel):
         self._network = for_inference(
             SegmenterNetwork(FrozenEncoder(), decoder).to(self.device), to_tensor([blank]), self.device, self.settings
         )
-        warm_up_batches(self.device, lambda n: self._network(to_tensor([blank] * n).to(self.device)),
-                        self.settings.max_garments)
+        largest = max(self.settings.max_garments, self._batcher.policy.max_batch_size)
+        warm_up_batches(self.device, lambda n: self._network(to_tensor([blank] * n).to(self.device)), largest)
 
     @torch.inference_mode()
     def segment(self, image: Image.Image, boxes: Sequence[Box]) -> list[np.ndarray]:
@@ -209,8 +214,13 @@ class MaskSegmenter(InferenceModel):
             masks[i] = logits_to_mask(logit, windows[i], frames[i])
         return masks
 
-    @torch.inference_mode()
     def predict(self, crops: Sequence[np.ndarray]) -> np.ndarray:
-        """Mask logits (B×(S/2)×(S/2)) of uint8 S×S×3 context crops."""
+        """Mask logits (B×(S/2)×(S/2)) of uint8 S×S×3 context crops; the forward pass may be shared with other
+        threads' crops (settings.segmenter_batching)."""
         self.load()
-        return self._network(to_tensor(crops).to(self.device))[:, 0].cpu().numpy()
+        return np.stack(self._batcher.submit(list(crops)))
+
+    @torch.inference_mode()
+    def _predict_rows(self, crops: list[np.ndarray]) -> list[np.ndarray]:
+        """One forward pass over context crops; each crop's logit map."""
+        return list(self._network(to_tensor(crops).to(self.device))[:, 0].cpu().numpy())
