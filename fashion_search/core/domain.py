@@ -166,6 +166,17 @@ class Embedder(Protocol):
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray: ...
 
 
+@dataclass(frozen=True)
+class SearchQuery:
+    """One search of a batch: VectorIndex.search's arguments."""
+
+    vector: np.ndarray
+    top_k: int
+    vector_name: str = IMAGE_VECTOR
+    categories: Sequence[str] | None = None
+    expand: int = 0
+
+
 @runtime_checkable
 class VectorIndex(Protocol):
     """A collection of products with named vectors, category filters and HNSW search."""
@@ -184,6 +195,10 @@ class VectorIndex(Protocol):
         categories: Sequence[str] | None = None, expand: int = 0,
     ) -> list[Hit]:
         """The top_k nearest products; expand > 0 first adds the expand nearest stored vectors to the query."""
+        ...
+
+    def search_batch(self, queries: Sequence[SearchQuery]) -> list[list[Hit]]:
+        """Each query's hits, in order: one round trip to a remote index for all of them."""
         ...
 
     def get(self, product_id: str) -> Product | None: ...

@@ -20,6 +20,7 @@ from fashion_search.core.domain import (
     Hit,
     IndexStats,
     Product,
+    SearchQuery,
     Segmenter,
     VectorIndex,
 )
@@ -330,10 +331,9 @@ class SearchPipeline:
         vecs = self.with_garment_colour(vecs, [img] * len(detections), [d.box for d in detections], masks)
         timer.add("embed", start)
         start = time.perf_counter()
-        results = [
-            GarmentResult(d, self.index.search(v, top_k, GARMENT_VECTOR, categories))
-            for d, v in zip(detections, vecs, strict=True)
-        ]
+        # One call for every garment: one round trip to a remote search service instead of one per garment.
+        found = self.index.search_batch([SearchQuery(v, top_k, GARMENT_VECTOR, categories) for v in vecs])
+        results = [GarmentResult(d, hits) for d, hits in zip(detections, found, strict=True)]
         timer.add("search", start)
         return results
 

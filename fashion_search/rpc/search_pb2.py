@@ -15,7 +15,7 @@ _sym_db = _symbol_database.Default()
 from fashion_search.rpc import common_pb2 as fashion__search_dot_rpc_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x66\x61shion_search/rpc/search.proto\x12\x11\x66\x61shion_search.v1\x1a\x1f\x66\x61shion_search/rpc/common.proto\"\xc8\x01\n\x07Product\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x02 \x01(\t\x12\x0c\n\x04tags\x18\x03 \x03(\t\x12\r\n\x05title\x18\x04 \x01(\t\x12\r\n\x05price\x18\x05 \x01(\x01\x12\x11\n\timage_ref\x18\x06 \x01(\t\x12#\n\x03\x62ox\x18\x07 \x01(\x0b\x32\x16.fashion_search.v1.Box\x12\x0f\n\x07has_box\x18\x08 \x01(\x08\x12\x10\n\x08revision\x18\t \x01(\t\x12\x10\n\x08\x65mbedder\x18\n \x01(\t\"/\n\x0bNamedVector\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\x06values\x18\x02 \x03(\x02\x42\x02\x10\x01\"l\n\x0cIndexedPoint\x12+\n\x07product\x18\x01 \x01(\x0b\x32\x1a.fashion_search.v1.Product\x12/\n\x07vectors\x18\x02 \x03(\x0b\x32\x1e.fashion_search.v1.NamedVector\"V\n\rUpsertRequest\x12/\n\x06points\x18\x01 \x03(\x0b\x32\x1f.fashion_search.v1.IndexedPoint\x12\x14\n\x0cif_unchanged\x18\x02 \x01(\x08\"D\n\x0eUpsertResponse\x12\x10\n\x08upserted\x18\x01 \x01(\x03\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0f\n\x07skipped\x18\x03 \x03(\t\"k\n\rSearchRequest\x12\x12\n\x06vector\x18\x01 \x03(\x02\x42\x02\x10\x01\x12\r\n\x05top_k\x18\x02 \x01(\x05\x12\x12\n\ncategories\x18\x03 \x03(\t\x12\x13\n\x0bvector_name\x18\x04 \x01(\t\x12\x0e\n\x06\x65xpand\x18\x05 \x01(\x05\"A\n\x03Hit\x12+\n\x07product\x18\x01 \x01(\x0b\x32\x1a.fashion_search.v1.Product\x12\r\n\x05score\x18\x02 \x01(\x02\"6\n\x0eSearchResponse\x12$\n\x04hits\x18\x01 \x03(\x0b\x32\x16.fashion_search.v1.Hit\" \n\nGetRequest\x12\x12\n\nproduct_id\x18\x01 \x01(\t\"I\n\x0bGetResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12+\n\x07product\x18\x02 \x01(\x0b\x32\x1a.fashion_search.v1.Product\"$\n\rDeleteRequest\x12\x13\n\x0bproduct_ids\x18\x01 \x03(\t\"2\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x03\x12\x0f\n\x07version\x18\x02 \x01(\x03\".\n\rScrollRequest\x12\x0e\n\x06offset\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\"S\n\x0eScrollResponse\x12,\n\x08products\x18\x01 \x03(\x0b\x32\x1a.fashion_search.v1.Product\x12\x13\n\x0bnext_offset\x18\x02 \x01(\t\"\x0e\n\x0cStatsRequest\"\xed\x01\n\rStatsResponse\x12\r\n\x05\x63ount\x18\x01 \x01(\x03\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0b\n\x03\x64im\x18\x03 \x01(\x05\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\x12\x14\n\x0cvector_names\x18\x05 \x03(\t\x12\x12\n\ncategories\x18\x06 \x03(\t\x12\x42\n\tembedders\x18\x07 \x03(\x0b\x32/.fashion_search.v1.StatsResponse.EmbeddersEntry\x1a\x30\n\x0e\x45mbeddersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\x10\n\x0eVersionRequest\"\"\n\x0fVersionResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\x32\xa8\x04\n\x06Search\x12M\n\x06Upsert\x12 .fashion_search.v1.UpsertRequest\x1a!.fashion_search.v1.UpsertResponse\x12M\n\x06Search\x12 .fashion_search.v1.SearchRequest\x1a!.fashion_search.v1.SearchResponse\x12\x44\n\x03Get\x12\x1d.fashion_search.v1.GetRequest\x1a\x1e.fashion_search.v1.GetResponse\x12M\n\x06\x44\x65lete\x12 .fashion_search.v1.DeleteRequest\x1a!.fashion_search.v1.DeleteResponse\x12M\n\x06Scroll\x12 .fashion_search.v1.ScrollRequest\x1a!.fashion_search.v1.ScrollResponse\x12J\n\x05Stats\x12\x1f.fashion_search.v1.StatsRequest\x1a .fashion_search.v1.StatsResponse\x12P\n\x07Version\x12!.fashion_search.v1.VersionRequest\x1a\".fashion_search.v1.VersionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x66\x61shion_search/rpc/search.proto\x12\x11\x66\x61shion_search.v1\x1a\x1f\x66\x61shion_search/rpc/common.proto\"\xc8\x01\n\x07Product\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x02 \x01(\t\x12\x0c\n\x04tags\x18\x03 \x03(\t\x12\r\n\x05title\x18\x04 \x01(\t\x12\r\n\x05price\x18\x05 \x01(\x01\x12\x11\n\timage_ref\x18\x06 \x01(\t\x12#\n\x03\x62ox\x18\x07 \x01(\x0b\x32\x16.fashion_search.v1.Box\x12\x0f\n\x07has_box\x18\x08 \x01(\x08\x12\x10\n\x08revision\x18\t \x01(\t\x12\x10\n\x08\x65mbedder\x18\n \x01(\t\"/\n\x0bNamedVector\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\x06values\x18\x02 \x03(\x02\x42\x02\x10\x01\"l\n\x0cIndexedPoint\x12+\n\x07product\x18\x01 \x01(\x0b\x32\x1a.fashion_search.v1.Product\x12/\n\x07vectors\x18\x02 \x03(\x0b\x32\x1e.fashion_search.v1.NamedVector\"V\n\rUpsertRequest\x12/\n\x06points\x18\x01 \x03(\x0b\x32\x1f.fashion_search.v1.IndexedPoint\x12\x14\n\x0cif_unchanged\x18\x02 \x01(\x08\"D\n\x0eUpsertResponse\x12\x10\n\x08upserted\x18\x01 \x01(\x03\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0f\n\x07skipped\x18\x03 \x03(\t\"k\n\rSearchRequest\x12\x12\n\x06vector\x18\x01 \x03(\x02\x42\x02\x10\x01\x12\r\n\x05top_k\x18\x02 \x01(\x05\x12\x12\n\ncategories\x18\x03 \x03(\t\x12\x13\n\x0bvector_name\x18\x04 \x01(\t\x12\x0e\n\x06\x65xpand\x18\x05 \x01(\x05\"A\n\x03Hit\x12+\n\x07product\x18\x01 \x01(\x0b\x32\x1a.fashion_search.v1.Product\x12\r\n\x05score\x18\x02 \x01(\x02\"6\n\x0eSearchResponse\x12$\n\x04hits\x18\x01 \x03(\x0b\x32\x16.fashion_search.v1.Hit\"G\n\x12SearchBatchRequest\x12\x31\n\x07queries\x18\x01 \x03(\x0b\x32 .fashion_search.v1.SearchRequest\"I\n\x13SearchBatchResponse\x12\x32\n\x07results\x18\x01 \x03(\x0b\x32!.fashion_search.v1.SearchResponse\" \n\nGetRequest\x12\x12\n\nproduct_id\x18\x01 \x01(\t\"I\n\x0bGetResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12+\n\x07product\x18\x02 \x01(\x0b\x32\x1a.fashion_search.v1.Product\"$\n\rDeleteRequest\x12\x13\n\x0bproduct_ids\x18\x01 \x03(\t\"2\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x03\x12\x0f\n\x07version\x18\x02 \x01(\x03\".\n\rScrollRequest\x12\x0e\n\x06offset\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\"S\n\x0eScrollResponse\x12,\n\x08products\x18\x01 \x03(\x0b\x32\x1a.fashion_search.v1.Product\x12\x13\n\x0bnext_offset\x18\x02 \x01(\t\"\x0e\n\x0cStatsRequest\"\xed\x01\n\rStatsResponse\x12\r\n\x05\x63ount\x18\x01 \x01(\x03\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0b\n\x03\x64im\x18\x03 \x01(\x05\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\x12\x14\n\x0cvector_names\x18\x05 \x03(\t\x12\x12\n\ncategories\x18\x06 \x03(\t\x12\x42\n\tembedders\x18\x07 \x03(\x0b\x32/.fashion_search.v1.StatsResponse.EmbeddersEntry\x1a\x30\n\x0e\x45mbeddersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\x10\n\x0eVersionRequest\"\"\n\x0fVersionResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\x32\x86\x05\n\x06Search\x12M\n\x06Upsert\x12 .fashion_search.v1.UpsertRequest\x1a!.fashion_search.v1.UpsertResponse\x12M\n\x06Search\x12 .fashion_search.v1.SearchRequest\x1a!.fashion_search.v1.SearchResponse\x12\\\n\x0bSearchBatch\x12%.fashion_search.v1.SearchBatchRequest\x1a&.fashion_search.v1.SearchBatchResponse\x12\x44\n\x03Get\x12\x1d.fashion_search.v1.GetRequest\x1a\x1e.fashion_search.v1.GetResponse\x12M\n\x06\x44\x65lete\x12 .fashion_search.v1.DeleteRequest\x1a!.fashion_search.v1.DeleteResponse\x12M\n\x06Scroll\x12 .fashion_search.v1.ScrollRequest\x1a!.fashion_search.v1.ScrollResponse\x12J\n\x05Stats\x12\x1f.fashion_search.v1.StatsRequest\x1a .fashion_search.v1.StatsResponse\x12P\n\x07Version\x12!.fashion_search.v1.VersionRequest\x1a\".fashion_search.v1.VersionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,28 +44,32 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _globals['_HIT']._serialized_end=781
   _globals['_SEARCHRESPONSE']._serialized_start=783
   _globals['_SEARCHRESPONSE']._serialized_end=837
-  _globals['_GETREQUEST']._serialized_start=839
-  _globals['_GETREQUEST']._serialized_end=871
-  _globals['_GETRESPONSE']._serialized_start=873
-  _globals['_GETRESPONSE']._serialized_end=946
-  _globals['_DELETEREQUEST']._serialized_start=948
-  _globals['_DELETEREQUEST']._serialized_end=984
-  _globals['_DELETERESPONSE']._serialized_start=986
-  _globals['_DELETERESPONSE']._serialized_end=1036
-  _globals['_SCROLLREQUEST']._serialized_start=1038
-  _globals['_SCROLLREQUEST']._serialized_end=1084
-  _globals['_SCROLLRESPONSE']._serialized_start=1086
-  _globals['_SCROLLRESPONSE']._serialized_end=1169
-  _globals['_STATSREQUEST']._serialized_start=1171
-  _globals['_STATSREQUEST']._serialized_end=1185
-  _globals['_STATSRESPONSE']._serialized_start=1188
-  _globals['_STATSRESPONSE']._serialized_end=1425
-  _globals['_STATSRESPONSE_EMBEDDERSENTRY']._serialized_start=1377
-  _globals['_STATSRESPONSE_EMBEDDERSENTRY']._serialized_end=1425
-  _globals['_VERSIONREQUEST']._serialized_start=1427
-  _globals['_VERSIONREQUEST']._serialized_end=1443
-  _globals['_VERSIONRESPONSE']._serialized_start=1445
-  _globals['_VERSIONRESPONSE']._serialized_end=1479
-  _globals['_SEARCH']._serialized_start=1482
-  _globals['_SEARCH']._serialized_end=2034
+  _globals['_SEARCHBATCHREQUEST']._serialized_start=839
+  _globals['_SEARCHBATCHREQUEST']._serialized_end=910
+  _globals['_SEARCHBATCHRESPONSE']._serialized_start=912
+  _globals['_SEARCHBATCHRESPONSE']._serialized_end=985
+  _globals['_GETREQUEST']._serialized_start=987
+  _globals['_GETREQUEST']._serialized_end=1019
+  _globals['_GETRESPONSE']._serialized_start=1021
+  _globals['_GETRESPONSE']._serialized_end=1094
+  _globals['_DELETEREQUEST']._serialized_start=1096
+  _globals['_DELETEREQUEST']._serialized_end=1132
+  _globals['_DELETERESPONSE']._serialized_start=1134
+  _globals['_DELETERESPONSE']._serialized_end=1184
+  _globals['_SCROLLREQUEST']._serialized_start=1186
+  _globals['_SCROLLREQUEST']._serialized_end=1232
+  _globals['_SCROLLRESPONSE']._serialized_start=1234
+  _globals['_SCROLLRESPONSE']._serialized_end=1317
+  _globals['_STATSREQUEST']._serialized_start=1319
+  _globals['_STATSREQUEST']._serialized_end=1333
+  _globals['_STATSRESPONSE']._serialized_start=1336
+  _globals['_STATSRESPONSE']._serialized_end=1573
+  _globals['_STATSRESPONSE_EMBEDDERSENTRY']._serialized_start=1525
+  _globals['_STATSRESPONSE_EMBEDDERSENTRY']._serialized_end=1573
+  _globals['_VERSIONREQUEST']._serialized_start=1575
+  _globals['_VERSIONREQUEST']._serialized_end=1591
+  _globals['_VERSIONRESPONSE']._serialized_start=1593
+  _globals['_VERSIONRESPONSE']._serialized_end=1627
+  _globals['_SEARCH']._serialized_start=1630
+  _globals['_SEARCH']._serialized_end=2276
 # @@protoc_insertion_point(module_scope)

@@ -9,8 +9,8 @@ from typing import TypeVar
 import numpy as np
 
 from fashion_search.core.deadlines import call_timeout
-from fashion_search.core.domain import IMAGE_VECTOR, Hit, IndexStats, Product
-from fashion_search.core.grpc_common import box_from_proto, box_to_proto, make_channel, rpc_errors
+from fashion_search.core.domain import IMAGE_VECTOR, Hit, IndexStats, Product, SearchQuery
+from fashion_search.core.grpc_common import ServiceUnavailable, box_from_proto, box_to_proto, make_channel, rpc_errors
 from fashion_search.core.settings import Settings
 from fashion_search.rpc import search_pb2, search_pb2_grpc
 
@@ -58,6 +58,13 @@ def _upsert_request(
     )
 
 
+def _search_request(query: SearchQuery) -> search_pb2.SearchRequest:
+    return search_pb2.SearchRequest(
+        vector=_values(query.vector), top_k=query.top_k, categories=list(query.categories or []),
+        vector_name=query.vector_name, expand=query.expand,
+    )
+
+
 class RemoteIndex:
     """VectorIndex backed by the search service at url; outages raise ServiceUnavailable, bad input ValueError."""
 
@@ -84,12 +91,19 @@ class RemoteIndex:
         categories: Sequence[str] | None = None, expand: int = 0,
     ) -> list[Hit]:
         """The top_k nearest products from the server, optionally only in the given categories (and expanded)."""
-        request = search_pb2.SearchRequest(
-            vector=_values(vector), top_k=top_k, categories=list(categories or []), vector_name=vector_name,
-            expand=expand,
-        )
+        request = _search_request(SearchQuery(vector, top_k, vector_name, categories, expand))
         response = self._call(self._stub.Search, request)
         return [Hit(product_from_proto(h.product), float(h.score)) for h in response.hits]
+
+    def search_batch(self, queries: Sequence[SearchQuery]) -> list[list[Hit]]:
+        """Each query's hits from the server, in order, in one call."""
+        if not queries:
+            return []
+        request = search_pb2.SearchBatchRequest(queries=[_search_request(q) for q in queries])
+        response = self._call(self._stub.SearchBatch, request)
+        if len(response.results) != len(queries):
+            raise ServiceUnavailable(SERVICE, f"{len(response.results)} results for {len(queries)} queries")
+        return [[Hit(product_from_proto(h.product), float(h.score)) for h in r.hits] for r in response.results]
 
     def get(self, product_id: str) -> Product | None:
         """The stored product, or None if the server does not know the id."""

@@ -12,7 +12,7 @@ from types import TracebackType
 import numpy as np
 from qdrant_client import QdrantClient, models
 
-from fashion_search.core.domain import IMAGE_VECTOR, VECTOR_NAMES, Hit, IndexStats, Product
+from fashion_search.core.domain import IMAGE_VECTOR, VECTOR_NAMES, Hit, IndexStats, Product, SearchQuery
 from fashion_search.core.settings import Settings
 from fashion_search.services.search.points import (
     CATEGORY_FIELD,
@@ -141,6 +141,10 @@ class QdrantServerIndex:
             if len(skipped) < len(prepared):
                 self._bump_version()
         return skipped
+
+    def search_batch(self, queries: Sequence[SearchQuery]) -> list[list[Hit]]:
+        """Each query's hits, in order (in-process, a batch costs what its searches cost one by one)."""
+        return [self.search(q.vector, q.top_k, q.vector_name, q.categories, q.expand) for q in queries]
 
     def search(
         self, vector: np.ndarray, top_k: int, vector_name: str = IMAGE_VECTOR,

@@ -7,7 +7,7 @@ import logging
 import grpc
 import numpy as np
 
-from fashion_search.core.domain import IMAGE_VECTOR, Product, VectorIndex
+from fashion_search.core.domain import IMAGE_VECTOR, Product, SearchQuery, VectorIndex
 from fashion_search.core.grpc_common import abort_on_invalid, make_server, mark_serving, vector_from_values
 from fashion_search.core.serving import wait_for_termination
 from fashion_search.core.settings import Settings
@@ -59,6 +59,24 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
             return search_pb2.SearchResponse(
                 hits=[search_pb2.Hit(product=product_to_proto(h.product), score=h.score) for h in hits]
             )
+
+        return abort_on_invalid(context, run)
+
+    def SearchBatch(
+        self, request: search_pb2.SearchBatchRequest, context: grpc.ServicerContext
+    ) -> search_pb2.SearchBatchResponse:
+        """Several searches in one call, answered in order."""
+        def run() -> search_pb2.SearchBatchResponse:
+            results = self.index.search_batch([
+                SearchQuery(vector_from_values(q.vector), q.top_k, q.vector_name or IMAGE_VECTOR, list(q.categories),
+                            q.expand)
+                for q in request.queries
+            ])
+            return search_pb2.SearchBatchResponse(results=[
+                search_pb2.SearchResponse(hits=[search_pb2.Hit(product=product_to_proto(h.product), score=h.score)
+                                                for h in hits])
+                for hits in results
+            ])
 
         return abort_on_invalid(context, run)
 
