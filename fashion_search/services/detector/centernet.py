@@ -8,6 +8,7 @@ v3 is v2 plus a second stage (`box_head.py`) that names and refines each propose
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -194,22 +195,46 @@ class SceneDetector(InferenceModel):
     @torch.inference_mode()
     def detect(self, image: Image.Image, min_score: float | None = None) -> list[Detection]:
         """Garments in the image, best first, boxes in the image's pixels."""
+        return self.detect_batch([image], min_score)[0]
+
+    @torch.inference_mode()
+    def detect_batch(self, images: Sequence[Image.Image], min_score: float | None = None) -> list[list[Detection]]:
+        """detect() of each image, the fixed-size network run once over the whole batch (bulk ingestion)."""
         self.load()
+        if not images:
+            return []
         threshold = min_score if min_score is not None else self.settings.detector_min_score
         if threshold is None:
             threshold = self._min_score
-        mid, deep, *first = self._network(preprocess(image, self.variant.input_size).to(self.device))
-        heat, size, offset = (t.cpu() for t in first)
+        size = self.variant.input_size
+        batch = torch.cat([preprocess(image, size) for image in images]).to(self.device)
+        mid, deep, *first = self._network(batch)
+        heat, sizes, offset = (t.cpu() for t in first)
+        if self._box_head is not None:
+            mid, deep = mid.cpu(), deep.cpu()
+        found = []
+        for i, image in enumerate(images):
+            one = slice(i, i + 1)
+            found.append(self._second_stage(
+                mid[one], deep[one], heat[one], sizes[one], offset[one], image.width, image.height, threshold,
+            ))
+        return found
+
+    def _second_stage(
+        self, mid: torch.Tensor, deep: torch.Tensor, heat: torch.Tensor, size: torch.Tensor, offset: torch.Tensor,
+        width: int, height: int, threshold: float,
+    ) -> list[Detection]:
+        """One image's detections from its first-stage maps: peaks, then the box head where the variant has one."""
         if self._box_head is None:
-            return decode(heat, size, offset, image.width, image.height, threshold)
-        proposals = peaks(heat, size, offset, image.width, image.height, min(threshold, PROPOSAL_MIN_SCORE))
+            return decode(heat, size, offset, width, height, threshold)
+        proposals = peaks(heat, size, offset, width, height, min(threshold, PROPOSAL_MIN_SCORE))
         if not proposals:
             return []
         logits, deltas = self._box_head(
-            mid.cpu(), deep.cpu(), proposal_tensor(proposals, image.width, image.height),
-            torch.zeros(len(proposals), dtype=torch.long), torch.full((len(proposals),), image.width / image.height),
+            mid, deep, proposal_tensor(proposals, width, height),
+            torch.zeros(len(proposals), dtype=torch.long), torch.full((len(proposals),), width / height),
         )
-        return finish(proposals, logits, deltas, image.width, image.height, self._scoring, threshold)
+        return finish(proposals, logits, deltas, width, height, self._scoring, threshold)
 
 
 def _float32(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
