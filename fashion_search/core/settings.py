@@ -178,6 +178,33 @@ class Settings(BaseSettings):
     docs_dir: Path = Path("docs")
     bench_queries: int = Field(default=40, ge=1)
 
+    # --- bulk ingestion: photos by URL, ingest jobs ---
+    fetch_timeout_s: float = Field(
+        default=10.0, gt=0, description="Most seconds one photo URL may take, redirects included.",
+    )
+    fetch_max_redirects: int = Field(
+        default=5, ge=0, description="Most redirects followed per photo URL, each re-checked.",
+    )
+    fetch_content_types: list[str] = Field(
+        default=["image/jpeg", "image/png", "image/webp", "image/bmp", "image/gif"],
+        description="Content types a fetched photo may have.",
+    )
+    fetch_allowed_networks: list[str] = Field(
+        default=[], description="CIDR networks photo URLs may reach although loopback, private or link-local.",
+    )
+    fetch_concurrency: int = Field(
+        default=8, ge=1, description="Photos of one ingest batch read and fetched at once (threads).",
+    )
+    task_visibility_timeout_s: int = Field(
+        default=3600, ge=1, description="Seconds before the broker redelivers a batch no worker acknowledged.",
+    )
+    job_ttl_s: int = Field(
+        default=7 * 24 * 3600, ge=60, description="How long an ingest job's report is kept in Redis.",
+    )
+    job_key_prefix: str = Field(
+        default="fs:job:", description="Redis key prefix of ingest jobs (settings.redis_url).",
+    )
+
     @property
     def category_vote_on(self) -> bool:
         """Whether the category vote re-ranks simple and tag mode (a depth and a weight both set)."""
