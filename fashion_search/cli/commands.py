@@ -79,7 +79,9 @@ def _ingest_local(records: list, settings: Settings) -> int:
 def _print_ingest_report(report: object, verb: str = "indexed") -> int:
     """Print what an ingest or reindex wrote and what it refused (and why); exit status 1 if it refused all."""
     indexed = getattr(report, "indexed", 0)
-    failed = getattr(report, "failed", [])
+    failed = getattr(report, "failed", None)
+    if failed is None:  # a job's report: refusals with their records
+        failed = [(r["product_id"], r["reason"]) for r in getattr(report, "refused", [])]
     print(f"{verb} {indexed} products; {len(failed)} refused")
     for pid, why in failed[:20]:
         print(f"  {pid}: {why}")
@@ -87,9 +89,14 @@ def _print_ingest_report(report: object, verb: str = "indexed") -> int:
 
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
-    """Load a catalog in-process, or through Celery when a broker is configured."""
+    """Load a catalog in-process, or through Celery as a job when a broker is configured."""
     from fashion_search.core.catalog import CatalogError, load_catalog
 
+    if args.retry_refused:
+        return _retry_refused(args, settings)
+    if not args.path:
+        print("error: give a catalog path (or --retry-refused JOB_ID)", file=sys.stderr)
+        return 2
     try:
         records = load_catalog(args.path)
     except CatalogError as exc:
@@ -97,17 +104,41 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     if not settings.broker_url or args.sync:
         return _ingest_local(records, settings)
-    from fashion_search.workers.enqueue import enqueue_catalog, wait_for
+    return _ingest_queue(records, args.wait, settings)
 
-    results, unreadable = enqueue_catalog(records, settings)
-    print(f"queued {len(results)} tasks for {len(records)} products on {settings.broker_url}")
-    if not args.wait:
-        for pid, why in unreadable.failed:
-            print(f"  {pid}: {why}")
+
+def _ingest_queue(records: list, wait: bool, settings: Settings) -> int:
+    from fashion_search.workers.enqueue import enqueue_catalog, follow_job
+    from fashion_search.workers.jobs import JobStore
+
+    jobs = JobStore(settings)
+    job_id = enqueue_catalog(records, settings, jobs)
+    print(f"job {job_id}: queued {len(records)} products on {settings.broker_url}")
+    if not wait:
+        print(f"follow it with GET /v1/jobs/{job_id}")
         return 0
-    report = wait_for(results, len(records) - len(unreadable.failed))
-    report.merge(unreadable)
+    report = follow_job(jobs, job_id)
+    print(f"job {job_id}: {report.state}")
     return _print_ingest_report(report)
+
+
+def _retry_refused(args: argparse.Namespace, settings: Settings) -> int:
+    """Send a job's refused records again, as a new job."""
+    if not settings.broker_url:
+        print("error: --retry-refused needs a broker (FS_BROKER_URL)", file=sys.stderr)
+        return 2
+    from fashion_search.workers.enqueue import records_to_retry
+    from fashion_search.workers.jobs import JobStore
+
+    report = JobStore(settings).get(args.retry_refused)
+    if report is None:
+        print(f"error: no ingest job {args.retry_refused!r} (unknown, or expired)", file=sys.stderr)
+        return 2
+    records = records_to_retry(report)
+    if not records:
+        print(f"job {args.retry_refused} has no refused records to re-run")
+        return 0
+    return _ingest_queue(records, args.wait, settings)
 
 
 def cmd_reindex(args: argparse.Namespace, settings: Settings) -> int:

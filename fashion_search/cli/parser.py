@@ -29,9 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("target", choices=SERVE_TARGETS)
 
     ingest = sub.add_parser("ingest", help="load a catalog: a folder of images, or a CSV/JSONL file")
-    ingest.add_argument("path")
+    ingest.add_argument("path", nargs="?", default="")
     ingest.add_argument("--sync", action="store_true", help="ingest in-process even if a broker is configured")
-    ingest.add_argument("--wait", action="store_true", help="with a broker: wait for all tasks to finish")
+    ingest.add_argument("--wait", action="store_true", help="with a broker: follow the job until it is done")
+    ingest.add_argument("--retry-refused", metavar="JOB_ID", default="", help="re-run a job's refused records")
 
     rx = sub.add_parser(
         "reindex", help="recompute the vectors of indexed products from their stored images (after a model change)",

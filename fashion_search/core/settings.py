@@ -256,7 +256,39 @@ class BatchingSettings(BaseModel):
     image_embedder_queue_size: int = Field(default=64, ge=1, description="most image embedder requests at once")
 
 
+class IngestSettings(BaseModel):
+    """Bulk ingestion: photos fetched by URL (with the SSRF guard) and ingest jobs."""
+
+    # --- bulk ingestion: photos by URL, ingest jobs ---
+    fetch_timeout_s: float = Field(
+        default=10.0, gt=0, description="Most seconds one photo URL may take, redirects included.",
+    )
+    fetch_max_redirects: int = Field(
+        default=5, ge=0, description="Most redirects followed per photo URL, each re-checked.",
+    )
+    fetch_content_types: list[str] = Field(
+        default=["image/jpeg", "image/png", "image/webp", "image/bmp", "image/gif"],
+        description="Content types a fetched photo may have.",
+    )
+    fetch_allowed_networks: list[str] = Field(
+        default=[], description="CIDR networks photo URLs may reach although loopback, private or link-local.",
+    )
+    fetch_concurrency: int = Field(
+        default=8, ge=1, description="Photos of one ingest batch read and fetched at once (threads).",
+    )
+    task_visibility_timeout_s: int = Field(
+        default=3600, ge=1, description="Seconds before the broker redelivers a batch no worker acknowledged.",
+    )
+    job_ttl_s: int = Field(
+        default=7 * 24 * 3600, ge=60, description="How long an ingest job's report is kept in Redis.",
+    )
+    job_key_prefix: str = Field(
+        default="fs:job:", description="Redis key prefix of ingest jobs (settings.redis_url).",
+    )
+
+
 class Settings(
+    IngestSettings,
     BatchingSettings,
     EvaluationSettings, ApiSettings, InputLimitSettings, CacheQueueSettings, ServingSettings, ModelSettings,
     IndexSettings, BaseSettings,

@@ -224,6 +224,21 @@ class SearchPipeline:
         return found
 
     # ---- catalog side -------------------------------------------------------------------------
+    def detect_batch(self, images: Sequence[Image.Image]) -> list[list[Detection]]:
+        """detect() of each image; a detector with detect_batch runs them as one batch (a remote one, one by one)."""
+        batched = getattr(self.detector, "detect_batch", None)
+        threshold = self.settings.detector_min_score
+        found = batched(images, threshold) if batched else [self.detector.detect(img, threshold) for img in images]
+        return [distinct_garments(dets)[: self.settings.max_garments] for dets in found]
+
+    def main_masks(self, images: Sequence[Image.Image], mains: Sequence[Detection | None]) -> list[np.ndarray | None]:
+        """The mask of each image's main detection (None without one); one batch where the segmenter batches."""
+        todo = [(img, [m.box.clip(img.width, img.height)]) for img, m in zip(images, mains, strict=True) if m]
+        batched = getattr(self.segmenter, "segment_batch", None)
+        found = batched(todo) if batched else [self.segmenter.segment(img, boxes) for img, boxes in todo]
+        masks = iter(found)
+        return [next(masks)[0] if m else None for m in mains]
+
     def catalog_vectors(self, images: Sequence[Image.Image], with_garment: bool = True) -> list[IndexedVectors]:
         """Vectors for catalog photos: the whole image, and the garment fine mode matches (settings.catalog_garment).
 
@@ -233,14 +248,11 @@ class SearchPipeline:
         if not with_garment:
             vecs = self.embed_catalog(prepared, self.image_embedder)
             return [IndexedVectors({IMAGE_VECTOR: v}, None) for v in vecs]
-        mains: list[Detection | None] = []
-        for img in prepared:
-            dets = self.detect(img)
-            mains.append(dets[0] if dets else None)
+        mains = [dets[0] if dets else None for dets in self.detect_batch(prepared)]
         n = len(prepared)
         masks: list[np.ndarray | None] = [None] * n
         if self.settings.catalog_garment != "photo" or self.settings.garment_colour_weight > 0:
-            masks = [self.garment_masks(img, [m])[0] if m else None for img, m in zip(prepared, mains, strict=True)]
+            masks = self.main_masks(prepared, mains)
         # A product photo shows its product, and street crops were trained to match such photos; the main
         # detection's cut-out alone matched them worse (docs/EVALUATION.md, street-to-shop).
         cut = [] if self.settings.catalog_garment == "photo" else [
