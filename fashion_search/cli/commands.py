@@ -312,6 +312,30 @@ def cmd_eval_models(args: argparse.Namespace, settings: Settings) -> int:
     return _print_evaluation(args, text, key, json.dumps(result, indent=2))
 
 
+def cmd_bench_index(args: argparse.Namespace, settings: Settings) -> int:
+    """Build the index at --n vectors per configuration and print (and write) latency, recall and memory."""
+    from fashion_search.evaluation.index_bench import rows_json, run_bench_index, to_markdown
+    from fashion_search.evaluation.metrics import write_section
+
+    if args.n < 1000 or args.queries < 10:
+        print("error: --n must be at least 1000 and --queries at least 10", file=sys.stderr)
+        return 2
+    if args.sweep:
+        from fashion_search.evaluation.index_bench import run_sweep, sweep_markdown
+
+        sweep = run_sweep(settings, args.n, args.queries)
+        print(json.dumps(sweep, indent=2) if args.json else sweep_markdown(sweep, args.n, _command_line()))
+        return 0
+    rows, info = run_bench_index(settings, args.n, args.queries)
+    text = to_markdown(rows, info, _command_line())
+    print(rows_json(rows) if args.json else text)
+    if not args.no_output:
+        path = Path(args.output) if args.output else settings.docs_dir / "BENCHMARKS.md"
+        write_section(path, f"bench-index-{info['n']}", f"## Vector index at {info['n']:,} vectors\n\n{text}",
+                      "Benchmarks")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     """Per-stage latency table, printed and written to docs/BENCHMARKS.md."""
     from fashion_search.evaluation.bench import run_bench, save_report, to_markdown

@@ -120,6 +120,16 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--note", default="", help="a sentence for the report (e.g. what else ran on the machine)")
     lt.add_argument("--output", default="", help="Markdown file (default: docs/BENCHMARKS.md)")
 
+    bi = sub.add_parser(
+        "bench-index", help="the vector index at scale: latency, recall@10, memory per configuration and filter",
+    )
+    bi.add_argument("--n", type=int, default=100_000, help="vectors in the index (real catalog vectors + draws)")
+    bi.add_argument("--queries", type=int, default=200, help="held-out queries per configuration and filter")
+    bi.add_argument("--json", action="store_true", help="print the rows as JSON")
+    bi.add_argument("--output", default="", help="Markdown file (default: docs/BENCHMARKS.md)")
+    bi.add_argument("--no-output", action="store_true", help="do not write the table into a Markdown file")
+    bi.add_argument("--sweep", action="store_true", help="instead: sweep HNSW m, ef_construct and ef (float32)")
+
     hc = sub.add_parser("healthcheck", help="exit 0 if the service at URL is healthy (grpc://host:port or http://...)")
     hc.add_argument("url")
     return parser

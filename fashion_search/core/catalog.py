@@ -32,6 +32,9 @@ class CatalogRecord:
     tags: list[str] = field(default_factory=list)
     # Where the photo is fetched from when image_path is empty or unreadable (core/fetch.py's limits and guard).
     image_url: str = ""
+    brand: str = ""
+    in_stock: bool = True
+    attributes: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         """JSON-serialisable form (for Celery task payloads)."""
@@ -159,11 +162,45 @@ def _record(row: dict[str, object], base: Path | None, where: str) -> CatalogRec
     return CatalogRecord(
         product_id=pid, image_path=path, title=str(row.get("title") or ""),
         category=str(row.get("category") or ""), price=_price(row.get("price"), where),
-        tags=_tags(row.get("tags"), where), image_url=url.strip(),
+        tags=_tags(row.get("tags"), where), image_url=url.strip(), brand=str(row.get("brand") or "").strip(),
+        in_stock=parse_bool(row.get("in_stock"), "in_stock", where, default=True),
+        attributes=parse_attributes(row.get("attributes"), where),
     )
 
 
 _URL = re.compile(r"https?://[^\s]+", re.IGNORECASE)
+
+
+_TRUE = {"true", "1", "yes", "y"}
+_FALSE = {"false", "0", "no", "n"}
+
+
+def parse_bool(value: object, name: str, where: str, default: bool) -> bool:
+    """A yes/no field: a JSON bool, or true/false/1/0/yes/no in any case; empty or missing means default."""
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise CatalogError(f"{where}: {name} {value!r} must be true or false")
+
+
+def parse_attributes(value: object, where: str) -> dict[str, str]:
+    """Attributes: a JSON object (JSONL), or "name=value; name=value" (CSV) of strings."""
+    if not value:
+        return {}
+    if isinstance(value, str):
+        pairs = [p.split("=", 1) for p in value.split(";") if p.strip()]
+        if not all(len(p) == 2 and p[0].strip() for p in pairs):
+            raise CatalogError(f"{where}: attributes {value!r} must read name=value; name=value")
+        return {k.strip(): v.strip() for k, v in pairs}
+    if isinstance(value, dict) and all(isinstance(v, str | int | float) for v in value.values()):
+        return {str(k): str(v) for k, v in value.items() if str(k)}
+    raise CatalogError(f"{where}: attributes {value!r} must be an object of names to strings")
 
 
 def _price(value: object, where: str) -> float:

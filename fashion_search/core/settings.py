@@ -287,7 +287,30 @@ class IngestSettings(BaseModel):
     )
 
 
+class ScaleSettings(BaseModel):
+    """Index at scale: search depth, quantization and the Qdrant cluster layout of new collections."""
+
+    # --- index at scale (filters, pagination, quantization, cluster) ---
+    max_search_offset: int = Field(
+        default=1000, ge=0, description="deepest result a search page may start at (offset + top_k reaches past it)"
+    )
+    index_quantization: Literal["none", "int8"] = Field(
+        default="none", description="scalar int8 copies of the vectors in RAM (float32 stays on disk); none: float32"
+    )
+    quantization_oversampling: float = Field(
+        default=2.0, ge=1.0, description="int8 search fetches this many times top_k, then rescores with float32"
+    )
+    qdrant_shard_number: int = Field(default=1, ge=1, description="shards of a new collection on a Qdrant server")
+    qdrant_replication_factor: int = Field(
+        default=1, ge=1, description="copies of each shard on a Qdrant cluster (new collections)"
+    )
+    qdrant_write_consistency: int = Field(
+        default=1, ge=1, description="replicas that must acknowledge a write on a Qdrant cluster (new collections)"
+    )
+
+
 class Settings(
+    ScaleSettings,
     IngestSettings,
     BatchingSettings,
     EvaluationSettings, ApiSettings, InputLimitSettings, CacheQueueSettings, ServingSettings, ModelSettings,

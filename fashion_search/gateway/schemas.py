@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 Mode = Literal["simple", "fine", "tag"]
 
@@ -19,6 +19,30 @@ class ProductOut(BaseModel):
     tags: list[str] = Field(default_factory=list)
     box: list[float] | None = None
     image_url: str | None = None
+    brand: str = ""
+    in_stock: bool = True
+    attributes: dict[str, str] = Field(default_factory=dict)
+
+
+class ProductPage(BaseModel):
+    """One page of the catalog listing."""
+
+    products: list[ProductOut]
+    next_cursor: str | None = Field(description="pass as cursor for the next page; null after the last page")
+
+
+class ProductPatch(BaseModel):
+    """Catalog fields to change without re-embedding the product's photo; omitted fields stay as they are."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: str | None = None
+    category: str | None = None
+    price: float | None = Field(None, ge=0, allow_inf_nan=False)
+    tags: list[str] | None = None
+    brand: str | None = None
+    in_stock: bool | None = None
+    attributes: dict[str, str] | None = None
 
 
 class ResultOut(BaseModel):
@@ -33,6 +57,8 @@ class ResultOut(BaseModel):
     title: str
     price: float
     image_url: str | None = None
+    brand: str = ""
+    in_stock: bool = True
 
 
 class GarmentOut(BaseModel):

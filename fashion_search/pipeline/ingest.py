@@ -226,5 +226,6 @@ def _product(rec: CatalogRecord, image_ref: str) -> Product:
     """The product a catalog record describes (its photo kept at image_ref), before its vectors are known."""
     return Product(
         product_id=rec.product_id, category=rec.category, title=rec.title, price=rec.price,
-        image_ref=image_ref, tags=list(rec.tags),
+        image_ref=image_ref, tags=list(rec.tags), brand=rec.brand, in_stock=rec.in_stock,
+        attributes=dict(rec.attributes),
     )
