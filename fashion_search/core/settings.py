@@ -185,7 +185,7 @@ class CacheQueueSettings(BaseModel):
         default="", description="Celery broker; set, `fashion-search ingest` queues batches (empty: in-process)."
     )
     result_backend: str = Field(default="redis://127.0.0.1:6379/1", description="Celery result backend.")
-    ingest_batch_size: int = Field(default=16, description="Products per Celery ingest task.")
+    ingest_batch_size: int = Field(default=16, description="Products per ingest batch (in-process or one Celery task).")
     task_max_retries: int = Field(default=5, description="Retries of a failed Celery task.")
 
 
