@@ -124,7 +124,7 @@ class ModelSettings(BaseModel):
         default=0.3, ge=0.0, le=1.0,
         description="Weight of the garment's HSV histogram in fine mode's garment vectors (0: off; reindex).",
     )
-    detector_max_side: int = Field(default=640, description="Longest side the detector's input is resized to.")
+    detector_max_side: int = Field(default=640, description="`v0` detector: longest side its input is resized to.")
     # 4 lost garments the detector's spare boxes outscored; 5 keeps them (docs/decisions/2026-12-03-max-garments.md).
     max_garments: int = Field(
         default=5, ge=1, le=16, description="Most garments fine mode cuts, embeds and searches per query."
@@ -179,13 +179,13 @@ class CacheQueueSettings(BaseModel):
     cache_enabled: bool = Field(default=True, description="Cache search answers in Redis.")
     cache_ttl_s: int = Field(default=3600, description="Seconds a cached search answer lives.")
     cache_timeout_s: float = Field(
-        default=0.25, description="Seconds a cache read or write may take before the search goes on without it."
+        default=0.25, description="Seconds a Redis cache call may take before the search goes on without it."
     )
     broker_url: str = Field(
         default="", description="Celery broker; set, `fashion-search ingest` queues batches (empty: in-process)."
     )
     result_backend: str = Field(default="redis://127.0.0.1:6379/1", description="Celery result backend.")
-    ingest_batch_size: int = Field(default=16, description="Products per Celery ingest task.")
+    ingest_batch_size: int = Field(default=16, description="Products per ingest batch (in-process or one Celery task).")
     task_max_retries: int = Field(default=5, description="Retries of a failed Celery task.")
 
 
@@ -205,7 +205,7 @@ class ApiSettings(BaseModel):
 
     default_top_k: int = Field(default=12, description="Results per search when the request names no top_k.")
     max_top_k: int = Field(default=100, description="Most results one search may ask for.")
-    public_url: str = Field(default="", description="Base URL of image links in answers (empty: relative links).")
+    public_url: str = Field(default="", description="The gateway's public base URL (reserved: not read yet).")
     log_level: str = Field(default="INFO", description="Log level of every process.")
 
 
