@@ -177,10 +177,6 @@ class SceneDetector(InferenceModel):
         super().__init__(settings)
         self.variant = VARIANTS[variant]
         self.name = variant
-        # Concurrent callers' images go through the network together (one preprocessed image per item).
-        self._batcher: DynamicBatcher[torch.Tensor, tuple[torch.Tensor, ...]] = DynamicBatcher(
-            "detector", self._forward_rows, batch_policy(self.settings, "detector")
-        )
 
     @cached_property
     def model_name(self) -> str:
@@ -188,6 +184,11 @@ class SceneDetector(InferenceModel):
         return f"{self.name}.{file_digest(self.variant.weights)}"
 
     def _load(self) -> None:
+        # Concurrent callers' images go through the network together (one preprocessed image per item), on a GPU
+        # by default.
+        self._batcher: DynamicBatcher[torch.Tensor, tuple[torch.Tensor, ...]] = DynamicBatcher(
+            "detector", self._forward_rows, batch_policy(self.settings, "detector", self.device.type == "cuda")
+        )
         pyramid = Pyramid(self.variant).to(self.device)
         head, self._box_head, self._scoring, self._min_score = load_heads(self.variant)
         # The first-stage head runs beside the pyramid; the second stage pools a handful of boxes, so it and the
@@ -200,7 +201,6 @@ class SceneDetector(InferenceModel):
     @torch.inference_mode()
     def _forward_rows(self, images: list[torch.Tensor]) -> list[tuple[torch.Tensor, ...]]:
         """One forward pass over preprocessed images; each image's (mid, deep, heat, size, offset)."""
-        self.load()
         return _rows(self._network(torch.stack(images).to(self.device)))
 
     @torch.inference_mode()
