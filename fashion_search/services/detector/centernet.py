@@ -21,7 +21,7 @@ from torch import nn
 
 from fashion_search.core.batching import DynamicBatcher, batch_policy
 from fashion_search.core.domain import Box, Detection
-from fashion_search.core.model_base import InferenceModel, file_digest, for_inference
+from fashion_search.core.model_base import InferenceModel, file_digest, for_inference, warm_up_batches
 from fashion_search.core.settings import DEFAULT_DETECTOR_MIN_SCORE, Settings
 from fashion_search.services.detector.box_head import BoxHead, Scoring, finish, proposal_tensor
 from fashion_search.services.detector.head import CATEGORIES
@@ -197,6 +197,10 @@ class SceneDetector(InferenceModel):
         self._network = for_inference(
             DetectorNetwork(pyramid, head.to(self.device)), torch.zeros(1, 3, size, size), self.device, self.settings
         )
+        # A batching detector meets every batch size up to its bound (cuDNN plans each on first use on a GPU).
+        largest = self._batcher.policy.max_batch_size if self._batcher.policy.enabled else 1
+        warm_up_batches(self.device, lambda n: self._network(torch.zeros(n, 3, size, size, device=self.device)),
+                        largest)
 
     @torch.inference_mode()
     def _forward_rows(self, images: list[torch.Tensor]) -> list[tuple[torch.Tensor, ...]]:
