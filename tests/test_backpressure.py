@@ -104,3 +104,17 @@ def test_the_gateway_answers_a_full_queue_with_503_and_retry_after(
     for resp, _ in results:
         if resp.status_code == 503:
             assert resp.headers["Retry-After"] == "3" and "overloaded" in resp.json()["detail"]
+
+
+def test_a_nested_deadline_never_extends_the_outer_one() -> None:
+    from fashion_search.core.deadlines import call_timeout, remaining
+
+    assert remaining() is None and call_timeout("x", 7.0) == 7.0  # no deadline: the service's own timeout
+    with deadline_in(1.0):
+        with deadline_in(60.0):
+            left = remaining()
+            assert left is not None and left <= 1.0
+        with deadline_in(0.5):
+            assert call_timeout("x", 7.0) <= 0.5
+        assert call_timeout("x", 0.25) == 0.25  # never more than the service's own timeout
+    assert remaining() is None

@@ -42,7 +42,7 @@ def batched_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The three batching models with batching on, a long gathering delay, loaded once."""
     knobs: dict[str, object] = {}
     for model in ("detector", "segmenter", "embedder"):
-        knobs.update({f"{model}_batching": True, f"{model}_max_queue_delay_ms": GATHER_DELAY_MS,
+        knobs.update({f"{model}_batching": "on", f"{model}_max_queue_delay_ms": GATHER_DELAY_MS,
                       f"{model}_max_batch_size": THREADS})
     settings = make_settings(tmp_path_factory.mktemp("batching"), **knobs)
     models = {"detector": SceneDetector(settings), "segmenter": MaskSegmenter(settings),
@@ -122,7 +122,7 @@ def test_segmenter_batched_masks_equal_one_at_a_time(batched_models: dict, photo
 
 
 def test_a_lone_request_does_not_wait_for_a_batch(tmp_path: Path, photos: list[Image.Image]) -> None:
-    settings = make_settings(tmp_path, embedder_max_queue_delay_ms=20_000.0)
+    settings = make_settings(tmp_path, embedder_batching="on", embedder_max_queue_delay_ms=20_000.0)
     embedder = GarmentEmbedder(settings)
     embedder.load()
     start = time.monotonic()
@@ -182,8 +182,9 @@ def test_a_queued_request_past_its_deadline_leaves_the_queue(batched_models: dic
 
 
 def test_batching_off_runs_each_caller_in_its_own_thread(tmp_path: Path, photos: list[Image.Image]) -> None:
-    settings = make_settings(tmp_path, embedder_batching=False)
+    settings = make_settings(tmp_path, embedder_batching="off")
     embedder = GarmentEmbedder(settings)
+    embedder.load()
     vectors = _together(lambda i: embedder.embed([photos[i]])[0], 3)
     assert embedder._batcher.batch_sizes == []  # no worker thread, no batches
     assert all(v.shape == (embedder.dim,) for v in vectors)

@@ -368,7 +368,7 @@ def cmd_loadtest(args: argparse.Namespace, settings: Settings) -> int:
     text = to_markdown(cells, plan, _command_line(), args.note)
     print(text)
     output = Path(args.output) if args.output else settings.docs_dir / "BENCHMARKS.md"
-    write_section(output, "loadtest", text, "Benchmarks")
+    write_section(output, args.section, text, "Benchmarks")
     return 0
 
 

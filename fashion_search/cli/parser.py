@@ -119,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--torch-threads", type=int, default=1, help="FS_TORCH_THREADS of each model service")
     lt.add_argument("--note", default="", help="a sentence for the report (e.g. what else ran on the machine)")
     lt.add_argument("--output", default="", help="Markdown file (default: docs/BENCHMARKS.md)")
+    lt.add_argument("--section", default="loadtest", help="the report's section key in that file")
 
     bi = sub.add_parser(
         "bench-index", help="the vector index at scale: latency, recall@10, memory per configuration and filter",

@@ -30,11 +30,12 @@ class BatchPolicy:
     retry_after_s: int = 1
 
 
-def batch_policy(settings: Settings, model: str) -> BatchPolicy:
+def batch_policy(settings: Settings, model: str, on_gpu: bool) -> BatchPolicy:
     """A model's policy from its settings: `model` is detector, segmenter or embedder (the image embedder's settings
-    arrive in the embedder's fields, see Settings.image_embedder_settings)."""
+    arrive in the embedder's fields, see Settings.image_embedder_settings); "auto" batches on a GPU only."""
+    switch = getattr(settings, f"{model}_batching")
     return BatchPolicy(
-        enabled=getattr(settings, f"{model}_batching"),
+        enabled=switch == "on" or (switch == "auto" and on_gpu),
         max_batch_size=getattr(settings, f"{model}_max_batch_size"),
         max_delay_ms=getattr(settings, f"{model}_max_queue_delay_ms"),
         queue_size=getattr(settings, f"{model}_queue_size"),

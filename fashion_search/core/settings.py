@@ -17,6 +17,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
+# A model's dynamic batching: "auto" = on where the model runs on a GPU, off on the CPU.
+BatchSwitch = Literal["auto", "on", "off"]
+
 # The detection threshold of models that do not calibrate their own (their scores are CenterNet peaks).
 DEFAULT_DETECTOR_MIN_SCORE = 0.25
 
@@ -235,22 +238,24 @@ class BatchingSettings(BaseModel):
     grpc_max_reconnect_backoff_ms: int = Field(default=2000, ge=100, description="most ms between reconnect tries")
     # What a 503 for a full model queue tells clients to wait (Retry-After, seconds).
     overload_retry_after_s: int = Field(default=1, ge=1, description="Retry-After of a 503 for a full model queue")
-    # Per model: batch concurrent requests into one forward pass (docs/decisions/2026-12-07-dynamic-batching.md),
-    # at most max_batch_size items, waiting at most max_queue_delay_ms for more once several are queued (a lone
-    # request never waits); queue_size requests at most are admitted (waiting or running), one more gets a 503.
-    detector_batching: bool = Field(default=True, description="batch concurrent detector requests")
+    # Per model: batch concurrent requests into one forward pass, at most max_batch_size items, waiting at most
+    # max_queue_delay_ms for more once several are queued (a lone request never waits); "auto" batches where the model
+    # runs on a GPU: on the 2-core CPU a batch cost more time per image than one image alone and the load test lost
+    # throughput (docs/decisions/2026-12-07-dynamic-batching.md). Either way at most queue_size requests are admitted
+    # (waiting or running); one more gets a 503 at once.
+    detector_batching: BatchSwitch = Field(default="auto", description="batch detector requests: auto = on a GPU")
     detector_max_batch_size: int = Field(default=8, ge=1, description="most images per detector forward pass")
     detector_max_queue_delay_ms: float = Field(default=2.0, ge=0, description="longest wait for a fuller batch")
     detector_queue_size: int = Field(default=64, ge=1, description="most detector requests admitted at once")
-    segmenter_batching: bool = Field(default=True, description="batch concurrent segmenter requests")
+    segmenter_batching: BatchSwitch = Field(default="auto", description="batch segmenter requests: auto = on a GPU")
     segmenter_max_batch_size: int = Field(default=16, ge=1, description="most box crops per segmenter pass")
     segmenter_max_queue_delay_ms: float = Field(default=2.0, ge=0, description="longest wait for a fuller batch")
     segmenter_queue_size: int = Field(default=64, ge=1, description="most segmenter requests admitted at once")
-    embedder_batching: bool = Field(default=True, description="batch concurrent embedder requests")
+    embedder_batching: BatchSwitch = Field(default="auto", description="batch embedder requests: auto = on a GPU")
     embedder_max_batch_size: int = Field(default=16, ge=1, description="most images per embedder forward pass")
     embedder_max_queue_delay_ms: float = Field(default=2.0, ge=0, description="longest wait for a fuller batch")
     embedder_queue_size: int = Field(default=64, ge=1, description="most embedder requests admitted at once")
-    image_embedder_batching: bool = Field(default=True, description="batch concurrent image embedder requests")
+    image_embedder_batching: BatchSwitch = Field(default="auto", description="batch image-embedder calls (auto: GPU)")
     image_embedder_max_batch_size: int = Field(default=16, ge=1, description="most images per image-embedder pass")
     image_embedder_max_queue_delay_ms: float = Field(default=2.0, ge=0, description="longest wait for more")
     image_embedder_queue_size: int = Field(default=64, ge=1, description="most image embedder requests at once")

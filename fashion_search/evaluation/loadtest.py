@@ -64,6 +64,7 @@ class Cell:
     statuses: list[int] = field(default_factory=list)  # 0: no answer (client timeout or connection error)
     degraded: int = 0
     wall_s: float = 0.0
+    load_avg: float = 0.0  # the machine's 1-minute load average when the cell ended (others' jobs included)
 
     @property
     def requests_per_s(self) -> float:
@@ -132,7 +133,7 @@ class Topology:
             "FS_SEARCH_PORT": str(self.ports["search"]), "FS_GATEWAY_PORT": str(self.ports["gateway"]),
         })
         for model in ("detector", "segmenter", "embedder", "image_embedder"):
-            env[f"FS_{model.upper()}_BATCHING"] = "true" if config.batching else "false"
+            env[f"FS_{model.upper()}_BATCHING"] = "on" if config.batching else "off"
         env.update(extra_env or {})
         self.env = env
         self.client_env = {**env, **{f"FS_{_setting(n)}_URL": self.url(n) for n in (*MODEL_SERVICES, "search")}}
@@ -285,6 +286,7 @@ def run_cell(cell: Cell, base: str, photos: Sequence[bytes], cap_s: float, clien
     for t in threads:
         t.join()
     cell.wall_s = time.perf_counter() - start
+    cell.load_avg = os.getloadavg()[0]
     return cell
 
 
@@ -413,7 +415,7 @@ def to_markdown(cells: Sequence[Cell], plan: LoadTestPlan, command: str, note: s
     """The report section: conditions, the table, the ratios."""
     cpu = platform.processor() or platform.machine()
     lines = [
-        "## Load test: concurrent searches against the real topology (loopback)",
+        f"## Load test: concurrent searches on the real topology (loopback), FS_TORCH_THREADS={plan.torch_threads}",
         "",
         f"`{command}` on {os.cpu_count()} CPU cores ({cpu}, {platform.system()}), no GPU: gateway, detector, "
         "segmenter, embedder, image embedder and search service as local processes, Redis cache. "
@@ -426,6 +428,8 @@ def to_markdown(cells: Sequence[Cell], plan: LoadTestPlan, command: str, note: s
         *(row(c) for c in cells),
         "",
         *comparisons(cells),
+        f"- the machine's 1-minute load average at the end of the cells: {min(c.load_avg for c in cells):.1f} to "
+        f"{max(c.load_avg for c in cells):.1f} (on {os.cpu_count()} cores)" if cells else "",
         "",
     ]
     return "\n".join(lines)

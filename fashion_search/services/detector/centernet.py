@@ -21,7 +21,7 @@ from torch import nn
 
 from fashion_search.core.batching import DynamicBatcher, batch_policy
 from fashion_search.core.domain import Box, Detection
-from fashion_search.core.model_base import InferenceModel, file_digest, for_inference
+from fashion_search.core.model_base import InferenceModel, file_digest, for_inference, warm_up_batches
 from fashion_search.core.settings import DEFAULT_DETECTOR_MIN_SCORE, Settings
 from fashion_search.services.detector.box_head import BoxHead, Scoring, finish, proposal_tensor
 from fashion_search.services.detector.head import CATEGORIES
@@ -177,10 +177,6 @@ class SceneDetector(InferenceModel):
         super().__init__(settings)
         self.variant = VARIANTS[variant]
         self.name = variant
-        # Concurrent callers' images go through the network together (one preprocessed image per item).
-        self._batcher: DynamicBatcher[torch.Tensor, tuple[torch.Tensor, ...]] = DynamicBatcher(
-            "detector", self._forward_rows, batch_policy(self.settings, "detector")
-        )
 
     @cached_property
     def model_name(self) -> str:
@@ -188,6 +184,11 @@ class SceneDetector(InferenceModel):
         return f"{self.name}.{file_digest(self.variant.weights)}"
 
     def _load(self) -> None:
+        # Concurrent callers' images go through the network together (one preprocessed image per item), on a GPU
+        # by default.
+        self._batcher: DynamicBatcher[torch.Tensor, tuple[torch.Tensor, ...]] = DynamicBatcher(
+            "detector", self._forward_rows, batch_policy(self.settings, "detector", self.device.type == "cuda")
+        )
         pyramid = Pyramid(self.variant).to(self.device)
         head, self._box_head, self._scoring, self._min_score = load_heads(self.variant)
         # The first-stage head runs beside the pyramid; the second stage pools a handful of boxes, so it and the
@@ -196,11 +197,14 @@ class SceneDetector(InferenceModel):
         self._network = for_inference(
             DetectorNetwork(pyramid, head.to(self.device)), torch.zeros(1, 3, size, size), self.device, self.settings
         )
+        # A batching detector meets every batch size up to its bound (cuDNN plans each on first use on a GPU).
+        largest = self._batcher.policy.max_batch_size if self._batcher.policy.enabled else 1
+        warm_up_batches(self.device, lambda n: self._network(torch.zeros(n, 3, size, size, device=self.device)),
+                        largest)
 
     @torch.inference_mode()
     def _forward_rows(self, images: list[torch.Tensor]) -> list[tuple[torch.Tensor, ...]]:
         """One forward pass over preprocessed images; each image's (mid, deep, heat, size, offset)."""
-        self.load()
         return _rows(self._network(torch.stack(images).to(self.device)))
 
     @torch.inference_mode()

@@ -66,10 +66,6 @@ class GarmentEmbedder(InferenceModel):
             backbone if shareable and backbone is not None else EfficientNetBackbone(self.settings, network)
         )
         self._network: EmbeddingNetwork | torch.jit.ScriptModule | None = None  # the tail's whole network
-        # Concurrent callers' images go through the network together (one preprocessed image per item).
-        self._batcher: DynamicBatcher[torch.Tensor, BackboneRows] = DynamicBatcher(
-            f"embedder {self.variant}", self._forward_rows, batch_policy(self.settings, "embedder")
-        )
 
     @property
     def deep_dim(self) -> int:
@@ -99,6 +95,12 @@ class GarmentEmbedder(InferenceModel):
 
     def _load(self) -> None:
         self.backbone.load()
+        # Concurrent callers' images go through the network together (one preprocessed image per item); whether
+        # depends on the device, known only now.
+        self._batcher: DynamicBatcher[torch.Tensor, BackboneRows] = DynamicBatcher(
+            f"embedder {self.variant}", self._forward_rows,
+            batch_policy(self.settings, "embedder", self.backbone.device.type == "cuda"),
+        )
         size = self.settings.embed_image_size
         if self.variant != "imagenet":
             tail, _ = load_tail(self.backbone.network, self.weights)

@@ -175,10 +175,6 @@ class MaskSegmenter(InferenceModel):
         super().__init__(settings)
         self.weights = Path(weights or self.settings.segmenter_weights or WEIGHTS)
         self.meta: dict = {}
-        # Concurrent callers' box crops go through the network together (one crop per item).
-        self._batcher: DynamicBatcher[np.ndarray, np.ndarray] = DynamicBatcher(
-            "segmenter", self._predict_rows, batch_policy(self.settings, "segmenter")
-        )
 
     @cached_property
     def model_name(self) -> str:
@@ -187,6 +183,10 @@ class MaskSegmenter(InferenceModel):
 
     def _load(self) -> None:
         decoder, self.meta = load_decoder(self.weights)
+        # Concurrent callers' box crops go through the network together (one crop per item), on a GPU by default.
+        self._batcher: DynamicBatcher[np.ndarray, np.ndarray] = DynamicBatcher(
+            "segmenter", self._predict_rows, batch_policy(self.settings, "segmenter", self.device.type == "cuda")
+        )
         # Through to_tensor: its batches are laid out channels-last, and cuDNN plans per layout as well as shape.
         blank = np.full((INPUT_SIZE, INPUT_SIZE, 3), PAD_VALUE, np.uint8)
         self._network = for_inference(
