@@ -99,7 +99,8 @@ def get_jobs() -> JobStore:
         return _jobs
 
 
-@celery_app.task(name="fashion_search.ingest_batch", base=IngestTask, **RETRY_OPTIONS)
+# The job store holds the results (follow_job), so the result backend is not written.
+@celery_app.task(name="fashion_search.ingest_batch", base=IngestTask, ignore_result=True, **RETRY_OPTIONS)
 def ingest_batch(
     self: Task, records: list[dict[str, Any]], images_b64: list[str], job_id: str = "", batch: str = "",
 ) -> dict[str, Any]:
