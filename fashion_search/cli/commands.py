@@ -337,13 +337,28 @@ def cmd_bench_index(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
-    """Per-stage latency table, printed and written to docs/BENCHMARKS.md."""
+    """Per-stage latency table (or, with --ingest, the ingest-rate table), printed and written to docs/BENCHMARKS.md."""
     from fashion_search.evaluation.bench import run_bench, save_report, to_markdown
+
+    output = Path(args.output) if args.output else settings.docs_dir / "BENCHMARKS.md"
+    if args.ingest:
+        from fashion_search.evaluation.metrics import write_section
+        from fashion_search.workers.ingest_bench import ingest_markdown, run_ingest_bench
+
+        try:
+            rows, info = run_ingest_bench(settings, args.products, settings.ingest_batch_size)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        text = ingest_markdown(rows, info, _command_line())
+        print(text)
+        write_section(output, "bench-ingest", text, "Benchmarks")
+        return 0
 
     table, info = run_bench(settings, args.queries or settings.bench_queries)
     text = to_markdown(table, info, _command_line())
     print(text)
-    save_report(Path(args.output) if args.output else settings.docs_dir / "BENCHMARKS.md", text)
+    save_report(output, text)
     return 0
 
 

@@ -101,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="per-stage latency p50/p95 for simple and fine mode")
     bench.add_argument("--queries", type=int, default=0, help="number of queries (default: settings)")
     bench.add_argument("--output", default="", help="Markdown file (default: docs/BENCHMARKS.md)")
+    bench.add_argument(
+        "--ingest", action="store_true",
+        help="instead: ingest products/s in-process, 1 and 2 Celery workers, unbatched and batched (needs a broker)",
+    )
+    bench.add_argument("--products", type=int, default=64, help="with --ingest: sample products per run")
 
     lt = sub.add_parser(
         "loadtest", help="concurrent searches against the real topology on loopback: req/s, p50/p99, 5xx and 503",

@@ -33,9 +33,9 @@ def refused_reason(ip: IPAddress) -> str | None:
     if ip in METADATA_ADDRESSES:
         return "a cloud metadata address"
     for reason, hit in (
-        ("a loopback address", ip.is_loopback), ("a link-local address", ip.is_link_local),
-        ("a private address", ip.is_private), ("a multicast address", ip.is_multicast),
-        ("an unspecified address", ip.is_unspecified), ("a reserved address", ip.is_reserved),
+        ("a loopback address", ip.is_loopback), ("an unspecified address", ip.is_unspecified),
+        ("a link-local address", ip.is_link_local), ("a multicast address", ip.is_multicast),
+        ("a private address", ip.is_private), ("a reserved address", ip.is_reserved),
     ):
         if hit:
             return reason

@@ -284,6 +284,9 @@ class IngestSettings(BaseModel):
     task_visibility_timeout_s: int = Field(
         default=3600, ge=1, description="Seconds before the broker redelivers a batch no worker acknowledged.",
     )
+    job_store_retry_s: float = Field(
+        default=120.0, ge=0, description="How long a worker retries writing a batch's result to a restarting Redis.",
+    )
     job_ttl_s: int = Field(
         default=7 * 24 * 3600, ge=60, description="How long an ingest job's report is kept in Redis.",
     )

@@ -114,3 +114,30 @@ class ErrorOut(BaseModel):
     """Every 4xx/5xx body: a human-readable message."""
 
     detail: str
+
+
+class JobAccepted(BaseModel):
+    """An ingest job was queued: follow it at /v1/jobs/{job_id}."""
+
+    job_id: str
+    total: int = Field(description="products in the catalog")
+
+
+class RefusedOut(BaseModel):
+    """A record a job did not index, and why."""
+
+    product_id: str
+    reason: str
+    record: dict[str, object] = Field(default_factory=dict, description="the record as queued (to re-run it)")
+
+
+class JobOut(BaseModel):
+    """An ingest job's progress: every product is processed once, as indexed or refused."""
+
+    job_id: str
+    state: Literal["queued", "running", "done"]
+    total: int
+    processed: int
+    indexed: int
+    refused: list[RefusedOut]
+    remaining: int

@@ -6,6 +6,7 @@ import base64
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from celery.result import AsyncResult
 from tqdm import tqdm
@@ -22,11 +23,21 @@ POLL_S = 0.5
 def enqueue_catalog(records: Sequence[CatalogRecord], settings: Settings, jobs: JobStore | None = None) -> str:
     """Create a job and send one task per batch: photos on this disk inlined (workers need not share it), photos
     by URL left to the worker to fetch. Returns the job id; a photo that cannot be read here is refused at once."""
-    from fashion_search.workers.tasks import ingest_batch
+    from fashion_search.workers.celery_app import celery_app
 
     jobs = jobs or JobStore(settings)
     job_id = jobs.create(len(records))
     batch = max(1, settings.ingest_batch_size)
+    # The broker these settings name (the process's app may have been configured from other settings).
+    with celery_app.connection_for_write(settings.broker_url or settings.redis_url) as connection:
+        _send_batches(records, batch, job_id, jobs, connection)
+    return job_id
+
+
+def _send_batches(records: Sequence[CatalogRecord], batch: int, job_id: str, jobs: JobStore, connection: Any) -> None:
+    """One task per batch of the job; photos that cannot be read here are refused at once."""
+    from fashion_search.workers.tasks import ingest_batch
+
     for number, start in enumerate(range(0, len(records), batch)):
         chunk = records[start:start + batch]
         payloads, images, unreadable = [], [], []
@@ -40,8 +51,9 @@ def enqueue_catalog(records: Sequence[CatalogRecord], settings: Settings, jobs: 
         if unreadable:
             jobs.record_batch(job_id, f"{number}:unreadable", len(unreadable), 0, unreadable)
         if payloads:
-            ingest_batch.apply_async((payloads, images), {"job_id": job_id, "batch": str(number)})
-    return job_id
+            ingest_batch.apply_async(
+                (payloads, images), {"job_id": job_id, "batch": str(number)}, connection=connection,
+            )
 
 
 def _inline_photo(rec: CatalogRecord) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from fashion_search.core.settings import Settings
 
@@ -91,9 +92,18 @@ class JobStore:
     def record_batch(
         self, job_id: str, batch: str, processed: int, indexed: int, refused: list[dict[str, Any]],
     ) -> bool:
-        """Add a batch's result to its job unless that batch was added already; False if it was (or no such job)."""
+        """Add a batch's result to its job unless that batch was added already; False if it was (or no such job).
+
+        Waits out a Redis restart (settings.job_store_retry_s): the batch's products are indexed already, and
+        only its count would be lost.
+        """
         args = [batch, processed, indexed, self.settings.job_ttl_s, *(json.dumps(r) for r in refused)]
-        return int(self._record(keys=self._keys(job_id), args=args)) == 1
+        attempt = retry(
+            retry=retry_if_exception_type((redis.ConnectionError, redis.TimeoutError)),
+            wait=wait_exponential(multiplier=0.2, max=5), stop=stop_after_delay(self.settings.job_store_retry_s),
+            reraise=True,
+        )
+        return int(attempt(self._record)(keys=self._keys(job_id), args=args)) == 1
 
     def get(self, job_id: str) -> JobReport | None:
         """The job's report, None if there is no such job (or it expired)."""

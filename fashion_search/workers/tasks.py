@@ -9,6 +9,8 @@ import threading
 from typing import Any
 
 from celery import Task
+from celery.signals import worker_ready
+from PIL import Image
 
 from fashion_search.core.grpc_common import ServiceUnavailable
 from fashion_search.core.settings import get_settings
@@ -32,6 +34,12 @@ def get_ingestor() -> Ingestor:
             settings = get_settings()
             _ingestor = Ingestor(build_pipeline(settings), settings)
         return _ingestor
+
+
+@worker_ready.connect
+def _load_models(**_: object) -> None:
+    """Load and warm every model before the first batch arrives (tracing takes seconds on a CPU)."""
+    get_ingestor().pipeline.catalog_vectors([Image.new("RGB", (64, 64), "white")])
 
 
 # Every task retries outages of the services and the broker with jittered backoff; their writes are upserts
@@ -91,7 +99,8 @@ def get_jobs() -> JobStore:
         return _jobs
 
 
-@celery_app.task(name="fashion_search.ingest_batch", base=IngestTask, **RETRY_OPTIONS)
+# The job store holds the results (follow_job), so the result backend is not written.
+@celery_app.task(name="fashion_search.ingest_batch", base=IngestTask, ignore_result=True, **RETRY_OPTIONS)
 def ingest_batch(
     self: Task, records: list[dict[str, Any]], images_b64: list[str], job_id: str = "", batch: str = "",
 ) -> dict[str, Any]:
