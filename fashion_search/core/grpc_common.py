@@ -16,6 +16,7 @@ from PIL import Image
 
 from fashion_search.core.domain import Box
 from fashion_search.core.images import InvalidImage, decode_image
+from fashion_search.core.observability import instrument_channel, server_interceptors, start_metrics_server
 from fashion_search.core.settings import Settings
 from fashion_search.rpc import common_pb2
 
@@ -85,7 +86,7 @@ def make_channel(url: str, settings: Settings) -> grpc.Channel:
     target = url.removeprefix("grpc://")
     if "://" not in target and not target.startswith("dns:"):
         target = f"dns:///{target}"  # the DNS resolver returns every replica's address
-    return grpc.insecure_channel(target, options=channel_options(settings))
+    return instrument_channel(grpc.insecure_channel(target, options=channel_options(settings)))
 
 
 @contextmanager
@@ -150,10 +151,13 @@ def vector_from_values(values: Any) -> np.ndarray:
 
 def make_server(
     name: str, port: int, settings: Settings, register: Callable[[grpc.Server], None],
+    metrics_port: int | None = None,
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
-    """A started gRPC server with the standard health service; port 0 picks a free port."""
+    """A started gRPC server with the standard health service and telemetry interceptors; port 0 picks a free port.
+    With metrics_port, this process's Prometheus metrics are served there."""
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=settings.grpc_workers), options=channel_options(settings)
+        futures.ThreadPoolExecutor(max_workers=settings.grpc_workers), options=channel_options(settings),
+        interceptors=server_interceptors(),
     )
     register(server)
     health_servicer = health.HealthServicer()
@@ -162,6 +166,8 @@ def make_server(
     if bound == 0:
         raise RuntimeError(f"{name}: cannot bind {settings.bind_host}:{port}")
     server.start()
+    if metrics_port is not None:
+        start_metrics_server(metrics_port, settings)
     # NOT_SERVING until the caller has loaded its model; then it flips both names to SERVING.
     health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
     health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -176,10 +182,11 @@ def mark_serving(health_servicer: health.HealthServicer, name: str) -> None:
 
 
 def start_model_server(
-    name: str, port: int, settings: Settings, model: Any, register: Callable[[grpc.Server], None]
+    name: str, port: int, settings: Settings, model: Any, register: Callable[[grpc.Server], None],
+    metrics_port: int | None = None,
 ) -> tuple[grpc.Server, int]:
     """Bind, load the model's weights, then report SERVING: health turns green only once requests can be served."""
-    server, bound, health_servicer = make_server(name, port, settings, register)
+    server, bound, health_servicer = make_server(name, port, settings, register, metrics_port)
     model.load()
     mark_serving(health_servicer, name)
     return server, bound

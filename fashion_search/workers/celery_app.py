@@ -28,6 +28,8 @@ def make_celery(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         # Model batches can take minutes on CPU; redeliver only well after that.
         broker_transport_options={"visibility_timeout": 3600},
+        # Keep the process's structured (JSON) log setup instead of Celery's plain-text one.
+        worker_hijack_root_logger=False,
     )
     return app
 

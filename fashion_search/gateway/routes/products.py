@@ -11,6 +11,7 @@ from fastapi.responses import FileResponse
 from fashion_search.core.domain import PRODUCT_ID_PATTERN, PRODUCT_ID_RULE, Product
 from fashion_search.core.images import stored_image_type
 from fashion_search.core.settings import Settings
+from fashion_search.gateway.auth import requires
 from fashion_search.gateway.convert import product_out
 from fashion_search.gateway.deps import get_ingestor, get_pipeline, get_settings
 from fashion_search.gateway.responses import NOT_FOUND, PHOTO, UNAVAILABLE, UPLOAD
@@ -32,7 +33,9 @@ def _product_or_404(pipeline: SearchPipeline, product_id: str) -> Product:
     return product
 
 
-@router.post("/products", response_model=ProductOut, status_code=201, responses=UPLOAD)
+@router.post(
+    "/products", response_model=ProductOut, status_code=201, responses=UPLOAD, dependencies=[requires("catalog")],
+)
 def add_product(
     image: Annotated[UploadFile, File(description="product photo")],
     product_id: Annotated[str, Form(pattern=PRODUCT_ID_PATTERN, description=PRODUCT_ID_RULE)],
@@ -59,13 +62,18 @@ def add_product(
     return product_out(product)
 
 
-@router.get("/products/{product_id}", response_model=ProductOut, responses=NOT_FOUND)
+@router.get(
+    "/products/{product_id}", response_model=ProductOut, responses=NOT_FOUND, dependencies=[requires("search")],
+)
 def get_product(product_id: ProductId, pipeline: Annotated[SearchPipeline, Depends(get_pipeline)]) -> ProductOut:
     """One product's catalog data."""
     return product_out(_product_or_404(pipeline, product_id))
 
 
-@router.get("/products/{product_id}/image", response_class=FileResponse, responses={**PHOTO, **NOT_FOUND})
+@router.get(
+    "/products/{product_id}/image", response_class=FileResponse, responses={**PHOTO, **NOT_FOUND},
+    dependencies=[requires("search")],
+)
 def product_image(product_id: ProductId, pipeline: Annotated[SearchPipeline, Depends(get_pipeline)]) -> FileResponse:
     """The product's photo."""
     product = _product_or_404(pipeline, product_id)
@@ -79,7 +87,7 @@ def product_image(product_id: ProductId, pipeline: Annotated[SearchPipeline, Dep
     )
 
 
-@router.delete("/products/{product_id}", status_code=204, responses=NOT_FOUND)
+@router.delete("/products/{product_id}", status_code=204, responses=NOT_FOUND, dependencies=[requires("catalog")])
 def delete_product(product_id: ProductId, pipeline: Annotated[SearchPipeline, Depends(get_pipeline)]) -> Response:
     """Remove a product from the index."""
     if pipeline.index.delete([product_id]) == 0:
@@ -87,7 +95,7 @@ def delete_product(product_id: ProductId, pipeline: Annotated[SearchPipeline, De
     return Response(status_code=204)
 
 
-@router.get("/stats", response_model=StatsOut, responses=UNAVAILABLE)
+@router.get("/stats", response_model=StatsOut, responses=UNAVAILABLE, dependencies=[requires("search")])
 def stats(pipeline: Annotated[SearchPipeline, Depends(get_pipeline)]) -> StatsOut:
     """Collection size, version, known categories and which embedder computed the stored vectors."""
     s = pipeline.index.stats()

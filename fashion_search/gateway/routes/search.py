@@ -10,6 +10,7 @@ from prometheus_client import Counter, Histogram
 
 from fashion_search.core.images import decode_image
 from fashion_search.core.settings import Settings
+from fashion_search.gateway.auth import requires
 from fashion_search.gateway.cache import SearchCache
 from fashion_search.gateway.convert import search_out
 from fashion_search.gateway.deps import get_cache, get_pipeline, get_settings
@@ -26,7 +27,7 @@ STAGE_MS = Histogram(
     buckets=(5, 10, 20, 40, 80, 150, 300, 600, 1200, 2500, 5000),
 )
 
-@router.post("/search", response_model=SearchOut, responses=UPLOAD)
+@router.post("/search", response_model=SearchOut, responses=UPLOAD, dependencies=[requires("search")])
 def search(
     request: Request,
     image: Annotated[UploadFile, File(description="the shopper's photo (JPEG, PNG, WebP)")],
@@ -41,6 +42,7 @@ def search(
     category: Annotated[str | None, Form(description="only products of this category")] = None,
 ) -> SearchOut:
     """Find catalog products that look like the photo."""
+    request.state.mode = mode  # the telemetry middleware labels the request's metrics with it
     if request.query_params:
         # A mode sent as ?mode=fine would otherwise be ignored silently and answered in simple mode.
         names = ", ".join(sorted(request.query_params))

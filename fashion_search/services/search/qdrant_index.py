@@ -270,6 +270,8 @@ class QdrantServerIndex:
                     for name, size in self.sizes.items()
                 },
                 hnsw_config=models.HnswConfigDiff(m=self.settings.hnsw_m, ef_construct=self.settings.hnsw_ef_construct),
+                # A Qdrant cluster spreads shards over its nodes and keeps each on `replicas` of them.
+                shard_number=self.settings.qdrant_shards, replication_factor=self.settings.qdrant_replicas,
             )
         schemas: dict[str, models.PayloadSchemaType | models.KeywordIndexParams] = {
             CATEGORY_FIELD: models.PayloadSchemaType.KEYWORD,
@@ -285,7 +287,9 @@ class QdrantServerIndex:
                 if field_name not in existing:
                     self._client.create_payload_index(self.collection, field_name, schema, wait=True)
         if not self._client.collection_exists(self._meta_collection):
-            self._client.create_collection(self._meta_collection, vectors_config={})
+            self._client.create_collection(
+                self._meta_collection, vectors_config={}, replication_factor=self.settings.qdrant_replicas,
+            )
         self._write_meta(self._read_version())
 
     def _read_version(self) -> int:

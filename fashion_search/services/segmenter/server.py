@@ -16,6 +16,7 @@ from fashion_search.core.grpc_common import (
     image_from_proto,
     start_model_server,
 )
+from fashion_search.core.observability import BATCH_SIZE
 from fashion_search.core.serving import wait_for_termination
 from fashion_search.core.settings import Settings
 from fashion_search.rpc import common_pb2, segmenter_pb2, segmenter_pb2_grpc
@@ -50,6 +51,7 @@ class SegmenterServicer(ModelInfoServicer, segmenter_pb2_grpc.SegmenterServicer)
         """Image + boxes → one box-sized mask per box."""
         image = abort_on_invalid(context, lambda: image_from_proto(request.image, self.settings))
         boxes = abort_on_invalid(context, lambda: [finite_box(b) for b in request.boxes])
+        BATCH_SIZE.labels("Segment").observe(len(boxes))
         masks = self.model.segment(image, boxes)
         return segmenter_pb2.SegmentResponse(
             masks=[mask_to_proto(box_to_proto(b), m) for b, m in zip(boxes, masks, strict=True)]
@@ -57,7 +59,8 @@ class SegmenterServicer(ModelInfoServicer, segmenter_pb2_grpc.SegmenterServicer)
 
 
 def start_server(
-    settings: Settings, port: int | None = None, model: Segmenter | None = None
+    settings: Settings, port: int | None = None, model: Segmenter | None = None,
+    metrics_port: int | None = None,
 ) -> tuple[grpc.Server, int]:
     """Load the model, start serving on port (0 = any free port) and report SERVING."""
     from fashion_search.services.segmenter.loader import local_segmenter
@@ -67,10 +70,11 @@ def start_server(
     return start_model_server(
         SERVICE_NAME, settings.segmenter_port if port is None else port, settings, model,
         lambda s: segmenter_pb2_grpc.add_SegmenterServicer_to_server(servicer, s),
+        metrics_port,
     )
 
 
 def serve(settings: Settings) -> None:
     """Run the segmenter service until SIGTERM/SIGINT."""
-    server, _ = start_server(settings)
+    server, _ = start_server(settings, metrics_port=settings.segmenter_metrics_port)
     wait_for_termination(server)
