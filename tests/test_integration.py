@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -78,13 +79,15 @@ def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, obj
     tmp = tmp_path_factory.mktemp("topology")
     services = ("detector", "segmenter", "embedder", "image-embedder", "search")
     ports = {name: _free_port() for name in (*services, "gateway")}
+    metrics_ports = {name: _free_port() for name in (*services, "gateway", "worker")}
     env = {k: v for k, v in os.environ.items() if not k.startswith("FS_")}
     env.update({
         "FS_DATA_DIR": str(tmp / "data"), "FS_BIND_HOST": "127.0.0.1", "FS_INDEX_BACKEND": "edge",
         "FS_BROKER_URL": f"{REDIS}/{BROKER_DB}", "FS_RESULT_BACKEND": f"{REDIS}/{RESULT_DB}",
-        "FS_REDIS_URL": f"{REDIS}/{CACHE_DB}", "FS_TORCH_THREADS": "1", "FS_LOG_LEVEL": "WARNING",
+        "FS_REDIS_URL": f"{REDIS}/{CACHE_DB}", "FS_TORCH_THREADS": "1", "FS_LOG_LEVEL": "INFO",
         "FS_IMAGE_EMBEDDER_MODEL": image_model(),
         **{f"FS_{_setting(name)}_PORT": str(port) for name, port in ports.items()},
+        **{f"FS_{_setting(name)}_METRICS_PORT": str(port) for name, port in metrics_ports.items()},
     })
     clients = {f"FS_{_setting(n)}_URL": f"127.0.0.1:{ports[n]}" for n in services}
     procs: dict[str, subprocess.Popen] = {}
@@ -112,7 +115,7 @@ def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, obj
                 return False
 
         _wait(gateway_ready, "gateway", procs)
-        yield {"env": client_env, "base": base, "tmp": tmp, "procs": procs}
+        yield {"env": client_env, "base": base, "tmp": tmp, "procs": procs, "logs": logs, "metrics": metrics_ports}
     finally:
         for proc in procs.values():
             proc.terminate()
@@ -212,6 +215,67 @@ def test_bad_input_through_the_services_is_a_4xx(topology: dict) -> None:
     base = topology["base"]
     resp = httpx.post(f"{base}/v1/search", files={"image": ("x.jpg", b"garbage", "image/jpeg")}, timeout=30)
     assert resp.status_code == 400 and "not an image" in resp.json()["detail"]
+
+
+def _metric(port: int, name: str, **labels: str) -> float:
+    """The sum of a metric's samples (with these labels) on the /metrics page of a process."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    return sum(
+        sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+def _logged(logs: Path, process: str, request_id: str) -> list[dict]:
+    """The JSON log lines of a process that carry this request id."""
+    lines = []
+    for line in (logs / f"{process}.log").read_text().splitlines():
+        if request_id in line and line.startswith("{"):
+            record = json.loads(line)
+            if record.get("request_id") == request_id:
+                lines.append(record)
+    return lines
+
+
+def test_a_request_id_and_its_count_reach_every_service_it_passed(topology: dict, small_records: list) -> None:
+    """A search per mode with its own X-Request-ID: the gateway and each service on the mode's path log that id (one
+    JSON line per RPC) and count the call on their own /metrics port; the worker exports its tasks and queue."""
+    base, logs, ports = topology["base"], topology["logs"], topology["metrics"]
+    paths = {  # the RPC each mode makes, per service (the remote embedder sends even one image as EmbedBatch)
+        "simple": {"image-embedder": "EmbedBatch", "search": "Search"},
+        "fine": {"detector": "Detect", "segmenter": "Segment", "embedder": "EmbedBatch", "search": "Search"},
+    }
+    data = Path(small_records[3].image_path).read_bytes()
+    for mode, path in paths.items():
+        request_id = f"it-{mode}-{uuid.uuid4().hex[:12]}"
+        before = {svc: _metric(ports[svc], "fs_grpc_server_requests_total", method=m, code="OK")
+                  for svc, m in path.items()}
+        resp = httpx.post(  # top_k 7 is used nowhere else: the answer cannot come from the cache
+            f"{base}/v1/search", files={"image": ("q.jpg", data, "image/jpeg")}, data={"mode": mode, "top_k": "7"},
+            headers={"X-Request-ID": request_id}, timeout=60,
+        )
+        assert resp.status_code == 200 and resp.json()["degraded"] is None, resp.text
+        assert resp.headers["X-Request-ID"] == request_id
+        time.sleep(0.5)  # log lines are flushed per line; give the services' handlers a moment to finish writing
+        gateway_lines = _logged(logs, "gateway", request_id)
+        assert any(r["event"] == "http" and r["route"] == "/v1/search" and r["status"] == 200 for r in gateway_lines)
+        for svc, method in path.items():
+            rpcs = [r for r in _logged(logs, svc, request_id) if r["event"] == "rpc"]
+            assert rpcs and {r["method"] for r in rpcs} >= {method}, (svc, mode)
+            assert all(r["code"] == "OK" and r["process"] == svc for r in rpcs), rpcs
+            after = _metric(ports[svc], "fs_grpc_server_requests_total", method=method, code="OK")
+            assert after >= before[svc] + 1, (svc, method, before[svc], after)
+            assert _metric(ports[svc], "fs_grpc_server_latency_seconds_count", method=method) >= after
+        for svc in {"detector", "segmenter", "embedder", "image-embedder", "search"} - set(path):
+            assert not _logged(logs, svc, request_id), f"{svc} was not on the {mode} path"
+        assert _metric(ports["gateway"], "fs_http_requests_total", route="/v1/search", mode=mode, status="200") >= 1
+    assert _metric(ports["search"], "fs_search_points") > 0
+    assert _metric(ports["search"], "fs_search_query_seconds_count") >= 2
+    # The queue ingest and reindex above ran on the worker: its tasks are counted and its queue is drained.
+    assert _metric(ports["worker"], "fs_worker_tasks_total", task="fashion_search.ingest_batch", state="SUCCESS") >= 1
+    assert _metric(ports["worker"], "fs_worker_queue_depth", queue="celery") == 0
 
 
 def test_a_stopped_detector_degrades_instead_of_hanging(topology: dict, small_records: list) -> None:

@@ -8,11 +8,16 @@ import logging
 import shlex
 import sys
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
 from fashion_search.core.settings import Settings
+
+if TYPE_CHECKING:
+    from fashion_search.gateway.keys import ApiKeys
 
 log = logging.getLogger(__name__)
 
@@ -333,21 +338,28 @@ def cmd_healthcheck(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if check_health(url, settings) else 1
 
 
-def _keys(settings: Settings):
-    from fashion_search.gateway.keys import ApiKeys
+def _key_command(settings: Settings, run: Callable[[ApiKeys], int]) -> int:
+    """Run a keys verb over the configured store; a refused command or an unreachable store exits 2, saying why."""
+    import redis
 
-    return ApiKeys(settings)
+    from fashion_search.gateway.keys import ApiKeys, KeyCommandError
+
+    try:
+        return run(ApiKeys(settings))
+    except KeyCommandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+    except redis.RedisError as exc:
+        print(f"error: the API key store at FS_REDIS_URL is unreachable: {exc}", file=sys.stderr)
+    return 2
 
 
 def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
     """Create a key and print it once, alone on the last line (only its digest is stored)."""
-    from fashion_search.gateway.keys import KeyCommandError
+    return _key_command(settings, lambda keys: _create_key(keys, args, settings))
 
-    try:
-        key, record = _keys(settings).create(args.scope, args.name)
-    except KeyCommandError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+
+def _create_key(keys: ApiKeys, args: argparse.Namespace, settings: Settings) -> int:
+    key, record = keys.create(args.scope, args.name)
     print(f"created key {record.name!r} with scopes {','.join(record.scopes)} in the {settings.api_key_store} store; "
           "it is shown only now:")
     print(key)
@@ -361,20 +373,20 @@ def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
     def when(ts: float) -> str:
         return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
-    for r in _keys(settings).list():
-        state = "active" if r.revoked is None else f"revoked {when(r.revoked)}"
-        print(f"{r.name}\t{','.join(r.scopes)}\tcreated {when(r.created)}\t{state}")
-    return 0
+    def show(keys: ApiKeys) -> int:
+        for r in keys.list():
+            state = "active" if r.revoked is None else f"revoked {when(r.revoked)}"
+            print(f"{r.name}\t{','.join(r.scopes)}\tcreated {when(r.created)}\t{state}")
+        return 0
+
+    return _key_command(settings, show)
 
 
 def cmd_keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
     """Revoke a key (the key itself or its name); takes effect on the next request."""
-    from fashion_search.gateway.keys import KeyCommandError
+    def revoke(keys: ApiKeys) -> int:
+        revoked = keys.revoke(args.key_or_name)
+        print(f"revoked {len(revoked)} key(s): {', '.join(r.name for r in revoked) or 'already revoked'}")
+        return 0
 
-    try:
-        revoked = _keys(settings).revoke(args.key_or_name)
-    except KeyCommandError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"revoked {len(revoked)} key(s): {', '.join(r.name for r in revoked) or 'already revoked'}")
-    return 0
+    return _key_command(settings, revoke)
