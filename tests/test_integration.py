@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -70,6 +71,44 @@ def _setting(service: str) -> str:
     return service.replace("-", "_").upper()
 
 
+class OtlpCollector:
+    """A stand-in OpenTelemetry collector on loopback: takes OTLP/HTTP trace exports and keeps their spans."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+        self.spans: list[tuple[str, str, str]] = []  # (service.name, trace id hex, span name)
+        collector = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                request = ExportTraceServiceRequest.FromString(body)
+                for resource_spans in request.resource_spans:
+                    attrs = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+                    for scope in resource_spans.scope_spans:
+                        collector.spans.extend(
+                            (attrs.get("service.name", ""), span.trace_id.hex(), span.name) for span in scope.spans
+                        )
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 @pytest.fixture(scope="module")
 def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
     if not _redis_up():
@@ -77,6 +116,7 @@ def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, obj
     for db in (BROKER_DB, RESULT_DB, CACHE_DB):
         redis.Redis.from_url(f"{REDIS}/{db}").flushdb()
     tmp = tmp_path_factory.mktemp("topology")
+    collector = OtlpCollector()
     services = ("detector", "segmenter", "embedder", "image-embedder", "search")
     ports = {name: _free_port() for name in (*services, "gateway")}
     metrics_ports = {name: _free_port() for name in (*services, "gateway", "worker")}
@@ -88,6 +128,7 @@ def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, obj
         "FS_IMAGE_EMBEDDER_MODEL": image_model(),
         **{f"FS_{_setting(name)}_PORT": str(port) for name, port in ports.items()},
         **{f"FS_{_setting(name)}_METRICS_PORT": str(port) for name, port in metrics_ports.items()},
+        "FS_OTEL_EXPORTER_OTLP_ENDPOINT": collector.url,
     })
     clients = {f"FS_{_setting(n)}_URL": f"127.0.0.1:{ports[n]}" for n in services}
     procs: dict[str, subprocess.Popen] = {}
@@ -115,8 +156,12 @@ def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, obj
                 return False
 
         _wait(gateway_ready, "gateway", procs)
-        yield {"env": client_env, "base": base, "tmp": tmp, "procs": procs, "logs": logs, "metrics": metrics_ports}
+        yield {
+            "env": client_env, "base": base, "tmp": tmp, "procs": procs, "logs": logs, "metrics": metrics_ports,
+            "ports": ports, "collector": collector,
+        }
     finally:
+        collector.close()
         for proc in procs.values():
             proc.terminate()
         for name, proc in procs.items():
@@ -248,15 +293,19 @@ def test_a_request_id_and_its_count_reach_every_service_it_passed(topology: dict
         "fine": {"detector": "Detect", "segmenter": "Segment", "embedder": "EmbedBatch", "search": "Search"},
     }
     data = Path(small_records[3].image_path).read_bytes()
+    traces: dict[str, tuple[str, set[str]]] = {}
     for mode, path in paths.items():
         request_id = f"it-{mode}-{uuid.uuid4().hex[:12]}"
+        trace_id = uuid.uuid4().hex  # the caller's W3C trace: the gateway continues it
         before = {svc: _metric(ports[svc], "fs_grpc_server_requests_total", method=m, code="OK")
                   for svc, m in path.items()}
         resp = httpx.post(  # top_k 7 is used nowhere else: the answer cannot come from the cache
             f"{base}/v1/search", files={"image": ("q.jpg", data, "image/jpeg")}, data={"mode": mode, "top_k": "7"},
-            headers={"X-Request-ID": request_id}, timeout=60,
+            headers={"X-Request-ID": request_id, "traceparent": f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01"},
+            timeout=60,
         )
         assert resp.status_code == 200 and resp.json()["degraded"] is None, resp.text
+        traces[mode] = (trace_id, set(path))
         assert resp.headers["X-Request-ID"] == request_id
         time.sleep(0.5)  # log lines are flushed per line; give the services' handlers a moment to finish writing
         gateway_lines = _logged(logs, "gateway", request_id)
@@ -271,11 +320,68 @@ def test_a_request_id_and_its_count_reach_every_service_it_passed(topology: dict
         for svc in {"detector", "segmenter", "embedder", "image-embedder", "search"} - set(path):
             assert not _logged(logs, svc, request_id), f"{svc} was not on the {mode} path"
         assert _metric(ports["gateway"], "fs_http_requests_total", route="/v1/search", mode=mode, status="200") >= 1
+    # One trace per request, gateway → each service on the path (spans are exported in batches every 5 s).
+    collector = topology["collector"]
+    for mode, (trace_id, passed) in traces.items():
+        expected = {"fashion-search-gateway", *(f"fashion-search-{svc}" for svc in passed)}
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            found = {svc for svc, tid, _ in list(collector.spans) if tid == trace_id}
+            if found >= expected:
+                break
+            time.sleep(0.5)
+        assert found == expected, (mode, found, expected)
     assert _metric(ports["search"], "fs_search_points") > 0
     assert _metric(ports["search"], "fs_search_query_seconds_count") >= 2
     # The queue ingest and reindex above ran on the worker: its tasks are counted and its queue is drained.
     assert _metric(ports["worker"], "fs_worker_tasks_total", task="fashion_search.ingest_batch", state="SUCCESS") >= 1
     assert _metric(ports["worker"], "fs_worker_queue_depth", queue="celery") == 0
+
+
+def test_keys_and_limits_in_a_gateway_process(topology: dict) -> None:
+    """A gateway process with keys required, over the same services: keys made and revoked by the CLI in Redis,
+    401/403/429 as documented; and a gateway without keys refuses to bind beyond loopback."""
+    env = {
+        **topology["env"], "FS_AUTH_REQUIRED": "true", "FS_API_KEY_STORE": "redis",
+        "FS_AUTH_SECRET": uuid.uuid4().hex, "FS_RATE_LIMIT_SEARCH": "3/minute",
+        "FS_GATEWAY_PORT": str(_free_port()), "FS_GATEWAY_METRICS_PORT": str(_free_port()),
+    }
+
+    def keys(*args: str) -> str:
+        done = subprocess.run(_cli("keys", *args), env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout.strip().splitlines()[-1]
+
+    shop, bot = keys("create", "--scope", "search", "--name", "it-shop"), keys("create", "--scope", "catalog")
+    log = (topology["logs"] / "gateway-auth.log").open("w")
+    proc = subprocess.Popen(_cli("serve", "gateway"), env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{env['FS_GATEWAY_PORT']}"
+
+    def ready() -> bool:
+        try:
+            return httpx.get(f"{base}/readyz", timeout=2).status_code == 200  # open without a key
+        except httpx.HTTPError:
+            return False
+
+    try:
+        _wait(ready, "gateway with keys", {"gateway-auth": proc})
+        stats = f"{base}/v1/stats"
+        assert httpx.get(stats, timeout=10).status_code == 401
+        assert httpx.get(stats, headers={"X-API-Key": bot}, timeout=10).status_code == 403
+        answers = [httpx.get(stats, headers={"Authorization": f"Bearer {shop}"}, timeout=10) for _ in range(4)]
+        assert [r.status_code for r in answers] == [200, 200, 200, 429]
+        assert [r.headers["RateLimit-Remaining"] for r in answers] == ["2", "1", "0", "0"]
+        assert 1 <= int(answers[3].headers["Retry-After"]) <= 60
+        assert "revoked 1 key(s): it-shop" in keys("revoke", "it-shop")
+        gone = httpx.get(stats, headers={"Authorization": f"Bearer {shop}"}, timeout=10)
+        assert gone.status_code == 401 and "revoked" in gone.json()["detail"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+        log.close()
+    open_env = {**env, "FS_AUTH_REQUIRED": "false", "FS_BIND_HOST": "0.0.0.0"}
+    refused = subprocess.run(_cli("serve", "gateway"), env=open_env, capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and "refusing to serve without API keys on 0.0.0.0" in refused.stderr
 
 
 def test_a_stopped_detector_degrades_instead_of_hanging(topology: dict, small_records: list) -> None:

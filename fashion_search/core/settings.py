@@ -14,6 +14,8 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 # The detection threshold of models that do not calibrate their own (their scores are CenterNet peaks).
 DEFAULT_DETECTOR_MIN_SCORE = 0.25
+# A rate limit as the `limits` library parses it: "120/minute", "10 per second", "1000/2 hours".
+RATE_LIMIT_PATTERN = r"^\d+ ?(/|per) ?(\d+ )?(second|minute|hour|day)s?$"
 
 
 class Settings(BaseSettings):
@@ -189,9 +191,15 @@ class Settings(BaseSettings):
     auth_secret: str = Field(
         default="", description="HMAC-SHA256 key hashing API keys; empty: a random one kept under data_dir (file)"
     )
-    rate_limit_search: str = Field(default="120/minute", description="per-key limit of search-scope routes")
-    rate_limit_catalog: str = Field(default="600/minute", description="per-key limit of catalog-scope routes")
-    rate_limit_admin: str = Field(default="60/minute", description="per-key limit of admin-scope routes")
+    rate_limit_search: str = Field(
+        default="120/minute", pattern=RATE_LIMIT_PATTERN, description="per-key limit of search-scope routes"
+    )
+    rate_limit_catalog: str = Field(
+        default="600/minute", pattern=RATE_LIMIT_PATTERN, description="per-key limit of catalog-scope routes"
+    )
+    rate_limit_admin: str = Field(
+        default="60/minute", pattern=RATE_LIMIT_PATTERN, description="per-key limit of admin-scope routes"
+    )
     rate_limit_storage_url: str = Field(default="", description="limits storage URI; empty: redis_url")
     cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS (JSON list)")
     log_format: Literal["json", "console"] = Field(default="json", description="structured log lines (structlog)")

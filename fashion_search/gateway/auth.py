@@ -6,10 +6,11 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Any
+from typing import Annotated, Any
 
 import redis
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from limits import RateLimitItem, parse, storage, strategies
 from limits.errors import StorageError
 from prometheus_client import Counter
@@ -25,6 +26,9 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 # Routes anyone may call: the probes and the search page (it asks for a key before calling the API).
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 RATE_STATE = "ratelimit_headers"
+# Declared as security schemes so the OpenAPI document (and /docs' Authorize button) shows how to send a key.
+BEARER = HTTPBearer(auto_error=False, description="an API key: `Authorization: Bearer KEY`")
+API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="an API key, the other way to send it")
 
 
 def check_exposure(settings: Settings) -> str:
@@ -44,16 +48,16 @@ class Access:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.keys = ApiKeys(settings) if settings.auth_required else None
         self.limits: dict[str, RateLimitItem] = {s: parse(getattr(settings, f"rate_limit_{s}")) for s in SCOPES}
-        uri = settings.rate_limit_storage_url or settings.redis_url
-        self.limiter = strategies.MovingWindowRateLimiter(storage.storage_from_string(uri))
+        self.keys: ApiKeys | None = None
+        if settings.auth_required:  # without keys there is nothing to limit per key
+            self.keys = ApiKeys(settings)
+            uri = settings.rate_limit_storage_url or settings.redis_url
+            self.limiter = strategies.MovingWindowRateLimiter(storage.storage_from_string(uri))
 
-    def authenticate(self, request: Request) -> KeyRecord:
+    def authenticate(self, key: str) -> KeyRecord:
         """The presented key's record; 401 (saying why) without one, or for an unknown or revoked key."""
         assert self.keys is not None
-        header = request.headers.get("authorization", "")
-        key = header[7:].strip() if header[:7].lower() == "bearer " else request.headers.get("x-api-key", "").strip()
         challenge = {"WWW-Authenticate": "Bearer"}
         if not key:
             AUTH_FAILURES.labels("missing").inc()
@@ -105,11 +109,15 @@ class ScopeCheck:
             raise ValueError(f"unknown scope {scope!r}; one of {SCOPES}")
         self.scope = scope
 
-    def __call__(self, request: Request) -> KeyRecord | None:
+    def __call__(
+        self, request: Request,
+        bearer: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)],
+        api_key: Annotated[str | None, Security(API_KEY)],
+    ) -> KeyRecord | None:
         access: Access = request.app.state.access
         if access.keys is None:
             return None
-        record = access.authenticate(request)
+        record = access.authenticate((bearer.credentials if bearer else api_key or "").strip())
         if not record.allows(self.scope):
             AUTH_FAILURES.labels("scope").inc()
             raise HTTPException(403, f"API key {record.name!r} lacks the {self.scope!r} scope (has: "
