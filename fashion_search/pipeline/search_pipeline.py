@@ -28,6 +28,7 @@ from fashion_search.core.grpc_common import ServiceUnavailable
 from fashion_search.core.images import garment_pixels
 from fashion_search.core.settings import Settings
 from fashion_search.core.vectors import l2_normalize, mirror_average
+from fashion_search.pipeline.kinds import interleave, kind_shares, merge_garment_parts, rerank_by_kind, trusted_label
 from fashion_search.pipeline.reranking import rerank_hits
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,8 @@ class SearchOutcome:
     image_size: tuple[int, int]
     timings_ms: dict[str, float] = field(default_factory=dict)
     degraded: str | None = None
+    # Set where the photo shows garments of several kinds and the answer mixed them: fine mode answers each one.
+    suggested_mode: str | None = None
 
 
 @dataclass
@@ -135,7 +138,7 @@ class SearchPipeline:
         names = [self.image_embedder_model()]
         if mode == "fine" and self.separate_image_embedder:
             names.append(self.embedder_model())
-        if mode in ("fine", "tag"):
+        if mode in ("fine", "tag") or self.settings.mix_min_kinds:
             threshold = self.settings.detector_min_score
             detector = _model_name(self.detector)
             if detector:
@@ -146,15 +149,18 @@ class SearchPipeline:
         return "|".join(names)
 
     def ranking(self, mode: str) -> str:
-        """How a mode's results are ranked beyond the vectors (query expansion, category vote), for keying cached
-        answers; fine mode uses neither."""
+        """How a mode's results are ranked beyond the vectors (query expansion, category vote, kind evidence, box
+        merging, kind mixing), for keying cached answers."""
         s = self.settings
+        kinds = (f"kind{s.kind_vote_depth}:{s.kind_label_min_score:g}:{s.tag_label_min_share:g}:mix{s.mix_min_kinds}"
+                 f":merge{s.garment_merge_containment:g}/{s.garment_pair_gap:g}/{','.join(s.garment_pair_kinds)}")
         if mode == "fine":
-            return ""
+            return (f"{kinds}:{s.kind_candidates}x{s.kind_own_weight:g}/{s.kind_label_weight:g}/"
+                    f"{s.kind_image_weight:g}")
         if not s.category_vote_on:
-            return f"qe{s.query_expansion}:vote0"
+            return f"qe{s.query_expansion}:vote0:{kinds}"
         vote = f"{s.category_vote_depth}x{s.category_vote_weight:g}of{s.category_vote_candidates}"
-        return f"qe{s.query_expansion}:vote{vote}"
+        return f"qe{s.query_expansion}:vote{vote}:{kinds}"
 
     def stale_index(self, stats: IndexStats | None = None) -> str | None:
         """Why stored vectors do not match the query embedder (another model or colour weight), or None if all do."""
@@ -275,36 +281,55 @@ class SearchPipeline:
         """Run one query in the given mode; a down detector/segmenter degrades fine/tag mode to simple."""
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
+        s = self.settings
         timer = _Timer()
         total = time.perf_counter()
-        img = prepare(image, self.settings)
+        img = prepare(image, s)
         categories = [category] if category else None
         garments: list[GarmentResult] = []
         degraded: str | None = None
-        hits: list[Hit] = []
-        if mode in ("fine", "tag"):
+        detections: list[Detection] = []
+        if mode in ("fine", "tag") or s.mix_min_kinds:
             try:
                 detections = self.detect(img, timer)
-                if mode == "fine":
-                    garments = self._fine(img, detections, top_k, categories, timer)
-                    hits = _merge([g.hits for g in garments], top_k)
-                else:
-                    detected = sorted({d.category for d in detections})
-                    categories = categories or detected or None
-                    garments = [GarmentResult(d, []) for d in detections]
+            except ServiceUnavailable as exc:
+                if mode != "simple":
+                    degraded = f"{exc}; answered in simple mode"
+                log.warning("degraded search: %s", exc)
+        start = time.perf_counter()
+        vec = self.image_embedder.embed([img])[0]
+        timer.add("embed", start)
+        start = time.perf_counter()
+        # More candidates than shown: the image model's neighbours are the evidence for the photo's kind.
+        image_hits = self._image_search(vec, max(top_k, s.kind_vote_depth), categories)
+        shares = kind_shares(image_hits, s.kind_vote_depth)
+        timer.add("search", start)
+        hits: list[Hit] = []
+        suggested: str | None = None
+        if mode == "fine" and detections:
+            try:
+                garments = self._fine(img, detections, top_k, categories, shares, timer)
+                hits = _merge([g.hits for g in garments], top_k)
             except ServiceUnavailable as exc:
                 degraded = f"{exc}; answered in simple mode"
                 log.warning("degraded search: %s", exc)
-                garments = []
-        if not hits:
+        elif mode != "fine" and not category:
+            garments = [GarmentResult(d, []) for d in detections] if mode == "tag" or len(detections) > 1 else []
+            kinds = _distinct([trusted_label(d, s) for d in detections])
             start = time.perf_counter()
-            vec = self.image_embedder.embed([img])[0]
-            timer.add("embed", start)
-            start = time.perf_counter()
-            hits = self._image_search(vec, top_k, categories)
+            if s.mix_min_kinds and len(kinds) >= s.mix_min_kinds:
+                # Several kinds in one photo: each kind's nearest in turn, not the one kind the whole photo is
+                # nearest to; fine mode answers each garment on its own.
+                hits = interleave([self._image_search(vec, top_k, [k]) for k in kinds], top_k)
+                suggested = "fine"
+            elif mode == "tag":
+                kind = _tag_kind(kinds, shares, s)
+                hits = self._image_search(vec, top_k, [kind]) if kind else []
             timer.add("search", start)
+        if not hits:
+            hits = image_hits[:top_k]
         timer.add("total", total)
-        return SearchOutcome(mode, hits, garments, img.size, timer.ms, degraded)
+        return SearchOutcome(mode, hits, garments, img.size, timer.ms, degraded, suggested)
 
     def _image_search(self, vec: np.ndarray, top_k: int, categories: list[str] | None) -> list[Hit]:
         """Simple and tag modes' search: query expansion in the index, then the category-vote re-ranking."""
@@ -317,22 +342,36 @@ class SearchPipeline:
         return rerank_hits(hits, s.category_vote_depth, s.category_vote_weight)[:top_k]
 
     def _fine(
-        self, img: Image.Image, detections: list[Detection], top_k: int, categories: list[str] | None, timer: _Timer
+        self, img: Image.Image, detections: list[Detection], top_k: int, categories: list[str] | None,
+        image_shares: dict[str, float], timer: _Timer,
     ) -> list[GarmentResult]:
-        if not detections:
-            return []
         cuts, masks = self.garment_cutouts(img, detections, timer)
         start = time.perf_counter()
         vecs = self.embedder.embed(cuts)
         vecs = self.with_garment_colour(vecs, [img] * len(detections), [d.box for d in detections], masks)
         timer.add("embed", start)
         start = time.perf_counter()
+        n = min(max(top_k, self.settings.kind_candidates), self.settings.max_top_k)
         results = [
-            GarmentResult(d, self.index.search(v, top_k, GARMENT_VECTOR, categories))
+            GarmentResult(d, rerank_by_kind(
+                self.index.search(v, n, GARMENT_VECTOR, categories), d, image_shares, self.settings)[:top_k])
             for d, v in zip(detections, vecs, strict=True)
         ]
         timer.add("search", start)
         return results
+
+
+def _distinct(labels: Sequence[str | None]) -> list[str]:
+    """The labels in order, each once, without the untrusted (None) ones."""
+    return list(dict.fromkeys(label for label in labels if label))
+
+
+def _tag_kind(kinds: list[str], image_shares: dict[str, float], settings: Settings) -> str | None:
+    """The kind tag mode filters on: the trusted label where the image model's neighbours back it
+    (settings.tag_label_min_share), else the kind those neighbours lead with; None: no evidence at all."""
+    if kinds and image_shares.get(kinds[0], 0.0) >= settings.tag_label_min_share:
+        return kinds[0]
+    return max(sorted(image_shares), key=lambda k: image_shares[k]) if image_shares else None
 
 
 def _model_name(model: Detector | Segmenter | Embedder) -> str:
@@ -355,8 +394,10 @@ def garment_recipe(settings: Settings) -> str:
 
 
 def fine_mode_garments(detector: Detector, image: Image.Image, settings: Settings) -> list[Detection]:
-    """The garments fine mode searches in an image: distinct, best-first, at most settings.max_garments."""
-    return distinct_garments(detector.detect(image, settings.detector_min_score))[: settings.max_garments]
+    """The garments fine mode searches in an image: distinct, the boxes of one garment merged, best-first, at most
+    settings.max_garments."""
+    found = distinct_garments(detector.detect(image, settings.detector_min_score))
+    return merge_garment_parts(found, settings)[: settings.max_garments]
 
 
 def distinct_garments(detections: Sequence[Detection]) -> list[Detection]:
