@@ -182,17 +182,25 @@ class Settings(BaseSettings):
     # Fine mode re-ranks each garment's nearest catalog garments by the evidence for the garment's kind (category):
     # score + own × the share of its own first kind_vote_depth candidates in the result's category + label × (the
     # detector named that category with at least kind_label_min_score) + image × the share of the whole photo's
-    # first kind_vote_depth image neighbours in it. 0 everywhere: plain nearest garments.
+    # first kind_vote_depth image neighbours in it, the last only for a garment that fills the photo (its box
+    # covers kind_image_coverage[0] of it: nothing, to [1]: all), as a product photo's garment does; a garment
+    # among others in a street photo has its own kind. Chosen on train photos; 0 everywhere: plain nearest garments.
     kind_candidates: int = Field(default=50, ge=1, description="candidates per garment that kind evidence re-ranks")
-    kind_vote_depth: int = Field(default=10, ge=1, description="nearest results that vote for a kind")
-    kind_own_weight: float = Field(default=0.1, ge=0.0, description="fine: bonus × share of the garment's own votes")
-    kind_label_weight: float = Field(default=0.1, ge=0.0, description="fine: bonus for the detector's trusted label")
-    kind_image_weight: float = Field(default=0.1, ge=0.0, description="fine: bonus × share of the image's votes")
-    kind_label_min_score: float = Field(
-        default=0.5, ge=0.0, le=1.0, description="a detected label below this score is not trusted (fine, tag)"
+    kind_vote_depth: int = Field(default=5, ge=1, description="nearest results that vote for a kind")
+    kind_own_weight: float = Field(default=0.2, ge=0.0, description="fine: bonus × share of the garment's own votes")
+    kind_label_weight: float = Field(default=0.2, ge=0.0, description="fine: bonus for the detector's trusted label")
+    kind_image_weight: float = Field(default=0.4, ge=0.0, description="fine: bonus × share of the image's votes")
+    kind_image_coverage: tuple[float, float] = Field(
+        default=(0.25, 0.5), description="box share of the photo from which (to which fully) the image's votes count"
     )
-    # Tag mode filters on a trusted label only where the image model's neighbours give it at least this share;
-    # otherwise on the image model's own leading kind.
+    kind_label_min_score: float = Field(
+        default=0.3, ge=0.0, le=1.0, description="fine: a detected label below this score gets no bonus"
+    )
+    # Tag mode filters on a trusted label (tag_label_min_score) only where the image model's neighbours give it at
+    # least tag_label_min_share; otherwise on the image model's own leading kind.
+    tag_label_min_score: float = Field(
+        default=0.4, ge=0.0, le=1.0, description="tag and mixing: a detected label below this is not trusted"
+    )
     tag_label_min_share: float = Field(default=0.2, ge=0.0, le=1.0, description="image votes a tag label needs")
     # Boxes of one garment merged into one (a pair of shoes, a shirt found twice): same kind and this much of the
     # smaller box inside the larger, or, for paired kinds, boxes this close (× the smaller box's longer side).

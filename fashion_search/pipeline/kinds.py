@@ -26,19 +26,31 @@ def kind_shares(hits: Sequence[Hit], depth: int) -> dict[str, float]:
 
 
 def trusted_label(detection: Detection, settings: Settings) -> str | None:
-    """The detector's label, if its score is high enough to act on."""
-    return detection.category if detection.score >= settings.kind_label_min_score else None
+    """The detector's label where tag mode and kind mixing act on it (settings.tag_label_min_score)."""
+    return detection.category if detection.score >= settings.tag_label_min_score else None
+
+
+def photo_coverage(box: Box, size: tuple[int, int], settings: Settings) -> float:
+    """How much the whole photo's kind counts for the garment in box: 0 below kind_image_coverage[0] of the photo's
+    area, 1 from kind_image_coverage[1] on, linear between."""
+    low, high = settings.kind_image_coverage
+    share = box.area / max(1, size[0] * size[1])
+    if high <= low:
+        return float(share >= low)
+    return min(1.0, max(0.0, (share - low) / (high - low)))
 
 
 def rerank_by_kind(
-    hits: Sequence[Hit], detection: Detection, image_shares: dict[str, float], settings: Settings
+    hits: Sequence[Hit], detection: Detection, image_shares: dict[str, float], size: tuple[int, int],
+    settings: Settings,
 ) -> list[Hit]:
     """One garment's candidates (best first) re-scored by the evidence for their kind, best first."""
     own = kind_shares(hits, settings.kind_vote_depth)
-    label = trusted_label(detection, settings)
+    label = detection.category if detection.score >= settings.kind_label_min_score else None
+    image = settings.kind_image_weight * photo_coverage(detection.box, size, settings)
 
     def bonus(kind: str) -> float:
-        return (settings.kind_own_weight * own.get(kind, 0.0) + settings.kind_image_weight * image_shares.get(kind, 0.0)
+        return (settings.kind_own_weight * own.get(kind, 0.0) + image * image_shares.get(kind, 0.0)
                 + (settings.kind_label_weight if kind and kind == label else 0.0))
 
     scored = [Hit(h.product, float(h.score) + bonus(h.product.category)) for h in hits]

@@ -152,11 +152,12 @@ class SearchPipeline:
         """How a mode's results are ranked beyond the vectors (query expansion, category vote, kind evidence, box
         merging, kind mixing), for keying cached answers."""
         s = self.settings
-        kinds = (f"kind{s.kind_vote_depth}:{s.kind_label_min_score:g}:{s.tag_label_min_share:g}:mix{s.mix_min_kinds}"
+        kinds = (f"kind{s.kind_vote_depth}:{s.tag_label_min_score:g}:{s.tag_label_min_share:g}:mix{s.mix_min_kinds}"
                  f":merge{s.garment_merge_containment:g}/{s.garment_pair_gap:g}/{','.join(s.garment_pair_kinds)}")
         if mode == "fine":
-            return (f"{kinds}:{s.kind_candidates}x{s.kind_own_weight:g}/{s.kind_label_weight:g}/"
-                    f"{s.kind_image_weight:g}")
+            low, high = s.kind_image_coverage
+            return (f"{kinds}:{s.kind_candidates}x{s.kind_own_weight:g}/{s.kind_label_weight:g}@"
+                    f"{s.kind_label_min_score:g}/{s.kind_image_weight:g}@{low:g}-{high:g}")
         if not s.category_vote_on:
             return f"qe{s.query_expansion}:vote0:{kinds}"
         vote = f"{s.category_vote_depth}x{s.category_vote_weight:g}of{s.category_vote_candidates}"
@@ -354,7 +355,7 @@ class SearchPipeline:
         n = min(max(top_k, self.settings.kind_candidates), self.settings.max_top_k)
         results = [
             GarmentResult(d, rerank_by_kind(
-                self.index.search(v, n, GARMENT_VECTOR, categories), d, image_shares, self.settings)[:top_k])
+                self.index.search(v, n, GARMENT_VECTOR, categories), d, image_shares, img.size, self.settings)[:top_k])
             for d, v in zip(detections, vecs, strict=True)
         ]
         timer.add("search", start)
