@@ -202,7 +202,9 @@ def test_cache_key_changes_with_the_ranking_settings_and_the_embedder(pipeline: 
 def test_cached_answers_are_keyed_by_the_models_each_mode_runs(pipeline: SearchPipeline) -> None:
     embedder, detector = pipeline.embedder.model_name, pipeline.detector.model_name
     segmenter, cap = pipeline.segmenter.model_name, pipeline.settings.max_garments
-    assert pipeline.models_used("simple") == embedder  # simple mode runs the embedder alone
+    # Simple mode runs the detector only to mix the kinds of a photo of several garments (FS_MIX_MIN_KINDS).
+    assert pipeline.models_used("simple") == (f"{embedder}|{detector}<={cap}" if pipeline.settings.mix_min_kinds
+                                              else embedder)
     assert pipeline.models_used("tag") == f"{embedder}|{detector}<={cap}"
     assert pipeline.models_used("fine") == f"{embedder}|{detector}<={cap}|{segmenter}"
     # Another detection threshold or garment cap finds other garments: each keys other answers.

@@ -251,7 +251,9 @@ def cmd_eval_category(args: argparse.Namespace, settings: Settings) -> int:
         text = ablation_markdown(table, _command_line(), f"catalog `{args.catalog}`, queries `{args.queries}`")
         return _print_evaluation(args, text, "eval-ablation", json.dumps(table, indent=2))
     result = evaluate(settings, args.catalog, args.queries, args.mode, args.limit)
-    return _print_evaluation(args, to_markdown(result, _command_line()), f"eval-{args.mode}", result.to_json())
+    # A run on part of the folders (--limit) has its own section: it does not replace the figures of a full run.
+    key = f"eval-{args.mode}" + (f"-limit{args.limit}" if args.limit else "")
+    return _print_evaluation(args, to_markdown(result, _command_line()), key, result.to_json())
 
 
 def cmd_eval_expansion(args: argparse.Namespace, settings: Settings) -> int:
@@ -356,6 +358,14 @@ def cmd_bench_index(args: argparse.Namespace, settings: Settings) -> int:
         write_section(path, f"bench-index-{info['n']}", f"## Vector index at {info['n']:,} vectors\n\n{text}",
                       "Benchmarks")
     return 0
+
+def cmd_eval_confidence(args: argparse.Namespace, settings: Settings) -> int:
+    """Fit each mode's match confidence on train photos and check it on others."""
+    from fashion_search.evaluation.confidence import confidence_fit, confidence_markdown
+
+    result = confidence_fit(settings, args.catalog, args.per_class, args.fit_per_class, args.queries, args.limit)
+    return _print_evaluation(args, confidence_markdown(result, _command_line()), "eval-confidence",
+                             json.dumps(result, indent=2))
 
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:

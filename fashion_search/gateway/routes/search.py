@@ -114,7 +114,7 @@ def _search(
             outcome = pipeline.search_like(str(product_id), mode, k, filters=filters, offset=offset)
         except UnknownProduct:
             raise HTTPException(404, f"unknown product {product_id!r}") from None
-    out = search_out(outcome, version)
+    out = search_out(outcome, version, pipeline.settings)
     for stage, ms in outcome.timings_ms.items():
         STAGE_MS.labels(mode, stage).observe(ms)
     SEARCHES.labels(mode, "false").inc()
