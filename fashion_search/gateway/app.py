@@ -14,7 +14,7 @@ from prometheus_client import make_asgi_app
 from fashion_search.core.settings import Settings, get_settings
 from fashion_search.gateway.cache import SearchCache
 from fashion_search.gateway.errors import install_error_handlers
-from fashion_search.gateway.routes import health, products, search
+from fashion_search.gateway.routes import health, ingest, products, search
 from fashion_search.pipeline.ingest import Ingestor
 from fashion_search.pipeline.search_pipeline import SearchPipeline
 
@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None, pipeline: SearchPipeline | None
     install_error_handlers(app)
     app.include_router(search.router)
     app.include_router(products.router)
+    app.include_router(ingest.router)
     app.include_router(health.router)
     app.mount("/metrics", make_asgi_app())
 

@@ -35,6 +35,16 @@ class SearchStub(object):
                 request_serializer=fashion__search_dot_rpc_dot_search__pb2.GetRequest.SerializeToString,
                 response_deserializer=fashion__search_dot_rpc_dot_search__pb2.GetResponse.FromString,
                 )
+        self.Vectors = channel.unary_unary(
+                '/fashion_search.v1.Search/Vectors',
+                request_serializer=fashion__search_dot_rpc_dot_search__pb2.VectorsRequest.SerializeToString,
+                response_deserializer=fashion__search_dot_rpc_dot_search__pb2.VectorsResponse.FromString,
+                )
+        self.UpdateFields = channel.unary_unary(
+                '/fashion_search.v1.Search/UpdateFields',
+                request_serializer=fashion__search_dot_rpc_dot_search__pb2.UpdateFieldsRequest.SerializeToString,
+                response_deserializer=fashion__search_dot_rpc_dot_search__pb2.UpdateFieldsResponse.FromString,
+                )
         self.Delete = channel.unary_unary(
                 '/fashion_search.v1.Search/Delete',
                 request_serializer=fashion__search_dot_rpc_dot_search__pb2.DeleteRequest.SerializeToString,
@@ -81,6 +91,20 @@ class SearchServicer(object):
 
     def Get(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Vectors(self, request, context):
+        """A product's stored vectors ("more like this").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateFields(self, request, context):
+        """Payload-only update of catalog fields (no re-embedding).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -133,6 +157,16 @@ def add_SearchServicer_to_server(servicer, server):
                     servicer.Get,
                     request_deserializer=fashion__search_dot_rpc_dot_search__pb2.GetRequest.FromString,
                     response_serializer=fashion__search_dot_rpc_dot_search__pb2.GetResponse.SerializeToString,
+            ),
+            'Vectors': grpc.unary_unary_rpc_method_handler(
+                    servicer.Vectors,
+                    request_deserializer=fashion__search_dot_rpc_dot_search__pb2.VectorsRequest.FromString,
+                    response_serializer=fashion__search_dot_rpc_dot_search__pb2.VectorsResponse.SerializeToString,
+            ),
+            'UpdateFields': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateFields,
+                    request_deserializer=fashion__search_dot_rpc_dot_search__pb2.UpdateFieldsRequest.FromString,
+                    response_serializer=fashion__search_dot_rpc_dot_search__pb2.UpdateFieldsResponse.SerializeToString,
             ),
             'Delete': grpc.unary_unary_rpc_method_handler(
                     servicer.Delete,
@@ -230,6 +264,40 @@ class Search(object):
         return grpc.experimental.unary_unary(request, target, '/fashion_search.v1.Search/Get',
             fashion__search_dot_rpc_dot_search__pb2.GetRequest.SerializeToString,
             fashion__search_dot_rpc_dot_search__pb2.GetResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def Vectors(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/fashion_search.v1.Search/Vectors',
+            fashion__search_dot_rpc_dot_search__pb2.VectorsRequest.SerializeToString,
+            fashion__search_dot_rpc_dot_search__pb2.VectorsResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def UpdateFields(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/fashion_search.v1.Search/UpdateFields',
+            fashion__search_dot_rpc_dot_search__pb2.UpdateFieldsRequest.SerializeToString,
+            fashion__search_dot_rpc_dot_search__pb2.UpdateFieldsResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
 

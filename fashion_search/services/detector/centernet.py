@@ -210,22 +210,40 @@ class SceneDetector(InferenceModel):
     @torch.inference_mode()
     def detect(self, image: Image.Image, min_score: float | None = None) -> list[Detection]:
         """Garments in the image, best first, boxes in the image's pixels."""
+        return self.detect_batch([image], min_score)[0]
+
+    @torch.inference_mode()
+    def detect_batch(self, images: Sequence[Image.Image], min_score: float | None = None) -> list[list[Detection]]:
+        """detect() of each image; the network runs over them together (and with other threads' images when
+        settings.detector_batching is on)."""
         self.load()
+        if not images:
+            return []
         threshold = min_score if min_score is not None else self.settings.detector_min_score
         if threshold is None:
             threshold = self._min_score
-        # The forward pass may be shared with other threads' images (settings.detector_batching).
-        mid, deep, heat, size, offset = self._batcher.submit([preprocess(image, self.variant.input_size)[0]])[0]
+        size = self.variant.input_size
+        rows = self._batcher.submit([preprocess(image, size)[0] for image in images])
+        return [
+            self._second_stage(mid, deep, heat, sizes, offset, image.width, image.height, threshold)
+            for (mid, deep, heat, sizes, offset), image in zip(rows, images, strict=True)
+        ]
+
+    def _second_stage(
+        self, mid: torch.Tensor, deep: torch.Tensor, heat: torch.Tensor, size: torch.Tensor, offset: torch.Tensor,
+        width: int, height: int, threshold: float,
+    ) -> list[Detection]:
+        """One image's detections from its first-stage maps: peaks, then the box head where the variant has one."""
         if self._box_head is None:
-            return decode(heat, size, offset, image.width, image.height, threshold)
-        proposals = peaks(heat, size, offset, image.width, image.height, min(threshold, PROPOSAL_MIN_SCORE))
+            return decode(heat, size, offset, width, height, threshold)
+        proposals = peaks(heat, size, offset, width, height, min(threshold, PROPOSAL_MIN_SCORE))
         if not proposals:
             return []
         logits, deltas = self._box_head(
-            mid, deep, proposal_tensor(proposals, image.width, image.height),
-            torch.zeros(len(proposals), dtype=torch.long), torch.full((len(proposals),), image.width / image.height),
+            mid, deep, proposal_tensor(proposals, width, height),
+            torch.zeros(len(proposals), dtype=torch.long), torch.full((len(proposals),), width / height),
         )
-        return finish(proposals, logits, deltas, image.width, image.height, self._scoring, threshold)
+        return finish(proposals, logits, deltas, width, height, self._scoring, threshold)
 
 
 def _rows(outputs: Sequence[torch.Tensor]) -> list[tuple[torch.Tensor, ...]]:

@@ -59,7 +59,7 @@ class GarmentEmbedder(InferenceModel):
         if self.variant != "imagenet" and not self.weights.is_file():
             raise FileNotFoundError(
                 f"no weights for embedder {self.variant!r} at {self.weights}: train them with `fashion-search train "
-                "embedder` (README) or point FS_EMBEDDER_WEIGHTS at a weight file"
+                "embedder` (docs/MODELS.md) or point FS_EMBEDDER_WEIGHTS at a weight file"
             )
         network = LITE0 if self.variant == "imagenet" else weights_backbone(self.weights)
         self.backbone = (

@@ -198,20 +198,31 @@ class MaskSegmenter(InferenceModel):
     @torch.inference_mode()
     def segment(self, image: Image.Image, boxes: Sequence[Box]) -> list[np.ndarray]:
         """One H×W bool mask per box (H, W = the clipped box's integer height and width)."""
+        return self.segment_batch([(image, boxes)])[0]
+
+    @torch.inference_mode()
+    def segment_batch(self, items: Sequence[tuple[Image.Image, Sequence[Box]]]) -> list[list[np.ndarray]]:
+        """segment() of each (image, boxes), every box of every image in one forward pass (bulk ingestion)."""
         self.load()
-        rgb = np.asarray(image.convert("RGB"))
-        img_h, img_w = rgb.shape[:2]
-        frames = [box_pixels(b, img_w, img_h) for b in boxes]
-        masks: list[np.ndarray] = [np.ones((y1 - y0, x1 - x0), dtype=bool) for x0, y0, x1, y1 in frames]
-        # Boxes below MIN_SEGMENT_SIDE keep the full-box mask: too few pixels to tell garment from background.
-        todo = [i for i, (x0, y0, x1, y1) in enumerate(frames)
-                if x1 - x0 >= MIN_SEGMENT_SIDE and y1 - y0 >= MIN_SEGMENT_SIDE]
+        masks: list[list[np.ndarray]] = []
+        crops: list[np.ndarray] = []
+        todo: list[tuple[int, int, Window, Window]] = []  # (image, box, context window, box frame)
+        for n, (image, boxes) in enumerate(items):
+            rgb = np.asarray(image.convert("RGB"))
+            img_h, img_w = rgb.shape[:2]
+            frames = [box_pixels(b, img_w, img_h) for b in boxes]
+            masks.append([np.ones((y1 - y0, x1 - x0), dtype=bool) for x0, y0, x1, y1 in frames])
+            for i, (x0, y0, x1, y1) in enumerate(frames):
+                # Boxes below MIN_SEGMENT_SIDE keep the full-box mask: too few pixels to tell garment from background.
+                if x1 - x0 >= MIN_SEGMENT_SIDE and y1 - y0 >= MIN_SEGMENT_SIDE:
+                    window = context_window(*frames[i])
+                    crops.append(input_crop(rgb, window))
+                    todo.append((n, i, window, frames[i]))
         if not todo:
             return masks
-        windows = {i: context_window(*frames[i]) for i in todo}
-        logits = self.predict([input_crop(rgb, windows[i]) for i in todo])
-        for i, logit in zip(todo, logits, strict=True):
-            masks[i] = logits_to_mask(logit, windows[i], frames[i])
+        logits = self.predict(crops)
+        for (n, i, window, frame), logit in zip(todo, logits, strict=True):
+            masks[n][i] = logits_to_mask(logit, window, frame)
         return masks
 
     def predict(self, crops: Sequence[np.ndarray]) -> np.ndarray:
