@@ -219,13 +219,6 @@ class EvaluationSettings(BaseModel):
     bench_queries: int = Field(default=40, ge=1, description="Queries per mode in `fashion-search bench`.")
 
 
-# The groups, in the order docs/CONFIGURATION.md lists them.
-SETTING_GROUPS: tuple[type[BaseModel], ...] = (
-    IndexSettings, ModelSettings, ServingSettings, CacheQueueSettings, InputLimitSettings, ApiSettings,
-    EvaluationSettings,
-)
-
-
 class BatchingSettings(BaseModel):
     """Serving under load: dynamic batching per model, back-pressure and request deadlines."""
 
@@ -315,6 +308,13 @@ class ScaleSettings(BaseModel):
     qdrant_write_consistency: int = Field(
         default=1, ge=1, description="replicas that must acknowledge a write on a Qdrant cluster (new collections)"
     )
+
+
+# The groups, in the order docs/CONFIGURATION.md lists them.
+SETTING_GROUPS: tuple[type[BaseModel], ...] = (
+    IndexSettings, ModelSettings, ServingSettings, BatchingSettings, CacheQueueSettings, IngestSettings, ScaleSettings,
+    InputLimitSettings, ApiSettings, EvaluationSettings,
+)
 
 
 class Settings(
