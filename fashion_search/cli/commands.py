@@ -8,11 +8,16 @@ import logging
 import shlex
 import sys
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
 from fashion_search.core.settings import Settings
+
+if TYPE_CHECKING:
+    from fashion_search.gateway.keys import ApiKeys
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +39,24 @@ def _print_evaluation(args: argparse.Namespace, text: str, section: str, json_te
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     """Run one part of the system in this process."""
     target = args.target
+    from fashion_search.core.observability import start_metrics_server
+
     if target == "gateway":
         import uvicorn
 
         from fashion_search.gateway.app import create_app
+        from fashion_search.gateway.auth import check_exposure
 
-        uvicorn.run(create_app(settings), host=settings.bind_host, port=settings.gateway_port, log_level="info")
+        log.warning("%s", check_exposure(settings))
+        start_metrics_server(settings.gateway_metrics_port, settings)
+        # log_config=None: uvicorn's loggers go through the process's structured log setup.
+        uvicorn.run(create_app(settings), host=settings.bind_host, port=settings.gateway_port, log_config=None)
     elif target == "worker":
         from fashion_search.workers.celery_app import celery_app
+        from fashion_search.workers.metrics import register_queue_depth
+
+        register_queue_depth(settings)
+        start_metrics_server(settings.worker_metrics_port, settings)
 
         # solo pool: one batch at a time per process (the models use every core); scale with more workers.
         celery_app.worker_main(["worker", "--loglevel=INFO", "--pool=solo", "-n", "fashion-worker@%h"])
@@ -214,8 +229,15 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         load = getattr(model, "load", None)
         if callable(load):
             load()  # load now, so the first shopper does not wait for the weights
-    print(f"search page: http://{settings.bind_host}:{settings.gateway_port}/  API docs: /docs")
-    uvicorn.run(create_app(settings, pipeline), host=settings.bind_host, port=settings.gateway_port)
+    from fashion_search.gateway.auth import check_exposure
+
+    try:
+        exposure = check_exposure(settings)
+    except SystemExit:
+        pipeline.index.close()
+        raise
+    print(f"search page: http://{settings.bind_host}:{settings.gateway_port}/  API docs: /docs  ({exposure})")
+    uvicorn.run(create_app(settings, pipeline), host=settings.bind_host, port=settings.gateway_port, log_config=None)
     pipeline.index.close()
     return 0
 
@@ -409,3 +431,57 @@ def cmd_healthcheck(args: argparse.Namespace, settings: Settings) -> int:
     from fashion_search.core.grpc_common import check_health
 
     return 0 if check_health(url, settings) else 1
+
+
+def _key_command(settings: Settings, run: Callable[[ApiKeys], int]) -> int:
+    """Run a keys verb over the configured store; a refused command or an unreachable store exits 2, saying why."""
+    import redis
+
+    from fashion_search.gateway.keys import ApiKeys, KeyCommandError
+
+    try:
+        return run(ApiKeys(settings))
+    except KeyCommandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+    except redis.RedisError as exc:
+        print(f"error: the API key store at FS_REDIS_URL is unreachable: {exc}", file=sys.stderr)
+    return 2
+
+
+def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
+    """Create a key and print it once, alone on the last line (only its digest is stored)."""
+    return _key_command(settings, lambda keys: _create_key(keys, args, settings))
+
+
+def _create_key(keys: ApiKeys, args: argparse.Namespace, settings: Settings) -> int:
+    key, record = keys.create(args.scope, args.name)
+    print(f"created key {record.name!r} with scopes {','.join(record.scopes)} in the {settings.api_key_store} store; "
+          "it is shown only now:")
+    print(key)
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
+    """One line per key: name, scopes, created, state."""
+    import datetime as dt
+
+    def when(ts: float) -> str:
+        return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def show(keys: ApiKeys) -> int:
+        for r in keys.list():
+            state = "active" if r.revoked is None else f"revoked {when(r.revoked)}"
+            print(f"{r.name}\t{','.join(r.scopes)}\tcreated {when(r.created)}\t{state}")
+        return 0
+
+    return _key_command(settings, show)
+
+
+def cmd_keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    """Revoke a key (the key itself or its name); takes effect on the next request."""
+    def revoke(keys: ApiKeys) -> int:
+        revoked = keys.revoke(args.key_or_name)
+        print(f"revoked {len(revoked)} key(s): {', '.join(r.name for r in revoked) or 'already revoked'}")
+        return 0
+
+    return _key_command(settings, revoke)

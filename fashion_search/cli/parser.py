@@ -6,6 +6,7 @@ import argparse
 
 SERVE_TARGETS = ("gateway", "detector", "segmenter", "embedder", "image-embedder", "search", "worker")
 MODES = ("simple", "fine", "tag")
+KEY_SCOPES = ("search", "catalog", "admin")  # the gateway's scopes (fashion_search.gateway.keys.SCOPES)
 # Each trainer is a module with main(argv); `fashion-search train X --help` shows its own options.
 TRAINERS = {
     "detector": ("fashion_search.services.detector.training.train", "the detector's heads on generated scenes"),
@@ -135,6 +136,16 @@ def build_parser() -> argparse.ArgumentParser:
     bi.add_argument("--output", default="", help="Markdown file (default: docs/BENCHMARKS.md)")
     bi.add_argument("--no-output", action="store_true", help="do not write the table into a Markdown file")
     bi.add_argument("--sweep", action="store_true", help="instead: sweep HNSW m, ef_construct and ef (float32)")
+
+    keys = sub.add_parser("keys", help="API keys: create (printed once), list, revoke (FS_API_KEY_STORE)")
+    keys_sub = keys.add_subparsers(dest="verb", required=True)
+    kc = keys_sub.add_parser("create", help="create a key; prints it once, alone on the last line")
+    kc.add_argument("--scope", action="append", required=True, choices=KEY_SCOPES,
+                    help="search, catalog (product writes, ingest jobs) or admin (everything); repeatable")
+    kc.add_argument("--name", default="", help="a name to list and revoke it by (default: generated)")
+    keys_sub.add_parser("list", help="every key's name, scopes, creation time and state (never the key)")
+    kr = keys_sub.add_parser("revoke", help="revoke a key, given the key itself or its name")
+    kr.add_argument("key_or_name", metavar="KEY_OR_NAME")
 
     hc = sub.add_parser("healthcheck", help="exit 0 if the service at URL is healthy (grpc://host:port or http://...)")
     hc.add_argument("url")

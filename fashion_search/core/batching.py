@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from fashion_search.core.deadlines import remaining
+from fashion_search.core.observability import BATCH_SIZE
 from fashion_search.core.settings import Settings
 from fashion_search.core.unavailable import DeadlineExceeded, Overloaded
 
@@ -93,6 +94,7 @@ class DynamicBatcher(Generic[In, Out]):
                 self._admitted -= 1
 
     def _call(self, items: list[In]) -> list[Out]:
+        BATCH_SIZE.labels(self.name).observe(len(items))
         outputs = list(self._run_batch(items))
         if len(outputs) != len(items):
             raise RuntimeError(f"{self.name}: {len(outputs)} outputs for {len(items)} inputs")

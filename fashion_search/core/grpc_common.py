@@ -17,6 +17,7 @@ from PIL import Image
 from fashion_search.core.deadlines import call_timeout, deadline_in
 from fashion_search.core.domain import Box
 from fashion_search.core.images import InvalidImage, decode_image
+from fashion_search.core.observability import instrument_channel, server_interceptors, start_metrics_server
 from fashion_search.core.settings import Settings
 from fashion_search.core.unavailable import DeadlineExceeded, Overloaded, ServiceUnavailable
 from fashion_search.rpc import common_pb2
@@ -90,7 +91,7 @@ def make_channel(url: str, settings: Settings) -> grpc.Channel:
     # dns: and ipv4:/ipv6: (a fixed list of replicas, "ipv4:host:port,host:port") go to gRPC as they are.
     if "://" not in target and not target.startswith(("dns:", "ipv4:", "ipv6:")):
         target = f"dns:///{target}"  # the DNS resolver returns every replica's address
-    return grpc.insecure_channel(target, options=channel_options(settings))
+    return instrument_channel(grpc.insecure_channel(target, options=channel_options(settings)))
 
 
 @contextmanager
@@ -185,11 +186,13 @@ def vector_from_values(values: Any) -> np.ndarray:
 
 def make_server(
     name: str, port: int, settings: Settings, register: Callable[[grpc.Server], None], workers: int | None = None,
+    metrics_port: int | None = None,
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
-    """A started gRPC server with the standard health service (workers threads, default settings.grpc_workers);
-    port 0 picks a free port."""
+    """A started gRPC server with the standard health service and telemetry interceptors (workers threads, default
+    settings.grpc_workers); port 0 picks a free port. With metrics_port, Prometheus metrics are served there."""
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=workers or settings.grpc_workers), options=channel_options(settings)
+        futures.ThreadPoolExecutor(max_workers=workers or settings.grpc_workers), options=channel_options(settings),
+        interceptors=server_interceptors(),
     )
     register(server)
     health_servicer = health.HealthServicer()
@@ -198,6 +201,8 @@ def make_server(
     if bound == 0:
         raise RuntimeError(f"{name}: cannot bind {settings.bind_host}:{port}")
     server.start()
+    if metrics_port is not None:
+        start_metrics_server(metrics_port, settings)
     # NOT_SERVING until the caller has loaded its model; then it flips both names to SERVING.
     health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
     health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -214,14 +219,16 @@ def mark_serving(health_servicer: health.HealthServicer, name: str) -> None:
 def start_model_server(
     name: str, port: int, settings: Settings, model: Any, register: Callable[[grpc.Server], None],
     queue_size: int = 0,
+    metrics_port: int | None = None,
 ) -> tuple[grpc.Server, int]:
     """Bind, load the model's weights, then report SERVING: health turns green only once requests can be served.
 
     Every request the model's queue admits (queue_size) gets a thread to wait in, and a few more threads answer
     health checks and the refusals of a full queue: requests queue in the model's bounded queue, not in gRPC's.
+    With metrics_port, this process's Prometheus metrics are served there.
     """
     workers = max(settings.grpc_workers, queue_size + SPARE_WORKERS)
-    server, bound, health_servicer = make_server(name, port, settings, register, workers)
+    server, bound, health_servicer = make_server(name, port, settings, register, workers, metrics_port)
     model.load()
     mark_serving(health_servicer, name)
     return server, bound

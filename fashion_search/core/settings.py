@@ -22,6 +22,8 @@ BatchSwitch = Literal["auto", "on", "off"]
 
 # The detection threshold of models that do not calibrate their own (their scores are CenterNet peaks).
 DEFAULT_DETECTOR_MIN_SCORE = 0.25
+# A rate limit as the `limits` library parses it: "120/minute", "10 per second", "1000/2 hours".
+RATE_LIMIT_PATTERN = r"^\d+ ?(/|per) ?(\d+ )?(second|minute|hour|day)s?$"
 
 
 class IndexSettings(BaseModel):
@@ -310,14 +312,53 @@ class ScaleSettings(BaseModel):
     )
 
 
+class OperationsSettings(BaseModel):
+    """Production operations: API keys, rate limits, CORS, logs, metrics ports and traces."""
+
+    # --- production operations: access, rate limits, metrics, logs, traces, cluster ---
+    auth_required: bool = Field(default=False, description="refuse API requests without a valid key (401/403)")
+    allow_open_bind: bool = Field(
+        default=False, description="intend to serve without auth on a non-loopback address (else refuse to start)"
+    )
+    api_key_store: Literal["file", "redis"] = Field(
+        default="file", description="where hashed API keys live: a file under data_dir, or Redis at redis_url"
+    )
+    auth_secret: str = Field(
+        default="", description="HMAC-SHA256 key hashing API keys; empty: a random one kept under data_dir (file)"
+    )
+    rate_limit_search: str = Field(
+        default="120/minute", pattern=RATE_LIMIT_PATTERN, description="per-key limit of search-scope routes"
+    )
+    rate_limit_catalog: str = Field(
+        default="600/minute", pattern=RATE_LIMIT_PATTERN, description="per-key limit of catalog-scope routes"
+    )
+    rate_limit_admin: str = Field(
+        default="60/minute", pattern=RATE_LIMIT_PATTERN, description="per-key limit of admin-scope routes"
+    )
+    rate_limit_storage_url: str = Field(default="", description="limits storage URI; empty: redis_url")
+    cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS (JSON list)")
+    log_format: Literal["json", "console"] = Field(default="json", description="structured log lines (structlog)")
+    gateway_metrics_port: int = Field(default=9100, description="Prometheus /metrics port of the gateway")
+    detector_metrics_port: int = Field(default=9101, description="Prometheus /metrics port of the detector")
+    segmenter_metrics_port: int = Field(default=9102, description="Prometheus /metrics port of the segmenter")
+    embedder_metrics_port: int = Field(default=9103, description="Prometheus /metrics port of the embedder")
+    search_metrics_port: int = Field(default=9104, description="Prometheus /metrics port of the search service")
+    image_embedder_metrics_port: int = Field(default=9105, description="Prometheus /metrics port of image-embedder")
+    worker_metrics_port: int = Field(default=9106, description="Prometheus /metrics port of the Celery worker")
+    otel_exporter_otlp_endpoint: str = Field(
+        default="", description="OTLP/HTTP collector URL for traces, e.g. http://collector:4318; empty: no export"
+    )
+
+
 # The groups, in the order docs/CONFIGURATION.md lists them.
 SETTING_GROUPS: tuple[type[BaseModel], ...] = (
     IndexSettings, ModelSettings, ServingSettings, BatchingSettings, CacheQueueSettings, IngestSettings, ScaleSettings,
-    InputLimitSettings, ApiSettings, EvaluationSettings,
+    InputLimitSettings, ApiSettings, OperationsSettings, EvaluationSettings,
 )
 
 
 class Settings(
+    OperationsSettings,
     ScaleSettings,
     IngestSettings,
     BatchingSettings,
@@ -354,6 +395,7 @@ class Settings(
         return self.model_copy(update={
             "embedder_model": self.image_embedder_model, "embedder_weights": self.image_embedder_weights,
             "embedder_url": self.image_embedder_url, "embedder_port": self.image_embedder_port,
+            "embedder_metrics_port": self.image_embedder_metrics_port,
             **{f"embedder_{knob}": getattr(self, f"image_embedder_{knob}")
                for knob in ("batching", "max_batch_size", "max_queue_delay_ms", "queue_size")},
             "image_embedder_model": "same",

@@ -15,6 +15,7 @@ from PIL import Image
 from fashion_search.core.grpc_common import ServiceUnavailable
 from fashion_search.core.settings import get_settings
 from fashion_search.pipeline.ingest import Ingestor, IngestReport
+from fashion_search.workers import metrics as _metrics  # noqa: F401 - connects the task signals' metrics
 from fashion_search.workers.celery_app import celery_app
 from fashion_search.workers.jobs import JobStore, refusal
 

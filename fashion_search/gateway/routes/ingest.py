@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, File, HTTPException, Path, UploadFile
 from fashion_search.core.catalog import CatalogError, decode_text, parse_catalog
 from fashion_search.core.grpc_common import ServiceUnavailable
 from fashion_search.core.settings import Settings
+from fashion_search.gateway.auth import requires
 from fashion_search.gateway.deps import get_settings
 from fashion_search.gateway.responses import INVALID, UNAVAILABLE, Responses, error
 from fashion_search.gateway.schemas import JobAccepted, JobOut
@@ -43,7 +44,9 @@ def _jobs(settings: Settings) -> JobStore:
     return JobStore(settings)
 
 
-@router.post("/ingest", response_model=JobAccepted, status_code=202, responses=CATALOG)
+@router.post(
+    "/ingest", response_model=JobAccepted, status_code=202, responses=CATALOG, dependencies=[requires("catalog")],
+)
 def ingest_catalog(
     catalog: Annotated[UploadFile, File(description="a JSONL or CSV catalog; photos by image_url")],
     settings: Annotated[Settings, Depends(get_settings)],
@@ -67,7 +70,10 @@ def ingest_catalog(
     return JobAccepted(job_id=job_id, total=len(records))
 
 
-@router.get("/jobs/{job_id}", response_model=JobOut, responses={404: error("unknown job"), **UNAVAILABLE})
+@router.get(
+    "/jobs/{job_id}", response_model=JobOut, responses={404: error("unknown job"), **UNAVAILABLE},
+    dependencies=[requires("catalog")],
+)
 def get_job(
     job_id: Annotated[str, Path(pattern=JOB_ID_PATTERN, description="the id POST /v1/ingest answered")],
     settings: Annotated[Settings, Depends(get_settings)],

@@ -13,6 +13,7 @@ from fashion_search.core.deadlines import deadline_in
 from fashion_search.core.domain import PRODUCT_ID_PATTERN, SearchFilter
 from fashion_search.core.images import decode_image
 from fashion_search.core.settings import Settings
+from fashion_search.gateway.auth import requires
 from fashion_search.gateway.cache import SearchCache
 from fashion_search.gateway.convert import search_out
 from fashion_search.gateway.deps import get_cache, get_pipeline, get_settings
@@ -30,7 +31,9 @@ STAGE_MS = Histogram(
     buckets=(5, 10, 20, 40, 80, 150, 300, 600, 1200, 2500, 5000),
 )
 
-@router.post("/search", response_model=SearchOut, responses={**UPLOAD, **NOT_FOUND})
+@router.post(
+    "/search", response_model=SearchOut, responses={**UPLOAD, **NOT_FOUND}, dependencies=[requires("search")],
+)
 def search(
     request: Request,
     settings: Annotated[Settings, Depends(get_settings)],
@@ -59,6 +62,7 @@ def search(
     tags: Annotated[list[str] | None, Form(description="only products with all these tags (repeatable)")] = None,
 ) -> SearchOut:
     """Find catalog products that look like the photo (or like a catalog product), one page within the filters."""
+    request.state.mode = mode  # the telemetry middleware labels the request's metrics with it
     if request.query_params:
         # A mode sent as ?mode=fine would otherwise be ignored silently and answered in simple mode.
         names = ", ".join(sorted(request.query_params))

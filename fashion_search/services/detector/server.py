@@ -45,7 +45,8 @@ class DetectorServicer(ModelInfoServicer, detector_pb2_grpc.DetectorServicer):
 
 
 def start_server(
-    settings: Settings, port: int | None = None, model: Detector | None = None
+    settings: Settings, port: int | None = None, model: Detector | None = None,
+    metrics_port: int | None = None,
 ) -> tuple[grpc.Server, int]:
     """Load the model, start serving on port (0 = any free port) and report SERVING."""
     if model is None:
@@ -56,11 +57,11 @@ def start_server(
     return start_model_server(
         SERVICE_NAME, settings.detector_port if port is None else port, settings, model,
         lambda s: detector_pb2_grpc.add_DetectorServicer_to_server(servicer, s),
-        queue_size=settings.detector_queue_size,
+        queue_size=settings.detector_queue_size, metrics_port=metrics_port,
     )
 
 
 def serve(settings: Settings) -> None:
     """Run the detector service until SIGTERM/SIGINT."""
-    server, _ = start_server(settings)
+    server, _ = start_server(settings, metrics_port=settings.detector_metrics_port)
     wait_for_termination(server)

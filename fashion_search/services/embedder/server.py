@@ -44,7 +44,8 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
 
 
 def start_server(
-    settings: Settings, port: int | None = None, model: GarmentEmbedder | None = None
+    settings: Settings, port: int | None = None, model: GarmentEmbedder | None = None,
+    metrics_port: int | None = None,
 ) -> tuple[grpc.Server, int]:
     """Load the model, start serving on port (0 = any free port) and report SERVING."""
     model = model or GarmentEmbedder(settings)
@@ -52,11 +53,11 @@ def start_server(
     return start_model_server(
         SERVICE_NAME, settings.embedder_port if port is None else port, settings, model,
         lambda s: embedder_pb2_grpc.add_EmbedderServicer_to_server(servicer, s),
-        queue_size=settings.embedder_queue_size,
+        queue_size=settings.embedder_queue_size, metrics_port=metrics_port,
     )
 
 
 def serve(settings: Settings) -> None:
     """Run the embedder service until SIGTERM/SIGINT."""
-    server, _ = start_server(settings)
+    server, _ = start_server(settings, metrics_port=settings.embedder_metrics_port)
     wait_for_termination(server)

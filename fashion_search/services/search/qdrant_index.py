@@ -385,7 +385,9 @@ class QdrantServerIndex:
                 if field_name not in existing:
                     self._client.create_payload_index(self.collection, field_name, schema, wait=True)
         if not self._client.collection_exists(self._meta_collection):
-            self._client.create_collection(self._meta_collection, vectors_config={})
+            self._client.create_collection(
+                self._meta_collection, vectors_config={}, replication_factor=self.settings.qdrant_replication_factor,
+            )
         self._write_meta(self._read_version())
 
     def _read_version(self) -> int:

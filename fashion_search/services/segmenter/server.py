@@ -58,7 +58,8 @@ class SegmenterServicer(ModelInfoServicer, segmenter_pb2_grpc.SegmenterServicer)
 
 
 def start_server(
-    settings: Settings, port: int | None = None, model: Segmenter | None = None
+    settings: Settings, port: int | None = None, model: Segmenter | None = None,
+    metrics_port: int | None = None,
 ) -> tuple[grpc.Server, int]:
     """Load the model, start serving on port (0 = any free port) and report SERVING."""
     from fashion_search.services.segmenter.loader import local_segmenter
@@ -68,11 +69,11 @@ def start_server(
     return start_model_server(
         SERVICE_NAME, settings.segmenter_port if port is None else port, settings, model,
         lambda s: segmenter_pb2_grpc.add_SegmenterServicer_to_server(servicer, s),
-        queue_size=settings.segmenter_queue_size,
+        queue_size=settings.segmenter_queue_size, metrics_port=metrics_port,
     )
 
 
 def serve(settings: Settings) -> None:
     """Run the segmenter service until SIGTERM/SIGINT."""
-    server, _ = start_server(settings)
+    server, _ = start_server(settings, metrics_port=settings.segmenter_metrics_port)
     wait_for_termination(server)
