@@ -221,13 +221,6 @@ class EvaluationSettings(BaseModel):
     bench_queries: int = Field(default=40, ge=1, description="Queries per mode in `fashion-search bench`.")
 
 
-# The groups, in the order docs/CONFIGURATION.md lists them.
-SETTING_GROUPS: tuple[type[BaseModel], ...] = (
-    IndexSettings, ModelSettings, ServingSettings, CacheQueueSettings, InputLimitSettings, ApiSettings,
-    EvaluationSettings,
-)
-
-
 class BatchingSettings(BaseModel):
     """Serving under load: dynamic batching per model, back-pressure and request deadlines."""
 
@@ -402,6 +395,13 @@ class ShopperSettings(BaseModel):
     )
     good_match_confidence: float = Field(default=0.8, ge=0.0, le=1.0, description="confidence of a good match")
     currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$", description="ISO 4217 code of catalog prices")
+
+
+# The groups, in the order docs/CONFIGURATION.md lists them.
+SETTING_GROUPS: tuple[type[BaseModel], ...] = (
+    IndexSettings, ModelSettings, ServingSettings, BatchingSettings, CacheQueueSettings, IngestSettings, ScaleSettings,
+    InputLimitSettings, ApiSettings, OperationsSettings, ShopperSettings, EvaluationSettings,
+)
 
 
 class Settings(

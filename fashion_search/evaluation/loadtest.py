@@ -126,6 +126,8 @@ class Topology:
                 self.ports[self._replica(name, r)] = free_port()
         self.ports["search"] = free_port()
         self.ports["gateway"] = free_port()
+        # Each process serves Prometheus metrics on a port of its own (replicas included), never the fixed defaults.
+        self.metrics_ports = {name: free_port() for name in self.ports}
         env = {k: v for k, v in os.environ.items() if not k.startswith("FS_")}
         env.update({
             "FS_DATA_DIR": str(data_dir), "FS_BIND_HOST": LOOPBACK, "FS_INDEX_BACKEND": "edge",
@@ -159,7 +161,8 @@ class Topology:
     def start_service(self, proc_name: str) -> None:
         """Start (or restart, on the same port) one service process."""
         name = proc_name.split("#")[0]
-        env = {**self.env, f"FS_{_setting(name)}_PORT": str(self.ports[proc_name])}
+        env = {**self.env, f"FS_{_setting(name)}_PORT": str(self.ports[proc_name]),
+               f"FS_{_setting(name)}_METRICS_PORT": str(self.metrics_ports[proc_name])}
         log = (self.logs / f"{proc_name}.log").open("a")
         self.procs[proc_name] = subprocess.Popen(_cli("serve", name), env=env, stdout=log, stderr=subprocess.STDOUT)
 
@@ -177,8 +180,9 @@ class Topology:
             self.start_service(proc_name)
         self.wait_healthy(services)
         log = (self.logs / "gateway.log").open("a")
+        env = {**self.client_env, "FS_GATEWAY_METRICS_PORT": str(self.metrics_ports["gateway"])}
         self.procs["gateway"] = subprocess.Popen(
-            _cli("serve", "gateway"), env=self.client_env, stdout=log, stderr=subprocess.STDOUT
+            _cli("serve", "gateway"), env=env, stdout=log, stderr=subprocess.STDOUT
         )
         self._wait(self.ready, "gateway")
 

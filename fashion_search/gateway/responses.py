@@ -22,6 +22,8 @@ UPLOAD: Responses = {
     **UNAVAILABLE,
 }
 NOT_FOUND: Responses = {404: error("unknown product"), **INVALID, **UNAVAILABLE}
+# FastAPI answers 400 itself when a JSON body cannot even be read (bytes that are not text).
+PATCH_RESPONSES: Responses = {400: error("the body cannot be read as JSON"), **NOT_FOUND}
 PHOTO: Responses = {
     200: {
         "description": "the product's photo in its stored format (octet-stream if the file is no longer an image)",

@@ -15,7 +15,7 @@ from fashion_search.core.settings import Settings
 from fashion_search.gateway.auth import requires
 from fashion_search.gateway.convert import product_out
 from fashion_search.gateway.deps import get_ingestor, get_pipeline, get_settings
-from fashion_search.gateway.responses import INVALID, NOT_FOUND, PHOTO, UNAVAILABLE, UPLOAD
+from fashion_search.gateway.responses import INVALID, NOT_FOUND, PATCH_RESPONSES, PHOTO, UNAVAILABLE, UPLOAD
 from fashion_search.gateway.schemas import ProductOut, ProductPage, ProductPatch, StatsOut
 from fashion_search.gateway.uploads import read_upload
 from fashion_search.pipeline.ingest import Ingestor
@@ -92,7 +92,8 @@ def list_products(
 
 
 @router.patch(
-    "/products/{product_id}", response_model=ProductOut, responses=NOT_FOUND, dependencies=[requires("catalog")],
+    "/products/{product_id}", response_model=ProductOut, responses=PATCH_RESPONSES,
+    dependencies=[requires("catalog")],
 )
 def patch_product(
     product_id: ProductId, patch: ProductPatch, pipeline: Annotated[SearchPipeline, Depends(get_pipeline)],
