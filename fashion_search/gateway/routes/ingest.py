@@ -67,14 +67,14 @@ def ingest_catalog(
     return JobAccepted(job_id=job_id, total=len(records))
 
 
-@router.get("/jobs/{job_id}", response_model=JobOut, responses={404: error("unknown job"), **UNAVAILABLE})
+@router.get("/jobs/{job_id}", response_model=JobOut, responses={404: error("unknown job"), **INVALID, **UNAVAILABLE})
 def get_job(
     job_id: Annotated[str, Path(pattern=JOB_ID_PATTERN, description="the id POST /v1/ingest answered")],
     settings: Annotated[Settings, Depends(get_settings)],
 ) -> JobOut:
     """An ingest job's state, counts, refused records (with reasons) and what remains."""
     try:
-        report = _jobs(settings).get(job_id)
+        report = JobStore(settings).get(job_id)
     except redis.RedisError as exc:
         raise ServiceUnavailable(f"the job store is unreachable: {exc}") from None
     if report is None:
