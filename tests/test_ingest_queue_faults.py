@@ -123,6 +123,10 @@ class Stack:
             index.close()
 
     def clear_index(self) -> None:
+        """Stop the workers, drop what the queue still holds (earlier tests' redelivered copies), empty the index."""
+        for proc in self.procs[1:]:
+            _stop(proc)
+        redis.Redis.from_url(self.env["FS_BROKER_URL"]).flushdb()
         index = RemoteIndex(self.env["FS_SEARCH_URL"], self.settings)
         try:
             ids = [p.product_id for page in scroll_pages(index, 100) for p in page]
@@ -275,9 +279,7 @@ def test_redelivered_batches_neither_duplicate_nor_double_count(
     stack.clear_index()
     records = small_records[12:24]
     names = ("dup-a", "dup-b")
-    for proc in stack.procs[1:]:  # only these two, whose batches outlast their visibility timeout
-        _stop(proc)
-    for name in names:
+    for name in names:  # only these two (clear_index stopped the others): their batches outlast the timeout
         stack.start_worker(name, FS_TASK_VISIBILITY_TIMEOUT_S=str(DUPLICATE_VISIBILITY_S))
     job_id = _queue(stack, _catalog(stack.tmp, records, "dup"))
     report = stack.follow(job_id)
