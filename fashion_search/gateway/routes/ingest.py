@@ -71,7 +71,7 @@ def ingest_catalog(
 
 
 @router.get(
-    "/jobs/{job_id}", response_model=JobOut, responses={404: error("unknown job"), **UNAVAILABLE},
+    "/jobs/{job_id}", response_model=JobOut, responses={404: error("unknown job"), **INVALID, **UNAVAILABLE},
     dependencies=[requires("catalog")],
 )
 def get_job(
@@ -80,7 +80,7 @@ def get_job(
 ) -> JobOut:
     """An ingest job's state, counts, refused records (with reasons) and what remains."""
     try:
-        report = _jobs(settings).get(job_id)
+        report = JobStore(settings).get(job_id)
     except redis.RedisError as exc:
         raise ServiceUnavailable("job store", f"unreachable: {exc}") from None
     if report is None:
