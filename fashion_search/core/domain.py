@@ -225,6 +225,21 @@ class Embedder(Protocol):
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray: ...
 
 
+@dataclass(frozen=True)
+class SearchQuery:
+    """One search of a batch: VectorIndex.search's arguments."""
+
+    vector: np.ndarray
+    top_k: int
+    vector_name: str = IMAGE_VECTOR
+    categories: Sequence[str] | None = None
+    expand: int = 0
+    filters: SearchFilter | None = None
+    offset: int = 0
+    text: str | None = None
+    diversity: float | None = None
+
+
 @runtime_checkable
 class VectorIndex(Protocol):
     """A collection of products with named vectors, category filters and HNSW search."""
@@ -246,6 +261,10 @@ class VectorIndex(Protocol):
         """The top_k nearest products after skipping offset (a page), within filters (and categories, if given);
         expand > 0 first adds the expand nearest stored vectors to the query; text fuses a BM25 match of the words
         (reciprocal-rank fusion); diversity (0..1) re-ranks the photo match by MMR."""
+        ...
+
+    def search_batch(self, queries: Sequence[SearchQuery]) -> list[list[Hit]]:
+        """Each query's hits, in order: one round trip to a remote index for all of them."""
         ...
 
     def get(self, product_id: str) -> Product | None: ...

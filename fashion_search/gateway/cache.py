@@ -7,6 +7,7 @@ import logging
 import time
 
 import redis
+from prometheus_client import Counter
 
 from fashion_search.core.settings import Settings
 
@@ -14,6 +15,7 @@ log = logging.getLogger(__name__)
 
 # After a Redis failure, skip the cache for this long instead of paying a timeout on every request.
 RETRY_AFTER_S = 10.0
+CACHE_LOOKUPS = Counter("fs_cache_lookups_total", "Search cache lookups", ["result"])
 
 
 class SearchCache:
@@ -47,12 +49,15 @@ class SearchCache:
     def get(self, key: str) -> str | None:
         """The cached JSON, or None (also when Redis is down)."""
         if not self._usable():
+            CACHE_LOOKUPS.labels("off" if not self.enabled else "error").inc()
             return None
         try:
             value = self._client.get(key)
         except redis.RedisError as exc:
             self._mark_down(exc)
+            CACHE_LOOKUPS.labels("error").inc()
             return None
+        CACHE_LOOKUPS.labels("miss" if value is None else "hit").inc()
         return value.decode() if isinstance(value, bytes) else value
 
     def put(self, key: str, value: str) -> None:

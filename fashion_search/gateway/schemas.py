@@ -60,6 +60,13 @@ class ResultOut(BaseModel):
     image_url: str | None = None
     brand: str = ""
     in_stock: bool = True
+    confidence: float = Field(
+        0.0, ge=0.0, le=1.0, description="calibrated probability that the product is of the query garment's kind, "
+        "from the score and the mode (fitted on train photos: FS_CONFIDENCE_FIT); comparable across modes",
+    )
+    match: Literal["good", "possible"] = Field(
+        "possible", description='"good" from FS_GOOD_MATCH_CONFIDENCE on, else "possible"'
+    )
     photo: int = Field(0, description="which of the product's photos matched (0: the main photo)")
     photo_url: str | None = Field(None, description="the photo that matched")
 
@@ -85,6 +92,11 @@ class SearchOut(BaseModel):
     results: list[ResultOut]
     garments: list[GarmentOut] = Field(default_factory=list)
     timings_ms: dict[str, float] = Field(default_factory=dict)
+    currency: str = Field("EUR", description="ISO 4217 code of the prices (FS_CURRENCY)")
+    suggested_mode: Mode | None = Field(
+        None, description='"fine" where the photo shows garments of several kinds: the results mix them in turn, and '
+        "fine mode answers each garment on its own",
+    )
 
 
 class StatsOut(BaseModel):
@@ -117,3 +129,30 @@ class ErrorOut(BaseModel):
     """Every 4xx/5xx body: a human-readable message."""
 
     detail: str
+
+
+class JobAccepted(BaseModel):
+    """An ingest job was queued: follow it at /v1/jobs/{job_id}."""
+
+    job_id: str
+    total: int = Field(description="products in the catalog")
+
+
+class RefusedOut(BaseModel):
+    """A record a job did not index, and why."""
+
+    product_id: str
+    reason: str
+    record: dict[str, object] = Field(default_factory=dict, description="the record as queued (to re-run it)")
+
+
+class JobOut(BaseModel):
+    """An ingest job's progress: every product is processed once, as indexed or refused."""
+
+    job_id: str
+    state: Literal["queued", "running", "done"]
+    total: int
+    processed: int
+    indexed: int
+    refused: list[RefusedOut]
+    remaining: int

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from dataclasses import replace as dataclass_replace
 from pathlib import Path
 
 from PIL import Image
 
 from fashion_search.core.catalog import CatalogRecord
 from fashion_search.core.domain import Product, VectorIndex, check_new_product_id
+from fashion_search.core.fetch import fetch_image
 from fashion_search.core.images import decode_image
 from fashion_search.core.settings import Settings
 from fashion_search.pipeline.search_pipeline import SearchPipeline, product_with
@@ -90,20 +92,27 @@ class Ingestor:
         records: Sequence[CatalogRecord],
         with_garment: bool = True,
         on_progress: Callable[[int], None] | None = None,
+        photos: Sequence[bytes | Sequence[bytes]] | None = None,
     ) -> IngestReport:
-        """Index records whose images are on this machine's disk."""
+        """Index records in batches of settings.ingest_batch_size, each batch through the models at once.
+
+        A record's photo: its bytes in photos where given (stored under data_dir), else its image_path on this
+        machine's disk, else its image_url (fetched with core/fetch.py's limits and guard, then stored). More photos
+        of a product (each its own point): the rest of a list of bytes given, else the record's images paths.
+        """
+        if photos is not None and len(photos) != len(records):
+            raise ValueError(f"{len(records)} records but {len(photos)} photos")
         report = IngestReport()
         batch = max(1, self.settings.ingest_batch_size)
         for start in range(0, len(records), batch):
             chunk = records[start:start + batch]
+            given = photos[start:start + batch] if photos is not None else [b""] * len(chunk)
             loaded: list[tuple[Product, list[Image.Image]]] = []
-            for rec in chunk:
-                try:
-                    check_new_product_id(rec.product_id)
-                    self._check_photo_count(len(rec.photo_paths))
-                    loaded.append((_product(rec), [self._load(p) for p in rec.photo_paths]))
-                except (OSError, ValueError) as exc:  # ValueError: a bad id, or InvalidImage
-                    report.failed.append((rec.product_id, str(exc)))
+            for rec, result in zip(chunk, self._photos(chunk, given), strict=True):
+                if isinstance(result, Exception):
+                    report.failed.append((rec.product_id, str(result)))
+                else:
+                    loaded.append((_product(rec, result[1]), result[0]))
             report.merge(self._index(loaded, with_garment))
             if on_progress:
                 on_progress(len(chunk))
@@ -112,29 +121,56 @@ class Ingestor:
     def ingest_payloads(
         self, payloads: Sequence[dict[str, object]], image_data: Sequence[bytes | Sequence[bytes]],
     ) -> IngestReport:
-        """Index records that arrive with their image bytes, one photo or a list of them per record (Celery tasks,
-        HTTP uploads); images are stored."""
+        """Index records that arrive as JSON (Celery tasks), each with its photo's bytes or b"" to use its path or
+        URL; sent photos are stored."""
         report = IngestReport()
-        loaded: list[tuple[Product, list[Image.Image]]] = []
-        for payload, given in zip(payloads, image_data, strict=True):
-            photos = [given] if isinstance(given, bytes) else list(given)
+        records, photos = [], []
+        for payload, data in zip(payloads, image_data, strict=True):
             try:
-                rec = CatalogRecord(**payload)  # type: ignore[arg-type]
+                records.append(CatalogRecord(**payload))  # type: ignore[arg-type]
             except TypeError as exc:  # a producer's record with a missing or unknown field
                 report.failed.append((str(payload.get("product_id", "")), f"bad record: {exc}"))
                 continue
-            try:
-                check_new_product_id(rec.product_id)
-                self._check_photo_count(len(photos))
-                images = [decode_image(data, self.settings) for data in photos]
-            except ValueError as exc:  # a bad id, or InvalidImage
-                report.failed.append((rec.product_id, str(exc)))
-                continue
-            stored = [store_image(data, self.settings) for data in photos]
-            rec.image_path, rec.images = stored[0], stored if len(stored) > 1 else []
-            loaded.append((_product(rec), images))
-        report.merge(self._index(loaded, True))
+            photos.append(data)
+        report.merge(self.ingest_records(records, photos=photos))
+        order: dict[str, int] = {}
+        for i, payload in enumerate(payloads):
+            order.setdefault(str(payload.get("product_id", "")), i)
+        report.failed.sort(key=lambda f: order.get(f[0], len(order)))  # refusals in the order of the records
         return report
+
+    def _photos(
+        self, records: Sequence[CatalogRecord], given: Sequence[bytes | Sequence[bytes]],
+    ) -> list[tuple[list[Image.Image], list[str]] | Exception]:
+        """Each record's decoded photos and the paths they are kept at, or why not; URLs are fetched concurrently."""
+        with ThreadPoolExecutor(max_workers=max(1, self.settings.fetch_concurrency)) as pool:
+            return list(pool.map(self._photo, records, given))
+
+    def _photo(
+        self, rec: CatalogRecord, sent: bytes | Sequence[bytes],
+    ) -> tuple[list[Image.Image], list[str]] | Exception:
+        data, more = (sent, []) if isinstance(sent, bytes) else (bytes(sent[0]) if sent else b"", list(sent[1:]))
+        try:
+            check_new_product_id(rec.product_id)
+            n = 1 + (len(more) if more else max(0, len(rec.images) - 1))
+            if n > self.settings.max_photos_per_product:
+                raise ValueError(f"{n} photos; at most {self.settings.max_photos_per_product} "
+                                 "(FS_MAX_PHOTOS_PER_PRODUCT)")
+            if data or not (rec.image_path or rec.image_url):  # no photo at all: decode_image says it is empty
+                main = decode_image(data, self.settings), store_image(data, self.settings)
+            elif rec.image_path and (rec.image_url == "" or Path(rec.image_path).is_file()):
+                main = self._load(rec.image_path), rec.image_path
+            else:
+                fetched = fetch_image(rec.image_url, self.settings)
+                main = decode_image(fetched, self.settings), store_image(fetched, self.settings)
+            if more:
+                extra = [(decode_image(d, self.settings), store_image(d, self.settings)) for d in more]
+            else:
+                extra = [(self._load(p), p) for p in rec.images[1:]]
+            photos = [main, *extra]
+            return [img for img, _ in photos], [path for _, path in photos]
+        except (OSError, ValueError) as exc:  # ValueError: a bad id, InvalidImage or FetchRefused
+            return exc
 
     def reindex(
         self, product_ids: Sequence[str] | None = None, on_progress: Callable[[int], None] | None = None,
@@ -153,7 +189,7 @@ class Ingestor:
                 try:
                     # An id stored before ids had a rule would make the index refuse the whole page.
                     check_new_product_id(product.product_id)
-                    if not product.photo_refs:
+                    if not product.image_ref:
                         raise OSError("no stored image (image_ref is empty)")
                     # The box came from the old detector; the new detection sets it again (or leaves none).
                     loaded.append((replace(product, box=None), [self._load(p) for p in product.photo_refs]))
@@ -184,10 +220,6 @@ class Ingestor:
     def _load(self, path: str) -> Image.Image:
         return decode_image(Path(path).read_bytes(), self.settings)
 
-    def _check_photo_count(self, n: int) -> None:
-        if n > self.settings.max_photos_per_product:
-            raise ValueError(f"{n} photos; at most {self.settings.max_photos_per_product} (FS_MAX_PHOTOS_PER_PRODUCT)")
-
     def _index(
         self, loaded: list[tuple[Product, list[Image.Image]]], with_garment: bool, replace: bool = False
     ) -> IngestReport:
@@ -206,24 +238,23 @@ class Ingestor:
             main = product_with(product, vectors[0])
             items.append((main, vectors[0].vectors))
             items += [
-                (product_with(dataclass_replace(main, photo=k, box=None), v), v.vectors)
+                (product_with(dataclasses.replace(main, photo=k, box=None), v), v.vectors)
                 for k, v in enumerate(vectors[1:], start=1)
             ]
-        n_products = len(loaded)
         if not replace:
             self.pipeline.index.upsert(items)
-            return IngestReport(indexed=n_products)
+            return IngestReport(indexed=len(loaded))
         # A product written or deleted while its new vectors were computed keeps that newer write.
         skipped = self.pipeline.index.replace_unchanged(items)
         return IngestReport(
-            indexed=n_products - len(skipped), failed=[(pid, CHANGED_WHILE_REINDEXING) for pid in skipped],
+            indexed=len(loaded) - len(skipped), failed=[(pid, CHANGED_WHILE_REINDEXING) for pid in skipped],
         )
 
 
-def _product(rec: CatalogRecord) -> Product:
-    """The product a catalog record describes, before its vectors are known."""
+def _product(rec: CatalogRecord, paths: list[str]) -> Product:
+    """The product a catalog record describes (its photos kept at paths), before its vectors are known."""
     return Product(
         product_id=rec.product_id, category=rec.category, title=rec.title, price=rec.price,
-        image_ref=rec.image_path, tags=list(rec.tags), brand=rec.brand, in_stock=rec.in_stock,
-        attributes=dict(rec.attributes), images=list(rec.images),
+        image_ref=paths[0], tags=list(rec.tags), brand=rec.brand, in_stock=rec.in_stock,
+        attributes=dict(rec.attributes), images=paths if len(paths) > 1 else [],
     )

@@ -25,6 +25,11 @@ class SearchStub(object):
                 request_serializer=fashion__search_dot_rpc_dot_search__pb2.SearchRequest.SerializeToString,
                 response_deserializer=fashion__search_dot_rpc_dot_search__pb2.SearchResponse.FromString,
                 )
+        self.SearchBatch = channel.unary_unary(
+                '/fashion_search.v1.Search/SearchBatch',
+                request_serializer=fashion__search_dot_rpc_dot_search__pb2.SearchBatchRequest.SerializeToString,
+                response_deserializer=fashion__search_dot_rpc_dot_search__pb2.SearchBatchResponse.FromString,
+                )
         self.Get = channel.unary_unary(
                 '/fashion_search.v1.Search/Get',
                 request_serializer=fashion__search_dot_rpc_dot_search__pb2.GetRequest.SerializeToString,
@@ -73,6 +78,12 @@ class SearchServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def Search(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SearchBatch(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -136,6 +147,11 @@ def add_SearchServicer_to_server(servicer, server):
                     servicer.Search,
                     request_deserializer=fashion__search_dot_rpc_dot_search__pb2.SearchRequest.FromString,
                     response_serializer=fashion__search_dot_rpc_dot_search__pb2.SearchResponse.SerializeToString,
+            ),
+            'SearchBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchBatch,
+                    request_deserializer=fashion__search_dot_rpc_dot_search__pb2.SearchBatchRequest.FromString,
+                    response_serializer=fashion__search_dot_rpc_dot_search__pb2.SearchBatchResponse.SerializeToString,
             ),
             'Get': grpc.unary_unary_rpc_method_handler(
                     servicer.Get,
@@ -214,6 +230,23 @@ class Search(object):
         return grpc.experimental.unary_unary(request, target, '/fashion_search.v1.Search/Search',
             fashion__search_dot_rpc_dot_search__pb2.SearchRequest.SerializeToString,
             fashion__search_dot_rpc_dot_search__pb2.SearchResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def SearchBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/fashion_search.v1.Search/SearchBatch',
+            fashion__search_dot_rpc_dot_search__pb2.SearchBatchRequest.SerializeToString,
+            fashion__search_dot_rpc_dot_search__pb2.SearchBatchResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
 

@@ -12,9 +12,10 @@ from fashion_search.core.catalog import CatalogError, parse_attributes
 from fashion_search.core.domain import PRODUCT_ID_PATTERN, PRODUCT_ID_RULE, Product
 from fashion_search.core.images import stored_image_type
 from fashion_search.core.settings import Settings
+from fashion_search.gateway.auth import requires
 from fashion_search.gateway.convert import product_out
 from fashion_search.gateway.deps import get_ingestor, get_pipeline, get_settings
-from fashion_search.gateway.responses import INVALID, NOT_FOUND, PHOTO, UNAVAILABLE, UPLOAD
+from fashion_search.gateway.responses import INVALID, NOT_FOUND, PATCH_RESPONSES, PHOTO, UNAVAILABLE, UPLOAD
 from fashion_search.gateway.schemas import ProductOut, ProductPage, ProductPatch, StatsOut
 from fashion_search.gateway.uploads import read_upload
 from fashion_search.pipeline.ingest import Ingestor
@@ -33,7 +34,9 @@ def _product_or_404(pipeline: SearchPipeline, product_id: str) -> Product:
     return product
 
 
-@router.post("/products", response_model=ProductOut, status_code=201, responses=UPLOAD)
+@router.post(
+    "/products", response_model=ProductOut, status_code=201, responses=UPLOAD, dependencies=[requires("catalog")],
+)
 def add_product(
     image: Annotated[UploadFile, File(description="product photo")],
     product_id: Annotated[str, Form(pattern=PRODUCT_ID_PATTERN, description=PRODUCT_ID_RULE)],
@@ -71,7 +74,10 @@ def add_product(
     return product_out(product)
 
 
-@router.get("/products", response_model=ProductPage, responses={**INVALID, **UNAVAILABLE})
+@router.get(
+    "/products", response_model=ProductPage, responses={**INVALID, **UNAVAILABLE},
+    dependencies=[requires("search")],
+)
 def list_products(
     pipeline: Annotated[SearchPipeline, Depends(get_pipeline)],
     settings: Annotated[Settings, Depends(get_settings)],
@@ -88,7 +94,10 @@ def list_products(
     return ProductPage(products=[product_out(p) for p in products], next_cursor=next_cursor)
 
 
-@router.patch("/products/{product_id}", response_model=ProductOut, responses=NOT_FOUND)
+@router.patch(
+    "/products/{product_id}", response_model=ProductOut, responses=PATCH_RESPONSES,
+    dependencies=[requires("catalog")],
+)
 def patch_product(
     product_id: ProductId, patch: ProductPatch, pipeline: Annotated[SearchPipeline, Depends(get_pipeline)],
 ) -> ProductOut:
@@ -102,13 +111,18 @@ def patch_product(
     return product_out(product)
 
 
-@router.get("/products/{product_id}", response_model=ProductOut, responses=NOT_FOUND)
+@router.get(
+    "/products/{product_id}", response_model=ProductOut, responses=NOT_FOUND, dependencies=[requires("search")],
+)
 def get_product(product_id: ProductId, pipeline: Annotated[SearchPipeline, Depends(get_pipeline)]) -> ProductOut:
     """One product's catalog data."""
     return product_out(_product_or_404(pipeline, product_id))
 
 
-@router.get("/products/{product_id}/image", response_class=FileResponse, responses={**PHOTO, **NOT_FOUND})
+@router.get(
+    "/products/{product_id}/image", response_class=FileResponse, responses={**PHOTO, **NOT_FOUND},
+    dependencies=[requires("search")],
+)
 def product_image(
     product_id: ProductId, pipeline: Annotated[SearchPipeline, Depends(get_pipeline)],
     photo: Annotated[int, Query(ge=0, description="which photo (0: the main one)")] = 0,
@@ -128,7 +142,7 @@ def product_image(
     )
 
 
-@router.delete("/products/{product_id}", status_code=204, responses=NOT_FOUND)
+@router.delete("/products/{product_id}", status_code=204, responses=NOT_FOUND, dependencies=[requires("catalog")])
 def delete_product(product_id: ProductId, pipeline: Annotated[SearchPipeline, Depends(get_pipeline)]) -> Response:
     """Remove a product from the index."""
     if pipeline.index.delete([product_id]) == 0:
@@ -136,7 +150,7 @@ def delete_product(product_id: ProductId, pipeline: Annotated[SearchPipeline, De
     return Response(status_code=204)
 
 
-@router.get("/stats", response_model=StatsOut, responses=UNAVAILABLE)
+@router.get("/stats", response_model=StatsOut, responses=UNAVAILABLE, dependencies=[requires("search")])
 def stats(pipeline: Annotated[SearchPipeline, Depends(get_pipeline)]) -> StatsOut:
     """Collection size, version, known categories and which embedder computed the stored vectors."""
     s = pipeline.index.stats()

@@ -6,11 +6,14 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
+from PIL import Image
 from prometheus_client import Counter, Histogram
 
+from fashion_search.core.deadlines import deadline_in
 from fashion_search.core.domain import PRODUCT_ID_PATTERN, SearchFilter
 from fashion_search.core.images import decode_image
 from fashion_search.core.settings import Settings
+from fashion_search.gateway.auth import requires
 from fashion_search.gateway.cache import SearchCache
 from fashion_search.gateway.convert import search_out
 from fashion_search.gateway.deps import get_cache, get_pipeline, get_settings
@@ -28,7 +31,9 @@ STAGE_MS = Histogram(
     buckets=(5, 10, 20, 40, 80, 150, 300, 600, 1200, 2500, 5000),
 )
 
-@router.post("/search", response_model=SearchOut, responses={**UPLOAD, **NOT_FOUND})
+@router.post(
+    "/search", response_model=SearchOut, responses={**UPLOAD, **NOT_FOUND}, dependencies=[requires("search")],
+)
 def search(
     request: Request,
     settings: Annotated[Settings, Depends(get_settings)],
@@ -67,6 +72,7 @@ def search(
     ] = None,
 ) -> SearchOut:
     """Find catalog products that look like the photo (or like a catalog product), one page within the filters."""
+    request.state.mode = mode  # the telemetry middleware labels the request's metrics with it
     if request.query_params:
         # A mode sent as ?mode=fine would otherwise be ignored silently and answered in simple mode.
         names = ", ".join(sorted(request.query_params))
@@ -90,6 +96,17 @@ def search(
         img = decode_image(data, settings)
     else:
         data, img = f"product:{product_id}".encode(), None
+    # Every call on this search's way (Info, version, models, index) gets what is left of one budget.
+    with deadline_in(settings.request_deadline_s):
+        return _search(img, data, product_id, mode, k, filters, offset, pipeline, cache, words, diversity)
+
+
+def _search(
+    img: Image.Image | None, data: bytes, product_id: str | None, mode: str, k: int, filters: SearchFilter | None,
+    offset: int, pipeline: SearchPipeline, cache: SearchCache, words: str | None = None,
+    diversity: float | None = None,
+) -> SearchOut:
+    """The cached answer, or the pipeline's (cached when not degraded)."""
     # Only the version: stats() counts points and facets categories and embedders, too slow for every query.
     version = pipeline.index.version
     # An unreachable model gives "": the search below meets the same outage and answers for it (uncached).
@@ -113,7 +130,7 @@ def search(
             )
         except UnknownProduct:
             raise HTTPException(404, f"unknown product {product_id!r}") from None
-    out = search_out(outcome, version)
+    out = search_out(outcome, version, pipeline.settings)
     for stage, ms in outcome.timings_ms.items():
         STAGE_MS.labels(mode, stage).observe(ms)
     SEARCHES.labels(mode, "false").inc()

@@ -8,8 +8,17 @@ from typing import TypeVar
 
 import numpy as np
 
-from fashion_search.core.domain import EDITABLE_FIELDS, IMAGE_VECTOR, Hit, IndexStats, Product, SearchFilter
-from fashion_search.core.grpc_common import box_from_proto, box_to_proto, make_channel, rpc_errors
+from fashion_search.core.deadlines import call_timeout
+from fashion_search.core.domain import (
+    EDITABLE_FIELDS,
+    IMAGE_VECTOR,
+    Hit,
+    IndexStats,
+    Product,
+    SearchFilter,
+    SearchQuery,
+)
+from fashion_search.core.grpc_common import ServiceUnavailable, box_from_proto, box_to_proto, make_channel, rpc_errors
 from fashion_search.core.settings import Settings
 from fashion_search.rpc import search_pb2, search_pb2_grpc
 
@@ -111,6 +120,14 @@ def _upsert_request(
     )
 
 
+def _search_request(query: SearchQuery) -> search_pb2.SearchRequest:
+    return search_pb2.SearchRequest(
+        vector=_values(query.vector), top_k=query.top_k, categories=list(query.categories or []),
+        vector_name=query.vector_name, expand=query.expand, filter=filter_to_proto(query.filters),
+        offset=query.offset, text=query.text or "", diversity=query.diversity,
+    )
+
+
 class RemoteIndex:
     """VectorIndex backed by the search service at url; outages raise ServiceUnavailable, bad input ValueError."""
 
@@ -139,12 +156,21 @@ class RemoteIndex:
     ) -> list[Hit]:
         """The top_k nearest products from the server after offset, within filters and categories (and expanded),
         fused with text and diversified as asked."""
-        request = search_pb2.SearchRequest(
-            vector=_values(vector), top_k=top_k, categories=list(categories or []), vector_name=vector_name,
-            expand=expand, filter=filter_to_proto(filters), offset=offset, text=text or "", diversity=diversity,
+        request = _search_request(
+            SearchQuery(vector, top_k, vector_name, categories, expand, filters, offset, text, diversity),
         )
         response = self._call(self._stub.Search, request)
         return [Hit(product_from_proto(h.product), float(h.score)) for h in response.hits]
+
+    def search_batch(self, queries: Sequence[SearchQuery]) -> list[list[Hit]]:
+        """Each query's hits from the server, in order, in one call."""
+        if not queries:
+            return []
+        request = search_pb2.SearchBatchRequest(queries=[_search_request(q) for q in queries])
+        response = self._call(self._stub.SearchBatch, request)
+        if len(response.results) != len(queries):
+            raise ServiceUnavailable(SERVICE, f"{len(response.results)} results for {len(queries)} queries")
+        return [[Hit(product_from_proto(h.product), float(h.score)) for h in r.hits] for r in response.results]
 
     def get(self, product_id: str) -> Product | None:
         """The stored product, or None if the server does not know the id."""
@@ -204,5 +230,5 @@ class RemoteIndex:
 
     def _call(self, method: Callable[..., T], request: object) -> T:
         with rpc_errors(SERVICE):
-            response = method(request, timeout=self.settings.grpc_timeout_s)
+            response = method(request, timeout=call_timeout(SERVICE, self.settings.grpc_timeout_s))
         return response

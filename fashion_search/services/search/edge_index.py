@@ -27,6 +27,7 @@ from fashion_search.core.domain import (
     IndexStats,
     Product,
     SearchFilter,
+    SearchQuery,
 )
 from fashion_search.core.settings import Settings
 from fashion_search.services.search.points import (
@@ -288,6 +289,16 @@ class EdgeIndex:
             if len(skipped) < len(prepared):
                 self._written(len(prepared) - len(skipped))
         return skipped
+
+    def search_batch(self, queries: Sequence[SearchQuery]) -> list[list[Hit]]:
+        """Each query's hits, in order (in-process, a batch costs what its searches cost one by one)."""
+        return [
+            self.search(
+                q.vector, q.top_k, q.vector_name, q.categories, q.expand, filters=q.filters, offset=q.offset,
+                text=q.text, diversity=q.diversity,
+            )
+            for q in queries
+        ]
 
     def search(
         self, vector: np.ndarray, top_k: int, vector_name: str = IMAGE_VECTOR,

@@ -15,7 +15,15 @@ from typing import Any
 import numpy as np
 from qdrant_client import QdrantClient, models
 
-from fashion_search.core.domain import IMAGE_VECTOR, VECTOR_NAMES, Hit, IndexStats, Product, SearchFilter
+from fashion_search.core.domain import (
+    IMAGE_VECTOR,
+    VECTOR_NAMES,
+    Hit,
+    IndexStats,
+    Product,
+    SearchFilter,
+    SearchQuery,
+)
 from fashion_search.core.settings import Settings
 from fashion_search.services.search.points import (
     BRAND_FIELD,
@@ -270,6 +278,16 @@ class QdrantServerIndex:
             if len(skipped) < len(prepared):
                 self._bump_version()
         return skipped
+
+    def search_batch(self, queries: Sequence[SearchQuery]) -> list[list[Hit]]:
+        """Each query's hits, in order (in-process, a batch costs what its searches cost one by one)."""
+        return [
+            self.search(
+                q.vector, q.top_k, q.vector_name, q.categories, q.expand, filters=q.filters, offset=q.offset,
+                text=q.text, diversity=q.diversity,
+            )
+            for q in queries
+        ]
 
     def search(
         self, vector: np.ndarray, top_k: int, vector_name: str = IMAGE_VECTOR,
@@ -526,7 +544,9 @@ class QdrantServerIndex:
                 if field_name not in existing:
                     self._client.create_payload_index(self.collection, field_name, schema, wait=True)
         if not self._client.collection_exists(self._meta_collection):
-            self._client.create_collection(self._meta_collection, vectors_config={})
+            self._client.create_collection(
+                self._meta_collection, vectors_config={}, replication_factor=self.settings.qdrant_replication_factor,
+            )
         self._write_meta(self._read_version())
 
     def _read_version(self) -> int:
