@@ -21,6 +21,12 @@ UPLOAD: Responses = {
     **INVALID,
     **UNAVAILABLE,
 }
+# Every route behind `requires(scope)` (gateway/auth.py), when FS_AUTH_REQUIRED is on: set on each APIRouter.
+ACCESS: Responses = {
+    401: _error("missing, unknown or revoked API key"),
+    403: _error("the API key lacks the route's scope"),
+    429: _error("the key's rate limit is spent (Retry-After, RateLimit-* headers)"),
+}
 NOT_FOUND: Responses = {404: _error("unknown product"), **INVALID, **UNAVAILABLE}
 PHOTO: Responses = {
     200: {
