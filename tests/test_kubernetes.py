@@ -215,6 +215,6 @@ def test_qdrant_is_a_three_node_cluster_with_replicated_shards(overlay: tuple[st
     assert by_kind(docs, "Service")["qdrant-headless"]["spec"]["publishNotReadyAddresses"] is True
     search_env = environment(docs, by_kind(docs, "Deployment")["search"])
     assert search_env["FS_INDEX_BACKEND"] == "qdrant" and search_env["FS_QDRANT_URL"] == "http://qdrant:6333"
-    replicas, shards = int(search_env["FS_QDRANT_REPLICAS"]), int(search_env["FS_QDRANT_SHARDS"])
+    replicas, shards = int(search_env["FS_QDRANT_REPLICATION_FACTOR"]), int(search_env["FS_QDRANT_SHARD_NUMBER"])
     assert replicas == 2 and 2 <= replicas <= nodes and shards >= 1
-    assert Settings(qdrant_replicas=replicas, qdrant_shards=shards).qdrant_replicas == replicas
+    assert Settings(qdrant_replication_factor=replicas, qdrant_shard_number=shards).qdrant_shard_number == shards

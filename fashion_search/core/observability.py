@@ -32,7 +32,7 @@ GRPC_LATENCY = Histogram(
 )
 GRPC_IN_FLIGHT = Gauge("fs_grpc_server_in_flight", "gRPC requests being handled now", ["service", "method"])
 BATCH_SIZE = Histogram(
-    "fs_grpc_batch_size", "Items per batched gRPC request (images, boxes, points)", ["method"],
+    "fs_model_batch_size", "Items per model forward pass (images or boxes), by model", ["model"],
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
 )
 

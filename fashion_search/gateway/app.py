@@ -19,7 +19,7 @@ from fashion_search.gateway.auth import Access, requires
 from fashion_search.gateway.cache import SearchCache
 from fashion_search.gateway.errors import install_error_handlers
 from fashion_search.gateway.responses import ACCESS
-from fashion_search.gateway.routes import health, products, search
+from fashion_search.gateway.routes import health, ingest, products, search
 from fashion_search.gateway.telemetry import install_telemetry
 from fashion_search.pipeline.ingest import Ingestor
 from fashion_search.pipeline.search_pipeline import SearchPipeline
@@ -65,6 +65,7 @@ def create_app(settings: Settings | None = None, pipeline: SearchPipeline | None
         )
     app.include_router(search.router)
     app.include_router(products.router)
+    app.include_router(ingest.router)
     app.include_router(health.router)
     # OpenTelemetry's ASGI middleware is what FastAPIInstrumentor installs; its route lookup (0.48, the last release
     # that runs with protobuf 4) cannot read FastAPI 0.141's included routers, so the span is named method + path.

@@ -33,12 +33,15 @@ class SearchCache:
     @staticmethod
     def key(
         image: bytes, mode: str, top_k: int, category: str | None, version: int, ranking: str = "", model: str = "",
+        query: str = "",
     ) -> str:
-        """Cache key; the index version makes every write invalidate old answers, the ranking (query expansion,
-        category vote) and the models (weights digests included) a settings or model change."""
+        """Cache key; the index version makes every write (a payload-only update too) invalidate old answers, the
+        ranking (query expansion, category vote) and the models (weights digests included) a settings or model
+        change; query is the rest of the request (filters, page)."""
         digest = hashlib.sha256(image).hexdigest()
         model_digest = hashlib.sha256(model.encode()).hexdigest()[:16]
-        return f"fs:search:{digest}:{mode}:{top_k}:{category or ''}:{version}:{ranking}:m{model_digest}"
+        query_digest = hashlib.sha256(query.encode()).hexdigest()[:16] if query else ""
+        return f"fs:search:{digest}:{mode}:{top_k}:{category or ''}:{version}:{ranking}:m{model_digest}:q{query_digest}"
 
     def _usable(self) -> bool:
         return self.enabled and time.monotonic() >= self._down_until

@@ -19,6 +19,7 @@ def product_out(product: Product) -> ProductOut:
     return ProductOut(
         product_id=product.product_id, category=product.category, title=product.title, price=product.price,
         tags=product.tags, box=product.box.to_list() if product.box else None, image_url=image_url(product),
+        brand=product.brand, in_stock=product.in_stock, attributes=product.attributes,
     )
 
 
@@ -27,7 +28,7 @@ def result_out(hit: Hit) -> ResultOut:
     p = hit.product
     return ResultOut(
         product_id=p.product_id, score=round(float(hit.score), 5), category=p.category, title=p.title,
-        price=p.price, image_url=image_url(p),
+        price=p.price, image_url=image_url(p), brand=p.brand, in_stock=p.in_stock,
     )
 
 

@@ -26,8 +26,8 @@ def make_celery(settings: Settings) -> Celery:
         task_track_started=True,
         result_expires=7 * 24 * 3600,
         broker_connection_retry_on_startup=True,
-        # Model batches can take minutes on CPU; redeliver only well after that.
-        broker_transport_options={"visibility_timeout": 3600},
+        # Model batches can take minutes on CPU; redeliver only well after that (settings.task_visibility_timeout_s).
+        broker_transport_options={"visibility_timeout": settings.task_visibility_timeout_s},
         # Keep the process's structured (JSON) log setup instead of Celery's plain-text one.
         worker_hijack_root_logger=False,
     )

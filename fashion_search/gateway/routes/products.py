@@ -5,17 +5,18 @@ from __future__ import annotations
 from pathlib import Path as FilePath
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, HTTPException, Path, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Path, Query, Response, UploadFile
 from fastapi.responses import FileResponse
 
+from fashion_search.core.catalog import CatalogError, parse_attributes
 from fashion_search.core.domain import PRODUCT_ID_PATTERN, PRODUCT_ID_RULE, Product
 from fashion_search.core.images import stored_image_type
 from fashion_search.core.settings import Settings
 from fashion_search.gateway.auth import requires
 from fashion_search.gateway.convert import product_out
 from fashion_search.gateway.deps import get_ingestor, get_pipeline, get_settings
-from fashion_search.gateway.responses import ACCESS, NOT_FOUND, PHOTO, UNAVAILABLE, UPLOAD
-from fashion_search.gateway.schemas import ProductOut, StatsOut
+from fashion_search.gateway.responses import ACCESS, INVALID, NOT_FOUND, PHOTO, UNAVAILABLE, UPLOAD
+from fashion_search.gateway.schemas import ProductOut, ProductPage, ProductPatch, StatsOut
 from fashion_search.gateway.uploads import read_upload
 from fashion_search.pipeline.ingest import Ingestor
 from fashion_search.pipeline.search_pipeline import SearchPipeline
@@ -46,12 +47,20 @@ def add_product(
     category: Annotated[str, Form(description="empty: taken from the detector")] = "",
     price: Annotated[float, Form(ge=0, allow_inf_nan=False)] = 0.0,
     tags: Annotated[str, Form(description="comma-separated")] = "",
+    brand: Annotated[str, Form()] = "",
+    in_stock: Annotated[bool, Form(description="whether the product can be bought now")] = True,
+    attributes: Annotated[str, Form(description='"name=value; name=value", e.g. "colour=red; material=leather"')] = "",
 ) -> ProductOut:
     """Index one product (replacing any product with the same id)."""
+    try:
+        attrs = parse_attributes(attributes, "attributes")
+    except CatalogError as exc:
+        raise HTTPException(422, str(exc)) from None
     data = read_upload(image, settings)
     payload = {
         "product_id": product_id, "image_path": "", "title": title, "category": category.strip(),
-        "price": price, "tags": [t.strip() for t in tags.split(",") if t.strip()],
+        "price": price, "tags": [t.strip() for t in tags.split(",") if t.strip()], "brand": brand.strip(),
+        "in_stock": in_stock, "attributes": attrs,
     }
     report = ingestor.ingest_payloads([payload], [data])
     if report.failed:
@@ -59,6 +68,42 @@ def add_product(
     product = pipeline.index.get(product_id)
     if product is None:  # written but not readable back: the index is broken, not the request
         raise HTTPException(503, "product was indexed but cannot be read back; retry")
+    return product_out(product)
+
+
+@router.get(
+    "/products", response_model=ProductPage, responses={**INVALID, **UNAVAILABLE},
+    dependencies=[requires("search")],
+)
+def list_products(
+    pipeline: Annotated[SearchPipeline, Depends(get_pipeline)],
+    settings: Annotated[Settings, Depends(get_settings)],
+    limit: Annotated[int, Query(ge=1, description="products per page, at most FS_MAX_SCROLL_LIMIT")] = 100,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page; omit for the first")] = None,
+) -> ProductPage:
+    """The catalog page by page, in a stable order (a product updated meanwhile keeps its place)."""
+    if limit > settings.max_scroll_limit:
+        raise HTTPException(422, f"limit must be between 1 and {settings.max_scroll_limit}, got {limit}")
+    try:
+        products, next_cursor = pipeline.index.scroll(cursor or None, limit)
+    except ValueError as exc:
+        raise HTTPException(422, f"cursor: {exc}") from None
+    return ProductPage(products=[product_out(p) for p in products], next_cursor=next_cursor)
+
+
+@router.patch(
+    "/products/{product_id}", response_model=ProductOut, responses=NOT_FOUND, dependencies=[requires("catalog")],
+)
+def patch_product(
+    product_id: ProductId, patch: ProductPatch, pipeline: Annotated[SearchPipeline, Depends(get_pipeline)],
+) -> ProductOut:
+    """Change catalog fields (price, stock, ...) without re-embedding the photo; cached searches are invalidated."""
+    fields = patch.model_dump(exclude_unset=True)
+    if any(v is None for v in fields.values()):
+        raise HTTPException(422, f"{next(k for k, v in fields.items() if v is None)}: may not be null")
+    product = pipeline.index.update_fields(product_id, fields)
+    if product is None:
+        raise HTTPException(404, f"unknown product {product_id!r}")
     return product_out(product)
 
 

@@ -14,9 +14,9 @@ from fashion_search.core.grpc_common import (
     box_from_proto,
     box_to_proto,
     image_from_proto,
+    serve_model_call,
     start_model_server,
 )
-from fashion_search.core.observability import BATCH_SIZE
 from fashion_search.core.serving import wait_for_termination
 from fashion_search.core.settings import Settings
 from fashion_search.rpc import common_pb2, segmenter_pb2, segmenter_pb2_grpc
@@ -51,8 +51,7 @@ class SegmenterServicer(ModelInfoServicer, segmenter_pb2_grpc.SegmenterServicer)
         """Image + boxes → one box-sized mask per box."""
         image = abort_on_invalid(context, lambda: image_from_proto(request.image, self.settings))
         boxes = abort_on_invalid(context, lambda: [finite_box(b) for b in request.boxes])
-        BATCH_SIZE.labels("Segment").observe(len(boxes))
-        masks = self.model.segment(image, boxes)
+        masks = serve_model_call(context, lambda: self.model.segment(image, boxes))
         return segmenter_pb2.SegmentResponse(
             masks=[mask_to_proto(box_to_proto(b), m) for b, m in zip(boxes, masks, strict=True)]
         )
@@ -70,7 +69,7 @@ def start_server(
     return start_model_server(
         SERVICE_NAME, settings.segmenter_port if port is None else port, settings, model,
         lambda s: segmenter_pb2_grpc.add_SegmenterServicer_to_server(servicer, s),
-        metrics_port,
+        queue_size=settings.segmenter_queue_size, metrics_port=metrics_port,
     )
 
 
