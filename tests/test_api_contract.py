@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+import redis
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -19,7 +20,9 @@ from fashion_search.gateway.keys import ApiKeys
 from fashion_search.pipeline.ingest import Ingestor
 from fashion_search.pipeline.search_pipeline import SearchPipeline
 from fashion_search.services.search.factory import make_index
-from tests.conftest import make_settings
+from tests.conftest import TEST_REDIS, make_settings
+
+CONTRACT_DB = 8  # the queue and job store of the ingest routes under test
 
 
 @pytest.fixture(scope="module")
@@ -27,10 +30,13 @@ def api_schema(
     tmp_path_factory: pytest.TempPathFactory, shared_models: dict, small_records: list[CatalogRecord]
 ) -> Iterator[tuple[schemathesis.BaseSchema, str]]:
     # Keys required (file store; limiter in memory, limits far above the examples): schemathesis sends the admin
-    # key below with every request and checks that the same request without it is refused.
+    # key below with every request and checks that the same request without it is refused. A queue of its own (a
+    # Redis database flushed after), so the ingest job routes answer instead of 503.
+    queue = f"{TEST_REDIS}/{CONTRACT_DB}"
+    redis.Redis.from_url(queue).flushdb()
     settings = make_settings(
         tmp_path_factory.mktemp("contract"), auth_required=True, api_key_store="file",
-        rate_limit_storage_url="memory://", rate_limit_admin="100000/minute",
+        rate_limit_storage_url="memory://", rate_limit_admin="100000/minute", broker_url=queue, redis_url=queue,
     )
     embedder = shared_models["embedder"]
     pipe = SearchPipeline(
@@ -40,6 +46,7 @@ def api_schema(
     key, _ = ApiKeys(settings).create(["admin"], "contract")
     yield schemathesis.openapi.from_asgi("/openapi.json", create_app(settings, pipe)), key
     pipe.index.close()
+    redis.Redis.from_url(queue).flushdb()
 
 
 # Both kinds: requests that fit the schema and requests that break it (wrong types, missing fields, bad ids).

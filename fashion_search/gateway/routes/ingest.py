@@ -40,7 +40,7 @@ def _suffix(upload: UploadFile) -> str:
 
 def _jobs(settings: Settings) -> JobStore:
     if not settings.broker_url:
-        raise ServiceUnavailable("ingest jobs need a queue: this gateway has no broker (FS_BROKER_URL)")
+        raise ServiceUnavailable("queue", "ingest jobs need one: this gateway has no broker (FS_BROKER_URL)")
     return JobStore(settings)
 
 
@@ -66,12 +66,12 @@ def ingest_catalog(
     try:
         job_id = enqueue_catalog(records, settings, jobs)
     except (redis.RedisError, OSError) as exc:  # kombu's connection errors are OSErrors
-        raise ServiceUnavailable(f"the queue is unreachable: {exc}") from None
+        raise ServiceUnavailable("queue", f"unreachable: {exc}") from None
     return JobAccepted(job_id=job_id, total=len(records))
 
 
 @router.get(
-    "/jobs/{job_id}", response_model=JobOut, responses={404: error("unknown job"), **UNAVAILABLE},
+    "/jobs/{job_id}", response_model=JobOut, responses={404: error("unknown job"), **INVALID, **UNAVAILABLE},
     dependencies=[requires("catalog")],
 )
 def get_job(
@@ -82,7 +82,7 @@ def get_job(
     try:
         report = _jobs(settings).get(job_id)
     except redis.RedisError as exc:
-        raise ServiceUnavailable(f"the job store is unreachable: {exc}") from None
+        raise ServiceUnavailable("job store", f"unreachable: {exc}") from None
     if report is None:
         raise HTTPException(404, f"unknown job {job_id!r} (or expired)")
     return JobOut(**report.to_dict())
