@@ -315,14 +315,23 @@ class SearchPipeline:
                 if mode != "simple":
                     degraded = f"{exc}; answered in simple mode"
                 log.warning("degraded search: %s", exc)
-        start = time.perf_counter()
-        vec = self.image_embedder.embed([img])[0]
-        timer.add("embed", start)
-        start = time.perf_counter()
-        # More candidates than shown: the image model's neighbours are the evidence for the photo's kind.
-        image_hits = self._image_search(vec, max(top_k, s.kind_vote_depth), f)
+        image_hits: list[Hit] = []
+        image_down: ServiceUnavailable | None = None
+        try:
+            start = time.perf_counter()
+            vec = self.image_embedder.embed([img])[0]
+            timer.add("embed", start)
+            start = time.perf_counter()
+            # More candidates than shown: the image model's neighbours are the evidence for the photo's kind.
+            image_hits = self._image_search(vec, max(top_k, s.kind_vote_depth), f)
+            timer.add("search", start)
+        except ServiceUnavailable as exc:
+            if mode != "fine" or not detections:
+                raise
+            # Fine mode can answer without the image model: its garments lose that evidence only.
+            log.warning("fine mode without the image model's kind evidence: %s", exc)
+            image_down = exc
         shares = kind_shares(image_hits, s.kind_vote_depth)
-        timer.add("search", start)
         hits: list[Hit] = []
         suggested: str | None = None
         if mode == "fine" and detections:
@@ -336,7 +345,6 @@ class SearchPipeline:
                 log.warning("degraded search: %s", exc)
                 garments = []
         elif mode != "fine" and not (f and f.categories):
-            garments = [GarmentResult(d, []) for d in detections] if mode == "tag" or len(detections) > 1 else []
             kinds = _distinct([trusted_label(d, s) for d in detections])
             start = time.perf_counter()
             if s.mix_min_kinds and len(kinds) >= s.mix_min_kinds:
@@ -349,7 +357,11 @@ class SearchPipeline:
                 kind = _tag_kind(kinds, shares, s)
                 hits = self._image_search(vec, top_k, _only(f, kind), offset) if kind else []
             timer.add("search", start)
+        if mode == "tag" or suggested:  # simple mode shows the garments only where they changed its answer
+            garments = [GarmentResult(d, []) for d in detections]
         if not hits:
+            if image_down is not None:
+                raise image_down
             hits = image_hits[:top_k] if offset == 0 else self._image_search(vec, top_k, f, offset)
         timer.add("total", total)
         return SearchOutcome(mode, hits, garments, img.size, timer.ms, degraded, suggested)
@@ -482,8 +494,13 @@ def garment_recipe(settings: Settings) -> str:
 def fine_mode_garments(detector: Detector, image: Image.Image, settings: Settings) -> list[Detection]:
     """The garments fine mode searches in an image: distinct, the boxes of one garment merged, best-first, at most
     settings.max_garments."""
-    found = distinct_garments(detector.detect(image, settings.detector_min_score))
-    return merge_garment_parts(found, settings)[: settings.max_garments]
+    return select_garments(detector.detect(image, settings.detector_min_score), settings)
+
+
+def select_garments(detections: Sequence[Detection], settings: Settings, merge: bool = True) -> list[Detection]:
+    """fine_mode_garments of the detector's answer (merge=False: without joining the boxes of one garment)."""
+    found = distinct_garments(detections)
+    return (merge_garment_parts(found, settings) if merge else found)[: settings.max_garments]
 
 
 def distinct_garments(detections: Sequence[Detection]) -> list[Detection]:
