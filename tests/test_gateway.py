@@ -101,9 +101,11 @@ def test_search_with_a_catalog_product_instead_of_an_upload(
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert body["mode"] == mode and body["results"]
-    assert rec.product_id in {r["product_id"] for r in body["results"]}
-    upload = _search(client, _photo(rec), mode=mode, top_k=5)
-    assert [r["product_id"] for r in body["results"]] == [r["product_id"] for r in upload["results"]]
+    # "More like this" shows other products: the product itself is left out.
+    ids = [r["product_id"] for r in body["results"]]
+    assert rec.product_id not in ids
+    upload = [r["product_id"] for r in _search(client, _photo(rec), mode=mode, top_k=6)["results"]]
+    assert len(set(ids) & set(upload)) >= 3, (ids, upload)
 
 
 @pytest.mark.parametrize(
