@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install protos check-protos lint eval bench clean
+.PHONY: demo test install protos check-protos config-doc lint eval bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -23,6 +23,7 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/python -m fashion_search.rpc.build --check
+	$(BIN)/python -m fashion_search.core.settings_doc --check
 	$(BIN)/python -m pytest -q -x --durations=15
 
 protos: $(STAMP)
@@ -30,6 +31,9 @@ protos: $(STAMP)
 
 check-protos: $(STAMP)
 	$(BIN)/python -m fashion_search.rpc.build --check
+
+config-doc: $(STAMP)
+	$(BIN)/python -m fashion_search.core.settings_doc
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -17,7 +17,7 @@ from fashion_search.core.settings import Settings
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
-PAGE = ROOT / "gateway" / "static" / "index.html"
+PAGE = ROOT / "fashion_search" / "gateway" / "static" / "index.html"
 
 GRPC_SERVICES = ("detector", "segmenter", "embedder", "image-embedder", "search")
 MODEL_SERVICES = ("detector", "segmenter", "embedder", "image-embedder")

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fashion_search.core.domain import GARMENT_VECTOR, IMAGE_VECTOR, Box, Product, VectorIndex
+from fashion_search.core.domain import GARMENT_VECTOR, IMAGE_VECTOR, Box, Product, SearchQuery, VectorIndex
 from fashion_search.core.grpc_common import ServiceUnavailable, check_health
 from fashion_search.core.settings import Settings
 from fashion_search.services.search.client import RemoteIndex
@@ -162,3 +162,23 @@ def test_unreachable_server_raises_service_unavailable(tmp_path: Path) -> None:
         with pytest.raises(ServiceUnavailable):
             remote.search(np.ones(DIM), top_k=1)
         assert time.monotonic() - start < 3 * settings.grpc_timeout_s
+
+
+def test_a_batch_of_searches_answers_each_as_alone_in_one_call(remote: RemoteIndex) -> None:
+    items = catalog()
+    remote.upsert(items)
+    queries = [
+        SearchQuery(items[1][1][IMAGE_VECTOR], 3),
+        SearchQuery(items[2][1][GARMENT_VECTOR], 2, GARMENT_VECTOR, ["shoe"]),
+        SearchQuery(items[4][1][IMAGE_VECTOR], 4, IMAGE_VECTOR, None, 2),
+    ]
+    batched = remote.search_batch(queries)
+    alone = [remote.search(q.vector, q.top_k, q.vector_name, q.categories, q.expand) for q in queries]
+    assert [[h.product.product_id for h in hits] for hits in batched] == [
+        [h.product.product_id for h in hits] for hits in alone
+    ]
+    for b, a in zip(batched, alone, strict=True):
+        assert [h.score for h in b] == pytest.approx([h.score for h in a], abs=1e-6)
+    assert remote.search_batch([]) == []
+    with pytest.raises(ValueError):  # a bad query in a batch is bad input, not an outage
+        remote.search_batch([SearchQuery(np.ones(DIM + 1, np.float32), 3)])

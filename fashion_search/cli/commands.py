@@ -8,11 +8,16 @@ import logging
 import shlex
 import sys
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
 from fashion_search.core.settings import Settings
+
+if TYPE_CHECKING:
+    from fashion_search.gateway.keys import ApiKeys
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +39,26 @@ def _print_evaluation(args: argparse.Namespace, text: str, section: str, json_te
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     """Run one part of the system in this process."""
     target = args.target
+    from fashion_search.core.observability import start_metrics_server
+
     if target == "gateway":
         import uvicorn
 
         from fashion_search.gateway.app import create_app
+        from fashion_search.gateway.auth import check_exposure
 
-        uvicorn.run(create_app(settings), host=settings.bind_host, port=settings.gateway_port, log_level="info")
+        log.warning("%s", check_exposure(settings))
+        start_metrics_server(settings.gateway_metrics_port, settings)
+        # log_config=None: uvicorn's loggers go through the process's structured log setup; the gateway logs each
+        # request itself (with its request id), so uvicorn's access log would only repeat it.
+        uvicorn.run(create_app(settings), host=settings.bind_host, port=settings.gateway_port, log_config=None,
+                    access_log=False)
     elif target == "worker":
         from fashion_search.workers.celery_app import celery_app
+        from fashion_search.workers.metrics import register_queue_depth
+
+        register_queue_depth(settings)
+        start_metrics_server(settings.worker_metrics_port, settings)
 
         # solo pool: one batch at a time per process (the models use every core); scale with more workers.
         celery_app.worker_main(["worker", "--loglevel=INFO", "--pool=solo", "-n", "fashion-worker@%h"])
@@ -79,7 +96,9 @@ def _ingest_local(records: list, settings: Settings) -> int:
 def _print_ingest_report(report: object, verb: str = "indexed") -> int:
     """Print what an ingest or reindex wrote and what it refused (and why); exit status 1 if it refused all."""
     indexed = getattr(report, "indexed", 0)
-    failed = getattr(report, "failed", [])
+    failed = getattr(report, "failed", None)
+    if failed is None:  # a job's report: refusals with their records
+        failed = [(r["product_id"], r["reason"]) for r in getattr(report, "refused", [])]
     print(f"{verb} {indexed} products; {len(failed)} refused")
     for pid, why in failed[:20]:
         print(f"  {pid}: {why}")
@@ -87,9 +106,14 @@ def _print_ingest_report(report: object, verb: str = "indexed") -> int:
 
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
-    """Load a catalog in-process, or through Celery when a broker is configured."""
+    """Load a catalog in-process, or through Celery as a job when a broker is configured."""
     from fashion_search.core.catalog import CatalogError, load_catalog
 
+    if args.retry_refused:
+        return _retry_refused(args, settings)
+    if not args.path:
+        print("error: give a catalog path (or --retry-refused JOB_ID)", file=sys.stderr)
+        return 2
     try:
         records = load_catalog(args.path)
     except CatalogError as exc:
@@ -97,17 +121,41 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     if not settings.broker_url or args.sync:
         return _ingest_local(records, settings)
-    from fashion_search.workers.enqueue import enqueue_catalog, wait_for
+    return _ingest_queue(records, args.wait, settings)
 
-    results, unreadable = enqueue_catalog(records, settings)
-    print(f"queued {len(results)} tasks for {len(records)} products on {settings.broker_url}")
-    if not args.wait:
-        for pid, why in unreadable.failed:
-            print(f"  {pid}: {why}")
+
+def _ingest_queue(records: list, wait: bool, settings: Settings) -> int:
+    from fashion_search.workers.enqueue import enqueue_catalog, follow_job
+    from fashion_search.workers.jobs import JobStore
+
+    jobs = JobStore(settings)
+    job_id = enqueue_catalog(records, settings, jobs)
+    print(f"job {job_id}: queued {len(records)} products on {settings.broker_url}")
+    if not wait:
+        print(f"follow it with GET /v1/jobs/{job_id}")
         return 0
-    report = wait_for(results, len(records) - len(unreadable.failed))
-    report.merge(unreadable)
+    report = follow_job(jobs, job_id)
+    print(f"job {job_id}: {report.state}")
     return _print_ingest_report(report)
+
+
+def _retry_refused(args: argparse.Namespace, settings: Settings) -> int:
+    """Send a job's refused records again, as a new job."""
+    if not settings.broker_url:
+        print("error: --retry-refused needs a broker (FS_BROKER_URL)", file=sys.stderr)
+        return 2
+    from fashion_search.workers.enqueue import records_to_retry
+    from fashion_search.workers.jobs import JobStore
+
+    report = JobStore(settings).get(args.retry_refused)
+    if report is None:
+        print(f"error: no ingest job {args.retry_refused!r} (unknown, or expired)", file=sys.stderr)
+        return 2
+    records = records_to_retry(report)
+    if not records:
+        print(f"job {args.retry_refused} has no refused records to re-run")
+        return 0
+    return _ingest_queue(records, args.wait, settings)
 
 
 def cmd_reindex(args: argparse.Namespace, settings: Settings) -> int:
@@ -183,8 +231,16 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         load = getattr(model, "load", None)
         if callable(load):
             load()  # load now, so the first shopper does not wait for the weights
-    print(f"search page: http://{settings.bind_host}:{settings.gateway_port}/  API docs: /docs")
-    uvicorn.run(create_app(settings, pipeline), host=settings.bind_host, port=settings.gateway_port)
+    from fashion_search.gateway.auth import check_exposure
+
+    try:
+        exposure = check_exposure(settings)
+    except SystemExit:
+        pipeline.index.close()
+        raise
+    print(f"search page: http://{settings.bind_host}:{settings.gateway_port}/  API docs: /docs  ({exposure})")
+    uvicorn.run(create_app(settings, pipeline), host=settings.bind_host, port=settings.gateway_port, log_config=None,
+                access_log=False)
     pipeline.index.close()
     return 0
 
@@ -283,6 +339,29 @@ def cmd_eval_models(args: argparse.Namespace, settings: Settings) -> int:
     return _print_evaluation(args, text, key, json.dumps(result, indent=2))
 
 
+def cmd_bench_index(args: argparse.Namespace, settings: Settings) -> int:
+    """Build the index at --n vectors per configuration and print (and write) latency, recall and memory."""
+    from fashion_search.evaluation.index_bench import rows_json, run_bench_index, to_markdown
+    from fashion_search.evaluation.metrics import write_section
+
+    if args.n < 1000 or args.queries < 10:
+        print("error: --n must be at least 1000 and --queries at least 10", file=sys.stderr)
+        return 2
+    if args.sweep:
+        from fashion_search.evaluation.index_bench import run_sweep, sweep_markdown
+
+        sweep = run_sweep(settings, args.n, args.queries)
+        print(json.dumps(sweep, indent=2) if args.json else sweep_markdown(sweep, args.n, _command_line()))
+        return 0
+    rows, info = run_bench_index(settings, args.n, args.queries)
+    text = to_markdown(rows, info, _command_line())
+    print(rows_json(rows) if args.json else text)
+    if not args.no_output:
+        path = Path(args.output) if args.output else settings.docs_dir / "BENCHMARKS.md"
+        write_section(path, f"bench-index-{info['n']}", f"## Vector index at {info['n']:,} vectors\n\n{text}",
+                      "Benchmarks")
+    return 0
+
 def cmd_eval_confidence(args: argparse.Namespace, settings: Settings) -> int:
     """Fit each mode's match confidence on train photos and check it on others."""
     from fashion_search.evaluation.confidence import confidence_fit, confidence_markdown
@@ -293,13 +372,53 @@ def cmd_eval_confidence(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
-    """Per-stage latency table, printed and written to docs/BENCHMARKS.md."""
+    """Per-stage latency table (or, with --ingest, the ingest-rate table), printed and written to docs/BENCHMARKS.md."""
     from fashion_search.evaluation.bench import run_bench, save_report, to_markdown
+
+    output = Path(args.output) if args.output else settings.docs_dir / "BENCHMARKS.md"
+    if args.ingest:
+        from fashion_search.evaluation.metrics import write_section
+        from fashion_search.workers.ingest_bench import ingest_markdown, run_ingest_bench
+
+        try:
+            rows, info = run_ingest_bench(settings, args.products, settings.ingest_batch_size)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        text = ingest_markdown(rows, info, _command_line())
+        print(text)
+        write_section(output, "bench-ingest", text, "Benchmarks")
+        return 0
 
     table, info = run_bench(settings, args.queries or settings.bench_queries)
     text = to_markdown(table, info, _command_line())
     print(text)
-    save_report(Path(args.output) if args.output else settings.docs_dir / "BENCHMARKS.md", text)
+    save_report(output, text)
+    return 0
+
+
+def cmd_loadtest(args: argparse.Namespace, settings: Settings) -> int:
+    """Load table of the real topology on loopback, printed and written to docs/BENCHMARKS.md."""
+    from fashion_search.evaluation.loadtest import CONFIGS, LoadTestPlan, run_loadtest, to_markdown
+    from fashion_search.evaluation.metrics import write_section
+
+    def listed(text: str) -> list[str]:
+        return [part.strip() for part in text.split(",") if part.strip()]
+
+    unknown = [c for c in listed(args.configs) if c not in CONFIGS]
+    if unknown:
+        print(f"error: unknown config {', '.join(unknown)}; use {', '.join(CONFIGS)}", file=sys.stderr)
+        return 2
+    plan = LoadTestPlan(
+        configs=[CONFIGS[c] for c in listed(args.configs)], clients=[int(c) for c in listed(args.clients)],
+        modes=listed(args.modes), per_client=args.per_client, min_requests=args.min_requests, cap_s=args.cap_s,
+        catalog_size=args.catalog_size, torch_threads=args.torch_threads,
+    )
+    cells = run_loadtest(plan, Path(args.queries), args.redis_url or settings.redis_url)
+    text = to_markdown(cells, plan, _command_line(), args.note)
+    print(text)
+    output = Path(args.output) if args.output else settings.docs_dir / "BENCHMARKS.md"
+    write_section(output, args.section, text, "Benchmarks")
     return 0
 
 
@@ -325,3 +444,57 @@ def cmd_healthcheck(args: argparse.Namespace, settings: Settings) -> int:
     from fashion_search.core.grpc_common import check_health
 
     return 0 if check_health(url, settings) else 1
+
+
+def _key_command(settings: Settings, run: Callable[[ApiKeys], int]) -> int:
+    """Run a keys verb over the configured store; a refused command or an unreachable store exits 2, saying why."""
+    import redis
+
+    from fashion_search.gateway.keys import ApiKeys, KeyCommandError
+
+    try:
+        return run(ApiKeys(settings))
+    except KeyCommandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+    except redis.RedisError as exc:
+        print(f"error: the API key store at FS_REDIS_URL is unreachable: {exc}", file=sys.stderr)
+    return 2
+
+
+def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
+    """Create a key and print it once, alone on the last line (only its digest is stored)."""
+    return _key_command(settings, lambda keys: _create_key(keys, args, settings))
+
+
+def _create_key(keys: ApiKeys, args: argparse.Namespace, settings: Settings) -> int:
+    key, record = keys.create(args.scope, args.name)
+    print(f"created key {record.name!r} with scopes {','.join(record.scopes)} in the {settings.api_key_store} store; "
+          "it is shown only now:")
+    print(key)
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
+    """One line per key: name, scopes, created, state."""
+    import datetime as dt
+
+    def when(ts: float) -> str:
+        return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def show(keys: ApiKeys) -> int:
+        for r in keys.list():
+            state = "active" if r.revoked is None else f"revoked {when(r.revoked)}"
+            print(f"{r.name}\t{','.join(r.scopes)}\tcreated {when(r.created)}\t{state}")
+        return 0
+
+    return _key_command(settings, show)
+
+
+def cmd_keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    """Revoke a key (the key itself or its name); takes effect on the next request."""
+    def revoke(keys: ApiKeys) -> int:
+        revoked = keys.revoke(args.key_or_name)
+        print(f"revoked {len(revoked)} key(s): {', '.join(r.name for r in revoked) or 'already revoked'}")
+        return 0
+
+    return _key_command(settings, revoke)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
 from fashion_search.cli.parser import build_parser
@@ -30,12 +29,15 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"error: invalid settings: {errors}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from fashion_search.cli import commands
     from fashion_search.core.domain import IndexLayoutError
+    from fashion_search.core.observability import configure_logging, setup_tracing
 
     verb = getattr(args, "verb", None) if args.command != "train" else None
     name = args.command if verb is None else f"{args.command}_{verb}"
+    process = args.target if args.command == "serve" else args.command
+    configure_logging(settings, process)
+    setup_tracing(settings, process)
     handler = getattr(commands, f"cmd_{name.replace('-', '_')}")
     try:
         return int(handler(args, settings) or 0)

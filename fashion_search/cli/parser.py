@@ -6,6 +6,7 @@ import argparse
 
 SERVE_TARGETS = ("gateway", "detector", "segmenter", "embedder", "image-embedder", "search", "worker")
 MODES = ("simple", "fine", "tag")
+KEY_SCOPES = ("search", "catalog", "admin")  # the gateway's scopes (fashion_search.gateway.keys.SCOPES)
 # Each trainer is a module with main(argv); `fashion-search train X --help` shows its own options.
 TRAINERS = {
     "detector": ("fashion_search.services.detector.training.train", "the detector's heads on generated scenes"),
@@ -29,9 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("target", choices=SERVE_TARGETS)
 
     ingest = sub.add_parser("ingest", help="load a catalog: a folder of images, or a CSV/JSONL file")
-    ingest.add_argument("path")
+    ingest.add_argument("path", nargs="?", default="")
     ingest.add_argument("--sync", action="store_true", help="ingest in-process even if a broker is configured")
-    ingest.add_argument("--wait", action="store_true", help="with a broker: wait for all tasks to finish")
+    ingest.add_argument("--wait", action="store_true", help="with a broker: follow the job until it is done")
+    ingest.add_argument("--retry-refused", metavar="JOB_ID", default="", help="re-run a job's refused records")
 
     rx = sub.add_parser(
         "reindex", help="recompute the vectors of indexed products from their stored images (after a model change)",
@@ -109,6 +111,50 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="per-stage latency p50/p95 for simple and fine mode")
     bench.add_argument("--queries", type=int, default=0, help="number of queries (default: settings)")
     bench.add_argument("--output", default="", help="Markdown file (default: docs/BENCHMARKS.md)")
+    bench.add_argument(
+        "--ingest", action="store_true",
+        help="instead: ingest products/s in-process, 1 and 2 Celery workers, unbatched and batched (needs a broker)",
+    )
+    bench.add_argument("--products", type=int, default=64, help="with --ingest: sample products per run")
+
+    lt = sub.add_parser(
+        "loadtest", help="concurrent searches against the real topology on loopback: req/s, p50/p99, 5xx and 503",
+    )
+    lt.add_argument("--queries", default="../shared/data/clothing-small/validation",
+                    help="a folder of photos; each uncached request sends a distinct one")
+    lt.add_argument("--redis-url", default="", help="the cache's Redis URL, flushed per config (default: settings)")
+    lt.add_argument("--configs", default="off,on,on2",
+                    help="comma-separated: off / on (batching, 1 embedder replica), off2 / on2 (2 replicas)")
+    lt.add_argument("--clients", default="1,4,16", help="comma-separated concurrent client counts")
+    lt.add_argument("--modes", default="simple,fine", help="comma-separated search modes")
+    lt.add_argument("--per-client", type=int, default=3, help="requests per client in a cell")
+    lt.add_argument("--min-requests", type=int, default=8, help="fewest requests in a cell")
+    lt.add_argument("--cap-s", type=float, default=60.0, help="no new request in a cell after this many seconds")
+    lt.add_argument("--catalog-size", type=int, default=30, help="sample catalog products to index")
+    lt.add_argument("--torch-threads", type=int, default=1, help="FS_TORCH_THREADS of each model service")
+    lt.add_argument("--note", default="", help="a sentence for the report (e.g. what else ran on the machine)")
+    lt.add_argument("--output", default="", help="Markdown file (default: docs/BENCHMARKS.md)")
+    lt.add_argument("--section", default="loadtest", help="the report's section key in that file")
+
+    bi = sub.add_parser(
+        "bench-index", help="the vector index at scale: latency, recall@10, memory per configuration and filter",
+    )
+    bi.add_argument("--n", type=int, default=100_000, help="vectors in the index (real catalog vectors + draws)")
+    bi.add_argument("--queries", type=int, default=200, help="held-out queries per configuration and filter")
+    bi.add_argument("--json", action="store_true", help="print the rows as JSON")
+    bi.add_argument("--output", default="", help="Markdown file (default: docs/BENCHMARKS.md)")
+    bi.add_argument("--no-output", action="store_true", help="do not write the table into a Markdown file")
+    bi.add_argument("--sweep", action="store_true", help="instead: sweep HNSW m, ef_construct and ef (float32)")
+
+    keys = sub.add_parser("keys", help="API keys: create (printed once), list, revoke (FS_API_KEY_STORE)")
+    keys_sub = keys.add_subparsers(dest="verb", required=True)
+    kc = keys_sub.add_parser("create", help="create a key; prints it once, alone on the last line")
+    kc.add_argument("--scope", action="append", required=True, choices=KEY_SCOPES,
+                    help="search, catalog (product writes, ingest jobs) or admin (everything); repeatable")
+    kc.add_argument("--name", default="", help="a name to list and revoke it by (default: generated)")
+    keys_sub.add_parser("list", help="every key's name, scopes, creation time and state (never the key)")
+    kr = keys_sub.add_parser("revoke", help="revoke a key, given the key itself or its name")
+    kr.add_argument("key_or_name", metavar="KEY_OR_NAME")
 
     hc = sub.add_parser("healthcheck", help="exit 0 if the service at URL is healthy (grpc://host:port or http://...)")
     hc.add_argument("url")

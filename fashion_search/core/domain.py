@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -109,6 +109,14 @@ class Product:
     # The embedder model that computed the stored vectors (Embedder.model_name; empty if unknown): vectors of two
     # models, or of one model with two colour weights, are not comparable.
     embedder: str = field(default="", compare=False)
+    brand: str = ""
+    in_stock: bool = True
+    # Free-form catalog attributes (colour, material, ...), name → value.
+    attributes: dict[str, str] = field(default_factory=dict)
+
+
+# The product fields a payload-only update (PATCH) may change: none of them feeds the vectors.
+EDITABLE_FIELDS = ("title", "category", "price", "tags", "brand", "in_stock", "attributes")
 
 
 @dataclass
@@ -117,6 +125,42 @@ class Hit:
 
     product: Product
     score: float
+
+
+@dataclass(frozen=True)
+class SearchFilter:
+    """What a search is restricted to; every field left empty (None) matches every product.
+
+    categories and brands match any of the given values, tags all of them; prices are inclusive bounds; exclude
+    leaves out these product ids (a "more like this" search leaves out its own product).
+    """
+
+    categories: tuple[str, ...] = ()
+    min_price: float | None = None
+    max_price: float | None = None
+    brands: tuple[str, ...] = ()
+    in_stock: bool | None = None
+    tags: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+    def is_empty(self) -> bool:
+        """Whether the filter matches every product."""
+        return self == SearchFilter()
+
+    def key(self) -> str:
+        """A canonical text of the filter, for keying cached answers."""
+        if self.is_empty():
+            return ""
+        parts = [
+            ",".join(sorted(self.categories)), _bound(self.min_price), _bound(self.max_price),
+            ",".join(sorted(self.brands)), "" if self.in_stock is None else str(int(self.in_stock)),
+            ",".join(sorted(self.tags)), ",".join(sorted(self.exclude)),
+        ]
+        return "|".join(parts)
+
+
+def _bound(value: float | None) -> str:
+    return "" if value is None else f"{value:g}"
 
 
 @dataclass
@@ -166,6 +210,19 @@ class Embedder(Protocol):
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray: ...
 
 
+@dataclass(frozen=True)
+class SearchQuery:
+    """One search of a batch: VectorIndex.search's arguments."""
+
+    vector: np.ndarray
+    top_k: int
+    vector_name: str = IMAGE_VECTOR
+    categories: Sequence[str] | None = None
+    expand: int = 0
+    filters: SearchFilter | None = None
+    offset: int = 0
+
+
 @runtime_checkable
 class VectorIndex(Protocol):
     """A collection of products with named vectors, category filters and HNSW search."""
@@ -181,12 +238,27 @@ class VectorIndex(Protocol):
 
     def search(
         self, vector: np.ndarray, top_k: int, vector_name: str = IMAGE_VECTOR,
-        categories: Sequence[str] | None = None, expand: int = 0,
+        categories: Sequence[str] | None = None, expand: int = 0, *,
+        filters: SearchFilter | None = None, offset: int = 0,
     ) -> list[Hit]:
-        """The top_k nearest products; expand > 0 first adds the expand nearest stored vectors to the query."""
+        """The top_k nearest products after skipping offset (a page), within filters (and categories, if given);
+        expand > 0 first adds the expand nearest stored vectors to the query."""
+        ...
+
+    def search_batch(self, queries: Sequence[SearchQuery]) -> list[list[Hit]]:
+        """Each query's hits, in order: one round trip to a remote index for all of them."""
         ...
 
     def get(self, product_id: str) -> Product | None: ...
+
+    def vectors(self, product_id: str) -> dict[str, np.ndarray] | None:
+        """The stored named vectors of a product, or None if the id is unknown ("more like this")."""
+        ...
+
+    def update_fields(self, product_id: str, fields: Mapping[str, object]) -> Product | None:
+        """Change catalog fields (EDITABLE_FIELDS) of a stored product without touching its vectors; the updated
+        product, or None if the id is unknown."""
+        ...
 
     def scroll(self, offset: str | None, limit: int) -> tuple[list[Product], str | None]:
         """Up to limit products in point-id order from offset (None: the start), and the next page's offset.

@@ -14,20 +14,21 @@ import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from PIL import Image
 
+from fashion_search.core.deadlines import call_timeout, deadline_in
 from fashion_search.core.domain import Box
 from fashion_search.core.images import InvalidImage, decode_image
+from fashion_search.core.observability import instrument_channel, server_interceptors, start_metrics_server
 from fashion_search.core.settings import Settings
+from fashion_search.core.unavailable import DeadlineExceeded, Overloaded, ServiceUnavailable
 from fashion_search.rpc import common_pb2
 
 log = logging.getLogger(__name__)
 
-
-class ServiceUnavailable(RuntimeError):
-    """A remote model or search service could not be reached in time."""
-
-    def __init__(self, service: str, detail: str) -> None:
-        super().__init__(f"{service} service unavailable: {detail}")
-        self.service = service
+__all__ = ["DeadlineExceeded", "Overloaded", "ServiceUnavailable"]  # re-exported: callers catch them from here
+# Trailing metadata of an UNAVAILABLE answer from a full model queue: the seconds a client should wait.
+RETRY_AFTER_KEY = "fs-retry-after-s"
+# Threads of a model server beyond its queue's size: health checks, Info and refusals never wait behind the queue.
+SPARE_WORKERS = 4
 
 
 T = TypeVar("T")
@@ -53,7 +54,8 @@ def remote_model_name(stub: Any, service: str, settings: Settings) -> Expiring[s
     """A model service's name from its Info RPC (ModelInfoRequest), asked again after model_info_ttl_s."""
     def ask() -> str:
         with rpc_errors(service):
-            return str(stub.Info(common_pb2.ModelInfoRequest(), timeout=settings.grpc_timeout_s).model)
+            timeout = call_timeout(service, settings.grpc_timeout_s)
+            return str(stub.Info(common_pb2.ModelInfoRequest(), timeout=timeout).model)
 
     return Expiring(ask, settings.model_info_ttl_s)
 
@@ -77,15 +79,19 @@ def channel_options(settings: Settings) -> list[tuple[str, Any]]:
         ("grpc.max_receive_message_length", settings.grpc_max_message_bytes),
         # Spread calls over every replica behind a DNS name (compose/k8s scale-out), not just the first one.
         ("grpc.lb_policy_name", "round_robin"),
+        # A restarted service is reconnected to within this, not after gRPC's default of up to two minutes.
+        ("grpc.max_reconnect_backoff_ms", settings.grpc_max_reconnect_backoff_ms),
+        ("grpc.initial_reconnect_backoff_ms", min(1000, settings.grpc_max_reconnect_backoff_ms)),
     ]
 
 
 def make_channel(url: str, settings: Settings) -> grpc.Channel:
     """An insecure channel to host:port (loopback or a private network behind TLS termination)."""
     target = url.removeprefix("grpc://")
-    if "://" not in target and not target.startswith("dns:"):
+    # dns: and ipv4:/ipv6: (a fixed list of replicas, "ipv4:host:port,host:port") go to gRPC as they are.
+    if "://" not in target and not target.startswith(("dns:", "ipv4:", "ipv6:")):
         target = f"dns:///{target}"  # the DNS resolver returns every replica's address
-    return grpc.insecure_channel(target, options=channel_options(settings))
+    return instrument_channel(grpc.insecure_channel(target, options=channel_options(settings)))
 
 
 @contextmanager
@@ -96,11 +102,41 @@ def rpc_errors(service: str) -> Iterator[None]:
     except grpc.RpcError as exc:
         code = exc.code() if hasattr(exc, "code") else None
         details = exc.details() if hasattr(exc, "details") else str(exc)
+        retry_after = _retry_after(exc)
+        if code == grpc.StatusCode.UNAVAILABLE and retry_after is not None:
+            raise Overloaded(service, details or "queue full", retry_after) from None
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            raise DeadlineExceeded(service, details or "deadline exceeded") from None
         if code == grpc.StatusCode.INVALID_ARGUMENT:
             raise InvalidImage(details or "invalid argument") from None
         if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
             raise InvalidImage(details or "request too large", 413) from None
         raise ServiceUnavailable(service, f"{code.name if code else 'error'}: {details}") from None
+
+
+def _retry_after(exc: grpc.RpcError) -> int | None:
+    """The retry delay a full model queue sent in its trailing metadata, or None."""
+    trailing = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
+    for key, value in trailing or ():
+        if key == RETRY_AFTER_KEY:
+            return int(value)
+    return None
+
+
+def serve_model_call(context: grpc.ServicerContext, fn: Callable[[], T]) -> T:
+    """Run a model servicer's work within the caller's deadline: bad input is INVALID_ARGUMENT, a full queue
+    UNAVAILABLE with the retry delay in trailing metadata, an expired deadline DEADLINE_EXCEEDED."""
+    left = context.time_remaining()
+    try:
+        # Without a client deadline gRPC reports a huge or no remaining time: keep no deadline then.
+        with deadline_in(left if left is not None and left < 1e6 else None):
+            return abort_on_invalid(context, fn)
+    except Overloaded as exc:
+        context.set_trailing_metadata(((RETRY_AFTER_KEY, str(exc.retry_after_s)),))
+        context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+    except DeadlineExceeded as exc:
+        context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
+    raise AssertionError("unreachable: context.abort raises")
 
 
 def abort_on_invalid(context: grpc.ServicerContext, fn: Callable[[], Any]) -> Any:
@@ -149,11 +185,14 @@ def vector_from_values(values: Any) -> np.ndarray:
 
 
 def make_server(
-    name: str, port: int, settings: Settings, register: Callable[[grpc.Server], None],
+    name: str, port: int, settings: Settings, register: Callable[[grpc.Server], None], workers: int | None = None,
+    metrics_port: int | None = None,
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
-    """A started gRPC server with the standard health service; port 0 picks a free port."""
+    """A started gRPC server with the standard health service and telemetry interceptors (workers threads, default
+    settings.grpc_workers); port 0 picks a free port. With metrics_port, Prometheus metrics are served there."""
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=settings.grpc_workers), options=channel_options(settings)
+        futures.ThreadPoolExecutor(max_workers=workers or settings.grpc_workers), options=channel_options(settings),
+        interceptors=server_interceptors(),
     )
     register(server)
     health_servicer = health.HealthServicer()
@@ -162,6 +201,8 @@ def make_server(
     if bound == 0:
         raise RuntimeError(f"{name}: cannot bind {settings.bind_host}:{port}")
     server.start()
+    if metrics_port is not None:
+        start_metrics_server(metrics_port, settings)
     # NOT_SERVING until the caller has loaded its model; then it flips both names to SERVING.
     health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
     health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -176,10 +217,18 @@ def mark_serving(health_servicer: health.HealthServicer, name: str) -> None:
 
 
 def start_model_server(
-    name: str, port: int, settings: Settings, model: Any, register: Callable[[grpc.Server], None]
+    name: str, port: int, settings: Settings, model: Any, register: Callable[[grpc.Server], None],
+    queue_size: int = 0,
+    metrics_port: int | None = None,
 ) -> tuple[grpc.Server, int]:
-    """Bind, load the model's weights, then report SERVING: health turns green only once requests can be served."""
-    server, bound, health_servicer = make_server(name, port, settings, register)
+    """Bind, load the model's weights, then report SERVING: health turns green only once requests can be served.
+
+    Every request the model's queue admits (queue_size) gets a thread to wait in, and a few more threads answer
+    health checks and the refusals of a full queue: requests queue in the model's bounded queue, not in gRPC's.
+    With metrics_port, this process's Prometheus metrics are served there.
+    """
+    workers = max(settings.grpc_workers, queue_size + SPARE_WORKERS)
+    server, bound, health_servicer = make_server(name, port, settings, register, workers, metrics_port)
     model.load()
     mark_serving(health_servicer, name)
     return server, bound

@@ -1,4 +1,9 @@
-"""One typed settings object for every process, read from FS_* environment variables."""
+"""One typed settings object for every process, read from FS_* environment variables.
+
+The fields are grouped by concern in the classes below; `Settings` inherits them all, so each is still one flat
+`FS_<NAME>` variable and `settings.<name>`. docs/CONFIGURATION.md is generated from them
+(`python -m fashion_search.core.settings_doc`); why a default is what it is lives in docs/decisions/.
+"""
 
 from __future__ import annotations
 
@@ -6,177 +11,347 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
+# A model's dynamic batching: "auto" = on where the model runs on a GPU, off on the CPU.
+BatchSwitch = Literal["auto", "on", "off"]
+
 # The detection threshold of models that do not calibrate their own (their scores are CenterNet peaks).
 DEFAULT_DETECTOR_MIN_SCORE = 0.25
+# A rate limit as the `limits` library parses it: "120/minute", "10 per second", "1000/2 hours".
+RATE_LIMIT_PATTERN = r"^\d+ ?(/|per) ?(\d+ )?(second|minute|hour|day)s?$"
 
 
-class Settings(BaseSettings):
-    """All configuration; each field is overridable with an `FS_<NAME>` environment variable."""
+class IndexSettings(BaseModel):
+    """Storage and index: where data lives and how the vector index searches."""
 
-    model_config = SettingsConfigDict(env_prefix="FS_", env_file=".env", extra="ignore")
+    data_dir: Path = Field(default=Path("data"), description="Root folder of the on-disk index and stored photos.")
+    collection: str = Field(default="products", description="Name of the vector collection (and of its folder).")
+    sample_catalog: Path = Field(
+        default=PACKAGE_DIR / "sample_catalog" / "catalog.jsonl",
+        description="Catalog `fashion-search demo` indexes when the index is empty.",
+    )
+    index_backend: Literal["edge", "qdrant"] = Field(
+        default="edge",
+        description="`edge`: Qdrant Edge in-process; `qdrant`: qdrant-client (server URL or local path).",
+    )
+    qdrant_url: str = Field(default="", description="Qdrant server URL for `index_backend=qdrant` (empty: local path).")
+    qdrant_api_key: str = Field(default="", description="API key sent to the Qdrant server (empty: none).")
+    hnsw_m: int = Field(default=16, description="HNSW graph degree (links per node).")
+    hnsw_ef_construct: int = Field(default=100, description="HNSW candidate list size while building the graph.")
+    hnsw_ef_search: int = Field(default=128, description="HNSW candidate list size per search.")
+    # Depth 1: best holdout P@10 among depths that keep a product's own photo first:
+    # docs/decisions/2026-12-03-query-expansion-depth.md.
+    query_expansion: int = Field(
+        default=1, ge=0,
+        description="Simple and tag mode search again with the query plus its N nearest catalog photos (0: off).",
+    )
+    # Off: the best setting gained +0.000 P@10 on the confirm half (docs/decisions/2026-12-04-category-vote-off.md).
+    category_vote_depth: int = Field(
+        default=0, ge=0, description="Category vote: how many first results vote on a category (0: off)."
+    )
+    category_vote_weight: float = Field(
+        default=0.0, ge=0.0, description="Category vote: score bonus × the share of voters in a result's category."
+    )
+    category_vote_candidates: int = Field(
+        default=50, ge=1, description="Category vote: results fetched and re-ranked (at least top_k)."
+    )
+    max_scroll_limit: int = Field(
+        default=1000, description="Most products one scroll (listing) page may hold: bounds one call's work and size."
+    )
 
-    # Storage
-    data_dir: Path = Path("data")
-    collection: str = "products"
-    sample_catalog: Path = PACKAGE_DIR / "sample_catalog" / "catalog.jsonl"
 
-    # Vector index: "edge" = Qdrant Edge in-process; "qdrant" = qdrant-client (server URL or local path)
-    index_backend: Literal["edge", "qdrant"] = "edge"
-    qdrant_url: str = ""
-    qdrant_api_key: str = ""
-    hnsw_m: int = 16
-    hnsw_ef_construct: int = 100
-    hnsw_ef_search: int = 128
-    # Simple and tag modes add the vectors of the query's N nearest catalog photos to it, then search again
-    # (average query expansion; 0: off). N = 1 had the best P@10 on the embedder's product holdout among depths
-    # that keep a product's own photo first (`fashion-search eval-expansion`, docs/EVALUATION.md; N = 2 with the
-    # earlier two-block weights); with the current recipe N = 3 leads it by 0.0004, too little to move it.
-    query_expansion: int = Field(default=1, ge=0)
-    # Simple and tag modes can re-rank by category vote (fashion_search/reranking.py): each result's score gains
-    # weight × the share of the first `depth` results in its category (0: off). The search then fetches
-    # category_vote_candidates results (at least top_k) so results of the voted category from further down can move up.
-    # Off: on the embedder's product holdout the best setting on half the products gained +0.000 P@10 on the other
-    # half (`fashion-search eval-vote`, docs/EVALUATION.md); the misses it could fix are whole neighbourhoods of
-    # another class. For catalogs where that differs, eval-vote picks depth and weight.
-    category_vote_depth: int = Field(default=0, ge=0)
-    category_vote_weight: float = Field(default=0.0, ge=0.0)
-    category_vote_candidates: int = Field(default=50, ge=1)
-    # Most products one scroll page may list: bounds the work and the message size of one listing call.
-    max_scroll_limit: int = 1000
+class ModelSettings(BaseModel):
+    """Models: which models run, their weights, and the settings that shape their vectors."""
 
-    # Remote services: empty = run that model in-process (the embedded default)
-    detector_url: str = ""
-    segmenter_url: str = ""
-    embedder_url: str = ""
-    image_embedder_url: str = ""
-    search_url: str = ""
-    grpc_timeout_s: float = 15.0
-    grpc_max_message_bytes: int = 64 * 1024 * 1024
-    # How long a client trusts a remote model's name (it keys the search cache) before asking again: a service can
-    # be redeployed with new weights under a running gateway.
-    model_info_ttl_s: float = 30.0
+    torch_threads: int = Field(default=0, description="Torch CPU threads (0: torch's default).")
+    torch_device: str = Field(
+        default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+        description="`auto`: the GPU if torch sees one, else the CPU; `cpu`, `cuda` or `cuda:N` to pin it.",
+    )
+    # About 0.83× the time per query on 2 cores, same outputs (docs/decisions/2026-12-05-torchscript-on-cpu.md).
+    torch_script: bool = Field(
+        default=True, description="On the CPU, run each model's fixed-size network as frozen TorchScript."
+    )
+    embed_image_size: int = Field(
+        default=224, description="Embedder input side in pixels (the models were trained at 224)."
+    )
+    # fashion-v3 (EfficientNet-Lite2) is trainable but not shipped:
+    # docs/decisions/2026-12-04-embedder-lite2-not-shipped.md.
+    embedder_model: Literal["fashion-v3", "fashion-v2", "fashion-v1-b8", "fashion-v1", "imagenet"] = Field(
+        default="fashion-v2", description="Embedder of fine mode's garment vectors (docs/MODELS.md)."
+    )
+    embedder_weights: Path | None = Field(
+        default=None, description="Embedder weight file (empty: the one shipped for embedder_model)."
+    )
+    # Led fashion-v2 as the image vector on two holdout splits:
+    # docs/decisions/2026-12-05-image-embedder-fashion-v1-b8.md.
+    image_embedder_model: Literal["same", "fashion-v3", "fashion-v2", "fashion-v1-b8", "fashion-v1"] = Field(
+        default="fashion-v1-b8",
+        description="Embedder of simple and tag mode's whole-image vectors; `same`: embedder_model's.",
+    )
+    image_embedder_weights: Path | None = Field(
+        default=None, description="Image embedder weight file (empty: the one shipped for image_embedder_model)."
+    )
+    # 0.5 led 0.35 in two holdout retrains (docs/decisions/2026-12-03-colour-weight.md).
+    color_weight: float = Field(
+        default=0.5, description="Weight of the 30-d colour feature against the deep features (reindex after a change)."
+    )
+    # Off: `catalog` ties `off` at twice the ingest work, `both` is too slow:
+    # docs/decisions/2026-12-03-mirror-averaging-off.md.
+    mirror_averaging: Literal["off", "catalog", "both"] = Field(
+        default="off",
+        description="Average each vector with its mirror image's: `catalog` photos at ingest, or `both` (queries too).",
+    )
+    detector_model: Literal["centernet-v3", "centernet-v2", "centernet-v1", "v0"] = Field(
+        default="centernet-v3", description="Garment detector of fine and tag mode (docs/MODELS.md)."
+    )
+    # Empty: centernet-v3's threshold chosen in training (docs/decisions/2026-12-03-detection-threshold.md).
+    detector_min_score: float | None = Field(
+        default=None,
+        description="Detection threshold (empty: the model's own; models without one use 0.25).",
+    )
+    # Blend led photo in R@1 by +0.013 on fresh train scenes (docs/decisions/2026-12-04-catalog-garment-blend.md).
+    catalog_garment: Literal["photo", "detection", "blend"] = Field(
+        default="blend",
+        description="Fine mode's catalog vector: the whole `photo`, its main `detection` cut out, or a `blend`.",
+    )
+    catalog_cutout_weight: float = Field(
+        default=0.15, ge=0.0, le=1.0, description="Share of the cut-out's vector in a `blend` catalog vector."
+    )
+    # 0.3 gained R@1 +0.027 on the confirm half of fresh train scenes:
+    # docs/decisions/2026-12-04-garment-colour-histogram.md.
+    garment_colour_weight: float = Field(
+        default=0.3, ge=0.0, le=1.0,
+        description="Weight of the garment's HSV histogram in fine mode's garment vectors (0: off; reindex).",
+    )
+    detector_max_side: int = Field(default=640, description="`v0` detector: longest side its input is resized to.")
+    # 4 lost garments the detector's spare boxes outscored; 5 keeps them (docs/decisions/2026-12-03-max-garments.md).
+    max_garments: int = Field(
+        default=5, ge=1, le=16, description="Most garments fine mode cuts, embeds and searches per query."
+    )
+    segmenter_model: Literal["masknet-v1", "grabcut"] = Field(
+        default="masknet-v1", description="Garment segmenter: `masknet-v1` (trained) or `grabcut` (no weights)."
+    )
+    segmenter_weights: Path | None = Field(
+        default=None, description="Segmenter weight file (empty: the one shipped with masknet-v1)."
+    )
+    segment_max_side: int = Field(default=192, description="GrabCut: longest side of the box crop (colour prior).")
+    segment_iterations: int = Field(default=3, description="GrabCut: iterations per box.")
+    # GrabCut's cost grows with pixels; 112 px keeps mean IoU 0.92 with 192 px:
+    # docs/decisions/2026-11-23-grabcut-downscale.md.
+    segment_grabcut_max_side: int = Field(
+        default=112, description="GrabCut: longest side it runs at (mask upsampled to the box)."
+    )
 
-    # Ports each server binds when started with `fashion-search serve NAME`
-    bind_host: str = "127.0.0.1"
-    gateway_port: int = 8000
-    detector_port: int = 50051
-    segmenter_port: int = 50052
-    embedder_port: int = 50053
-    search_port: int = 50054
-    image_embedder_port: int = 50055
-    grpc_workers: int = 4
 
-    # Cache and queue
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    cache_enabled: bool = True
-    cache_ttl_s: int = 3600
-    cache_timeout_s: float = 0.25
-    broker_url: str = ""
-    result_backend: str = "redis://127.0.0.1:6379/1"
-    ingest_batch_size: int = 16
-    task_max_retries: int = 5
+class ServingSettings(BaseModel):
+    """Remote services and serving: model service addresses and the ports each server binds."""
 
-    # Models
-    torch_threads: int = 0
-    # Where the models run: "auto" = the GPU when torch sees one (the model services' GPU node), else the CPU;
-    # "cpu", "cuda" or "cuda:N" to pin it ("cuda" without a visible GPU fails at load, saying so)
-    torch_device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
-    # On the CPU, run each model's fixed-size network as frozen TorchScript (torch.jit.optimize_for_inference:
-    # batch norm folded into the convolutions, oneDNN kernels): about 0.83× the time per query on 2 cores, the same
-    # outputs within float rounding (docs/BENCHMARKS.md). Off, or on a GPU: eager PyTorch.
-    torch_script: bool = True
-    embed_image_size: int = 224
-    # "fashion-v2": 512-d embedding trained on classes and on street-to-shop pairs, + colour (542-d, seed 001);
-    # "fashion-v1": trained on classes only; both on EfficientNet-Lite0. "fashion-v3": fashion-v2's recipe on the
-    # larger EfficientNet-Lite2, not shipped (`train embedder --backbone efficientnet-lite2`; on the product holdout
-    # level category precision, worse street-to-shop recall: docs/EVALUATION.md). "imagenet": Lite0's ImageNet
-    # pooled 1280 + colour (the v0 baseline)
-    # "fashion-v1-b8": fashion-v1's classes-only recipe with more of the network tuned (from block 8, the 14×14
-    # stage): stronger on categories, weak on street-to-shop (see image_embedder_model).
-    embedder_model: Literal["fashion-v3", "fashion-v2", "fashion-v1-b8", "fashion-v1", "imagenet"] = "fashion-v2"
-    # Empty: the weights shipped for embedder_model (services/embedder/weights/fashion_embedder_<v>.pt)
-    embedder_weights: Path | None = None
-    # The model of the whole-image vectors that simple and tag mode search (category similarity, seed 001); fine
-    # mode's garment vectors stay embedder_model's (street-to-shop). "same": embedder_model's for both, one model.
-    # Another model costs one more embed per catalog photo at ingest and nothing per query. All choices make 542-d
-    # vectors, as the index's image and garment vectors share their dimension. "fashion-v1-b8" (`train embedder
-    # --stage classes --tail-start 8`) led fashion-v2 as the image vector by +0.006 and +0.047 P@10 on two product
-    # holdout splits (mean +0.027, over the +0.010 a second model has to clear; docs/EVALUATION.md).
-    image_embedder_model: Literal["same", "fashion-v3", "fashion-v2", "fashion-v1-b8", "fashion-v1"] = "fashion-v1-b8"
-    # Empty: the weights shipped for image_embedder_model
-    image_embedder_weights: Path | None = None
-    # Weight of the 30-d colour feature against the unit deep features. 0.5 led 0.35 (the earlier default) on the
-    # embedder's product holdout in two independent retrains (`fashion-search eval-embedding`, docs/EVALUATION.md).
-    color_weight: float = 0.5
-    # Mirror averaging (test-time flip): an image embedded with its mirror image, the two vectors averaged.
-    # "catalog": catalog photos only, at ingest (a query costs what it does with "off", ingest embeds twice); on the
-    # product holdout it traded category precision for instance recall (weight 0.5): P@10 0.911 → 0.905, street R@1
-    # 0.819 → 0.826 (validation: P@10 0.903 → 0.899, R@1 0.809 → 0.805). "both": queries too; best on the holdout
-    # (0.911 / 0.833) but fine p50 162.7 ms on 2 cores, past the 150 ms budget. Off by default: "catalog" is level
-    # with "off" on the holdout (P@10 + R@1 1.7308 against 1.7302; three-block weights, expansion 1: 1.7600 against
-    # 1.7571) at twice the ingest work. Changing it (or color_weight) means reindexing, as after any model change.
-    mirror_averaging: Literal["off", "catalog", "both"] = "off"
-    # Trained on generated scenes (several garments per photo): "centernet-v3" is v2 plus a second stage that
-    # names and refines each box from features pooled over it; "centernet-v2" reads the fashion embedder's
-    # last stage at 320 px, "centernet-v1" ImageNet features at 384 px; "v0": pose regions + one
-    # background-colour box per product photo, named by the linear garment head (untrained baseline)
-    detector_model: Literal["centernet-v3", "centernet-v2", "centernet-v1", "v0"] = "centernet-v3"
-    # Empty: the detector's own threshold (centernet-v3 stores one chosen in training on held-out scenes; the others use
-    # DEFAULT_DETECTOR_MIN_SCORE)
-    detector_min_score: float | None = None
-    # What fine mode matches a shopper's garment against, per catalog photo: "photo" = the whole product photo
-    # (what the embedder's street-to-shop training pairs crops with; street-to-shop R@1 0.76 against 0.61, same
-    # models); "detection" = the main detected garment cut out onto white (for catalogs of photos worn by models);
-    # "blend" = the photo's vector mixed with its cut-out's (catalog_cutout_weight), normalized: the cut-out looks
-    # like the segmented query garments do. On fresh train scenes (no model trained on them) blend led photo in
-    # R@1 by +0.013 (weight chosen on half the scenes, gain confirmed on the other half; docs/EVALUATION.md). It
-    # costs a segment and an embed more per catalog photo (ingest about half as fast) and nothing per query.
-    catalog_garment: Literal["photo", "detection", "blend"] = "blend"
-    catalog_cutout_weight: float = Field(default=0.15, ge=0.0, le=1.0)
-    # Weight γ of the garment's colour (an HSV histogram over its mask, fashion_search/garment_colour.py) in fine
-    # mode's garment vectors, catalog and query alike: score = cosine + γ · Bhattacharyya similarity. On fresh train
-    # scenes 0.3 was best on half the scenes and gained R@1 +0.027 on the other half (docs/EVALUATION.md); 0 = off.
-    # Changing it changes the garment vectors' length: reindex into a new index.
-    garment_colour_weight: float = Field(default=0.3, ge=0.0, le=1.0)
-    detector_max_side: int = 640
-    # Most garments fine mode cuts, embeds and searches per query, best-scored first: each costs a segment, an
-    # embed and a search. Scenes hold up to 4 garments, and the detector's spare boxes can outscore a real one, so
-    # 4 slots lost garments that 5 keep (docs/EVALUATION.md, "Garments per query").
-    max_garments: int = Field(default=5, ge=1, le=16)
-    # "masknet-v1": light U-Net decoder on frozen EfficientNet-Lite0 features, trained on generated scenes;
-    # "grabcut": the v0 GrabCut segmenter (no weights; the settings below)
-    segmenter_model: Literal["masknet-v1", "grabcut"] = "masknet-v1"
-    # Empty: the weights shipped with masknet-v1 (services/segmenter/weights/masknet_v1.pt)
-    segmenter_weights: Path | None = None
-    segment_max_side: int = 192
-    segment_iterations: int = 3
-    # GrabCut runs on a further downscaled copy: its cost grows with pixels (per box on 2 shared cores:
-    # 192 px ≈ 90 ms, 128 px ≈ 50 ms, 112 px ≈ 35 ms); its mask is upsampled to the box (mean IoU 0.92
-    # with the 192 px mask on validation photos); the colour prior stays at segment_max_side.
-    segment_grabcut_max_side: int = 112
+    detector_url: str = Field(default="", description="Detector service address (empty: run it in-process).")
+    segmenter_url: str = Field(default="", description="Segmenter service address (empty: run it in-process).")
+    embedder_url: str = Field(default="", description="Embedder service address (empty: run it in-process).")
+    image_embedder_url: str = Field(
+        default="", description="Image embedder service address (empty: run it in-process)."
+    )
+    search_url: str = Field(default="", description="Search service address (empty: open the index in-process).")
+    grpc_timeout_s: float = Field(default=15.0, description="Deadline of one gRPC call, seconds.")
+    grpc_max_message_bytes: int = Field(
+        default=64 * 1024 * 1024, description="Largest gRPC message sent or received, bytes."
+    )
+    # A service can be redeployed with new weights under a running gateway; its name keys the search cache.
+    model_info_ttl_s: float = Field(
+        default=30.0, description="Seconds a client trusts a remote model's name before asking again."
+    )
+    bind_host: str = Field(default="127.0.0.1", description="Address every server binds.")
+    gateway_port: int = Field(default=8000, description="HTTP port of the gateway (and of `fashion-search demo`).")
+    detector_port: int = Field(default=50051, description="gRPC port of the detector service.")
+    segmenter_port: int = Field(default=50052, description="gRPC port of the segmenter service.")
+    embedder_port: int = Field(default=50053, description="gRPC port of the embedder service.")
+    search_port: int = Field(default=50054, description="gRPC port of the search service.")
+    image_embedder_port: int = Field(default=50055, description="gRPC port of the image embedder service.")
+    grpc_workers: int = Field(default=4, description="Threads each gRPC server handles calls with.")
 
-    # Input limits: uploads larger than these are refused with 413
-    max_upload_bytes: int = 15 * 1024 * 1024
-    max_image_pixels: int = 40_000_000
-    max_image_side: int = 12_000
-    # Every model works on the upload downscaled to this longest side
-    work_max_side: int = 800
 
-    # API
-    default_top_k: int = 12
-    max_top_k: int = 100
-    public_url: str = ""
-    log_level: str = "INFO"
+class CacheQueueSettings(BaseModel):
+    """Cache and queue: the Redis result cache and the Celery ingest queue."""
 
-    # Evaluation / benchmark
-    docs_dir: Path = Path("docs")
-    bench_queries: int = Field(default=40, ge=1)
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="Redis of the search result cache.")
+    cache_enabled: bool = Field(default=True, description="Cache search answers in Redis.")
+    cache_ttl_s: int = Field(default=3600, description="Seconds a cached search answer lives.")
+    cache_timeout_s: float = Field(
+        default=0.25, description="Seconds a Redis cache call may take before the search goes on without it."
+    )
+    broker_url: str = Field(
+        default="", description="Celery broker; set, `fashion-search ingest` queues batches (empty: in-process)."
+    )
+    result_backend: str = Field(default="redis://127.0.0.1:6379/1", description="Celery result backend.")
+    ingest_batch_size: int = Field(default=16, description="Products per ingest batch (in-process or one Celery task).")
+    task_max_retries: int = Field(default=5, description="Retries of a failed Celery task.")
+
+
+class InputLimitSettings(BaseModel):
+    """Input limits: uploads beyond these are refused with 413."""
+
+    max_upload_bytes: int = Field(default=15 * 1024 * 1024, description="Largest upload, bytes.")
+    max_image_pixels: int = Field(default=40_000_000, description="Most pixels a decoded upload may have.")
+    max_image_side: int = Field(default=12_000, description="Longest side a decoded upload may have, pixels.")
+    work_max_side: int = Field(
+        default=800, description="Every model works on the upload downscaled to this longest side, pixels."
+    )
+
+
+class ApiSettings(BaseModel):
+    """API: the HTTP API's answers and logging."""
+
+    default_top_k: int = Field(default=12, description="Results per search when the request names no top_k.")
+    max_top_k: int = Field(default=100, description="Most results one search may ask for.")
+    public_url: str = Field(default="", description="The gateway's public base URL (reserved: not read yet).")
+    log_level: str = Field(default="INFO", description="Log level of every process.")
+
+
+class EvaluationSettings(BaseModel):
+    """Evaluation: the evaluation and benchmark commands."""
+
+    docs_dir: Path = Field(default=Path("docs"), description="Folder `fashion-search bench` writes BENCHMARKS.md to.")
+    bench_queries: int = Field(default=40, ge=1, description="Queries per mode in `fashion-search bench`.")
+
+
+class BatchingSettings(BaseModel):
+    """Serving under load: dynamic batching per model, back-pressure and request deadlines."""
+
+    # --- serving under concurrency (dynamic batching, back-pressure, deadlines) ---
+    # The gateway's time budget for one search, from the moment it starts the search: every gRPC call on its way gets
+    # what is left of it (never more than grpc_timeout_s), and a model queue drops a request whose time ran out.
+    request_deadline_s: float = Field(default=10.0, gt=0, description="per-search deadline carried to every call")
+    # Longest wait between reconnection attempts to a service that went down: after a restart, calls succeed again
+    # within this (gRPC's own default backs off up to 120 s).
+    grpc_max_reconnect_backoff_ms: int = Field(default=2000, ge=100, description="most ms between reconnect tries")
+    # What a 503 for a full model queue tells clients to wait (Retry-After, seconds).
+    overload_retry_after_s: int = Field(default=1, ge=1, description="Retry-After of a 503 for a full model queue")
+    # Per model: batch concurrent requests into one forward pass, at most max_batch_size items, waiting at most
+    # max_queue_delay_ms for more once several are queued (a lone request never waits); "auto" batches where the model
+    # runs on a GPU: on the 2-core CPU a batch cost more time per image than one image alone and the load test lost
+    # throughput (docs/decisions/2026-12-07-dynamic-batching.md). Either way at most queue_size requests are admitted
+    # (waiting or running); one more gets a 503 at once.
+    detector_batching: BatchSwitch = Field(default="auto", description="batch detector requests: auto = on a GPU")
+    detector_max_batch_size: int = Field(default=8, ge=1, description="most images per detector forward pass")
+    detector_max_queue_delay_ms: float = Field(default=2.0, ge=0, description="longest wait for a fuller batch")
+    detector_queue_size: int = Field(default=64, ge=1, description="most detector requests admitted at once")
+    segmenter_batching: BatchSwitch = Field(default="auto", description="batch segmenter requests: auto = on a GPU")
+    segmenter_max_batch_size: int = Field(default=16, ge=1, description="most box crops per segmenter pass")
+    segmenter_max_queue_delay_ms: float = Field(default=2.0, ge=0, description="longest wait for a fuller batch")
+    segmenter_queue_size: int = Field(default=64, ge=1, description="most segmenter requests admitted at once")
+    embedder_batching: BatchSwitch = Field(default="auto", description="batch embedder requests: auto = on a GPU")
+    embedder_max_batch_size: int = Field(default=16, ge=1, description="most images per embedder forward pass")
+    embedder_max_queue_delay_ms: float = Field(default=2.0, ge=0, description="longest wait for a fuller batch")
+    embedder_queue_size: int = Field(default=64, ge=1, description="most embedder requests admitted at once")
+    image_embedder_batching: BatchSwitch = Field(default="auto", description="batch image-embedder calls (auto: GPU)")
+    image_embedder_max_batch_size: int = Field(default=16, ge=1, description="most images per image-embedder pass")
+    image_embedder_max_queue_delay_ms: float = Field(default=2.0, ge=0, description="longest wait for more")
+    image_embedder_queue_size: int = Field(default=64, ge=1, description="most image embedder requests at once")
+
+
+class IngestSettings(BaseModel):
+    """Bulk ingestion: photos fetched by URL (with the SSRF guard) and ingest jobs."""
+
+    # --- bulk ingestion: photos by URL, ingest jobs ---
+    fetch_timeout_s: float = Field(
+        default=10.0, gt=0, description="Most seconds one photo URL may take, redirects included.",
+    )
+    fetch_max_redirects: int = Field(
+        default=5, ge=0, description="Most redirects followed per photo URL, each re-checked.",
+    )
+    fetch_content_types: list[str] = Field(
+        default=["image/jpeg", "image/png", "image/webp", "image/bmp", "image/gif"],
+        description="Content types a fetched photo may have.",
+    )
+    fetch_allowed_networks: list[str] = Field(
+        default=[], description="CIDR networks photo URLs may reach although loopback, private or link-local.",
+    )
+    fetch_concurrency: int = Field(
+        default=8, ge=1, description="Photos of one ingest batch read and fetched at once (threads).",
+    )
+    task_visibility_timeout_s: int = Field(
+        default=3600, ge=1, description="Seconds before the broker redelivers a batch no worker acknowledged.",
+    )
+    job_store_retry_s: float = Field(
+        default=120.0, ge=0, description="How long a worker retries writing a batch's result to a restarting Redis.",
+    )
+    job_ttl_s: int = Field(
+        default=7 * 24 * 3600, ge=60, description="How long an ingest job's report is kept in Redis.",
+    )
+    job_key_prefix: str = Field(
+        default="fs:job:", description="Redis key prefix of ingest jobs (settings.redis_url).",
+    )
+
+
+class ScaleSettings(BaseModel):
+    """Index at scale: search depth, quantization and the Qdrant cluster layout of new collections."""
+
+    # --- index at scale (filters, pagination, quantization, cluster) ---
+    max_search_offset: int = Field(
+        default=1000, ge=0, description="deepest result a search page may start at (offset + top_k reaches past it)"
+    )
+    index_quantization: Literal["none", "int8"] = Field(
+        default="none", description="scalar int8 copies of the vectors in RAM (float32 stays on disk); none: float32"
+    )
+    quantization_oversampling: float = Field(
+        default=2.0, ge=1.0, description="int8 search fetches this many times top_k, then rescores with float32"
+    )
+    qdrant_shard_number: int = Field(default=1, ge=1, description="shards of a new collection on a Qdrant server")
+    qdrant_replication_factor: int = Field(
+        default=1, ge=1, description="copies of each shard on a Qdrant cluster (new collections)"
+    )
+    qdrant_write_consistency: int = Field(
+        default=1, ge=1, description="replicas that must acknowledge a write on a Qdrant cluster (new collections)"
+    )
+
+
+class OperationsSettings(BaseModel):
+    """Production operations: API keys, rate limits, CORS, logs, metrics ports and traces."""
+
+    # --- production operations: access, rate limits, metrics, logs, traces, cluster ---
+    auth_required: bool = Field(default=False, description="refuse API requests without a valid key (401/403)")
+    allow_open_bind: bool = Field(
+        default=False, description="intend to serve without auth on a non-loopback address (else refuse to start)"
+    )
+    api_key_store: Literal["file", "redis"] = Field(
+        default="file", description="where hashed API keys live: a file under data_dir, or Redis at redis_url"
+    )
+    auth_secret: str = Field(
+        default="", description="HMAC-SHA256 key hashing API keys; empty: a random one kept under data_dir (file)"
+    )
+    rate_limit_search: str = Field(
+        default="120/minute", pattern=RATE_LIMIT_PATTERN, description="per-key limit of search-scope routes"
+    )
+    rate_limit_catalog: str = Field(
+        default="600/minute", pattern=RATE_LIMIT_PATTERN, description="per-key limit of catalog-scope routes"
+    )
+    rate_limit_admin: str = Field(
+        default="60/minute", pattern=RATE_LIMIT_PATTERN, description="per-key limit of admin-scope routes"
+    )
+    rate_limit_storage_url: str = Field(default="", description="limits storage URI; empty: redis_url")
+    cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS (JSON list)")
+    log_format: Literal["json", "console"] = Field(default="json", description="structured log lines (structlog)")
+    gateway_metrics_port: int = Field(default=9100, description="Prometheus /metrics port of the gateway")
+    detector_metrics_port: int = Field(default=9101, description="Prometheus /metrics port of the detector")
+    segmenter_metrics_port: int = Field(default=9102, description="Prometheus /metrics port of the segmenter")
+    embedder_metrics_port: int = Field(default=9103, description="Prometheus /metrics port of the embedder")
+    search_metrics_port: int = Field(default=9104, description="Prometheus /metrics port of the search service")
+    image_embedder_metrics_port: int = Field(default=9105, description="Prometheus /metrics port of image-embedder")
+    worker_metrics_port: int = Field(default=9106, description="Prometheus /metrics port of the Celery worker")
+    otel_exporter_otlp_endpoint: str = Field(
+        default="", description="OTLP/HTTP collector URL for traces, e.g. http://collector:4318; empty: no export"
+    )
+
+
+class ShopperSettings(BaseModel):
+    """What the shopper sees: garment kinds in fine and tag mode, merged boxes, match confidence and currency."""
 
     # --- what the shopper sees: kinds, garments, confidence (docs/decisions/2026-12-07-shopper-quality.md) ---
     # Fine mode re-ranks each garment's nearest catalog garments by the evidence for the garment's kind (category):
@@ -221,6 +396,27 @@ class Settings(BaseSettings):
     good_match_confidence: float = Field(default=0.8, ge=0.0, le=1.0, description="confidence of a good match")
     currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$", description="ISO 4217 code of catalog prices")
 
+
+# The groups, in the order docs/CONFIGURATION.md lists them.
+SETTING_GROUPS: tuple[type[BaseModel], ...] = (
+    IndexSettings, ModelSettings, ServingSettings, BatchingSettings, CacheQueueSettings, IngestSettings, ScaleSettings,
+    InputLimitSettings, ApiSettings, OperationsSettings, ShopperSettings, EvaluationSettings,
+)
+
+
+class Settings(
+    ShopperSettings,
+    OperationsSettings,
+    ScaleSettings,
+    IngestSettings,
+    BatchingSettings,
+    EvaluationSettings, ApiSettings, InputLimitSettings, CacheQueueSettings, ServingSettings, ModelSettings,
+    IndexSettings, BaseSettings,
+):
+    """All configuration; each field is overridable with an `FS_<NAME>` environment variable."""
+
+    model_config = SettingsConfigDict(env_prefix="FS_", env_file=".env", extra="ignore")
+
     @property
     def category_vote_on(self) -> bool:
         """Whether the category vote re-ranks simple and tag mode (a depth and a weight both set)."""
@@ -247,6 +443,9 @@ class Settings(BaseSettings):
         return self.model_copy(update={
             "embedder_model": self.image_embedder_model, "embedder_weights": self.image_embedder_weights,
             "embedder_url": self.image_embedder_url, "embedder_port": self.image_embedder_port,
+            "embedder_metrics_port": self.image_embedder_metrics_port,
+            **{f"embedder_{knob}": getattr(self, f"image_embedder_{knob}")
+               for knob in ("batching", "max_batch_size", "max_queue_delay_ms", "queue_size")},
             "image_embedder_model": "same",
         })
 

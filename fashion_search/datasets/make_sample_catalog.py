@@ -1,6 +1,6 @@
 """Build the bundled sample catalog from clothing-small/train (seeded, reproducible).
 
-    python tools/make_sample_catalog.py --source ../shared/data/clothing-small/train
+    python -m fashion_search.datasets.make_sample_catalog --source ../shared/data/clothing-small/train
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Choosing the category vote (depth and weight, fashion_search/reranking.py) on the embedder's product holdout.
+"""Choosing the category vote (depth and weight, pipeline/reranking.py) on the embedder's product holdout.
 
 The held-out products of a `train embedder --holdout-only` model are split in two at random: the grid is searched on
 one half (pick), and the chosen setting's gain over no vote is measured on the other (confirm). The vote is

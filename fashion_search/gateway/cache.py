@@ -7,6 +7,7 @@ import logging
 import time
 
 import redis
+from prometheus_client import Counter
 
 from fashion_search.core.settings import Settings
 
@@ -14,6 +15,7 @@ log = logging.getLogger(__name__)
 
 # After a Redis failure, skip the cache for this long instead of paying a timeout on every request.
 RETRY_AFTER_S = 10.0
+CACHE_LOOKUPS = Counter("fs_cache_lookups_total", "Search cache lookups", ["result"])
 
 
 class SearchCache:
@@ -31,12 +33,15 @@ class SearchCache:
     @staticmethod
     def key(
         image: bytes, mode: str, top_k: int, category: str | None, version: int, ranking: str = "", model: str = "",
+        query: str = "",
     ) -> str:
-        """Cache key; the index version makes every write invalidate old answers, the ranking (query expansion,
-        category vote) and the models (weights digests included) a settings or model change."""
+        """Cache key; the index version makes every write (a payload-only update too) invalidate old answers, the
+        ranking (query expansion, category vote) and the models (weights digests included) a settings or model
+        change; query is the rest of the request (filters, page)."""
         digest = hashlib.sha256(image).hexdigest()
         model_digest = hashlib.sha256(model.encode()).hexdigest()[:16]
-        return f"fs:search:{digest}:{mode}:{top_k}:{category or ''}:{version}:{ranking}:m{model_digest}"
+        query_digest = hashlib.sha256(query.encode()).hexdigest()[:16] if query else ""
+        return f"fs:search:{digest}:{mode}:{top_k}:{category or ''}:{version}:{ranking}:m{model_digest}:q{query_digest}"
 
     def _usable(self) -> bool:
         return self.enabled and time.monotonic() >= self._down_until
@@ -44,12 +49,15 @@ class SearchCache:
     def get(self, key: str) -> str | None:
         """The cached JSON, or None (also when Redis is down)."""
         if not self._usable():
+            CACHE_LOOKUPS.labels("off" if not self.enabled else "error").inc()
             return None
         try:
             value = self._client.get(key)
         except redis.RedisError as exc:
             self._mark_down(exc)
+            CACHE_LOOKUPS.labels("error").inc()
             return None
+        CACHE_LOOKUPS.labels("miss" if value is None else "hit").inc()
         return value.decode() if isinstance(value, bytes) else value
 
     def put(self, key: str, value: str) -> None:

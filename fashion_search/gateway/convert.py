@@ -21,6 +21,7 @@ def product_out(product: Product) -> ProductOut:
     return ProductOut(
         product_id=product.product_id, category=product.category, title=product.title, price=product.price,
         tags=product.tags, box=product.box.to_list() if product.box else None, image_url=image_url(product),
+        brand=product.brand, in_stock=product.in_stock, attributes=product.attributes,
     )
 
 
@@ -30,7 +31,7 @@ def result_out(hit: Hit, mode: str, settings: Settings) -> ResultOut:
     confidence = match_confidence(float(hit.score), mode, settings)
     return ResultOut(
         product_id=p.product_id, score=round(float(hit.score), 5), category=p.category, title=p.title,
-        price=p.price, image_url=image_url(p), confidence=round(confidence, 3),
+        price=p.price, image_url=image_url(p), brand=p.brand, in_stock=p.in_stock, confidence=round(confidence, 3),
         match=match_band(confidence, settings),  # type: ignore[arg-type]
     )
 

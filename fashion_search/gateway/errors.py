@@ -14,8 +14,11 @@ from starlette.routing import compile_path
 from fashion_search.core.domain import PRODUCT_ID_PATTERN, PRODUCT_ID_RULE
 from fashion_search.core.grpc_common import ServiceUnavailable
 from fashion_search.core.images import InvalidImage
+from fashion_search.core.unavailable import Overloaded
 
 log = logging.getLogger(__name__)
+
+OUTAGE_RETRY_AFTER_S = 5
 
 
 def _message(exc: RequestValidationError) -> str:
@@ -59,7 +62,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceUnavailable)
     async def unavailable(_: Request, exc: ServiceUnavailable) -> JSONResponse:
         log.warning("%s", exc)
-        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
+        # A full model queue says when to come back (settings.overload_retry_after_s); an outage, a while later.
+        retry_after = exc.retry_after_s if isinstance(exc, Overloaded) else OUTAGE_RETRY_AFTER_S
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": str(retry_after)})
 
     @app.exception_handler(ValueError)
     async def bad_value(_: Request, exc: ValueError) -> JSONResponse:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 Mode = Literal["simple", "fine", "tag"]
 
@@ -19,6 +19,30 @@ class ProductOut(BaseModel):
     tags: list[str] = Field(default_factory=list)
     box: list[float] | None = None
     image_url: str | None = None
+    brand: str = ""
+    in_stock: bool = True
+    attributes: dict[str, str] = Field(default_factory=dict)
+
+
+class ProductPage(BaseModel):
+    """One page of the catalog listing."""
+
+    products: list[ProductOut]
+    next_cursor: str | None = Field(description="pass as cursor for the next page; null after the last page")
+
+
+class ProductPatch(BaseModel):
+    """Catalog fields to change without re-embedding the product's photo; omitted fields stay as they are."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: str | None = None
+    category: str | None = None
+    price: float | None = Field(None, ge=0, allow_inf_nan=False)
+    tags: list[str] | None = None
+    brand: str | None = None
+    in_stock: bool | None = None
+    attributes: dict[str, str] | None = None
 
 
 class ResultOut(BaseModel):
@@ -33,6 +57,8 @@ class ResultOut(BaseModel):
     title: str
     price: float
     image_url: str | None = None
+    brand: str = ""
+    in_stock: bool = True
     confidence: float = Field(
         0.0, ge=0.0, le=1.0, description="calibrated probability that the product is of the query garment's kind, "
         "from the score and the mode (fitted on train photos: FS_CONFIDENCE_FIT); comparable across modes",
@@ -100,3 +126,30 @@ class ErrorOut(BaseModel):
     """Every 4xx/5xx body: a human-readable message."""
 
     detail: str
+
+
+class JobAccepted(BaseModel):
+    """An ingest job was queued: follow it at /v1/jobs/{job_id}."""
+
+    job_id: str
+    total: int = Field(description="products in the catalog")
+
+
+class RefusedOut(BaseModel):
+    """A record a job did not index, and why."""
+
+    product_id: str
+    reason: str
+    record: dict[str, object] = Field(default_factory=dict, description="the record as queued (to re-run it)")
+
+
+class JobOut(BaseModel):
+    """An ingest job's progress: every product is processed once, as indexed or refused."""
+
+    job_id: str
+    state: Literal["queued", "running", "done"]
+    total: int
+    processed: int
+    indexed: int
+    refused: list[RefusedOut]
+    remaining: int

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from PIL import Image
 
 from fashion_search.core.catalog import CatalogRecord
 from fashion_search.core.domain import Product, VectorIndex, check_new_product_id
+from fashion_search.core.fetch import fetch_image
 from fashion_search.core.images import decode_image
 from fashion_search.core.settings import Settings
 from fashion_search.pipeline.search_pipeline import SearchPipeline, product_with
@@ -89,44 +91,68 @@ class Ingestor:
         records: Sequence[CatalogRecord],
         with_garment: bool = True,
         on_progress: Callable[[int], None] | None = None,
+        photos: Sequence[bytes] | None = None,
     ) -> IngestReport:
-        """Index records whose images are on this machine's disk."""
+        """Index records in batches of settings.ingest_batch_size, each batch through the models at once.
+
+        A record's photo: its bytes in photos where given (stored under data_dir), else its image_path on this
+        machine's disk, else its image_url (fetched with core/fetch.py's limits and guard, then stored).
+        """
+        if photos is not None and len(photos) != len(records):
+            raise ValueError(f"{len(records)} records but {len(photos)} photos")
         report = IngestReport()
         batch = max(1, self.settings.ingest_batch_size)
         for start in range(0, len(records), batch):
             chunk = records[start:start + batch]
+            given = photos[start:start + batch] if photos is not None else [b""] * len(chunk)
             loaded: list[tuple[Product, Image.Image]] = []
-            for rec in chunk:
-                try:
-                    check_new_product_id(rec.product_id)
-                    loaded.append((_product(rec), self._load(rec.image_path)))
-                except (OSError, ValueError) as exc:  # ValueError: a bad id, or InvalidImage
-                    report.failed.append((rec.product_id, str(exc)))
+            for rec, result in zip(chunk, self._photos(chunk, given), strict=True):
+                if isinstance(result, Exception):
+                    report.failed.append((rec.product_id, str(result)))
+                else:
+                    loaded.append((_product(rec, result[1]), result[0]))
             report.merge(self._index(loaded, with_garment))
             if on_progress:
                 on_progress(len(chunk))
         return report
 
     def ingest_payloads(self, payloads: Sequence[dict[str, object]], image_data: Sequence[bytes]) -> IngestReport:
-        """Index records that arrive with their image bytes (Celery tasks, HTTP uploads); images are stored."""
+        """Index records that arrive as JSON (Celery tasks), each with its photo's bytes or b"" to use its path or
+        URL; sent photos are stored."""
         report = IngestReport()
-        loaded: list[tuple[Product, Image.Image]] = []
+        records, photos = [], []
         for payload, data in zip(payloads, image_data, strict=True):
             try:
-                rec = CatalogRecord(**payload)  # type: ignore[arg-type]
+                records.append(CatalogRecord(**payload))  # type: ignore[arg-type]
             except TypeError as exc:  # a producer's record with a missing or unknown field
                 report.failed.append((str(payload.get("product_id", "")), f"bad record: {exc}"))
                 continue
-            try:
-                check_new_product_id(rec.product_id)
-                img = decode_image(data, self.settings)
-            except ValueError as exc:  # a bad id, or InvalidImage
-                report.failed.append((rec.product_id, str(exc)))
-                continue
-            rec.image_path = store_image(data, self.settings)
-            loaded.append((_product(rec), img))
-        report.merge(self._index(loaded, True))
+            photos.append(data)
+        report.merge(self.ingest_records(records, photos=photos))
+        order: dict[str, int] = {}
+        for i, payload in enumerate(payloads):
+            order.setdefault(str(payload.get("product_id", "")), i)
+        report.failed.sort(key=lambda f: order.get(f[0], len(order)))  # refusals in the order of the records
         return report
+
+    def _photos(
+        self, records: Sequence[CatalogRecord], given: Sequence[bytes],
+    ) -> list[tuple[Image.Image, str] | Exception]:
+        """Each record's decoded photo and the path it is kept at, or why not; URLs are fetched concurrently."""
+        with ThreadPoolExecutor(max_workers=max(1, self.settings.fetch_concurrency)) as pool:
+            return list(pool.map(self._photo, records, given))
+
+    def _photo(self, rec: CatalogRecord, data: bytes) -> tuple[Image.Image, str] | Exception:
+        try:
+            check_new_product_id(rec.product_id)
+            if data or not (rec.image_path or rec.image_url):  # no photo at all: decode_image says it is empty
+                return decode_image(data, self.settings), store_image(data, self.settings)
+            if rec.image_path and (rec.image_url == "" or Path(rec.image_path).is_file()):
+                return self._load(rec.image_path), rec.image_path
+            fetched = fetch_image(rec.image_url, self.settings)
+            return decode_image(fetched, self.settings), store_image(fetched, self.settings)
+        except (OSError, ValueError) as exc:  # ValueError: a bad id, InvalidImage or FetchRefused
+            return exc
 
     def reindex(
         self, product_ids: Sequence[str] | None = None, on_progress: Callable[[int], None] | None = None,
@@ -200,9 +226,10 @@ class Ingestor:
         )
 
 
-def _product(rec: CatalogRecord) -> Product:
-    """The product a catalog record describes, before its vectors are known."""
+def _product(rec: CatalogRecord, image_ref: str) -> Product:
+    """The product a catalog record describes (its photo kept at image_ref), before its vectors are known."""
     return Product(
         product_id=rec.product_id, category=rec.category, title=rec.title, price=rec.price,
-        image_ref=rec.image_path, tags=list(rec.tags),
+        image_ref=image_ref, tags=list(rec.tags), brand=rec.brand, in_stock=rec.in_stock,
+        attributes=dict(rec.attributes),
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -20,6 +20,8 @@ from fashion_search.core.domain import (
     Hit,
     IndexStats,
     Product,
+    SearchFilter,
+    SearchQuery,
     Segmenter,
     VectorIndex,
 )
@@ -27,6 +29,7 @@ from fashion_search.core.garment_colour import colour_histogram, with_colour
 from fashion_search.core.grpc_common import ServiceUnavailable
 from fashion_search.core.images import garment_pixels
 from fashion_search.core.settings import Settings
+from fashion_search.core.unavailable import Overloaded
 from fashion_search.core.vectors import l2_normalize, mirror_average
 from fashion_search.pipeline.kinds import interleave, kind_shares, merge_garment_parts, rerank_by_kind, trusted_label
 from fashion_search.pipeline.reranking import rerank_hits
@@ -229,6 +232,21 @@ class SearchPipeline:
         return found
 
     # ---- catalog side -------------------------------------------------------------------------
+    def detect_batch(self, images: Sequence[Image.Image]) -> list[list[Detection]]:
+        """detect() of each image; a detector with detect_batch runs them as one batch (a remote one, one by one)."""
+        batched = getattr(self.detector, "detect_batch", None)
+        threshold = self.settings.detector_min_score
+        found = batched(images, threshold) if batched else [self.detector.detect(img, threshold) for img in images]
+        return [distinct_garments(dets)[: self.settings.max_garments] for dets in found]
+
+    def main_masks(self, images: Sequence[Image.Image], mains: Sequence[Detection | None]) -> list[np.ndarray | None]:
+        """The mask of each image's main detection (None without one); one batch where the segmenter batches."""
+        todo = [(img, [m.box.clip(img.width, img.height)]) for img, m in zip(images, mains, strict=True) if m]
+        batched = getattr(self.segmenter, "segment_batch", None)
+        found = batched(todo) if batched else [self.segmenter.segment(img, boxes) for img, boxes in todo]
+        masks = iter(found)
+        return [next(masks)[0] if m else None for m in mains]
+
     def catalog_vectors(self, images: Sequence[Image.Image], with_garment: bool = True) -> list[IndexedVectors]:
         """Vectors for catalog photos: the whole image, and the garment fine mode matches (settings.catalog_garment).
 
@@ -238,14 +256,11 @@ class SearchPipeline:
         if not with_garment:
             vecs = self.embed_catalog(prepared, self.image_embedder)
             return [IndexedVectors({IMAGE_VECTOR: v}, None) for v in vecs]
-        mains: list[Detection | None] = []
-        for img in prepared:
-            dets = self.detect(img)
-            mains.append(dets[0] if dets else None)
+        mains = [dets[0] if dets else None for dets in self.detect_batch(prepared)]
         n = len(prepared)
         masks: list[np.ndarray | None] = [None] * n
         if self.settings.catalog_garment != "photo" or self.settings.garment_colour_weight > 0:
-            masks = [self.garment_masks(img, [m])[0] if m else None for img, m in zip(prepared, mains, strict=True)]
+            masks = self.main_masks(prepared, mains)
         # A product photo shows its product, and street crops were trained to match such photos; the main
         # detection's cut-out alone matched them worse (docs/EVALUATION.md, street-to-shop).
         cut = [] if self.settings.catalog_garment == "photo" else [
@@ -277,22 +292,25 @@ class SearchPipeline:
 
     # ---- query side ---------------------------------------------------------------------------
     def search(
-        self, image: Image.Image, mode: str = "simple", top_k: int = 12, category: str | None = None
+        self, image: Image.Image, mode: str = "simple", top_k: int = 12, category: str | None = None, *,
+        filters: SearchFilter | None = None, offset: int = 0,
     ) -> SearchOutcome:
-        """Run one query in the given mode; a down detector/segmenter degrades fine/tag mode to simple."""
-        if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
+        """Run one query in the given mode, one page (offset, top_k) within filters; a down detector/segmenter
+        degrades fine/tag mode to simple."""
+        check_mode(mode)
         s = self.settings
         timer = _Timer()
         total = time.perf_counter()
         img = prepare(image, s)
-        categories = [category] if category else None
+        f = with_category(filters, category)
         garments: list[GarmentResult] = []
         degraded: str | None = None
         detections: list[Detection] = []
         if mode in ("fine", "tag") or s.mix_min_kinds:
             try:
                 detections = self.detect(img, timer)
+            except Overloaded:
+                raise  # back-pressure: a full queue answers 503 at once rather than shifting the load elsewhere
             except ServiceUnavailable as exc:
                 if mode != "simple":
                     degraded = f"{exc}; answered in simple mode"
@@ -305,7 +323,7 @@ class SearchPipeline:
             timer.add("embed", start)
             start = time.perf_counter()
             # More candidates than shown: the image model's neighbours are the evidence for the photo's kind.
-            image_hits = self._image_search(vec, max(top_k, s.kind_vote_depth), categories)
+            image_hits = self._image_search(vec, max(top_k, s.kind_vote_depth), f)
             timer.add("search", start)
         except ServiceUnavailable as exc:
             if mode != "fine" or not detections:
@@ -318,44 +336,79 @@ class SearchPipeline:
         suggested: str | None = None
         if mode == "fine" and detections:
             try:
-                garments = self._fine(img, detections, top_k, categories, shares, timer)
+                garments = self._fine(img, detections, top_k, f, offset, shares, timer)
                 hits = _merge([g.hits for g in garments], top_k)
+            except Overloaded:
+                raise
             except ServiceUnavailable as exc:
                 degraded = f"{exc}; answered in simple mode"
                 log.warning("degraded search: %s", exc)
-        elif mode != "fine" and not category:
+                garments = []
+        elif mode != "fine" and not (f and f.categories):
             kinds = _distinct([trusted_label(d, s) for d in detections])
             start = time.perf_counter()
             if s.mix_min_kinds and len(kinds) >= s.mix_min_kinds:
                 # Several kinds in one photo: each kind's nearest in turn, not the one kind the whole photo is
                 # nearest to; fine mode answers each garment on its own.
-                hits = interleave([self._image_search(vec, top_k, [k]) for k in kinds], top_k)
+                lists = [self._image_search(vec, offset + top_k, _only(f, k)) for k in kinds]
+                hits = interleave(lists, offset + top_k)[offset:]
                 suggested = "fine"
             elif mode == "tag":
                 kind = _tag_kind(kinds, shares, s)
-                hits = self._image_search(vec, top_k, [kind]) if kind else []
+                hits = self._image_search(vec, top_k, _only(f, kind), offset) if kind else []
             timer.add("search", start)
         if mode == "tag" or suggested:  # simple mode shows the garments only where they changed its answer
             garments = [GarmentResult(d, []) for d in detections]
         if not hits:
             if image_down is not None:
                 raise image_down
-            hits = image_hits[:top_k]
+            hits = image_hits[:top_k] if offset == 0 else self._image_search(vec, top_k, f, offset)
         timer.add("total", total)
         return SearchOutcome(mode, hits, garments, img.size, timer.ms, degraded, suggested)
 
-    def _image_search(self, vec: np.ndarray, top_k: int, categories: list[str] | None) -> list[Hit]:
+    def search_like(
+        self, product_id: str, mode: str = "simple", top_k: int = 12, *,
+        filters: SearchFilter | None = None, offset: int = 0,
+    ) -> SearchOutcome:
+        """"More like this": search with a catalog product's stored vectors in place of a photo (nothing is
+        embedded), leaving the product itself out; UnknownProduct if the id is not in the index."""
+        check_mode(mode)
+        timer = _Timer()
+        total = time.perf_counter()
+        product = self.index.get(product_id)
+        vectors = self.index.vectors(product_id) if product is not None else None
+        if product is None or not vectors:
+            raise UnknownProduct(product_id)
+        f = replace(filters or SearchFilter(), exclude=(*(filters.exclude if filters else ()), product_id))
+        garments: list[GarmentResult] = []
+        start = time.perf_counter()
+        if mode == "fine" and GARMENT_VECTOR in vectors:
+            # The product's garment stands for the garment fine mode would detect in its photo.
+            box = product.box or Box(0.0, 0.0, 0.0, 0.0)
+            found = self.index.search(vectors[GARMENT_VECTOR], top_k, GARMENT_VECTOR, filters=f, offset=offset)
+            garments = [GarmentResult(Detection(box, product.category, 1.0), found)]
+            hits = found
+        else:
+            if mode == "tag" and product.category:
+                f = _tag_filter(f, [product.category])
+            hits = self._image_search(vectors[IMAGE_VECTOR], top_k, f, offset)
+        timer.add("search", start)
+        timer.add("total", total)
+        return SearchOutcome(mode, hits, garments, (0, 0), timer.ms)
+
+    def _image_search(self, vec: np.ndarray, top_k: int, f: SearchFilter | None, offset: int = 0) -> list[Hit]:
         """Simple and tag modes' search: query expansion in the index, then the category-vote re-ranking."""
         s = self.settings
-        if not s.category_vote_on:
-            return self.index.search(vec, top_k, IMAGE_VECTOR, categories, s.query_expansion)
-        # More candidates than shown, so that results of the voted category from further down can move up.
         n = min(max(top_k, s.category_vote_candidates), s.max_top_k)
-        hits = self.index.search(vec, n, IMAGE_VECTOR, categories, s.query_expansion)
-        return rerank_hits(hits, s.category_vote_depth, s.category_vote_weight)[:top_k]
+        # The vote re-ranks the first n candidates; pages past them keep the vector order.
+        if not s.category_vote_on or offset + top_k > n:
+            return self.index.search(vec, top_k, IMAGE_VECTOR, None, s.query_expansion, filters=f, offset=offset)
+        # More candidates than shown, so that results of the voted category from further down can move up.
+        hits = self.index.search(vec, n, IMAGE_VECTOR, None, s.query_expansion, filters=f)
+        return rerank_hits(hits, s.category_vote_depth, s.category_vote_weight)[offset:offset + top_k]
 
     def _fine(
-        self, img: Image.Image, detections: list[Detection], top_k: int, categories: list[str] | None,
+        self, img: Image.Image, detections: list[Detection], top_k: int, f: SearchFilter | None, offset: int,
         image_shares: dict[str, float], timer: _Timer,
     ) -> list[GarmentResult]:
         cuts, masks = self.garment_cutouts(img, detections, timer)
@@ -364,14 +417,46 @@ class SearchPipeline:
         vecs = self.with_garment_colour(vecs, [img] * len(detections), [d.box for d in detections], masks)
         timer.add("embed", start)
         start = time.perf_counter()
-        n = min(max(top_k, self.settings.kind_candidates), self.settings.max_top_k)
+        # Kind evidence re-ranks more candidates than a page shows; one call searches every garment.
+        n = max(offset + top_k, self.settings.kind_candidates)
+        found = self.index.search_batch([SearchQuery(v, n, GARMENT_VECTOR, filters=f) for v in vecs])
         results = [
-            GarmentResult(d, rerank_by_kind(
-                self.index.search(v, n, GARMENT_VECTOR, categories), d, image_shares, img.size, self.settings)[:top_k])
-            for d, v in zip(detections, vecs, strict=True)
+            GarmentResult(d, rerank_by_kind(hits, d, image_shares, img.size, self.settings)[offset:offset + top_k])
+            for d, hits in zip(detections, found, strict=True)
         ]
         timer.add("search", start)
         return results
+
+
+class UnknownProduct(LookupError):
+    """A "more like this" search names a product the index does not hold."""
+
+
+def check_mode(mode: str) -> str:
+    """The search mode, or ValueError."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
+    return mode
+
+
+def with_category(filters: SearchFilter | None, category: str | None) -> SearchFilter | None:
+    """The filter with one more category allowed (the single-category form of older callers)."""
+    if not category:
+        return filters
+    f = filters or SearchFilter()
+    return replace(f, categories=tuple(dict.fromkeys((*f.categories, category))))
+
+
+def _tag_filter(f: SearchFilter | None, detected: list[str]) -> SearchFilter | None:
+    """Tag mode: the categories detected in the photo, unless the caller chose categories."""
+    if not detected or (f is not None and f.categories):
+        return f
+    return replace(f or SearchFilter(), categories=tuple(detected))
+
+
+def _only(f: SearchFilter | None, kind: str) -> SearchFilter:
+    """The filter restricted to one kind (category)."""
+    return replace(f or SearchFilter(), categories=(kind,))
 
 
 def _distinct(labels: Sequence[str | None]) -> list[str]:

@@ -7,7 +7,14 @@ from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Map
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Product(_message.Message):
-    __slots__ = ("product_id", "category", "tags", "title", "price", "image_ref", "box", "has_box", "revision", "embedder")
+    __slots__ = ("product_id", "category", "tags", "title", "price", "image_ref", "box", "has_box", "revision", "embedder", "brand", "in_stock", "attributes")
+    class AttributesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     PRODUCT_ID_FIELD_NUMBER: _ClassVar[int]
     CATEGORY_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
@@ -18,6 +25,9 @@ class Product(_message.Message):
     HAS_BOX_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
     EMBEDDER_FIELD_NUMBER: _ClassVar[int]
+    BRAND_FIELD_NUMBER: _ClassVar[int]
+    IN_STOCK_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
     product_id: str
     category: str
     tags: _containers.RepeatedScalarFieldContainer[str]
@@ -28,7 +38,10 @@ class Product(_message.Message):
     has_box: bool
     revision: str
     embedder: str
-    def __init__(self, product_id: _Optional[str] = ..., category: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., title: _Optional[str] = ..., price: _Optional[float] = ..., image_ref: _Optional[str] = ..., box: _Optional[_Union[_common_pb2.Box, _Mapping]] = ..., has_box: bool = ..., revision: _Optional[str] = ..., embedder: _Optional[str] = ...) -> None: ...
+    brand: str
+    in_stock: bool
+    attributes: _containers.ScalarMap[str, str]
+    def __init__(self, product_id: _Optional[str] = ..., category: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., title: _Optional[str] = ..., price: _Optional[float] = ..., image_ref: _Optional[str] = ..., box: _Optional[_Union[_common_pb2.Box, _Mapping]] = ..., has_box: bool = ..., revision: _Optional[str] = ..., embedder: _Optional[str] = ..., brand: _Optional[str] = ..., in_stock: bool = ..., attributes: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class NamedVector(_message.Message):
     __slots__ = ("name", "values")
@@ -65,18 +78,40 @@ class UpsertResponse(_message.Message):
     def __init__(self, upserted: _Optional[int] = ..., version: _Optional[int] = ..., skipped: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("vector", "top_k", "categories", "vector_name", "expand")
+    __slots__ = ("vector", "top_k", "categories", "vector_name", "expand", "filter", "offset")
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     CATEGORIES_FIELD_NUMBER: _ClassVar[int]
     VECTOR_NAME_FIELD_NUMBER: _ClassVar[int]
     EXPAND_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
     vector: _containers.RepeatedScalarFieldContainer[float]
     top_k: int
     categories: _containers.RepeatedScalarFieldContainer[str]
     vector_name: str
     expand: int
-    def __init__(self, vector: _Optional[_Iterable[float]] = ..., top_k: _Optional[int] = ..., categories: _Optional[_Iterable[str]] = ..., vector_name: _Optional[str] = ..., expand: _Optional[int] = ...) -> None: ...
+    filter: SearchFilter
+    offset: int
+    def __init__(self, vector: _Optional[_Iterable[float]] = ..., top_k: _Optional[int] = ..., categories: _Optional[_Iterable[str]] = ..., vector_name: _Optional[str] = ..., expand: _Optional[int] = ..., filter: _Optional[_Union[SearchFilter, _Mapping]] = ..., offset: _Optional[int] = ...) -> None: ...
+
+class SearchFilter(_message.Message):
+    __slots__ = ("categories", "min_price", "max_price", "brands", "in_stock", "tags", "exclude")
+    CATEGORIES_FIELD_NUMBER: _ClassVar[int]
+    MIN_PRICE_FIELD_NUMBER: _ClassVar[int]
+    MAX_PRICE_FIELD_NUMBER: _ClassVar[int]
+    BRANDS_FIELD_NUMBER: _ClassVar[int]
+    IN_STOCK_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_FIELD_NUMBER: _ClassVar[int]
+    categories: _containers.RepeatedScalarFieldContainer[str]
+    min_price: float
+    max_price: float
+    brands: _containers.RepeatedScalarFieldContainer[str]
+    in_stock: bool
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    exclude: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, categories: _Optional[_Iterable[str]] = ..., min_price: _Optional[float] = ..., max_price: _Optional[float] = ..., brands: _Optional[_Iterable[str]] = ..., in_stock: bool = ..., tags: _Optional[_Iterable[str]] = ..., exclude: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Hit(_message.Message):
     __slots__ = ("product", "score")
@@ -92,6 +127,18 @@ class SearchResponse(_message.Message):
     hits: _containers.RepeatedCompositeFieldContainer[Hit]
     def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ...) -> None: ...
 
+class SearchBatchRequest(_message.Message):
+    __slots__ = ("queries",)
+    QUERIES_FIELD_NUMBER: _ClassVar[int]
+    queries: _containers.RepeatedCompositeFieldContainer[SearchRequest]
+    def __init__(self, queries: _Optional[_Iterable[_Union[SearchRequest, _Mapping]]] = ...) -> None: ...
+
+class SearchBatchResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[SearchResponse]
+    def __init__(self, results: _Optional[_Iterable[_Union[SearchResponse, _Mapping]]] = ...) -> None: ...
+
 class GetRequest(_message.Message):
     __slots__ = ("product_id",)
     PRODUCT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -105,6 +152,40 @@ class GetResponse(_message.Message):
     found: bool
     product: Product
     def __init__(self, found: bool = ..., product: _Optional[_Union[Product, _Mapping]] = ...) -> None: ...
+
+class VectorsRequest(_message.Message):
+    __slots__ = ("product_id",)
+    PRODUCT_ID_FIELD_NUMBER: _ClassVar[int]
+    product_id: str
+    def __init__(self, product_id: _Optional[str] = ...) -> None: ...
+
+class VectorsResponse(_message.Message):
+    __slots__ = ("found", "vectors")
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    found: bool
+    vectors: _containers.RepeatedCompositeFieldContainer[NamedVector]
+    def __init__(self, found: bool = ..., vectors: _Optional[_Iterable[_Union[NamedVector, _Mapping]]] = ...) -> None: ...
+
+class UpdateFieldsRequest(_message.Message):
+    __slots__ = ("product_id", "fields", "values")
+    PRODUCT_ID_FIELD_NUMBER: _ClassVar[int]
+    FIELDS_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    product_id: str
+    fields: _containers.RepeatedScalarFieldContainer[str]
+    values: Product
+    def __init__(self, product_id: _Optional[str] = ..., fields: _Optional[_Iterable[str]] = ..., values: _Optional[_Union[Product, _Mapping]] = ...) -> None: ...
+
+class UpdateFieldsResponse(_message.Message):
+    __slots__ = ("found", "product", "version")
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    PRODUCT_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    found: bool
+    product: Product
+    version: int
+    def __init__(self, found: bool = ..., product: _Optional[_Union[Product, _Mapping]] = ..., version: _Optional[int] = ...) -> None: ...
 
 class DeleteRequest(_message.Message):
     __slots__ = ("product_ids",)

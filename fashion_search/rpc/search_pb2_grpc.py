@@ -25,10 +25,25 @@ class SearchStub(object):
                 request_serializer=fashion__search_dot_rpc_dot_search__pb2.SearchRequest.SerializeToString,
                 response_deserializer=fashion__search_dot_rpc_dot_search__pb2.SearchResponse.FromString,
                 )
+        self.SearchBatch = channel.unary_unary(
+                '/fashion_search.v1.Search/SearchBatch',
+                request_serializer=fashion__search_dot_rpc_dot_search__pb2.SearchBatchRequest.SerializeToString,
+                response_deserializer=fashion__search_dot_rpc_dot_search__pb2.SearchBatchResponse.FromString,
+                )
         self.Get = channel.unary_unary(
                 '/fashion_search.v1.Search/Get',
                 request_serializer=fashion__search_dot_rpc_dot_search__pb2.GetRequest.SerializeToString,
                 response_deserializer=fashion__search_dot_rpc_dot_search__pb2.GetResponse.FromString,
+                )
+        self.Vectors = channel.unary_unary(
+                '/fashion_search.v1.Search/Vectors',
+                request_serializer=fashion__search_dot_rpc_dot_search__pb2.VectorsRequest.SerializeToString,
+                response_deserializer=fashion__search_dot_rpc_dot_search__pb2.VectorsResponse.FromString,
+                )
+        self.UpdateFields = channel.unary_unary(
+                '/fashion_search.v1.Search/UpdateFields',
+                request_serializer=fashion__search_dot_rpc_dot_search__pb2.UpdateFieldsRequest.SerializeToString,
+                response_deserializer=fashion__search_dot_rpc_dot_search__pb2.UpdateFieldsResponse.FromString,
                 )
         self.Delete = channel.unary_unary(
                 '/fashion_search.v1.Search/Delete',
@@ -68,8 +83,28 @@ class SearchServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SearchBatch(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Get(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Vectors(self, request, context):
+        """A product's stored vectors ("more like this").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateFields(self, request, context):
+        """Payload-only update of catalog fields (no re-embedding).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -113,10 +148,25 @@ def add_SearchServicer_to_server(servicer, server):
                     request_deserializer=fashion__search_dot_rpc_dot_search__pb2.SearchRequest.FromString,
                     response_serializer=fashion__search_dot_rpc_dot_search__pb2.SearchResponse.SerializeToString,
             ),
+            'SearchBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchBatch,
+                    request_deserializer=fashion__search_dot_rpc_dot_search__pb2.SearchBatchRequest.FromString,
+                    response_serializer=fashion__search_dot_rpc_dot_search__pb2.SearchBatchResponse.SerializeToString,
+            ),
             'Get': grpc.unary_unary_rpc_method_handler(
                     servicer.Get,
                     request_deserializer=fashion__search_dot_rpc_dot_search__pb2.GetRequest.FromString,
                     response_serializer=fashion__search_dot_rpc_dot_search__pb2.GetResponse.SerializeToString,
+            ),
+            'Vectors': grpc.unary_unary_rpc_method_handler(
+                    servicer.Vectors,
+                    request_deserializer=fashion__search_dot_rpc_dot_search__pb2.VectorsRequest.FromString,
+                    response_serializer=fashion__search_dot_rpc_dot_search__pb2.VectorsResponse.SerializeToString,
+            ),
+            'UpdateFields': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateFields,
+                    request_deserializer=fashion__search_dot_rpc_dot_search__pb2.UpdateFieldsRequest.FromString,
+                    response_serializer=fashion__search_dot_rpc_dot_search__pb2.UpdateFieldsResponse.SerializeToString,
             ),
             'Delete': grpc.unary_unary_rpc_method_handler(
                     servicer.Delete,
@@ -184,6 +234,23 @@ class Search(object):
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
 
     @staticmethod
+    def SearchBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/fashion_search.v1.Search/SearchBatch',
+            fashion__search_dot_rpc_dot_search__pb2.SearchBatchRequest.SerializeToString,
+            fashion__search_dot_rpc_dot_search__pb2.SearchBatchResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
     def Get(request,
             target,
             options=(),
@@ -197,6 +264,40 @@ class Search(object):
         return grpc.experimental.unary_unary(request, target, '/fashion_search.v1.Search/Get',
             fashion__search_dot_rpc_dot_search__pb2.GetRequest.SerializeToString,
             fashion__search_dot_rpc_dot_search__pb2.GetResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def Vectors(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/fashion_search.v1.Search/Vectors',
+            fashion__search_dot_rpc_dot_search__pb2.VectorsRequest.SerializeToString,
+            fashion__search_dot_rpc_dot_search__pb2.VectorsResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def UpdateFields(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/fashion_search.v1.Search/UpdateFields',
+            fashion__search_dot_rpc_dot_search__pb2.UpdateFieldsRequest.SerializeToString,
+            fashion__search_dot_rpc_dot_search__pb2.UpdateFieldsResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
 

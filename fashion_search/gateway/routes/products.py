@@ -5,21 +5,23 @@ from __future__ import annotations
 from pathlib import Path as FilePath
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, HTTPException, Path, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Path, Query, Response, UploadFile
 from fastapi.responses import FileResponse
 
+from fashion_search.core.catalog import CatalogError, parse_attributes
 from fashion_search.core.domain import PRODUCT_ID_PATTERN, PRODUCT_ID_RULE, Product
 from fashion_search.core.images import stored_image_type
 from fashion_search.core.settings import Settings
+from fashion_search.gateway.auth import requires
 from fashion_search.gateway.convert import product_out
 from fashion_search.gateway.deps import get_ingestor, get_pipeline, get_settings
-from fashion_search.gateway.responses import NOT_FOUND, PHOTO, UNAVAILABLE, UPLOAD
-from fashion_search.gateway.schemas import ProductOut, StatsOut
+from fashion_search.gateway.responses import ACCESS, INVALID, NOT_FOUND, PATCH_RESPONSES, PHOTO, UNAVAILABLE, UPLOAD
+from fashion_search.gateway.schemas import ProductOut, ProductPage, ProductPatch, StatsOut
 from fashion_search.gateway.uploads import read_upload
 from fashion_search.pipeline.ingest import Ingestor
 from fashion_search.pipeline.search_pipeline import SearchPipeline
 
-router = APIRouter(prefix="/v1", tags=["products"])
+router = APIRouter(prefix="/v1", tags=["products"], responses=ACCESS)
 
 # The id rule is in the schema, so FastAPI refuses a bad id (422) before a route runs.
 ProductId = Annotated[str, Path(pattern=PRODUCT_ID_PATTERN, description=PRODUCT_ID_RULE)]
@@ -32,7 +34,9 @@ def _product_or_404(pipeline: SearchPipeline, product_id: str) -> Product:
     return product
 
 
-@router.post("/products", response_model=ProductOut, status_code=201, responses=UPLOAD)
+@router.post(
+    "/products", response_model=ProductOut, status_code=201, responses=UPLOAD, dependencies=[requires("catalog")],
+)
 def add_product(
     image: Annotated[UploadFile, File(description="product photo")],
     product_id: Annotated[str, Form(pattern=PRODUCT_ID_PATTERN, description=PRODUCT_ID_RULE)],
@@ -43,12 +47,20 @@ def add_product(
     category: Annotated[str, Form(description="empty: taken from the detector")] = "",
     price: Annotated[float, Form(ge=0, allow_inf_nan=False)] = 0.0,
     tags: Annotated[str, Form(description="comma-separated")] = "",
+    brand: Annotated[str, Form()] = "",
+    in_stock: Annotated[bool, Form(description="whether the product can be bought now")] = True,
+    attributes: Annotated[str, Form(description='"name=value; name=value", e.g. "colour=red; material=leather"')] = "",
 ) -> ProductOut:
     """Index one product (replacing any product with the same id)."""
+    try:
+        attrs = parse_attributes(attributes, "attributes")
+    except CatalogError as exc:
+        raise HTTPException(422, str(exc)) from None
     data = read_upload(image, settings)
     payload = {
         "product_id": product_id, "image_path": "", "title": title, "category": category.strip(),
-        "price": price, "tags": [t.strip() for t in tags.split(",") if t.strip()],
+        "price": price, "tags": [t.strip() for t in tags.split(",") if t.strip()], "brand": brand.strip(),
+        "in_stock": in_stock, "attributes": attrs,
     }
     report = ingestor.ingest_payloads([payload], [data])
     if report.failed:
@@ -59,13 +71,55 @@ def add_product(
     return product_out(product)
 
 
-@router.get("/products/{product_id}", response_model=ProductOut, responses=NOT_FOUND)
+@router.get(
+    "/products", response_model=ProductPage, responses={**INVALID, **UNAVAILABLE},
+    dependencies=[requires("search")],
+)
+def list_products(
+    pipeline: Annotated[SearchPipeline, Depends(get_pipeline)],
+    settings: Annotated[Settings, Depends(get_settings)],
+    limit: Annotated[int, Query(ge=1, description="products per page, at most FS_MAX_SCROLL_LIMIT")] = 100,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page; omit for the first")] = None,
+) -> ProductPage:
+    """The catalog page by page, in a stable order (a product updated meanwhile keeps its place)."""
+    if limit > settings.max_scroll_limit:
+        raise HTTPException(422, f"limit must be between 1 and {settings.max_scroll_limit}, got {limit}")
+    try:
+        products, next_cursor = pipeline.index.scroll(cursor or None, limit)
+    except ValueError as exc:
+        raise HTTPException(422, f"cursor: {exc}") from None
+    return ProductPage(products=[product_out(p) for p in products], next_cursor=next_cursor)
+
+
+@router.patch(
+    "/products/{product_id}", response_model=ProductOut, responses=PATCH_RESPONSES,
+    dependencies=[requires("catalog")],
+)
+def patch_product(
+    product_id: ProductId, patch: ProductPatch, pipeline: Annotated[SearchPipeline, Depends(get_pipeline)],
+) -> ProductOut:
+    """Change catalog fields (price, stock, ...) without re-embedding the photo; cached searches are invalidated."""
+    fields = patch.model_dump(exclude_unset=True)
+    if any(v is None for v in fields.values()):
+        raise HTTPException(422, f"{next(k for k, v in fields.items() if v is None)}: may not be null")
+    product = pipeline.index.update_fields(product_id, fields)
+    if product is None:
+        raise HTTPException(404, f"unknown product {product_id!r}")
+    return product_out(product)
+
+
+@router.get(
+    "/products/{product_id}", response_model=ProductOut, responses=NOT_FOUND, dependencies=[requires("search")],
+)
 def get_product(product_id: ProductId, pipeline: Annotated[SearchPipeline, Depends(get_pipeline)]) -> ProductOut:
     """One product's catalog data."""
     return product_out(_product_or_404(pipeline, product_id))
 
 
-@router.get("/products/{product_id}/image", response_class=FileResponse, responses={**PHOTO, **NOT_FOUND})
+@router.get(
+    "/products/{product_id}/image", response_class=FileResponse, responses={**PHOTO, **NOT_FOUND},
+    dependencies=[requires("search")],
+)
 def product_image(product_id: ProductId, pipeline: Annotated[SearchPipeline, Depends(get_pipeline)]) -> FileResponse:
     """The product's photo."""
     product = _product_or_404(pipeline, product_id)
@@ -79,7 +133,7 @@ def product_image(product_id: ProductId, pipeline: Annotated[SearchPipeline, Dep
     )
 
 
-@router.delete("/products/{product_id}", status_code=204, responses=NOT_FOUND)
+@router.delete("/products/{product_id}", status_code=204, responses=NOT_FOUND, dependencies=[requires("catalog")])
 def delete_product(product_id: ProductId, pipeline: Annotated[SearchPipeline, Depends(get_pipeline)]) -> Response:
     """Remove a product from the index."""
     if pipeline.index.delete([product_id]) == 0:
@@ -87,7 +141,7 @@ def delete_product(product_id: ProductId, pipeline: Annotated[SearchPipeline, De
     return Response(status_code=204)
 
 
-@router.get("/stats", response_model=StatsOut, responses=UNAVAILABLE)
+@router.get("/stats", response_model=StatsOut, responses=UNAVAILABLE, dependencies=[requires("search")])
 def stats(pipeline: Annotated[SearchPipeline, Depends(get_pipeline)]) -> StatsOut:
     """Collection size, version, known categories and which embedder computed the stored vectors."""
     s = pipeline.index.stats()

@@ -8,6 +8,7 @@ v3 is v2 plus a second stage (`box_head.py`) that names and refines each propose
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -18,8 +19,9 @@ import torch.nn.functional as F  # noqa: N812 - the usual torch alias
 from PIL import Image
 from torch import nn
 
+from fashion_search.core.batching import DynamicBatcher, batch_policy
 from fashion_search.core.domain import Box, Detection
-from fashion_search.core.model_base import InferenceModel, file_digest, for_inference
+from fashion_search.core.model_base import InferenceModel, file_digest, for_inference, warm_up_batches
 from fashion_search.core.settings import DEFAULT_DETECTOR_MIN_SCORE, Settings
 from fashion_search.services.detector.box_head import BoxHead, Scoring, finish, proposal_tensor
 from fashion_search.services.detector.head import CATEGORIES
@@ -182,6 +184,11 @@ class SceneDetector(InferenceModel):
         return f"{self.name}.{file_digest(self.variant.weights)}"
 
     def _load(self) -> None:
+        # Concurrent callers' images go through the network together (one preprocessed image per item), on a GPU
+        # by default.
+        self._batcher: DynamicBatcher[torch.Tensor, tuple[torch.Tensor, ...]] = DynamicBatcher(
+            "detector", self._forward_rows, batch_policy(self.settings, "detector", self.device.type == "cuda")
+        )
         pyramid = Pyramid(self.variant).to(self.device)
         head, self._box_head, self._scoring, self._min_score = load_heads(self.variant)
         # The first-stage head runs beside the pyramid; the second stage pools a handful of boxes, so it and the
@@ -190,26 +197,59 @@ class SceneDetector(InferenceModel):
         self._network = for_inference(
             DetectorNetwork(pyramid, head.to(self.device)), torch.zeros(1, 3, size, size), self.device, self.settings
         )
+        # A batching detector meets every batch size up to its bound (cuDNN plans each on first use on a GPU).
+        largest = self._batcher.policy.max_batch_size if self._batcher.policy.enabled else 1
+        warm_up_batches(self.device, lambda n: self._network(torch.zeros(n, 3, size, size, device=self.device)),
+                        largest)
+
+    @torch.inference_mode()
+    def _forward_rows(self, images: list[torch.Tensor]) -> list[tuple[torch.Tensor, ...]]:
+        """One forward pass over preprocessed images; each image's (mid, deep, heat, size, offset)."""
+        return _rows(self._network(torch.stack(images).to(self.device)))
 
     @torch.inference_mode()
     def detect(self, image: Image.Image, min_score: float | None = None) -> list[Detection]:
         """Garments in the image, best first, boxes in the image's pixels."""
+        return self.detect_batch([image], min_score)[0]
+
+    @torch.inference_mode()
+    def detect_batch(self, images: Sequence[Image.Image], min_score: float | None = None) -> list[list[Detection]]:
+        """detect() of each image; the network runs over them together (and with other threads' images when
+        settings.detector_batching is on)."""
         self.load()
+        if not images:
+            return []
         threshold = min_score if min_score is not None else self.settings.detector_min_score
         if threshold is None:
             threshold = self._min_score
-        mid, deep, *first = self._network(preprocess(image, self.variant.input_size).to(self.device))
-        heat, size, offset = (t.cpu() for t in first)
+        size = self.variant.input_size
+        rows = self._batcher.submit([preprocess(image, size)[0] for image in images])
+        return [
+            self._second_stage(mid, deep, heat, sizes, offset, image.width, image.height, threshold)
+            for (mid, deep, heat, sizes, offset), image in zip(rows, images, strict=True)
+        ]
+
+    def _second_stage(
+        self, mid: torch.Tensor, deep: torch.Tensor, heat: torch.Tensor, size: torch.Tensor, offset: torch.Tensor,
+        width: int, height: int, threshold: float,
+    ) -> list[Detection]:
+        """One image's detections from its first-stage maps: peaks, then the box head where the variant has one."""
         if self._box_head is None:
-            return decode(heat, size, offset, image.width, image.height, threshold)
-        proposals = peaks(heat, size, offset, image.width, image.height, min(threshold, PROPOSAL_MIN_SCORE))
+            return decode(heat, size, offset, width, height, threshold)
+        proposals = peaks(heat, size, offset, width, height, min(threshold, PROPOSAL_MIN_SCORE))
         if not proposals:
             return []
         logits, deltas = self._box_head(
-            mid.cpu(), deep.cpu(), proposal_tensor(proposals, image.width, image.height),
-            torch.zeros(len(proposals), dtype=torch.long), torch.full((len(proposals),), image.width / image.height),
+            mid, deep, proposal_tensor(proposals, width, height),
+            torch.zeros(len(proposals), dtype=torch.long), torch.full((len(proposals),), width / height),
         )
-        return finish(proposals, logits, deltas, image.width, image.height, self._scoring, threshold)
+        return finish(proposals, logits, deltas, width, height, self._scoring, threshold)
+
+
+def _rows(outputs: Sequence[torch.Tensor]) -> list[tuple[torch.Tensor, ...]]:
+    """A batch's network outputs as each image's outputs, batch dimension kept (1×…), on the CPU."""
+    cpu = [t.cpu() for t in outputs]
+    return [tuple(t[i:i + 1] for t in cpu) for i in range(len(cpu[0]))]
 
 
 def _float32(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

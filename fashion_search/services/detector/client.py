@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from fashion_search.core.deadlines import call_timeout
 from fashion_search.core.domain import Detection
 from fashion_search.core.grpc_common import box_from_proto, image_to_proto, make_channel, remote_model_name, rpc_errors
 from fashion_search.core.settings import Settings
@@ -34,7 +35,7 @@ class RemoteDetector:
         wire_score = 0.0 if min_score is None else max(min_score, _EXPLICIT_ZERO)
         request = detector_pb2.DetectRequest(image=image_to_proto(image), min_score=wire_score)
         with rpc_errors("detector"):
-            resp = self._stub.Detect(request, timeout=self.settings.grpc_timeout_s)
+            resp = self._stub.Detect(request, timeout=call_timeout("detector", self.settings.grpc_timeout_s))
         return [Detection(box_from_proto(d.box), d.category, d.score) for d in resp.detections]
 
     def close(self) -> None:

@@ -93,8 +93,13 @@ class EfficientNetBackbone(InferenceModel):
     @torch.inference_mode()
     def forward(self, images: Sequence[Image.Image]) -> BackboneOutput:
         """Run the network on a batch of images."""
+        return self.forward_rgb(self.preprocess(images))
+
+    @torch.inference_mode()
+    def forward_rgb(self, rgb: torch.Tensor) -> BackboneOutput:
+        """Run the network on a preprocessed B×3×S×S batch in [0, 1] (what `preprocess` returns)."""
         self.load()
-        rgb = self.preprocess(images).to(self.device)
+        rgb = rgb.to(self.device)
         fmap = self._model.extract_features(self.normalize(rgb))
         pooled = fmap.mean(dim=(2, 3))
         rgb_pooled = torch.nn.functional.adaptive_avg_pool2d(rgb, fmap.shape[-2:])

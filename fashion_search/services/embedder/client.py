@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
+from fashion_search.core.deadlines import call_timeout
 from fashion_search.core.grpc_common import Expiring, image_to_proto, make_channel, rpc_errors, vector_from_values
 from fashion_search.core.settings import Settings
 from fashion_search.rpc import embedder_pb2, embedder_pb2_grpc
@@ -23,7 +24,8 @@ class RemoteEmbedder:
 
     def _ask_info(self) -> embedder_pb2.InfoResponse:
         with rpc_errors("embedder"):
-            return self._stub.Info(embedder_pb2.InfoRequest(), timeout=self.settings.grpc_timeout_s)
+            timeout = call_timeout("embedder", self.settings.grpc_timeout_s)
+            return self._stub.Info(embedder_pb2.InfoRequest(), timeout=timeout)
 
     @property
     def dim(self) -> int:
@@ -41,7 +43,7 @@ class RemoteEmbedder:
             return np.zeros((0, self.dim), dtype=np.float32)
         request = embedder_pb2.EmbedBatchRequest(images=[image_to_proto(img) for img in images])
         with rpc_errors("embedder"):
-            resp = self._stub.EmbedBatch(request, timeout=self.settings.grpc_timeout_s)
+            resp = self._stub.EmbedBatch(request, timeout=call_timeout("embedder", self.settings.grpc_timeout_s))
         return np.stack([vector_from_values(v.values) for v in resp.vectors])
 
     def close(self) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from fashion_search.core.batching import DynamicBatcher, batch_policy
 from fashion_search.core.model_base import InferenceModel, file_digest, for_inference, warm_up_batches
 from fashion_search.core.settings import Settings
 from fashion_search.core.vectors import l2_normalize, mirror_average, mirror_averaged
@@ -21,6 +22,9 @@ from fashion_search.services.embedder.fashion_net import (
     shipped_weights,
     weights_backbone,
 )
+
+# One image's rows of a BackboneOutput: pooled features, feature map, pooled RGB.
+BackboneRows = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 COLOR_POSITIONS = 10
 COLOR_DIM = 3 * COLOR_POSITIONS
@@ -55,7 +59,7 @@ class GarmentEmbedder(InferenceModel):
         if self.variant != "imagenet" and not self.weights.is_file():
             raise FileNotFoundError(
                 f"no weights for embedder {self.variant!r} at {self.weights}: train them with `fashion-search train "
-                "embedder` (README) or point FS_EMBEDDER_WEIGHTS at a weight file"
+                "embedder` (docs/MODELS.md) or point FS_EMBEDDER_WEIGHTS at a weight file"
             )
         network = LITE0 if self.variant == "imagenet" else weights_backbone(self.weights)
         self.backbone = (
@@ -91,6 +95,12 @@ class GarmentEmbedder(InferenceModel):
 
     def _load(self) -> None:
         self.backbone.load()
+        # Concurrent callers' images go through the network together (one preprocessed image per item); whether
+        # depends on the device, known only now.
+        self._batcher: DynamicBatcher[torch.Tensor, BackboneRows] = DynamicBatcher(
+            f"embedder {self.variant}", self._forward_rows,
+            batch_policy(self.settings, "embedder", self.backbone.device.type == "cuda"),
+        )
         size = self.settings.embed_image_size
         if self.variant != "imagenet":
             tail, _ = load_tail(self.backbone.network, self.weights)
@@ -100,23 +110,32 @@ class GarmentEmbedder(InferenceModel):
                 self.backbone.device, self.settings,
             )
         blank = Image.new("RGB", (size, size), "white")
-        warm_up_batches(self.backbone.device, lambda n: self._raw([blank] * n), self.settings.max_garments)
+        largest = max(self.settings.max_garments, self._batcher.policy.max_batch_size)
+        warm_up_batches(self.backbone.device, lambda n: self._forward(self.backbone.preprocess([blank] * n)), largest)
 
     @property
     def weights(self) -> Path:
         """The tail's weight file: FS_EMBEDDER_WEIGHTS, else the one shipped for the variant."""
         return self.settings.embedder_weights or shipped_weights(self.variant)
 
-    @torch.inference_mode()
     def raw(self, images: Sequence[Image.Image]) -> BackboneOutput:
-        """Deep features (before normalisation), last feature map and pooled RGB for a batch."""
+        """Deep features (before normalisation), last feature map and pooled RGB for a batch; the forward pass may
+        be shared with other threads' images (settings.embedder_batching)."""
         self.load()
-        return self._raw(images)
+        rows = self._batcher.submit(list(self.backbone.preprocess(images)))
+        return BackboneOutput(*(np.stack(part) for part in zip(*rows, strict=True)))
 
-    def _raw(self, images: Sequence[Image.Image]) -> BackboneOutput:
+    @torch.inference_mode()
+    def _forward_rows(self, rgbs: list[torch.Tensor]) -> list[BackboneRows]:
+        """One forward pass over preprocessed images; each image's (pooled, fmap, rgb_pooled) rows."""
+        out = self._forward(torch.stack(rgbs))
+        return list(zip(out.pooled, out.fmap, out.rgb_pooled, strict=True))
+
+    @torch.inference_mode()
+    def _forward(self, rgb: torch.Tensor) -> BackboneOutput:
         if self._network is None:
-            return self.backbone.forward(images)
-        rgb = self.backbone.preprocess(images).to(self.backbone.device)
+            return self.backbone.forward_rgb(rgb)
+        rgb = rgb.to(self.backbone.device)
         deep, fmap = self._network(self.backbone.normalize(rgb))
         rgb_pooled = torch.nn.functional.adaptive_avg_pool2d(rgb, fmap.shape[-2:])
         return BackboneOutput(deep.cpu().numpy(), fmap.cpu().numpy(), rgb_pooled.cpu().numpy())

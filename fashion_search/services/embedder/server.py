@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 
-from fashion_search.core.grpc_common import abort_on_invalid, image_from_proto, start_model_server
+from fashion_search.core.grpc_common import image_from_proto, serve_model_call, start_model_server
 from fashion_search.core.serving import wait_for_termination
 from fashion_search.core.settings import Settings
 from fashion_search.rpc import embedder_pb2, embedder_pb2_grpc
@@ -22,7 +22,7 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
 
     def Embed(self, request: embedder_pb2.EmbedRequest, context: grpc.ServicerContext) -> embedder_pb2.EmbedResponse:
         """One image → one vector."""
-        vec = abort_on_invalid(
+        vec = serve_model_call(
             context, lambda: self.model.embed([image_from_proto(request.image, self.settings)])[0]
         )
         return embedder_pb2.EmbedResponse(vector=embedder_pb2.Vector(values=vec.tolist()), model=self.model.model_name)
@@ -31,7 +31,7 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
         self, request: embedder_pb2.EmbedBatchRequest, context: grpc.ServicerContext
     ) -> embedder_pb2.EmbedBatchResponse:
         """Many images → many vectors, one forward pass."""
-        vecs = abort_on_invalid(
+        vecs = serve_model_call(
             context, lambda: self.model.embed([image_from_proto(i, self.settings) for i in request.images])
         )
         return embedder_pb2.EmbedBatchResponse(
@@ -44,7 +44,8 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
 
 
 def start_server(
-    settings: Settings, port: int | None = None, model: GarmentEmbedder | None = None
+    settings: Settings, port: int | None = None, model: GarmentEmbedder | None = None,
+    metrics_port: int | None = None,
 ) -> tuple[grpc.Server, int]:
     """Load the model, start serving on port (0 = any free port) and report SERVING."""
     model = model or GarmentEmbedder(settings)
@@ -52,10 +53,11 @@ def start_server(
     return start_model_server(
         SERVICE_NAME, settings.embedder_port if port is None else port, settings, model,
         lambda s: embedder_pb2_grpc.add_EmbedderServicer_to_server(servicer, s),
+        queue_size=settings.embedder_queue_size, metrics_port=metrics_port,
     )
 
 
 def serve(settings: Settings) -> None:
     """Run the embedder service until SIGTERM/SIGINT."""
-    server, _ = start_server(settings)
+    server, _ = start_server(settings, metrics_port=settings.embedder_metrics_port)
     wait_for_termination(server)

@@ -24,16 +24,24 @@ from fashion_search.core.domain import (
     IndexLayoutError,
     IndexStats,
     Product,
+    SearchFilter,
+    SearchQuery,
 )
 from fashion_search.core.settings import Settings
 from fashion_search.services.search.points import (
+    BRAND_FIELD,
     CATEGORY_FIELD,
     EMBEDDER_FIELD,
+    IN_STOCK_FIELD,
+    PAYLOAD_INDEXES,
+    PRICE_FIELD,
     PRODUCT_ID_FIELD,
     REVISION_FIELD,
+    TAGS_FIELD,
     PreparedPoint,
-    check_categories,
     check_expand,
+    check_filter,
+    check_offset,
     check_product_id,
     check_product_ids,
     check_scroll_limit,
@@ -50,6 +58,7 @@ from fashion_search.services.search.points import (
     read_revisions,
     skipped_products,
     stored_sizes,
+    update_payload,
     vector_sizes,
 )
 
@@ -76,6 +85,42 @@ def read_meta(path: Path) -> dict[str, Any] | None:
         return json.loads(meta_path(path).read_text())
     except FileNotFoundError:
         return None
+
+
+def edge_filter(f: SearchFilter | None) -> qe.Filter | None:
+    """A checked SearchFilter as an Edge filter (None: no filter)."""
+    if f is None:
+        return None
+    must: list[Any] = []
+    if f.categories:
+        must.append(qe.FieldCondition(CATEGORY_FIELD, match=qe.MatchAny(list(f.categories))))
+    if f.brands:
+        must.append(qe.FieldCondition(BRAND_FIELD, match=qe.MatchAny(list(f.brands))))
+    if f.min_price is not None or f.max_price is not None:
+        must.append(qe.FieldCondition(PRICE_FIELD, range=qe.RangeFloat(gte=f.min_price, lte=f.max_price)))
+    if f.in_stock is not None:
+        must.append(qe.FieldCondition(IN_STOCK_FIELD, match=qe.MatchValue(int(f.in_stock))))
+    # A product must carry every tag asked for: one condition per tag.
+    must.extend(qe.FieldCondition(TAGS_FIELD, match=qe.MatchValue(t)) for t in f.tags)
+    must_not = [qe.FieldCondition(PRODUCT_ID_FIELD, match=qe.MatchAny(list(f.exclude)))] if f.exclude else None
+    return qe.Filter(must=must or None, must_not=must_not)
+
+
+def edge_quantization(settings: Settings) -> qe.ScalarQuantizationConfig | None:
+    """int8 scalar quantization kept in RAM (settings.index_quantization), or None for float32 alone."""
+    if settings.index_quantization == "none":
+        return None
+    # The 0.99 quantile clips rare extreme components instead of spending the int8 range on them.
+    return qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8, quantile=0.99, memory=qe.Memory.Pinned)
+
+
+def edge_search_params(settings: Settings, limit: int) -> qe.SearchParams:
+    """HNSW ef (at least the results asked for) and, with quantization, rescoring of oversampled candidates."""
+    quantization = None if settings.index_quantization == "none" else qe.QuantizationSearchParams(
+        rescore=True, oversampling=settings.quantization_oversampling,
+    )
+    # ef below the result count would cut the candidate list short of the page.
+    return qe.SearchParams(hnsw_ef=max(settings.hnsw_ef_search, limit), quantization=quantization)
 
 
 def stored_dim(path: Path) -> int | None:
@@ -113,10 +158,17 @@ class EdgeIndex:
         exists = (self.path / "edge_config.json").exists()
         if exists and meta is not None:
             check_stored_layout(stored_sizes(meta), self.sizes, str(self.path))
+        quantization = edge_quantization(settings)
         config = qe.EdgeConfig(
             vectors={
-                name: qe.EdgeVectorParams(size=size, distance=qe.Distance.Cosine) for name, size in self.sizes.items()
+                # With int8 copies in RAM, the float32 originals stay on disk (read only to rescore).
+                name: qe.EdgeVectorParams(
+                    size=size, distance=qe.Distance.Cosine,
+                    memory=qe.Memory.Cold if quantization is not None else None,
+                )
+                for name, size in self.sizes.items()
             },
+            quantization_config=quantization,
             hnsw_config=qe.HnswIndexConfig(
                 m=settings.hnsw_m, ef_construct=settings.hnsw_ef_construct,
                 full_scan_threshold=full_scan_threshold_kb,
@@ -179,39 +231,47 @@ class EdgeIndex:
                 self._written(len(prepared) - len(skipped))
         return skipped
 
+    def search_batch(self, queries: Sequence[SearchQuery]) -> list[list[Hit]]:
+        """Each query's hits, in order (in-process, a batch costs what its searches cost one by one)."""
+        return [
+            self.search(q.vector, q.top_k, q.vector_name, q.categories, q.expand, filters=q.filters, offset=q.offset)
+            for q in queries
+        ]
+
     def search(
         self, vector: np.ndarray, top_k: int, vector_name: str = IMAGE_VECTOR,
-        categories: Sequence[str] | None = None, expand: int = 0,
+        categories: Sequence[str] | None = None, expand: int = 0, *,
+        filters: SearchFilter | None = None, offset: int = 0,
     ) -> list[Hit]:
-        """The top_k products nearest to vector (cosine), optionally only in the given categories.
+        """The top_k products nearest to vector (cosine) after the first `offset`, within filters and categories.
 
         expand > 0: first add the vectors of the query's `expand` nearest products to it (`expand_query`).
         """
         name = check_vector_name(vector_name)
         k = check_top_k(top_k, self.settings)
+        skip = check_offset(offset, self.settings)
         n_expand = check_expand(expand, self.settings)
         query = check_vector(vector, self.sizes[name], "query vector")
-        cats = check_categories(categories)
-        search_filter = qe.Filter(must=[qe.FieldCondition(CATEGORY_FIELD, match=qe.MatchAny(cats))]) if cats else None
+        search_filter = edge_filter(check_filter(filters, categories))
 
-        def request(q: list[float], limit: int, neighbours: bool) -> qe.QueryRequest:
+        def request(q: list[float], limit: int, start: int, neighbours: bool) -> qe.QueryRequest:
             return qe.QueryRequest(
                 limit=limit,
+                offset=start or None,
                 query=qe.Query.Nearest(q, using=name),
                 filter=search_filter,
                 with_payload=not neighbours,
                 with_vector=neighbours,
-                # ef below the result count would cut the candidate list short of top_k.
-                params=qe.SearchParams(hnsw_ef=max(self.settings.hnsw_ef_search, limit)),
+                params=edge_search_params(self.settings, start + limit),
             )
 
         with self._lock:
             shard = self._open()
             if n_expand:
-                near = [p.vector[name] for p in shard.query(request(query, n_expand, neighbours=True))]
+                near = [p.vector[name] for p in shard.query(request(query, n_expand, 0, neighbours=True))]
                 if near:
                     query = expand_query(np.array(query), np.array(near)).tolist()
-            points = shard.query(request(query, k, neighbours=False))
+            points = shard.query(request(query, k, skip, neighbours=False))
         return [Hit(product_from_payload(p.payload), float(p.score)) for p in points]
 
     def get(self, product_id: str) -> Product | None:
@@ -219,6 +279,28 @@ class EdgeIndex:
         pid = point_id(check_product_id(product_id))
         with self._lock:
             records = self._open().retrieve([pid], with_payload=True, with_vector=False)
+        return product_from_payload(records[0].payload) if records else None
+
+    def vectors(self, product_id: str) -> dict[str, np.ndarray] | None:
+        """The stored named vectors of a product, or None if the id is unknown."""
+        pid = point_id(check_product_id(product_id))
+        with self._lock:
+            records = self._open().retrieve([pid], with_payload=False, with_vector=True)
+        if not records:
+            return None
+        return {name: np.asarray(v, dtype=np.float32) for name, v in (records[0].vector or {}).items()}
+
+    def update_fields(self, product_id: str, fields: Mapping[str, object]) -> Product | None:
+        """Change catalog fields of a stored product (payload only, vectors untouched); None if the id is unknown."""
+        pid = point_id(check_product_id(product_id))
+        payload = update_payload(fields)
+        with self._lock:
+            shard = self._open()
+            if not shard.retrieve([pid], with_payload=False, with_vector=False):
+                return None
+            shard.update(qe.UpdateOperation.set_payload([pid], payload))
+            self._bump_version()
+            records = shard.retrieve([pid], with_payload=True, with_vector=False)
         return product_from_payload(records[0].payload) if records else None
 
     def scroll(self, offset: str | None, limit: int) -> tuple[list[Product], str | None]:
@@ -302,16 +384,17 @@ class EdgeIndex:
         return self._shard
 
     def _create_payload_indexes(self) -> None:
-        """Keyword indexes turn category filters and id lookups into index lookups.
+        """Payload indexes (PAYLOAD_INDEXES) turn every filter and id lookup into an index lookup.
 
         Creating one is idempotent but rewrites it (~0.1 s), so only missing ones are created.
         """
-        schemas: dict[str, qe.PayloadSchemaType | qe.KeywordIndexParams] = {
-            CATEGORY_FIELD: qe.PayloadSchemaType.Keyword,
-            # Ids are unique, so per-value HNSW sub-graphs for them would cost indexing time for nothing.
-            PRODUCT_ID_FIELD: qe.KeywordIndexParams(enable_hnsw=False),
-            EMBEDDER_FIELD: qe.KeywordIndexParams(enable_hnsw=False),
+        kinds: dict[str, qe.PayloadSchemaType | qe.KeywordIndexParams] = {
+            "keyword": qe.PayloadSchemaType.Keyword,
+            "keyword-unique": qe.KeywordIndexParams(enable_hnsw=False),
+            "float": qe.PayloadSchemaType.Float,
+            "integer": qe.PayloadSchemaType.Integer,
         }
+        schemas = {field_name: kinds[kind] for field_name, kind in PAYLOAD_INDEXES.items()}
         shard = self._open()
         existing = shard.info().payload_schema
         for field_name, schema in schemas.items():

@@ -14,11 +14,13 @@ from typing import Any
 import numpy as np
 
 from fashion_search.core.domain import (
+    EDITABLE_FIELDS,
     GARMENT_VECTOR,
     VECTOR_NAMES,
     Box,
     IndexLayoutError,
     Product,
+    SearchFilter,
     check_new_product_id,
 )
 from fashion_search.core.settings import Settings
@@ -31,6 +33,23 @@ PRODUCT_ID_FIELD = "product_id"
 EMBEDDER_FIELD = "embedder"
 # A fresh random stamp on every write of a point, for compare-and-set replacement (replace_unchanged).
 REVISION_FIELD = "revision"
+PRICE_FIELD = "price"
+BRAND_FIELD = "brand"
+# Stored as 1/0: Qdrant Edge (0.9) turns a bool match value into an integer that never matches a stored bool.
+IN_STOCK_FIELD = "in_stock"
+TAGS_FIELD = "tags"
+ATTRIBUTES_FIELD = "attributes"
+# Every payload field a search filters on or a lookup matches, with the kind of index each needs. Unique values
+# (ids, model names) get no per-value HNSW sub-graphs: they would cost indexing time for nothing.
+PAYLOAD_INDEXES: dict[str, str] = {
+    CATEGORY_FIELD: "keyword",
+    PRODUCT_ID_FIELD: "keyword-unique",
+    EMBEDDER_FIELD: "keyword-unique",
+    BRAND_FIELD: "keyword",
+    TAGS_FIELD: "keyword",
+    PRICE_FIELD: "float",
+    IN_STOCK_FIELD: "integer",
+}
 
 PreparedPoint = tuple[str, dict[str, list[float]], dict[str, Any]]
 
@@ -125,6 +144,55 @@ def check_categories(categories: Sequence[str] | None) -> list[str] | None:
     return cats
 
 
+def check_offset(offset: int, settings: Settings) -> int:
+    """A result offset (the first result of a page) within 0..settings.max_search_offset, or ValueError."""
+    return check_count(offset, "offset", settings.max_search_offset, minimum=0)
+
+
+def _names(values: Sequence[str], what: str) -> tuple[str, ...]:
+    if isinstance(values, str):
+        raise ValueError(f"{what} must be a list of strings, not a string")
+    names = tuple(dict.fromkeys(values))
+    if not all(isinstance(v, str) and v.strip() for v in names):
+        raise ValueError(f"{what} must be non-empty strings")
+    return names
+
+
+def _price_bound(value: float | None, what: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{what} must be a finite number, 0 or more, got {value!r}")
+    return float(value)
+
+
+def check_filter(filters: SearchFilter | None, categories: Sequence[str] | None = None) -> SearchFilter | None:
+    """The search filter with `categories` merged in, None when it matches everything, or ValueError naming the
+    field that is wrong."""
+    f = filters or SearchFilter()
+    if categories and f.categories:
+        raise ValueError("categories given twice: as an argument and in the filter")
+    cats = check_categories(categories or list(f.categories)) or []
+    min_price = _price_bound(f.min_price, "min_price")
+    max_price = _price_bound(f.max_price, "max_price")
+    if min_price is not None and max_price is not None and min_price > max_price:
+        raise ValueError(f"max_price must not be below min_price, got {max_price:g} < {min_price:g}")
+    if f.in_stock is not None and not isinstance(f.in_stock, bool):
+        raise ValueError(f"in_stock must be true or false, got {f.in_stock!r}")
+    checked = SearchFilter(
+        categories=tuple(cats), min_price=min_price, max_price=max_price, brands=_names(f.brands, "brand"),
+        in_stock=f.in_stock, tags=_names(f.tags, "tags"),
+        exclude=tuple(check_product_id(p) for p in _names(f.exclude, "exclude")),
+    )
+    return None if checked.is_empty() else checked
+
+
+def _attributes(value: object, where: str) -> dict[str, str]:
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) and k for k in value):
+        raise ValueError(f"{where}: attributes must be a map of names to strings")
+    return {str(k): str(v) for k, v in value.items()}
+
+
 def product_payload(product: Product) -> dict[str, Any]:
     """The stored payload of a product (with a new revision), or ValueError for fields that cannot be stored."""
     if not math.isfinite(product.price):
@@ -133,13 +201,46 @@ def product_payload(product: Product) -> dict[str, Any]:
         REVISION_FIELD: uuid.uuid4().hex,
         PRODUCT_ID_FIELD: product.product_id,
         CATEGORY_FIELD: product.category,
-        "tags": [str(t) for t in product.tags],
+        TAGS_FIELD: [str(t) for t in product.tags],
         "title": product.title,
-        "price": float(product.price),
+        PRICE_FIELD: float(product.price),
         "image_ref": product.image_ref,
         "box": product.box.to_list() if product.box is not None else None,
         EMBEDDER_FIELD: product.embedder,
+        BRAND_FIELD: product.brand,
+        IN_STOCK_FIELD: int(bool(product.in_stock)),
+        ATTRIBUTES_FIELD: _attributes(product.attributes, f"product {product.product_id!r}"),
     }
+
+
+def update_payload(fields: Mapping[str, object]) -> dict[str, Any]:
+    """The payload fields a payload-only update writes (with a new revision), or ValueError naming the field."""
+    if not fields:
+        raise ValueError("nothing to update: give at least one of " + ", ".join(EDITABLE_FIELDS))
+    unknown = sorted(set(fields) - set(EDITABLE_FIELDS))
+    if unknown:
+        raise ValueError(f"field {unknown[0]!r} cannot be updated; editable: {', '.join(EDITABLE_FIELDS)}")
+    out: dict[str, Any] = {}
+    for name, value in fields.items():
+        if name == "price":
+            price = _price_bound(value, "price")  # type: ignore[arg-type]
+            out[PRICE_FIELD] = price
+        elif name == "in_stock":
+            if not isinstance(value, bool):
+                raise ValueError(f"in_stock must be true or false, got {value!r}")
+            out[IN_STOCK_FIELD] = int(value)
+        elif name == "tags":
+            if isinstance(value, str) or not isinstance(value, Sequence):
+                raise ValueError("tags must be a list of strings")
+            out[TAGS_FIELD] = [str(t) for t in value]
+        elif name == "attributes":
+            out[ATTRIBUTES_FIELD] = _attributes(value, "attributes")
+        else:
+            if not isinstance(value, str):
+                raise ValueError(f"{name} must be a string, got {value!r}")
+            out[name] = value
+    out[REVISION_FIELD] = uuid.uuid4().hex
+    return out
 
 
 def embedder_counts(count: int, named: Mapping[str, int]) -> dict[str, int]:
@@ -164,6 +265,10 @@ def product_from_payload(payload: Mapping[str, Any] | None) -> Product:
         box=Box(*(float(v) for v in box)) if box else None,
         revision=str(p.get(REVISION_FIELD) or ""),
         embedder=str(p.get(EMBEDDER_FIELD) or ""),
+        brand=str(p.get(BRAND_FIELD) or ""),
+        # Products stored before stock was kept were on sale.
+        in_stock=bool(p.get(IN_STOCK_FIELD, True)),
+        attributes={str(k): str(v) for k, v in (p.get(ATTRIBUTES_FIELD) or {}).items()},
     )
 
 

@@ -8,20 +8,35 @@ import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import numpy as np
 from qdrant_client import QdrantClient, models
 
-from fashion_search.core.domain import IMAGE_VECTOR, VECTOR_NAMES, Hit, IndexStats, Product
+from fashion_search.core.domain import (
+    IMAGE_VECTOR,
+    VECTOR_NAMES,
+    Hit,
+    IndexStats,
+    Product,
+    SearchFilter,
+    SearchQuery,
+)
 from fashion_search.core.settings import Settings
 from fashion_search.services.search.points import (
+    BRAND_FIELD,
     CATEGORY_FIELD,
     EMBEDDER_FIELD,
+    IN_STOCK_FIELD,
+    PAYLOAD_INDEXES,
+    PRICE_FIELD,
     PRODUCT_ID_FIELD,
     REVISION_FIELD,
+    TAGS_FIELD,
     PreparedPoint,
-    check_categories,
     check_expand,
+    check_filter,
+    check_offset,
     check_product_id,
     check_product_ids,
     check_scroll_limit,
@@ -37,6 +52,7 @@ from fashion_search.services.search.points import (
     product_from_payload,
     read_revisions,
     skipped_products,
+    update_payload,
     vector_sizes,
 )
 
@@ -76,6 +92,57 @@ def stored_dim(settings: Settings, location: str | None = None) -> int | None:
         return int(records[0].payload["dim"]) if records and records[0].payload else None
     finally:
         client.close()
+
+
+def client_filter(f: SearchFilter | None) -> models.Filter | None:
+    """A checked SearchFilter as a qdrant-client filter (None: no filter)."""
+    if f is None:
+        return None
+    must: list[models.Condition] = []
+    if f.categories:
+        must.append(models.FieldCondition(key=CATEGORY_FIELD, match=models.MatchAny(any=list(f.categories))))
+    if f.brands:
+        must.append(models.FieldCondition(key=BRAND_FIELD, match=models.MatchAny(any=list(f.brands))))
+    if f.min_price is not None or f.max_price is not None:
+        must.append(models.FieldCondition(key=PRICE_FIELD, range=models.Range(gte=f.min_price, lte=f.max_price)))
+    if f.in_stock is not None:
+        must.append(models.FieldCondition(key=IN_STOCK_FIELD, match=models.MatchValue(value=int(f.in_stock))))
+    # A product must carry every tag asked for: one condition per tag.
+    must.extend(models.FieldCondition(key=TAGS_FIELD, match=models.MatchValue(value=t)) for t in f.tags)
+    must_not: list[models.Condition] | None = (
+        [models.FieldCondition(key=PRODUCT_ID_FIELD, match=models.MatchAny(any=list(f.exclude)))] if f.exclude else None
+    )
+    return models.Filter(must=must or None, must_not=must_not)
+
+
+def client_quantization(settings: Settings) -> models.ScalarQuantization | None:
+    """int8 scalar quantization kept in RAM (settings.index_quantization), or None for float32 alone."""
+    if settings.index_quantization == "none":
+        return None
+    return models.ScalarQuantization(
+        scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, quantile=0.99, always_ram=True),
+    )
+
+
+def collection_config(settings: Settings, sizes: Mapping[str, int]) -> dict[str, Any]:
+    """create_collection's arguments: named cosine vectors, HNSW, quantization and the cluster layout."""
+    quantization = client_quantization(settings)
+    return {
+        "vectors_config": {
+            # With int8 copies in RAM, the float32 originals stay on disk (read only to rescore).
+            name: models.VectorParams(
+                size=size, distance=models.Distance.COSINE, on_disk=True if quantization else None,
+            )
+            for name, size in sizes.items()
+        },
+        "hnsw_config": models.HnswConfigDiff(m=settings.hnsw_m, ef_construct=settings.hnsw_ef_construct),
+        "quantization_config": quantization,
+        # A Qdrant cluster spreads and copies the collection as configured (one server: 1, 1, 1; local mode
+        # ignores them).
+        "shard_number": settings.qdrant_shard_number,
+        "replication_factor": settings.qdrant_replication_factor,
+        "write_consistency_factor": settings.qdrant_write_consistency,
+    }
 
 
 def _points(prepared: Sequence[PreparedPoint]) -> list[models.PointStruct]:
@@ -142,46 +209,85 @@ class QdrantServerIndex:
                 self._bump_version()
         return skipped
 
+    def search_batch(self, queries: Sequence[SearchQuery]) -> list[list[Hit]]:
+        """Each query's hits, in order (in-process, a batch costs what its searches cost one by one)."""
+        return [
+            self.search(q.vector, q.top_k, q.vector_name, q.categories, q.expand, filters=q.filters, offset=q.offset)
+            for q in queries
+        ]
+
     def search(
         self, vector: np.ndarray, top_k: int, vector_name: str = IMAGE_VECTOR,
-        categories: Sequence[str] | None = None, expand: int = 0,
+        categories: Sequence[str] | None = None, expand: int = 0, *,
+        filters: SearchFilter | None = None, offset: int = 0,
     ) -> list[Hit]:
-        """The top_k products nearest to vector (cosine), optionally only in the given categories.
+        """The top_k products nearest to vector (cosine) after the first `offset`, within filters and categories.
 
         expand > 0: first add the vectors of the query's `expand` nearest products to it (`expand_query`).
         """
         name = check_vector_name(vector_name)
         k = check_top_k(top_k, self.settings)
+        skip = check_offset(offset, self.settings)
         n_expand = check_expand(expand, self.settings)
         query = check_vector(vector, self.sizes[name], "query vector")
-        cats = check_categories(categories)
-        query_filter = (
-            models.Filter(must=[models.FieldCondition(key=CATEGORY_FIELD, match=models.MatchAny(any=cats))])
-            if cats else None
-        )
+        query_filter = client_filter(check_filter(filters, categories))
 
-        def nearest(q: list[float], limit: int, neighbours: bool) -> list[models.ScoredPoint]:
-            # Local mode is an exact scan and warns on every call that search params do nothing.
-            params = None if self._local else models.SearchParams(hnsw_ef=max(self.settings.hnsw_ef_search, limit))
+        def nearest(q: list[float], limit: int, start: int, neighbours: bool) -> list[models.ScoredPoint]:
             return self._client.query_points(
-                self.collection, query=q, using=name, limit=limit, query_filter=query_filter,
-                search_params=params, with_payload=not neighbours, with_vectors=[name] if neighbours else False,
+                self.collection, query=q, using=name, limit=limit, offset=start or None, query_filter=query_filter,
+                search_params=self._search_params(start + limit), with_payload=not neighbours,
+                with_vectors=[name] if neighbours else False,
             ).points
 
         with self._lock:
             self._check_open()
             if n_expand:
-                near = [p.vector[name] for p in nearest(query, n_expand, neighbours=True)]  # type: ignore[index]
+                near = [p.vector[name] for p in nearest(query, n_expand, 0, neighbours=True)]  # type: ignore[index]
                 if near:
                     query = expand_query(np.array(query), np.array(near)).tolist()
-            points = nearest(query, k, neighbours=False)
+            points = nearest(query, k, skip, neighbours=False)
         return [Hit(product_from_payload(p.payload), float(p.score)) for p in points]
+
+    def _search_params(self, limit: int) -> models.SearchParams | None:
+        """HNSW ef (at least the results asked for) and int8 rescoring; None in local mode (an exact scan that
+        warns on every call that search params do nothing)."""
+        if self._local:
+            return None
+        quantization = None if self.settings.index_quantization == "none" else models.QuantizationSearchParams(
+            rescore=True, oversampling=self.settings.quantization_oversampling,
+        )
+        return models.SearchParams(hnsw_ef=max(self.settings.hnsw_ef_search, limit), quantization=quantization)
 
     def get(self, product_id: str) -> Product | None:
         """The stored product, or None if the id is unknown."""
         pid = point_id(check_product_id(product_id))
         with self._lock:
             self._check_open()
+            records = self._client.retrieve(self.collection, [pid], with_payload=True)
+        return product_from_payload(records[0].payload) if records else None
+
+    def vectors(self, product_id: str) -> dict[str, np.ndarray] | None:
+        """The stored named vectors of a product, or None if the id is unknown."""
+        pid = point_id(check_product_id(product_id))
+        with self._lock:
+            self._check_open()
+            records = self._client.retrieve(self.collection, [pid], with_payload=False, with_vectors=True)
+        if not records:
+            return None
+        stored = records[0].vector
+        named = stored if isinstance(stored, Mapping) else {}
+        return {str(n): np.asarray(v, dtype=np.float32) for n, v in named.items()}
+
+    def update_fields(self, product_id: str, fields: Mapping[str, object]) -> Product | None:
+        """Change catalog fields of a stored product (payload only, vectors untouched); None if the id is unknown."""
+        pid = point_id(check_product_id(product_id))
+        payload = update_payload(fields)
+        with self._lock:
+            self._check_open()
+            if not self._client.retrieve(self.collection, [pid], with_payload=False):
+                return None
+            self._client.set_payload(self.collection, payload, points=[pid], wait=True)
+            self._bump_version()
             records = self._client.retrieve(self.collection, [pid], with_payload=True)
         return product_from_payload(records[0].payload) if records else None
 
@@ -263,20 +369,14 @@ class QdrantServerIndex:
                 raise ValueError(f"collection {where} has an unnamed vector; expected {list(VECTOR_NAMES)}")
             check_stored_layout({name: v.size for name, v in vectors.items()}, self.sizes, where)
         else:
-            self._client.create_collection(
-                self.collection,
-                vectors_config={
-                    name: models.VectorParams(size=size, distance=models.Distance.COSINE)
-                    for name, size in self.sizes.items()
-                },
-                hnsw_config=models.HnswConfigDiff(m=self.settings.hnsw_m, ef_construct=self.settings.hnsw_ef_construct),
-            )
-        schemas: dict[str, models.PayloadSchemaType | models.KeywordIndexParams] = {
-            CATEGORY_FIELD: models.PayloadSchemaType.KEYWORD,
-            # Ids are unique, so per-value HNSW sub-graphs for them would cost indexing time for nothing.
-            PRODUCT_ID_FIELD: models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, enable_hnsw=False),
-            EMBEDDER_FIELD: models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, enable_hnsw=False),
+            self._client.create_collection(self.collection, **collection_config(self.settings, self.sizes))
+        kinds: dict[str, models.PayloadSchemaType | models.KeywordIndexParams] = {
+            "keyword": models.PayloadSchemaType.KEYWORD,
+            "keyword-unique": models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, enable_hnsw=False),
+            "float": models.PayloadSchemaType.FLOAT,
+            "integer": models.PayloadSchemaType.INTEGER,
         }
+        schemas = {field_name: kinds[kind] for field_name, kind in PAYLOAD_INDEXES.items()}
         existing = self._client.get_collection(self.collection).payload_schema
         with warnings.catch_warnings():
             # Local mode warns that payload indexes do nothing there; the calls matter on a server.
@@ -285,7 +385,9 @@ class QdrantServerIndex:
                 if field_name not in existing:
                     self._client.create_payload_index(self.collection, field_name, schema, wait=True)
         if not self._client.collection_exists(self._meta_collection):
-            self._client.create_collection(self._meta_collection, vectors_config={})
+            self._client.create_collection(
+                self._meta_collection, vectors_config={}, replication_factor=self.settings.qdrant_replication_factor,
+            )
         self._write_meta(self._read_version())
 
     def _read_version(self) -> int:

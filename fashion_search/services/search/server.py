@@ -3,21 +3,35 @@
 from __future__ import annotations
 
 import logging
+import math
+import time
 
 import grpc
 import numpy as np
+from prometheus_client import Gauge, Histogram
 
-from fashion_search.core.domain import IMAGE_VECTOR, Product, VectorIndex
+from fashion_search.core.domain import IMAGE_VECTOR, Product, SearchQuery, VectorIndex
 from fashion_search.core.grpc_common import abort_on_invalid, make_server, mark_serving, vector_from_values
+from fashion_search.core.observability import BATCH_SIZE, LATENCY_BUCKETS
 from fashion_search.core.serving import wait_for_termination
 from fashion_search.core.settings import Settings
 from fashion_search.rpc import search_pb2, search_pb2_grpc
-from fashion_search.services.search.client import product_from_proto, product_to_proto
+from fashion_search.services.search.client import (
+    fields_from_proto,
+    filter_from_proto,
+    product_from_proto,
+    product_to_proto,
+)
 from fashion_search.services.search.factory import make_local_index, stored_dim
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "fashion_search.v1.Search"
+
+QUERY_SECONDS = Histogram(
+    "fs_search_query_seconds", "Vector search time in the index", ["vector"], buckets=LATENCY_BUCKETS
+)
+POINTS = Gauge("fs_search_points", "Products in the collection (read at scrape time)")
 
 
 def point_from_proto(msg: search_pb2.IndexedPoint) -> tuple[Product, dict[str, np.ndarray]]:
@@ -35,11 +49,19 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
 
     def __init__(self, index: VectorIndex) -> None:
         self.index = index
+        POINTS.set_function(self._count)
+
+    def _count(self) -> float:
+        try:
+            return float(self.index.stats().count)
+        except Exception:  # a scrape must not fail with the index: the gauge shows the gap instead
+            return math.nan
 
     def Upsert(self, request: search_pb2.UpsertRequest, context: grpc.ServicerContext) -> search_pb2.UpsertResponse:
         """Insert or replace products (if_unchanged: replace only unchanged ones); answers counts and the version."""
         def run() -> search_pb2.UpsertResponse:
             points = [point_from_proto(p) for p in request.points]
+            BATCH_SIZE.labels("search-upsert").observe(len(points))
             if request.if_unchanged:
                 skipped = self.index.replace_unchanged(points)
                 upserted = len({p.product_id for p, _ in points}) - len(skipped)
@@ -52,13 +74,34 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
     def Search(self, request: search_pb2.SearchRequest, context: grpc.ServicerContext) -> search_pb2.SearchResponse:
         """Nearest products to a vector, optionally filtered by categories."""
         def run() -> search_pb2.SearchResponse:
+            start = time.perf_counter()
+            vector_name = request.vector_name or IMAGE_VECTOR
             hits = self.index.search(
-                vector_from_values(request.vector), request.top_k, request.vector_name or IMAGE_VECTOR,
-                list(request.categories), request.expand,
+                vector_from_values(request.vector), request.top_k, vector_name, list(request.categories),
+                request.expand, filters=filter_from_proto(request.filter), offset=request.offset,
             )
+            QUERY_SECONDS.labels(vector_name).observe(time.perf_counter() - start)
             return search_pb2.SearchResponse(
                 hits=[search_pb2.Hit(product=product_to_proto(h.product), score=h.score) for h in hits]
             )
+
+        return abort_on_invalid(context, run)
+
+    def SearchBatch(
+        self, request: search_pb2.SearchBatchRequest, context: grpc.ServicerContext
+    ) -> search_pb2.SearchBatchResponse:
+        """Several searches in one call, answered in order."""
+        def run() -> search_pb2.SearchBatchResponse:
+            results = self.index.search_batch([
+                SearchQuery(vector_from_values(q.vector), q.top_k, q.vector_name or IMAGE_VECTOR, list(q.categories),
+                            q.expand, filter_from_proto(q.filter), q.offset)
+                for q in request.queries
+            ])
+            return search_pb2.SearchBatchResponse(results=[
+                search_pb2.SearchResponse(hits=[search_pb2.Hit(product=product_to_proto(h.product), score=h.score)
+                                                for h in hits])
+                for hits in results
+            ])
 
         return abort_on_invalid(context, run)
 
@@ -68,6 +111,28 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
         if product is None:
             return search_pb2.GetResponse(found=False)
         return search_pb2.GetResponse(found=True, product=product_to_proto(product))
+
+    def Vectors(self, request: search_pb2.VectorsRequest, context: grpc.ServicerContext) -> search_pb2.VectorsResponse:
+        """A product's stored vectors; found=false when unknown."""
+        vectors = abort_on_invalid(context, lambda: self.index.vectors(request.product_id))
+        if vectors is None:
+            return search_pb2.VectorsResponse(found=False)
+        return search_pb2.VectorsResponse(found=True, vectors=[
+            search_pb2.NamedVector(name=name, values=np.asarray(v, np.float32).tolist()) for name, v in vectors.items()
+        ])
+
+    def UpdateFields(
+        self, request: search_pb2.UpdateFieldsRequest, context: grpc.ServicerContext,
+    ) -> search_pb2.UpdateFieldsResponse:
+        """Payload-only update of catalog fields; found=false when the product is unknown."""
+        product = abort_on_invalid(
+            context, lambda: self.index.update_fields(request.product_id, fields_from_proto(request)),
+        )
+        if product is None:
+            return search_pb2.UpdateFieldsResponse(found=False, version=self.index.version)
+        return search_pb2.UpdateFieldsResponse(
+            found=True, product=product_to_proto(product), version=self.index.version,
+        )
 
     def Delete(self, request: search_pb2.DeleteRequest, context: grpc.ServicerContext) -> search_pb2.DeleteResponse:
         """Delete products by id; answers how many existed and the new version."""
@@ -112,6 +177,7 @@ def resolve_dim(settings: Settings) -> int:
 
 def start_server(
     settings: Settings, port: int | None = None, index: VectorIndex | None = None, dim: int | None = None,
+    metrics_port: int | None = None,
 ) -> tuple[grpc.Server, int]:
     """Open the index (unless given), start serving on port (0 = any free port) and report SERVING.
 
@@ -122,7 +188,7 @@ def start_server(
     servicer = SearchServicer(index)
     server, bound, health = make_server(
         SERVICE_NAME, settings.search_port if port is None else port, settings,
-        lambda s: search_pb2_grpc.add_SearchServicer_to_server(servicer, s),
+        lambda s: search_pb2_grpc.add_SearchServicer_to_server(servicer, s), metrics_port,
     )
     mark_serving(health, SERVICE_NAME)
     return server, bound
@@ -132,7 +198,7 @@ def serve(settings: Settings) -> None:
     """Run the search service until SIGTERM/SIGINT, then stop gracefully and close the index."""
     index = make_local_index(settings, resolve_dim(settings))
     try:
-        server, _ = start_server(settings, index=index)
+        server, _ = start_server(settings, index=index, metrics_port=settings.search_metrics_port)
         wait_for_termination(server)
     finally:
         index.close()

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
+from fashion_search.core.deadlines import call_timeout
 from fashion_search.core.domain import Box
 from fashion_search.core.grpc_common import (
     ServiceUnavailable,
@@ -49,7 +50,7 @@ class RemoteSegmenter:
             image=image_to_proto(image), boxes=[box_to_proto(b) for b in boxes]
         )
         with rpc_errors("segmenter"):
-            resp = self._stub.Segment(request, timeout=self.settings.grpc_timeout_s)
+            resp = self._stub.Segment(request, timeout=call_timeout("segmenter", self.settings.grpc_timeout_s))
         if len(resp.masks) != len(boxes):
             raise ServiceUnavailable("segmenter", f"{len(resp.masks)} masks for {len(boxes)} boxes")
         return [mask_from_proto(m) for m in resp.masks]

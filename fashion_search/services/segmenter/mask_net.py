@@ -14,6 +14,7 @@ import torch.nn.functional as F  # noqa: N812 - the usual torch alias
 from PIL import Image
 from torch import nn
 
+from fashion_search.core.batching import DynamicBatcher, batch_policy
 from fashion_search.core.domain import Box
 from fashion_search.core.model_base import InferenceModel, file_digest, for_inference, warm_up_batches
 from fashion_search.core.settings import Settings
@@ -182,35 +183,55 @@ class MaskSegmenter(InferenceModel):
 
     def _load(self) -> None:
         decoder, self.meta = load_decoder(self.weights)
+        # Concurrent callers' box crops go through the network together (one crop per item), on a GPU by default.
+        self._batcher: DynamicBatcher[np.ndarray, np.ndarray] = DynamicBatcher(
+            "segmenter", self._predict_rows, batch_policy(self.settings, "segmenter", self.device.type == "cuda")
+        )
         # Through to_tensor: its batches are laid out channels-last, and cuDNN plans per layout as well as shape.
         blank = np.full((INPUT_SIZE, INPUT_SIZE, 3), PAD_VALUE, np.uint8)
         self._network = for_inference(
             SegmenterNetwork(FrozenEncoder(), decoder).to(self.device), to_tensor([blank]), self.device, self.settings
         )
-        warm_up_batches(self.device, lambda n: self._network(to_tensor([blank] * n).to(self.device)),
-                        self.settings.max_garments)
+        largest = max(self.settings.max_garments, self._batcher.policy.max_batch_size)
+        warm_up_batches(self.device, lambda n: self._network(to_tensor([blank] * n).to(self.device)), largest)
 
     @torch.inference_mode()
     def segment(self, image: Image.Image, boxes: Sequence[Box]) -> list[np.ndarray]:
         """One H×W bool mask per box (H, W = the clipped box's integer height and width)."""
-        self.load()
-        rgb = np.asarray(image.convert("RGB"))
-        img_h, img_w = rgb.shape[:2]
-        frames = [box_pixels(b, img_w, img_h) for b in boxes]
-        masks: list[np.ndarray] = [np.ones((y1 - y0, x1 - x0), dtype=bool) for x0, y0, x1, y1 in frames]
-        # Boxes below MIN_SEGMENT_SIDE keep the full-box mask: too few pixels to tell garment from background.
-        todo = [i for i, (x0, y0, x1, y1) in enumerate(frames)
-                if x1 - x0 >= MIN_SEGMENT_SIDE and y1 - y0 >= MIN_SEGMENT_SIDE]
-        if not todo:
-            return masks
-        windows = {i: context_window(*frames[i]) for i in todo}
-        logits = self.predict([input_crop(rgb, windows[i]) for i in todo])
-        for i, logit in zip(todo, logits, strict=True):
-            masks[i] = logits_to_mask(logit, windows[i], frames[i])
-        return masks
+        return self.segment_batch([(image, boxes)])[0]
 
     @torch.inference_mode()
-    def predict(self, crops: Sequence[np.ndarray]) -> np.ndarray:
-        """Mask logits (B×(S/2)×(S/2)) of uint8 S×S×3 context crops."""
+    def segment_batch(self, items: Sequence[tuple[Image.Image, Sequence[Box]]]) -> list[list[np.ndarray]]:
+        """segment() of each (image, boxes), every box of every image in one forward pass (bulk ingestion)."""
         self.load()
-        return self._network(to_tensor(crops).to(self.device))[:, 0].cpu().numpy()
+        masks: list[list[np.ndarray]] = []
+        crops: list[np.ndarray] = []
+        todo: list[tuple[int, int, Window, Window]] = []  # (image, box, context window, box frame)
+        for n, (image, boxes) in enumerate(items):
+            rgb = np.asarray(image.convert("RGB"))
+            img_h, img_w = rgb.shape[:2]
+            frames = [box_pixels(b, img_w, img_h) for b in boxes]
+            masks.append([np.ones((y1 - y0, x1 - x0), dtype=bool) for x0, y0, x1, y1 in frames])
+            for i, (x0, y0, x1, y1) in enumerate(frames):
+                # Boxes below MIN_SEGMENT_SIDE keep the full-box mask: too few pixels to tell garment from background.
+                if x1 - x0 >= MIN_SEGMENT_SIDE and y1 - y0 >= MIN_SEGMENT_SIDE:
+                    window = context_window(*frames[i])
+                    crops.append(input_crop(rgb, window))
+                    todo.append((n, i, window, frames[i]))
+        if not todo:
+            return masks
+        logits = self.predict(crops)
+        for (n, i, window, frame), logit in zip(todo, logits, strict=True):
+            masks[n][i] = logits_to_mask(logit, window, frame)
+        return masks
+
+    def predict(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """Mask logits (B×(S/2)×(S/2)) of uint8 S×S×3 context crops; the forward pass may be shared with other
+        threads' crops (settings.segmenter_batching)."""
+        self.load()
+        return np.stack(self._batcher.submit(list(crops)))
+
+    @torch.inference_mode()
+    def _predict_rows(self, crops: list[np.ndarray]) -> list[np.ndarray]:
+        """One forward pass over context crops; each crop's logit map."""
+        return list(self._network(to_tensor(crops).to(self.device))[:, 0].cpu().numpy())

@@ -14,6 +14,7 @@ from fashion_search.core.grpc_common import (
     box_from_proto,
     box_to_proto,
     image_from_proto,
+    serve_model_call,
     start_model_server,
 )
 from fashion_search.core.serving import wait_for_termination
@@ -50,14 +51,15 @@ class SegmenterServicer(ModelInfoServicer, segmenter_pb2_grpc.SegmenterServicer)
         """Image + boxes → one box-sized mask per box."""
         image = abort_on_invalid(context, lambda: image_from_proto(request.image, self.settings))
         boxes = abort_on_invalid(context, lambda: [finite_box(b) for b in request.boxes])
-        masks = self.model.segment(image, boxes)
+        masks = serve_model_call(context, lambda: self.model.segment(image, boxes))
         return segmenter_pb2.SegmentResponse(
             masks=[mask_to_proto(box_to_proto(b), m) for b, m in zip(boxes, masks, strict=True)]
         )
 
 
 def start_server(
-    settings: Settings, port: int | None = None, model: Segmenter | None = None
+    settings: Settings, port: int | None = None, model: Segmenter | None = None,
+    metrics_port: int | None = None,
 ) -> tuple[grpc.Server, int]:
     """Load the model, start serving on port (0 = any free port) and report SERVING."""
     from fashion_search.services.segmenter.loader import local_segmenter
@@ -67,10 +69,11 @@ def start_server(
     return start_model_server(
         SERVICE_NAME, settings.segmenter_port if port is None else port, settings, model,
         lambda s: segmenter_pb2_grpc.add_SegmenterServicer_to_server(servicer, s),
+        queue_size=settings.segmenter_queue_size, metrics_port=metrics_port,
     )
 
 
 def serve(settings: Settings) -> None:
     """Run the segmenter service until SIGTERM/SIGINT."""
-    server, _ = start_server(settings)
+    server, _ = start_server(settings, metrics_port=settings.segmenter_metrics_port)
     wait_for_termination(server)

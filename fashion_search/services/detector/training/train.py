@@ -221,8 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--variant", choices=sorted(VARIANTS), default="centernet-v3")
     parser.add_argument("--scenes", default="data/scenes/train")
     parser.add_argument("--val", default="data/scenes/validation")
-    # The shipped centernet-v3 saw the product photos too: a detector trained on pasted garments alone breaks a
-    # frame-filling product photo into 2.8 garments (validation), 1.15 with them.
+    # Without product photos a detector breaks a frame-filling photo into several garments
+    # (docs/decisions/2026-12-03-detector-product-photos.md).
     parser.add_argument("--photos", default="../shared/data/clothing-small/train",
                         help="the train product photos, added as one-garment scenes ('' for scenes only)")
     parser.add_argument("--photo-masks", default="",

@@ -69,20 +69,15 @@ INSTANCE_WEIGHT = 1.0
 LABEL_SMOOTHING = 0.1
 CLASS_EPOCHS = 8
 INSTANCE_EPOCHS = 8
-# The instances stage also trains fashion-v1's last MBConv blocks (at the body learning rate). Product holdout,
-# best epoch, P@10 + street R@1: 0 blocks 0.965 + 0.879, 1 block 0.964 + 0.886, 2 blocks 0.961 + 0.903,
-# 3 blocks 0.961 + 0.908. That holdout is inflated (fashion-v1, the starting point, saw its products); with both
-# stages trained on the split only: 2 blocks 0.905 + 0.889, 3 blocks 0.913 + 0.907. So: every tail block but the
-# first (Lite0: 3 of 4; Lite2: 4 of 5, inflated holdout P@10 0.984 + R@1 0.900 against 0.988 + 0.897 with 3).
+# The instances stage also trains fashion-v1's tail blocks but the first (at the body learning rate): best on the
+# clean product holdout (docs/decisions/2026-12-03-embedder-train-blocks.md).
 ALL_BUT_FIRST = -1
-# A second scene set of the same train photos (seed 3) doubles the street crops of the instance stage: on the clean
-# holdout's pipeline crops, street R@1 +0.022 (95 % CI +0.009 to +0.034), category P@10 -0.002 (-0.019 to +0.014);
-# docs/EVALUATION.md.
+# A second scene set of the same train photos (seed 3) doubles the instance stage's street crops, which gained street
+# R@1 (docs/decisions/2026-12-04-embedder-street-crops.md).
 EXTRA_SCENES = ("data/scenes/train-extra",)
 # How the extra scene sets' garments are cut: "simulated" (a jittered true box and mask, as the first set's),
 # "pipeline" (fine mode's own cut-out: the shipped detector's box and segmenter's mask; garments it misses give none)
-# or "both" (the default). Clean holdout, pipeline crops, against "simulated": "pipeline" P@10 +0.000, R@1 -0.006;
-# "both" P@10 +0.012 [-0.006, +0.031], R@1 +0.003 [-0.008, +0.013] (docs/EVALUATION.md).
+# or "both", the default (docs/decisions/2026-12-04-embedder-street-crops.md).
 EXTRA_CROPS = ("both", "simulated", "pipeline")
 INSTANCE_STEPS = 100
 # Catalog-side views a street crop is matched to: the whole photo, its mirror, and the cut-out garment.
@@ -420,7 +415,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     log.info("split: %d/%d products, %d/%d street crops (fit/held out)",
              len(fit.labels), len(hold.labels), len(fit.owners), len(hold.owners))
     # A holdout-only run keeps its best epoch's tail: retraining for fewer epochs would shorten the one-cycle
-    # schedule and give another model than the one the holdout scored (4-view classes stage: 0.8967 against 0.9041).
+    # schedule and give another model than the one the holdout scored (docs/decisions/2026-12-03-adoption-rules.md).
     tail, history = train(fit, epochs, args.seed, args.stage, hold, args.steps, args.train_blocks, init, args.backbone,
                           keep_best=args.holdout_only, start=start)
     # Both goals count equally: category precision (seed 001) and finding the product itself (street-to-shop).

@@ -29,9 +29,7 @@ log = logging.getLogger("train-embedder")
 SIZE = TRAINED_IMAGE_SIZE
 # Product views: 0 plain (what inference sees for a whole photo), 1 mirrored, 2 the garment cut out onto white
 # (what fine mode indexes for a catalog photo), 3.. random crops with mild light changes. Few views: caching them
-# is the slow part of training on a CPU. More random crops (`train embedder --product-views 12`) did not pay: clean
-# product holdout, both stages, P@10 0.9070 / street R@1 0.9240 against 0.9146 / 0.9202; pipeline crops Δsum -0.020
-# (95 % CI -0.041 to -0.002), docs/EVALUATION.md.
+# is the slow part of training on a CPU, and 12 views did not pay (docs/decisions/2026-12-04-embedder-product-views.md).
 PRODUCT_VIEWS = 4
 CUTOUT_VIEW = 2
 # Street crops imitate fine mode's query side: a detector box (never exact) around a garment of a generated scene,

@@ -266,7 +266,7 @@ def train(
 
 
 def evaluate_segmenter(segmenter: Any, scenes: list[dict[str, Any]]) -> dict[str, float]:
-    """mIoU, pixel accuracy and median ms per box given the true boxes, as `fashion-search eval-models` does."""
+    """mIoU, pixel accuracy and median ms per box given the true boxes, as `fashion-search eval models` does."""
     ious, accs, ms = [], [], []
     for scene in scenes:
         scene_ious, scene_accs, ms_per_box = score_true_boxes(

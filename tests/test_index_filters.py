@@ -1,0 +1,174 @@
+"""Catalog fields, every search filter, pages, payload-only updates and stored vectors: the same on Qdrant Edge,
+qdrant-client local mode and the search service over gRPC."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fashion_search.core.domain import GARMENT_VECTOR, IMAGE_VECTOR, Product, SearchFilter, VectorIndex
+from fashion_search.core.settings import Settings
+from fashion_search.services.search.client import RemoteIndex
+from fashion_search.services.search.edge_index import EdgeIndex
+from fashion_search.services.search.qdrant_index import QdrantServerIndex, collection_config
+from fashion_search.services.search.server import start_server
+
+DIM = 8
+N = 30
+BRANDS = ("acme", "zeta", "nova")
+CATEGORIES = ("dress", "shirt", "shoe")
+
+
+def unit_vectors(n: int, seed: int) -> np.ndarray:
+    x = np.random.default_rng(seed).normal(size=(n, DIM)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def product(i: int) -> Product:
+    """Product i: category i % 3, brand i % 3 shifted, price 10 + i, every fourth sold out, tags by divisibility."""
+    tags = [t for t, d in (("even", 2), ("third", 3), ("fifth", 5)) if i % d == 0]
+    return Product(
+        product_id=f"p{i}", category=CATEGORIES[i % 3], title=f"Product {i}", price=10.0 + i, image_ref=f"/i/{i}",
+        tags=tags, brand=BRANDS[(i // 3) % 3], in_stock=i % 4 != 0, attributes={"colour": "red" if i % 2 else "blue"},
+    )
+
+
+PRODUCTS = [product(i) for i in range(N)]
+IMAGE = unit_vectors(N, seed=1)
+GARMENT = unit_vectors(N, seed=2)
+ITEMS = [(p, {IMAGE_VECTOR: IMAGE[i], GARMENT_VECTOR: GARMENT[i]}) for i, p in enumerate(PRODUCTS)]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path, max_top_k=N, max_search_offset=20, grpc_timeout_s=5)
+
+
+@pytest.fixture(params=("edge", "qdrant", "remote"))
+def index(request: pytest.FixtureRequest, settings: Settings, tmp_path: Path) -> Iterator[VectorIndex]:
+    """A filled index of each backend (remote: the gRPC search service over an EdgeIndex on loopback)."""
+    closers: list[Callable[[], object]] = []
+    if request.param == "qdrant":
+        idx: VectorIndex = QdrantServerIndex(settings, DIM, ":memory:")
+    else:
+        idx = EdgeIndex(settings, DIM, tmp_path / "edge")
+        if request.param == "remote":
+            server, port = start_server(settings, port=0, index=idx)
+            closers.append(lambda: server.stop(None).wait())
+            closers.append(idx.close)
+            idx = RemoteIndex(f"{settings.bind_host}:{port}", settings)
+    closers.insert(0, idx.close)
+    idx.upsert(ITEMS)
+    yield idx
+    for close in closers:
+        close()
+
+
+def exact(query: np.ndarray, keep: Callable[[Product], bool]) -> list[str]:
+    """Ids of the products that pass keep, nearest first (exact cosine)."""
+    order = np.argsort(-(IMAGE @ query), kind="stable")
+    return [PRODUCTS[i].product_id for i in order if keep(PRODUCTS[i])]
+
+
+QUERY = unit_vectors(1, seed=9)[0]
+
+FILTERS: list[tuple[str, SearchFilter, Callable[[Product], bool]]] = [
+    ("category", SearchFilter(categories=("dress", "shoe")), lambda p: p.category in ("dress", "shoe")),
+    ("min_price", SearchFilter(min_price=25.0), lambda p: p.price >= 25.0),
+    ("max_price", SearchFilter(max_price=18.0), lambda p: p.price <= 18.0),
+    ("price range", SearchFilter(min_price=12.0, max_price=20.0), lambda p: 12.0 <= p.price <= 20.0),
+    ("brand", SearchFilter(brands=("acme", "nova")), lambda p: p.brand in ("acme", "nova")),
+    ("in stock", SearchFilter(in_stock=True), lambda p: p.in_stock),
+    ("sold out", SearchFilter(in_stock=False), lambda p: not p.in_stock),
+    ("tags all", SearchFilter(tags=("even", "third")), lambda p: {"even", "third"} <= set(p.tags)),
+    ("exclude", SearchFilter(exclude=("p1", "p2")), lambda p: p.product_id not in ("p1", "p2")),
+    ("combined", SearchFilter(categories=("shirt",), in_stock=True, max_price=30.0),
+     lambda p: p.category == "shirt" and p.in_stock and p.price <= 30.0),
+]
+
+
+@pytest.mark.parametrize(("name", "search_filter", "keep"), FILTERS, ids=[f[0] for f in FILTERS])
+def test_every_filter_returns_exactly_the_matching_products_in_order(
+    index: VectorIndex, name: str, search_filter: SearchFilter, keep: Callable[[Product], bool],
+) -> None:
+    hits = index.search(QUERY, N, filters=search_filter)
+    expected = exact(QUERY, keep)
+    assert expected, name  # the fixture catalog holds matches for every filter
+    assert [h.product.product_id for h in hits] == expected
+
+
+def test_catalog_fields_are_stored_and_read_back(index: VectorIndex) -> None:
+    got = index.get("p5")
+    assert got is not None
+    assert (got.brand, got.in_stock, got.attributes, got.tags) == ("zeta", True, {"colour": "red"}, ["fifth"])
+    assert index.get("p4").in_stock is False  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("bad", [
+    SearchFilter(min_price=-1.0), SearchFilter(max_price=float("nan")), SearchFilter(min_price=5.0, max_price=2.0),
+    SearchFilter(brands=("",)), SearchFilter(tags=("",)),
+])
+def test_a_bad_filter_is_refused_naming_the_field(index: VectorIndex, bad: SearchFilter) -> None:
+    with pytest.raises(ValueError, match=r"price|brand|tags"):
+        index.search(QUERY, 5, filters=bad)
+
+
+def test_pages_of_a_search_follow_each_other_without_gaps_or_repeats(index: VectorIndex) -> None:
+    full = [h.product.product_id for h in index.search(QUERY, 15)]
+    pages = [index.search(QUERY, 5, offset=o) for o in (0, 5, 10)]
+    assert [h.product.product_id for page in pages for h in page] == full
+    filtered = [h.product.product_id for h in index.search(QUERY, 4, offset=2, filters=SearchFilter(in_stock=True))]
+    assert filtered == exact(QUERY, lambda p: p.in_stock)[2:6]
+
+
+def test_an_offset_beyond_the_documented_depth_is_refused(index: VectorIndex) -> None:
+    with pytest.raises(ValueError, match="offset"):
+        index.search(QUERY, 5, offset=21)
+
+
+def test_update_fields_changes_the_payload_and_not_the_vectors(index: VectorIndex) -> None:
+    before_vectors = index.vectors("p3")
+    version = index.version
+    updated = index.update_fields("p3", {"price": 99.5, "in_stock": False, "attributes": {"colour": "green"}})
+    assert updated is not None and (updated.price, updated.in_stock) == (99.5, False)
+    assert updated.attributes == {"colour": "green"} and updated.title == "Product 3"
+    assert index.version > version  # cached answers keyed by version are invalidated
+    after = index.vectors("p3")
+    assert before_vectors is not None and after is not None
+    np.testing.assert_allclose(after[IMAGE_VECTOR], before_vectors[IMAGE_VECTOR], atol=1e-6)
+    # The filters see the new values at once.
+    assert "p3" in [h.product.product_id for h in index.search(QUERY, N, filters=SearchFilter(min_price=99.0))]
+    assert "p3" not in [h.product.product_id for h in index.search(QUERY, N, filters=SearchFilter(in_stock=True))]
+
+
+def test_update_fields_of_an_unknown_product_or_a_bad_field(index: VectorIndex) -> None:
+    assert index.update_fields("nope", {"price": 1.0}) is None
+    with pytest.raises(ValueError, match="price"):
+        index.update_fields("p1", {"price": -3.0})
+    with pytest.raises(ValueError, match="cannot be updated"):
+        index.update_fields("p1", {"image_ref": "/etc/passwd"})
+    assert index.get("p1").price == 11.0  # type: ignore[union-attr]
+
+
+def test_stored_vectors_find_the_product_itself(index: VectorIndex) -> None:
+    vectors = index.vectors("p7")
+    assert vectors is not None and set(vectors) == {IMAGE_VECTOR, GARMENT_VECTOR}
+    np.testing.assert_allclose(vectors[IMAGE_VECTOR], IMAGE[7], atol=1e-5)
+    assert index.search(vectors[IMAGE_VECTOR], 1)[0].product.product_id == "p7"
+    assert index.vectors("nope") is None
+
+
+def test_settings_shape_a_new_server_collection(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, qdrant_shard_number=3, qdrant_replication_factor=2,
+                        qdrant_write_consistency=2, index_quantization="int8")
+    config = collection_config(settings, {IMAGE_VECTOR: DIM, GARMENT_VECTOR: DIM})
+    assert (config["shard_number"], config["replication_factor"], config["write_consistency_factor"]) == (3, 2, 2)
+    assert config["quantization_config"].scalar.type.value == "int8"
+    assert config["vectors_config"][IMAGE_VECTOR].on_disk is True
+    # Local mode accepts the same arguments (a server applies them).
+    with QdrantServerIndex(settings, DIM, ":memory:") as idx:
+        idx.upsert(ITEMS[:3])
+        assert idx.search(IMAGE[1], 1)[0].product.product_id == "p1"
