@@ -92,35 +92,6 @@ def test_tag_mode_filters_on_one_kind(client: TestClient, small_records: list) -
     assert {r["category"] for r in body["results"]} == {rec.category}
 
 
-@pytest.mark.parametrize("mode", ["simple", "fine", "tag"])
-def test_search_with_a_catalog_product_instead_of_an_upload(
-    client: TestClient, small_records: list, mode: str
-) -> None:
-    rec = small_records[7]
-    resp = client.post("/v1/search", data={"product_id": rec.product_id, "mode": mode, "top_k": 5})
-    assert resp.status_code == 200, resp.text
-    body = resp.json()
-    assert body["mode"] == mode and body["results"]
-    assert rec.product_id in {r["product_id"] for r in body["results"]}
-    upload = _search(client, _photo(rec), mode=mode, top_k=5)
-    assert [r["product_id"] for r in body["results"]] == [r["product_id"] for r in upload["results"]]
-
-
-@pytest.mark.parametrize(
-    ("form", "files", "status", "words"),
-    [
-        ({"product_id": "no-such-product"}, None, 404, "unknown product"),
-        ({"product_id": "bad id!"}, None, 422, "product_id"),
-        ({}, None, 422, "image or a product_id"),
-        ({"product_id": "x"}, {"image": ("q.jpg", b"x", "image/jpeg")}, 422, "either"),
-    ],
-)
-def test_product_id_search_errors(client: TestClient, form: dict, files: dict | None, status: int, words: str) -> None:
-    resp = client.post("/v1/search", data=form, files=files) if files else client.post("/v1/search", data=form)
-    assert resp.status_code == status, resp.text
-    assert words in resp.json()["detail"]
-
-
 def test_results_carry_a_calibrated_confidence_and_the_currency(client: TestClient, small_records: list) -> None:
     for mode in ("simple", "fine", "tag"):
         body = _search(client, _photo(small_records[3]), mode=mode, top_k=6)
