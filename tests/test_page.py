@@ -151,15 +151,25 @@ def test_upload_in_each_mode_shows_equal_cards_with_prices_and_match_bands(
 
 def test_a_running_search_shows_a_loading_state_over_dimmed_results(page: object, photos: dict[str, Path]) -> None:
     search(page, photos["single"], "simple")
+    # Hold the next search request in the browser until the page's state while it runs has been checked.
+    held: list[object] = []
+    page.route("**/v1/search", lambda route: held.append(route))  # type: ignore[attr-defined]
     page.check("input[name=mode][value=fine]")  # type: ignore[attr-defined]
     page.click("#go")  # type: ignore[attr-defined]
+    while not held:
+        page.wait_for_timeout(20)  # type: ignore[attr-defined]
     expect = playwright_api.expect
     expect(page.locator("#loading")).to_be_visible()  # type: ignore[attr-defined]
     expect(page.locator("#out")).to_have_class("busy")  # type: ignore[attr-defined]
+    expect(page.locator("#results")).to_have_css("opacity", "0.35")  # type: ignore[attr-defined]
     assert page.locator("#go").is_disabled()  # type: ignore[attr-defined]
     shot(page, "loading")
+    with page.expect_response("**/v1/search"):  # type: ignore[attr-defined]
+        held[0].continue_()  # type: ignore[attr-defined]
+    page.unroute("**/v1/search")  # type: ignore[attr-defined]
     page.wait_for_selector("#out:not(.busy)")  # type: ignore[attr-defined]
     expect(page.locator("#loading")).to_be_hidden()  # type: ignore[attr-defined]
+    expect(page.locator("#results")).to_have_css("opacity", "1")  # type: ignore[attr-defined]
 
 
 def test_clicking_a_garment_box_shows_that_garments_results(page: object, photos: dict[str, Path]) -> None:
