@@ -156,8 +156,11 @@ def test_a_running_search_shows_a_loading_state_over_dimmed_results(page: object
     page.route("**/v1/search", lambda route: held.append(route))  # type: ignore[attr-defined]
     page.check("input[name=mode][value=fine]")  # type: ignore[attr-defined]
     page.click("#go")  # type: ignore[attr-defined]
-    while not held:
+    for _ in range(500):  # at most 10 s
+        if held:
+            break
         page.wait_for_timeout(20)  # type: ignore[attr-defined]
+    assert held, "the page sent no search"
     expect = playwright_api.expect
     expect(page.locator("#loading")).to_be_visible()  # type: ignore[attr-defined]
     expect(page.locator("#out")).to_have_class("busy")  # type: ignore[attr-defined]
