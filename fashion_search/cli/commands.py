@@ -49,8 +49,10 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
         log.warning("%s", check_exposure(settings))
         start_metrics_server(settings.gateway_metrics_port, settings)
-        # log_config=None: uvicorn's loggers go through the process's structured log setup.
-        uvicorn.run(create_app(settings), host=settings.bind_host, port=settings.gateway_port, log_config=None)
+        # log_config=None: uvicorn's loggers go through the process's structured log setup; the gateway logs each
+        # request itself (with its request id), so uvicorn's access log would only repeat it.
+        uvicorn.run(create_app(settings), host=settings.bind_host, port=settings.gateway_port, log_config=None,
+                    access_log=False)
     elif target == "worker":
         from fashion_search.workers.celery_app import celery_app
         from fashion_search.workers.metrics import register_queue_depth
@@ -237,7 +239,8 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         pipeline.index.close()
         raise
     print(f"search page: http://{settings.bind_host}:{settings.gateway_port}/  API docs: /docs  ({exposure})")
-    uvicorn.run(create_app(settings, pipeline), host=settings.bind_host, port=settings.gateway_port, log_config=None)
+    uvicorn.run(create_app(settings, pipeline), host=settings.bind_host, port=settings.gateway_port, log_config=None,
+                access_log=False)
     pipeline.index.close()
     return 0
 

@@ -401,7 +401,7 @@ class ShopperSettings(BaseModel):
     # Match confidence: P(result is of the query garment's kind) = sigmoid(slope × score + offset) per mode, fitted
     # on train photos (`fashion-search eval confidence`); a "good match" from good_match_confidence on.
     confidence_fit: dict[str, tuple[float, float]] = Field(
-        default={"simple": (10.0, -5.0), "fine": (10.0, -5.0), "tag": (10.0, -5.0)},
+        default={"simple": (17.004, -12.142), "fine": (8.011, -4.205), "tag": (13.523, -8.7)},
         description="per mode: (slope, offset) of the score→confidence sigmoid",
     )
     good_match_confidence: float = Field(default=0.8, ge=0.0, le=1.0, description="confidence of a good match")

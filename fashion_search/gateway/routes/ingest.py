@@ -13,12 +13,12 @@ from fashion_search.core.grpc_common import ServiceUnavailable
 from fashion_search.core.settings import Settings
 from fashion_search.gateway.auth import requires
 from fashion_search.gateway.deps import get_settings
-from fashion_search.gateway.responses import INVALID, UNAVAILABLE, Responses, error
+from fashion_search.gateway.responses import ACCESS, INVALID, UNAVAILABLE, Responses, error
 from fashion_search.gateway.schemas import JobAccepted, JobOut
 from fashion_search.gateway.uploads import read_upload
 from fashion_search.workers.jobs import JobStore
 
-router = APIRouter(prefix="/v1", tags=["ingest"])
+router = APIRouter(prefix="/v1", tags=["ingest"], responses=ACCESS)
 
 JOB_ID_PATTERN = r"^[0-9a-f]{32}$"
 # A catalog's format by its file name, else by its declared content type.
@@ -40,7 +40,7 @@ def _suffix(upload: UploadFile) -> str:
 
 def _jobs(settings: Settings) -> JobStore:
     if not settings.broker_url:
-        raise ServiceUnavailable("ingest", "jobs need a queue: this gateway has no broker (FS_BROKER_URL)")
+        raise ServiceUnavailable("queue", "ingest jobs need one: this gateway has no broker (FS_BROKER_URL)")
     return JobStore(settings)
 
 
