@@ -288,9 +288,10 @@ def test_a_request_id_and_its_count_reach_every_service_it_passed(topology: dict
     """A search per mode with its own X-Request-ID: the gateway and each service on the mode's path log that id (one
     JSON line per RPC) and count the call on their own /metrics port; the worker exports its tasks and queue."""
     base, logs, ports = topology["base"], topology["logs"], topology["metrics"]
-    paths = {  # the RPC each mode makes, per service (the remote embedder sends even one image as EmbedBatch)
+    paths = {  # the RPC each mode makes, per service (the remote embedder sends even one image as EmbedBatch; fine
+        # mode searches all its garments in one SearchBatch)
         "simple": {"image-embedder": "EmbedBatch", "search": "Search"},
-        "fine": {"detector": "Detect", "segmenter": "Segment", "embedder": "EmbedBatch", "search": "Search"},
+        "fine": {"detector": "Detect", "segmenter": "Segment", "embedder": "EmbedBatch", "search": "SearchBatch"},
     }
     data = Path(small_records[3].image_path).read_bytes()
     traces: dict[str, tuple[str, set[str]]] = {}

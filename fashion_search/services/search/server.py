@@ -188,7 +188,7 @@ def start_server(
     servicer = SearchServicer(index)
     server, bound, health = make_server(
         SERVICE_NAME, settings.search_port if port is None else port, settings,
-        lambda s: search_pb2_grpc.add_SearchServicer_to_server(servicer, s), metrics_port,
+        lambda s: search_pb2_grpc.add_SearchServicer_to_server(servicer, s), metrics_port=metrics_port,
     )
     mark_serving(health, SERVICE_NAME)
     return server, bound
