@@ -73,6 +73,7 @@ def scoped_routes(app: object) -> list[tuple[APIRoute, str]]:
             continue
         scopes = [d.call.scope for d in route.dependant.dependencies if isinstance(d.call, ScopeCheck)]
         assert len(scopes) == 1, f"{route.methods} {route.path} must declare one scope, e.g. requires('search')"
+        assert {401, 403, 429} <= set(route.responses), f"{route.path}: document them (responses=ACCESS)"
         out.append((route, scopes[0]))
     return out
 

@@ -83,11 +83,81 @@ def test_fine_mode_groups_results_per_detected_garment(client: TestClient, small
     assert set(body["timings_ms"]) >= {"detect", "segment", "embed", "search", "total"}
 
 
-def test_tag_mode_filters_on_detected_categories(client: TestClient, small_records: list) -> None:
-    body = _search(client, _photo(small_records[10]), mode="tag", top_k=10)
-    detected = {g["category"] for g in body["garments"]}
-    assert detected
-    assert {r["category"] for r in body["results"]} <= detected
+def test_tag_mode_filters_on_one_kind(client: TestClient, small_records: list) -> None:
+    rec = small_records[10]
+    body = _search(client, _photo(rec), mode="tag", top_k=10)
+    assert body["garments"]
+    # A product photo: one kind, the trusted label backed by the image model's neighbours or their own kind.
+    assert body["suggested_mode"] is None
+    assert {r["category"] for r in body["results"]} == {rec.category}
+
+
+@pytest.mark.parametrize("mode", ["simple", "fine", "tag"])
+def test_search_with_a_catalog_product_instead_of_an_upload(
+    client: TestClient, small_records: list, mode: str
+) -> None:
+    rec = small_records[7]
+    resp = client.post("/v1/search", data={"product_id": rec.product_id, "mode": mode, "top_k": 5})
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["mode"] == mode and body["results"]
+    # "More like this" shows other products: the product itself is left out.
+    ids = [r["product_id"] for r in body["results"]]
+    assert rec.product_id not in ids
+    upload = [r["product_id"] for r in _search(client, _photo(rec), mode=mode, top_k=6)["results"]]
+    assert len(set(ids) & set(upload)) >= 3, (ids, upload)
+
+
+@pytest.mark.parametrize(
+    ("form", "files", "status", "words"),
+    [
+        ({"product_id": "no-such-product"}, None, 404, "unknown product"),
+        ({"product_id": "bad id!"}, None, 422, "product_id"),
+        ({}, None, 422, "image or a product_id"),
+        ({"product_id": "x"}, {"image": ("q.jpg", b"x", "image/jpeg")}, 422, "either"),
+    ],
+)
+def test_product_id_search_errors(client: TestClient, form: dict, files: dict | None, status: int, words: str) -> None:
+    resp = client.post("/v1/search", data=form, files=files) if files else client.post("/v1/search", data=form)
+    assert resp.status_code == status, resp.text
+    assert words in resp.json()["detail"]
+
+
+def test_results_carry_a_calibrated_confidence_and_the_currency(client: TestClient, small_records: list) -> None:
+    for mode in ("simple", "fine", "tag"):
+        body = _search(client, _photo(small_records[3]), mode=mode, top_k=6)
+        assert body["currency"] == "EUR"
+        confidences = [r["confidence"] for r in body["results"]]
+        assert all(0.0 <= c <= 1.0 for c in confidences)
+        assert all(r["match"] in ("good", "possible") for r in body["results"])
+        if mode == "simple":  # one list in score order: confidence falls with it
+            assert confidences == sorted(confidences, reverse=True)
+            assert body["results"][0]["match"] == "good"  # the product itself
+
+
+class _FixedDetector:
+    """Two trusted garments of other kinds, whatever the photo: mixing is pipeline logic."""
+
+    model_name = "fixed"
+
+    def detect(self, image: object, min_score: float | None = None) -> list:
+        from fashion_search.core.domain import Box, Detection
+
+        return [Detection(Box(0, 0, 50, 50), "shoes", 0.9), Detection(Box(60, 0, 110, 50), "pants", 0.8)]
+
+
+@pytest.mark.parametrize("mode", ["simple", "tag"])
+def test_several_kinds_in_a_photo_mix_the_results_and_suggest_fine_mode(
+    pipeline: SearchPipeline, small_records: list, mode: str
+) -> None:
+    mixing = SearchPipeline(pipeline.settings, _FixedDetector(), pipeline.segmenter, pipeline.embedder,  # type: ignore[arg-type]
+                            pipeline.index)
+    with TestClient(create_app(pipeline.settings, mixing)) as c:
+        body = _search(c, _photo(small_records[0]), mode=mode, top_k=6)
+    assert body["suggested_mode"] == "fine"
+    assert [g["category"] for g in body["garments"]] == ["shoes", "pants"]
+    kinds = [r["category"] for r in body["results"]]
+    assert kinds[:2] == ["shoes", "pants"] and set(kinds) == {"shoes", "pants"}
 
 
 class _DownEmbedder:
@@ -202,7 +272,11 @@ def test_cache_key_changes_with_the_ranking_settings_and_the_embedder(pipeline: 
 def test_cached_answers_are_keyed_by_the_models_each_mode_runs(pipeline: SearchPipeline) -> None:
     embedder, detector = pipeline.embedder.model_name, pipeline.detector.model_name
     segmenter, cap = pipeline.segmenter.model_name, pipeline.settings.max_garments
-    assert pipeline.models_used("simple") == embedder  # simple mode runs the embedder alone
+    # Simple mode runs the detector too: several kinds in one photo mix its results (FS_MIX_MIN_KINDS).
+    assert pipeline.models_used("simple") == f"{embedder}|{detector}<={cap}"
+    alone = copy.copy(pipeline)
+    alone.settings = pipeline.settings.model_copy(update={"mix_min_kinds": 0})
+    assert alone.models_used("simple") == embedder  # without mixing, the embedder alone
     assert pipeline.models_used("tag") == f"{embedder}|{detector}<={cap}"
     assert pipeline.models_used("fine") == f"{embedder}|{detector}<={cap}|{segmenter}"
     # Another detection threshold or garment cap finds other garments: each keys other answers.

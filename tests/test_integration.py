@@ -161,7 +161,6 @@ def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, obj
             "ports": ports, "collector": collector,
         }
     finally:
-        collector.close()
         for proc in procs.values():
             proc.terminate()
         for name, proc in procs.items():
@@ -171,6 +170,7 @@ def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, obj
                 proc.kill()
             if proc.returncode not in (0, -15):
                 print(f"--- {name} log ---\n{(logs / f'{name}.log').read_text()[-3000:]}")
+        collector.close()  # last: the processes flush their spans as they stop
 
 
 def test_queue_ingest_and_remote_search_match_embedded_mode(
@@ -289,7 +289,7 @@ def test_a_request_id_and_its_count_reach_every_service_it_passed(topology: dict
     JSON line per RPC) and count the call on their own /metrics port; the worker exports its tasks and queue."""
     base, logs, ports = topology["base"], topology["logs"], topology["metrics"]
     paths = {  # the RPC each mode makes, per service (the remote embedder sends even one image as EmbedBatch; fine
-        # mode searches all its garments in one SearchBatch)
+        # mode searches every garment in one SearchBatch)
         "simple": {"image-embedder": "EmbedBatch", "search": "Search"},
         "fine": {"detector": "Detect", "segmenter": "Segment", "embedder": "EmbedBatch", "search": "SearchBatch"},
     }

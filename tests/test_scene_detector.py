@@ -95,3 +95,6 @@ def test_shipped_detector_finds_one_garment_in_a_product_photo(tmp_path: Path) -
     assert report["photos"] >= 10, report
     assert report["garments_per_photo"] <= 1.5, report
     assert report["found"] >= 0.9, report
+    # Boxes of one garment merged: never more garments or duplicates than without merging.
+    assert report["garments_per_photo"] <= report["garments_per_photo_unmerged"], report
+    assert report["duplicates"] <= report["duplicates_unmerged"], report

@@ -34,3 +34,7 @@ def test_fine_mode_finds_the_garments_own_product(recall: dict[str, Any]) -> Non
     assert fine["Δrecall@1 vs simple"] == pytest.approx(fine["recall@1"] - simple["recall@1"], abs=2e-4)
     for row in recall["recall"].values():
         assert row["recall@1 low"] <= row["recall@1"] <= row["recall@1 high"], recall
+    # Scenes of several kinds: fine mode answers each garment, so it shows at least as many kinds as simple mode.
+    if recall["multi_kind_scenes"]:
+        covered = recall["kinds_covered"]
+        assert 0.0 < covered["simple"] <= 1.0 and covered["fine"] >= covered["simple"] - 0.1, recall

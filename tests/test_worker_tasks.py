@@ -13,7 +13,7 @@ from fashion_search.pipeline.search_pipeline import SearchPipeline
 from fashion_search.services.search.factory import make_index
 from fashion_search.workers import tasks
 from fashion_search.workers.tasks import decode_photos
-from tests.conftest import make_settings
+from tests.conftest import TEST_REDIS, make_settings
 
 
 def test_a_photo_that_is_not_base64_refuses_its_product_only() -> None:
@@ -48,3 +48,46 @@ def test_the_ingest_task_indexes_the_good_products_and_counts_the_whole_message(
     assert result == {"indexed": 1, "failed": [("t-bad-photo", "photo is not valid base64")], "total": 2}
     assert pipeline.index.get("t-ok") is not None
     pipeline.index.close()
+
+
+def test_redelivered_batches_count_once_and_never_bring_back_older_data(
+    tmp_path: Path, shared_models: dict, small_records: list[CatalogRecord], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import redis
+
+    from fashion_search.workers.jobs import SUPERSEDED, JobStore
+
+    settings = make_settings(tmp_path, redis_url=f"{TEST_REDIS}/14", job_key_prefix=f"fs:test:{tmp_path.name}:")
+    embedder = shared_models["embedder"]
+    pipeline = SearchPipeline(
+        settings, shared_models["detector"], shared_models["segmenter"], embedder, make_index(settings, embedder.dim)
+    )
+    jobs = JobStore(settings, redis.Redis.from_url(settings.redis_url))
+    monkeypatch.setattr(tasks, "_ingestor", Ingestor(pipeline, settings))
+    monkeypatch.setattr(tasks, "_jobs", jobs)
+    monkeypatch.setattr(tasks.ingest_batch, "update_state", lambda **_: None)
+    photo = base64.b64encode(Path(small_records[0].image_path).read_bytes()).decode()
+
+    def record(title: str) -> dict[str, object]:
+        return {"product_id": "p-1", "image_path": "", "title": title, "category": "", "price": 0.0, "tags": []}
+
+    old_job, old_seq = jobs.create(1)
+    jobs.claim(old_seq, ["p-1"])
+    new_job, new_seq = jobs.create(1)
+    jobs.claim(new_seq, ["p-1"])
+    try:
+        # The newer job runs first; the older job's batch arrives late, then again (a visibility-timeout redelivery).
+        for job_id, seq, title in ((new_job, new_seq, "new"), (old_job, old_seq, "old"), (old_job, old_seq, "old"),
+                                   (new_job, new_seq, "new")):
+            tasks.ingest_batch.run([record(title)], [photo], job_id=job_id, batch="0", seq=seq)
+        stored = pipeline.index.get("p-1")
+        assert stored is not None and stored.title == "new"
+        assert pipeline.index.stats().count == 1
+        old, new = jobs.get(old_job), jobs.get(new_job)
+        assert old is not None and new is not None
+        assert (new.state, new.processed, new.indexed, new.refused) == ("done", 1, 1, [])
+        assert (old.state, old.processed, old.indexed) == ("done", 1, 0)
+        assert [r["reason"] for r in old.refused] == [SUPERSEDED]
+    finally:
+        jobs.redis.delete(*jobs.redis.keys(f"{settings.job_key_prefix}*"))
+        pipeline.index.close()

@@ -49,8 +49,10 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
         log.warning("%s", check_exposure(settings))
         start_metrics_server(settings.gateway_metrics_port, settings)
-        # log_config=None: uvicorn's loggers go through the process's structured log setup.
-        uvicorn.run(create_app(settings), host=settings.bind_host, port=settings.gateway_port, log_config=None)
+        # log_config=None: uvicorn's loggers go through the process's structured log setup; the gateway logs each
+        # request itself (with its request id), so uvicorn's access log would only repeat it.
+        uvicorn.run(create_app(settings), host=settings.bind_host, port=settings.gateway_port, log_config=None,
+                    access_log=False)
     elif target == "worker":
         from fashion_search.workers.celery_app import celery_app
         from fashion_search.workers.metrics import register_queue_depth
@@ -237,7 +239,8 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         pipeline.index.close()
         raise
     print(f"search page: http://{settings.bind_host}:{settings.gateway_port}/  API docs: /docs  ({exposure})")
-    uvicorn.run(create_app(settings, pipeline), host=settings.bind_host, port=settings.gateway_port, log_config=None)
+    uvicorn.run(create_app(settings, pipeline), host=settings.bind_host, port=settings.gateway_port, log_config=None,
+                access_log=False)
     pipeline.index.close()
     return 0
 
@@ -251,7 +254,9 @@ def cmd_eval_category(args: argparse.Namespace, settings: Settings) -> int:
         text = ablation_markdown(table, _command_line(), f"catalog `{args.catalog}`, queries `{args.queries}`")
         return _print_evaluation(args, text, "eval-ablation", json.dumps(table, indent=2))
     result = evaluate(settings, args.catalog, args.queries, args.mode, args.limit)
-    return _print_evaluation(args, to_markdown(result, _command_line()), f"eval-{args.mode}", result.to_json())
+    # A run on part of the folders (--limit) has its own section: it does not replace the figures of a full run.
+    key = f"eval-{args.mode}" + (f"-limit{args.limit}" if args.limit else "")
+    return _print_evaluation(args, to_markdown(result, _command_line()), key, result.to_json())
 
 
 def cmd_eval_expansion(args: argparse.Namespace, settings: Settings) -> int:
@@ -356,6 +361,14 @@ def cmd_bench_index(args: argparse.Namespace, settings: Settings) -> int:
         write_section(path, f"bench-index-{info['n']}", f"## Vector index at {info['n']:,} vectors\n\n{text}",
                       "Benchmarks")
     return 0
+
+def cmd_eval_confidence(args: argparse.Namespace, settings: Settings) -> int:
+    """Fit each mode's match confidence on train photos and check it on others."""
+    from fashion_search.evaluation.confidence import confidence_fit, confidence_markdown
+
+    result = confidence_fit(settings, args.catalog, args.per_class, args.fit_per_class, args.queries, args.limit)
+    return _print_evaluation(args, confidence_markdown(result, _command_line()), "eval-confidence",
+                             json.dumps(result, indent=2))
 
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:

@@ -99,6 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--photos", default="",
                     help="held-out product photos: also count the garments fine mode finds in each")
 
+    cf = eval_sub.add_parser("confidence", help="fit each mode's match confidence (FS_CONFIDENCE_FIT) on train photos")
+    cf.add_argument("--catalog", required=True, help="train photos (ImageFolder): the catalog and the fit queries")
+    cf.add_argument("--per-class", type=int, default=20, help="catalog photos per class")
+    cf.add_argument("--fit-per-class", type=int, default=10, help="fit queries per class (the next photos)")
+    cf.add_argument("--queries", default="", help="other photos to check the fit on (ImageFolder)")
+    cf.add_argument("--limit", type=int, default=0, help="at most N check queries per class (0 = all)")
+    cf.add_argument("--json", action="store_true", help="print the figures as JSON")
+    cf.add_argument("--output", help="also write the figures to this Markdown file")
+
     bench = sub.add_parser("bench", help="per-stage latency p50/p95 for simple and fine mode")
     bench.add_argument("--queries", type=int, default=0, help="number of queries (default: settings)")
     bench.add_argument("--output", default="", help="Markdown file (default: docs/BENCHMARKS.md)")

@@ -350,14 +350,62 @@ class OperationsSettings(BaseModel):
     )
 
 
+class ShopperSettings(BaseModel):
+    """What the shopper sees: garment kinds in fine and tag mode, merged boxes, match confidence and currency."""
+
+    # --- what the shopper sees: kinds, garments, confidence (docs/decisions/2026-12-07-shopper-quality.md) ---
+    # Fine mode re-ranks each garment's nearest catalog garments by the evidence for the garment's kind (category):
+    # score + own × the share of its own first kind_vote_depth candidates in the result's category + label × (the
+    # detector named that category with at least kind_label_min_score) + image × the share of the whole photo's
+    # first kind_vote_depth image neighbours in it, the last only for a garment that fills the photo (its box
+    # covers kind_image_coverage[0] of it: nothing, to [1]: all), as a product photo's garment does; a garment
+    # among others in a street photo has its own kind. Chosen on train photos; 0 everywhere: plain nearest garments.
+    kind_candidates: int = Field(default=50, ge=1, description="candidates per garment that kind evidence re-ranks")
+    kind_vote_depth: int = Field(default=5, ge=1, description="nearest results that vote for a kind")
+    kind_own_weight: float = Field(default=0.2, ge=0.0, description="fine: bonus × share of the garment's own votes")
+    kind_label_weight: float = Field(default=0.2, ge=0.0, description="fine: bonus for the detector's trusted label")
+    kind_image_weight: float = Field(default=0.4, ge=0.0, description="fine: bonus × share of the image's votes")
+    kind_image_coverage: tuple[float, float] = Field(
+        default=(0.25, 0.5), description="box share of the photo from which (to which fully) the image's votes count"
+    )
+    kind_label_min_score: float = Field(
+        default=0.3, ge=0.0, le=1.0, description="fine: a detected label below this score gets no bonus"
+    )
+    # Tag mode filters on a trusted label (tag_label_min_score) only where the image model's neighbours give it at
+    # least tag_label_min_share; otherwise on the image model's own leading kind.
+    tag_label_min_score: float = Field(
+        default=0.4, ge=0.0, le=1.0, description="tag and mixing: a detected label below this is not trusted"
+    )
+    tag_label_min_share: float = Field(default=0.2, ge=0.0, le=1.0, description="image votes a tag label needs")
+    # Boxes of one garment merged into one (a pair of shoes, a shirt found twice): same kind and this much of the
+    # smaller box inside the larger, or, for paired kinds, boxes this close (× the smaller box's longer side).
+    garment_merge_containment: float = Field(
+        default=0.8, ge=0.0, le=1.0, description="share of the smaller same-kind box inside the other to merge them"
+    )
+    garment_pair_kinds: list[str] = Field(default=["shoes"], description="kinds that come as a pair: one garment")
+    garment_pair_gap: float = Field(default=0.25, ge=0.0, description="how close two boxes of a paired kind merge")
+    # Several garments of other kinds (trusted labels) in a simple or tag query: the results mix their kinds in turn
+    # and the answer suggests fine mode. Simple mode runs the detector for it (0 = off: simple mode stays one embed).
+    mix_min_kinds: int = Field(default=2, ge=0, description="trusted kinds that make simple/tag mix results; 0 off")
+    # Match confidence: P(result is of the query garment's kind) = sigmoid(slope × score + offset) per mode, fitted
+    # on train photos (`fashion-search eval confidence`); a "good match" from good_match_confidence on.
+    confidence_fit: dict[str, tuple[float, float]] = Field(
+        default={"simple": (17.004, -12.142), "fine": (8.011, -4.205), "tag": (13.523, -8.7)},
+        description="per mode: (slope, offset) of the score→confidence sigmoid",
+    )
+    good_match_confidence: float = Field(default=0.8, ge=0.0, le=1.0, description="confidence of a good match")
+    currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$", description="ISO 4217 code of catalog prices")
+
+
 # The groups, in the order docs/CONFIGURATION.md lists them.
 SETTING_GROUPS: tuple[type[BaseModel], ...] = (
     IndexSettings, ModelSettings, ServingSettings, BatchingSettings, CacheQueueSettings, IngestSettings, ScaleSettings,
-    InputLimitSettings, ApiSettings, OperationsSettings, EvaluationSettings,
+    InputLimitSettings, ApiSettings, OperationsSettings, ShopperSettings, EvaluationSettings,
 )
 
 
 class Settings(
+    ShopperSettings,
     OperationsSettings,
     ScaleSettings,
     IngestSettings,

@@ -31,6 +31,11 @@ def matching(boxes: Sequence[Box], truth: Box) -> int | None:
     return best if boxes[best].iou(truth) >= MATCH_IOU else None
 
 
+def kinds_shown(kinds: set[str], hits: Sequence[Any]) -> int:
+    """How many of a scene's garment kinds are among the categories of its results."""
+    return len(kinds & {h.product.category for h in hits})
+
+
 def _rank(ids: list[str], product_id: str) -> int | None:
     return ids.index(product_id) + 1 if product_id in ids else None
 
@@ -49,6 +54,9 @@ def street_to_shop(
             Ingestor(pipeline, local).ingest_records(catalog, with_garment=True, on_progress=bar.update)
         ranks: dict[str, list[int | None]] = {"simple": [], "fine": [], "fine-merged": []}
         detected, latencies = 0, {"simple": [], "fine": []}
+        # Scenes of several garment kinds: how many of their kinds each mode's first TOP_K results show.
+        shown: dict[str, list[tuple[int, int]]] = {"simple": [], "tag": [], "fine": []}
+        suggested = 0
         for scene in tqdm(scenes, unit="scene", desc="query scenes"):
             image = decode_image(Path(scene["image_path"]).read_bytes(), local)
             # Boxes come back in the working size's coordinates; scale ground truth the same way.
@@ -58,6 +66,12 @@ def street_to_shop(
             latencies["simple"].append(simple.timings_ms["total"])
             latencies["fine"].append(fine.timings_ms["total"])
             simple_ids = [h.product.product_id for h in simple.hits]
+            kinds = {obj["category"] for obj in scene["objects"]}
+            if len(kinds) > 1:
+                tag = pipeline.search(image, "tag", TOP_K)
+                for mode, outcome in (("simple", simple), ("tag", tag), ("fine", fine)):
+                    shown[mode].append((kinds_shown(kinds, outcome.hits), len(kinds)))
+                suggested += simple.suggested_mode == "fine"
             merged_ids = [h.product.product_id for h in fine.hits]
             for obj in scene["objects"]:
                 pid = obj["product_id"]
@@ -86,6 +100,10 @@ def street_to_shop(
         "median_ms": {m: round(statistics.median(v), 1) for m, v in latencies.items()},
         "model": pipeline.vectors_model(), "detector": settings.detector_model,
         "catalog_garment": settings.catalog_garment, "max_garments": settings.max_garments,
+        "multi_kind_scenes": len(shown["fine"]),
+        "kinds_covered": {m: round(float(np.mean([k / n for k, n in v])), 4) if v else 0.0 for m, v in shown.items()},
+        "one_kind_only": {m: round(float(np.mean([k <= 1 for k, _ in v])), 4) if v else 0.0 for m, v in shown.items()},
+        "suggested_fine": round(suggested / len(shown["fine"]), 4) if shown["fine"] else 0.0,
     }
 
 
@@ -109,4 +127,13 @@ def street_to_shop_markdown(result: dict[str, Any], command: str) -> str:
         recall, gain = Interval.from_fields(row, "recall@1"), Interval.from_fields(row, "Δrecall@1 vs simple")
         lines.append(f"| {mode} | {recall or format(row['recall@1'], '.3f')} | {row['recall@10']:.3f} "
                      f"| {gain.signed() if gain else '—'} |")
+    if result.get("multi_kind_scenes"):
+        lines += [
+            "", f"Scenes of several garment kinds ({result['multi_kind_scenes']}): the share of their kinds among "
+            f"each mode's first {TOP_K} results, and how often those show one kind only. Simple mode suggested fine "
+            f"mode in {result['suggested_fine']:.1%} of them.", "",
+            "| mode | kinds covered | one kind only |", "|---|---|---|",
+        ]
+        lines += [f"| {m} | {result['kinds_covered'][m]:.3f} | {result['one_kind_only'][m]:.3f} |"
+                  for m in result["kinds_covered"]]
     return "\n".join(lines) + "\n"

@@ -18,6 +18,7 @@ from fashion_search.core.settings import Settings, get_settings
 from fashion_search.gateway.auth import Access, requires
 from fashion_search.gateway.cache import SearchCache
 from fashion_search.gateway.errors import install_error_handlers
+from fashion_search.gateway.responses import ACCESS
 from fashion_search.gateway.routes import health, ingest, products, search
 from fashion_search.gateway.telemetry import install_telemetry
 from fashion_search.pipeline.ingest import Ingestor
@@ -73,7 +74,7 @@ def create_app(settings: Settings | None = None, pipeline: SearchPipeline | None
         default_span_details=lambda scope: (f"{scope.get('method', 'HTTP')} {scope.get('path', '')}", {}),
     )
 
-    @app.get("/metrics", include_in_schema=False, dependencies=[requires("admin")])
+    @app.get("/metrics", include_in_schema=False, dependencies=[requires("admin")], responses=ACCESS)
     def metrics() -> Response:
         """This process's Prometheus metrics (Prometheus scrapes FS_GATEWAY_METRICS_PORT, which needs no key)."""
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 AUTH_FAILURES = Counter("fs_auth_failures_total", "Requests refused by authentication", ["reason"])
 RATE_LIMITED = Counter("fs_rate_limited_total", "Requests refused by the per-key rate limit", ["scope"])
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-# Routes anyone may call: the probes and the search page (it asks for a key before calling the API).
+# Routes anyone may call: the probes, the search page and the API docs (their API calls need a key like any other).
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 RATE_STATE = "ratelimit_headers"
 # Declared as security schemes so the OpenAPI document (and /docs' Authorize button) shows how to send a key.

@@ -21,6 +21,12 @@ UPLOAD: Responses = {
     **INVALID,
     **UNAVAILABLE,
 }
+# Every route behind `requires(scope)` (gateway/auth.py), when FS_AUTH_REQUIRED is on: set on each APIRouter.
+ACCESS: Responses = {
+    401: error("missing, unknown or revoked API key"),
+    403: error("the API key lacks the route's scope"),
+    429: error("the key's rate limit is spent (Retry-After, RateLimit-* headers)"),
+}
 NOT_FOUND: Responses = {404: error("unknown product"), **INVALID, **UNAVAILABLE}
 # FastAPI answers 400 itself when a JSON body cannot even be read (bytes that are not text).
 PATCH_RESPONSES: Responses = {400: error("the body cannot be read as JSON"), **NOT_FOUND}

@@ -59,6 +59,13 @@ class ResultOut(BaseModel):
     image_url: str | None = None
     brand: str = ""
     in_stock: bool = True
+    confidence: float = Field(
+        0.0, ge=0.0, le=1.0, description="calibrated probability that the product is of the query garment's kind, "
+        "from the score and the mode (fitted on train photos: FS_CONFIDENCE_FIT); comparable across modes",
+    )
+    match: Literal["good", "possible"] = Field(
+        "possible", description='"good" from FS_GOOD_MATCH_CONFIDENCE on, else "possible"'
+    )
 
 
 class GarmentOut(BaseModel):
@@ -82,6 +89,11 @@ class SearchOut(BaseModel):
     results: list[ResultOut]
     garments: list[GarmentOut] = Field(default_factory=list)
     timings_ms: dict[str, float] = Field(default_factory=dict)
+    currency: str = Field("EUR", description="ISO 4217 code of the prices (FS_CURRENCY)")
+    suggested_mode: Mode | None = Field(
+        None, description='"fine" where the photo shows garments of several kinds: the results mix them in turn, and '
+        "fine mode answers each garment on its own",
+    )
 
 
 class StatsOut(BaseModel):

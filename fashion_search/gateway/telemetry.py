@@ -43,7 +43,8 @@ def install_telemetry(app: FastAPI) -> None:
             return response
         finally:
             elapsed = time.perf_counter() - start
-            route = getattr(request.scope.get("route"), "path", "<unmatched>")
+            # The route template keeps the label set small; 404s and the docs pages (no API route) share two labels.
+            route = getattr(request.scope.get("route"), "path", None) or ("<unmatched>" if status == 404 else "<other>")
             mode = getattr(request.state, "mode", "")
             HTTP_REQUESTS.labels(request.method, route, mode, str(status)).inc()
             HTTP_LATENCY.labels(request.method, route, mode).observe(elapsed)

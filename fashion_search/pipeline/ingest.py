@@ -129,6 +129,10 @@ class Ingestor:
                 continue
             photos.append(data)
         report.merge(self.ingest_records(records, photos=photos))
+        order: dict[str, int] = {}
+        for i, payload in enumerate(payloads):
+            order.setdefault(str(payload.get("product_id", "")), i)
+        report.failed.sort(key=lambda f: order.get(f[0], len(order)))  # refusals in the order of the records
         return report
 
     def _photos(

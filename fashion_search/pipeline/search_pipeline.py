@@ -31,6 +31,7 @@ from fashion_search.core.images import garment_pixels
 from fashion_search.core.settings import Settings
 from fashion_search.core.unavailable import Overloaded
 from fashion_search.core.vectors import l2_normalize, mirror_average
+from fashion_search.pipeline.kinds import interleave, kind_shares, merge_garment_parts, rerank_by_kind, trusted_label
 from fashion_search.pipeline.reranking import rerank_hits
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,8 @@ class SearchOutcome:
     image_size: tuple[int, int]
     timings_ms: dict[str, float] = field(default_factory=dict)
     degraded: str | None = None
+    # Set where the photo shows garments of several kinds and the answer mixed them: fine mode answers each one.
+    suggested_mode: str | None = None
 
 
 @dataclass
@@ -138,7 +141,7 @@ class SearchPipeline:
         names = [self.image_embedder_model()]
         if mode == "fine" and self.separate_image_embedder:
             names.append(self.embedder_model())
-        if mode in ("fine", "tag"):
+        if mode in ("fine", "tag") or self.settings.mix_min_kinds:
             threshold = self.settings.detector_min_score
             detector = _model_name(self.detector)
             if detector:
@@ -149,15 +152,19 @@ class SearchPipeline:
         return "|".join(names)
 
     def ranking(self, mode: str) -> str:
-        """How a mode's results are ranked beyond the vectors (query expansion, category vote), for keying cached
-        answers; fine mode uses neither."""
+        """How a mode's results are ranked beyond the vectors (query expansion, category vote, kind evidence, box
+        merging, kind mixing), for keying cached answers."""
         s = self.settings
+        kinds = (f"kind{s.kind_vote_depth}:{s.tag_label_min_score:g}:{s.tag_label_min_share:g}:mix{s.mix_min_kinds}"
+                 f":merge{s.garment_merge_containment:g}/{s.garment_pair_gap:g}/{','.join(s.garment_pair_kinds)}")
         if mode == "fine":
-            return ""
+            low, high = s.kind_image_coverage
+            return (f"{kinds}:{s.kind_candidates}x{s.kind_own_weight:g}/{s.kind_label_weight:g}@"
+                    f"{s.kind_label_min_score:g}/{s.kind_image_weight:g}@{low:g}-{high:g}")
         if not s.category_vote_on:
-            return f"qe{s.query_expansion}:vote0"
+            return f"qe{s.query_expansion}:vote0:{kinds}"
         vote = f"{s.category_vote_depth}x{s.category_vote_weight:g}of{s.category_vote_candidates}"
-        return f"qe{s.query_expansion}:vote{vote}"
+        return f"qe{s.query_expansion}:vote{vote}:{kinds}"
 
     def stale_index(self, stats: IndexStats | None = None) -> str | None:
         """Why stored vectors do not match the query embedder (another model or colour weight), or None if all do."""
@@ -291,37 +298,73 @@ class SearchPipeline:
         """Run one query in the given mode, one page (offset, top_k) within filters; a down detector/segmenter
         degrades fine/tag mode to simple."""
         check_mode(mode)
+        s = self.settings
         timer = _Timer()
         total = time.perf_counter()
-        img = prepare(image, self.settings)
+        img = prepare(image, s)
         f = with_category(filters, category)
         garments: list[GarmentResult] = []
         degraded: str | None = None
-        hits: list[Hit] = []
-        if mode in ("fine", "tag"):
+        detections: list[Detection] = []
+        if mode in ("fine", "tag") or s.mix_min_kinds:
             try:
                 detections = self.detect(img, timer)
-                if mode == "fine":
-                    garments = self._fine(img, detections, top_k, f, offset, timer)
-                    hits = _merge([g.hits for g in garments], top_k)
-                else:
-                    f = _tag_filter(f, sorted({d.category for d in detections}))
-                    garments = [GarmentResult(d, []) for d in detections]
             except Overloaded:
                 raise  # back-pressure: a full queue answers 503 at once rather than shifting the load elsewhere
             except ServiceUnavailable as exc:
-                degraded = f"{exc}; answered in simple mode"
+                if mode != "simple":
+                    degraded = f"{exc}; answered in simple mode"
                 log.warning("degraded search: %s", exc)
-                garments = []
-        if not hits:
+        image_hits: list[Hit] = []
+        image_down: ServiceUnavailable | None = None
+        try:
             start = time.perf_counter()
             vec = self.image_embedder.embed([img])[0]
             timer.add("embed", start)
             start = time.perf_counter()
-            hits = self._image_search(vec, top_k, f, offset)
+            # More candidates than shown: the image model's neighbours are the evidence for the photo's kind.
+            image_hits = self._image_search(vec, max(top_k, s.kind_vote_depth), f)
             timer.add("search", start)
+        except ServiceUnavailable as exc:
+            if mode != "fine" or not detections:
+                raise
+            # Fine mode can answer without the image model: its garments lose that evidence only.
+            log.warning("fine mode without the image model's kind evidence: %s", exc)
+            image_down = exc
+        shares = kind_shares(image_hits, s.kind_vote_depth)
+        hits: list[Hit] = []
+        suggested: str | None = None
+        if mode == "fine" and detections:
+            try:
+                garments = self._fine(img, detections, top_k, f, offset, shares, timer)
+                hits = _merge([g.hits for g in garments], top_k)
+            except Overloaded:
+                raise
+            except ServiceUnavailable as exc:
+                degraded = f"{exc}; answered in simple mode"
+                log.warning("degraded search: %s", exc)
+                garments = []
+        elif mode != "fine" and not (f and f.categories):
+            kinds = _distinct([trusted_label(d, s) for d in detections])
+            start = time.perf_counter()
+            if s.mix_min_kinds and len(kinds) >= s.mix_min_kinds:
+                # Several kinds in one photo: each kind's nearest in turn, not the one kind the whole photo is
+                # nearest to; fine mode answers each garment on its own.
+                lists = [self._image_search(vec, offset + top_k, _only(f, k)) for k in kinds]
+                hits = interleave(lists, offset + top_k)[offset:]
+                suggested = "fine"
+            elif mode == "tag":
+                kind = _tag_kind(kinds, shares, s)
+                hits = self._image_search(vec, top_k, _only(f, kind), offset) if kind else []
+            timer.add("search", start)
+        if mode == "tag" or suggested:  # simple mode shows the garments only where they changed its answer
+            garments = [GarmentResult(d, []) for d in detections]
+        if not hits:
+            if image_down is not None:
+                raise image_down
+            hits = image_hits[:top_k] if offset == 0 else self._image_search(vec, top_k, f, offset)
         timer.add("total", total)
-        return SearchOutcome(mode, hits, garments, img.size, timer.ms, degraded)
+        return SearchOutcome(mode, hits, garments, img.size, timer.ms, degraded, suggested)
 
     def search_like(
         self, product_id: str, mode: str = "simple", top_k: int = 12, *,
@@ -366,21 +409,21 @@ class SearchPipeline:
 
     def _fine(
         self, img: Image.Image, detections: list[Detection], top_k: int, f: SearchFilter | None, offset: int,
-        timer: _Timer,
+        image_shares: dict[str, float], timer: _Timer,
     ) -> list[GarmentResult]:
-        if not detections:
-            return []
         cuts, masks = self.garment_cutouts(img, detections, timer)
         start = time.perf_counter()
         vecs = self.embedder.embed(cuts)
         vecs = self.with_garment_colour(vecs, [img] * len(detections), [d.box for d in detections], masks)
         timer.add("embed", start)
         start = time.perf_counter()
-        # One call for every garment: one round trip to a remote search service instead of one per garment.
-        found = self.index.search_batch(
-            [SearchQuery(v, top_k, GARMENT_VECTOR, filters=f, offset=offset) for v in vecs]
-        )
-        results = [GarmentResult(d, hits) for d, hits in zip(detections, found, strict=True)]
+        # Kind evidence re-ranks more candidates than a page shows; one call searches every garment.
+        n = max(offset + top_k, self.settings.kind_candidates)
+        found = self.index.search_batch([SearchQuery(v, n, GARMENT_VECTOR, filters=f) for v in vecs])
+        results = [
+            GarmentResult(d, rerank_by_kind(hits, d, image_shares, img.size, self.settings)[offset:offset + top_k])
+            for d, hits in zip(detections, found, strict=True)
+        ]
         timer.add("search", start)
         return results
 
@@ -411,6 +454,24 @@ def _tag_filter(f: SearchFilter | None, detected: list[str]) -> SearchFilter | N
     return replace(f or SearchFilter(), categories=tuple(detected))
 
 
+def _only(f: SearchFilter | None, kind: str) -> SearchFilter:
+    """The filter restricted to one kind (category)."""
+    return replace(f or SearchFilter(), categories=(kind,))
+
+
+def _distinct(labels: Sequence[str | None]) -> list[str]:
+    """The labels in order, each once, without the untrusted (None) ones."""
+    return list(dict.fromkeys(label for label in labels if label))
+
+
+def _tag_kind(kinds: list[str], image_shares: dict[str, float], settings: Settings) -> str | None:
+    """The kind tag mode filters on: the trusted label where the image model's neighbours back it
+    (settings.tag_label_min_share), else the kind those neighbours lead with; None: no evidence at all."""
+    if kinds and image_shares.get(kinds[0], 0.0) >= settings.tag_label_min_share:
+        return kinds[0]
+    return max(sorted(image_shares), key=lambda k: image_shares[k]) if image_shares else None
+
+
 def _model_name(model: Detector | Segmenter | Embedder) -> str:
     """The model's name; "" while its remote service is unreachable."""
     try:
@@ -431,8 +492,15 @@ def garment_recipe(settings: Settings) -> str:
 
 
 def fine_mode_garments(detector: Detector, image: Image.Image, settings: Settings) -> list[Detection]:
-    """The garments fine mode searches in an image: distinct, best-first, at most settings.max_garments."""
-    return distinct_garments(detector.detect(image, settings.detector_min_score))[: settings.max_garments]
+    """The garments fine mode searches in an image: distinct, the boxes of one garment merged, best-first, at most
+    settings.max_garments."""
+    return select_garments(detector.detect(image, settings.detector_min_score), settings)
+
+
+def select_garments(detections: Sequence[Detection], settings: Settings, merge: bool = True) -> list[Detection]:
+    """fine_mode_garments of the detector's answer (merge=False: without joining the boxes of one garment)."""
+    found = distinct_garments(detections)
+    return (merge_garment_parts(found, settings) if merge else found)[: settings.max_garments]
 
 
 def distinct_garments(detections: Sequence[Detection]) -> list[Detection]:

@@ -27,7 +27,12 @@ def make_celery(settings: Settings) -> Celery:
         result_expires=7 * 24 * 3600,
         broker_connection_retry_on_startup=True,
         # Model batches can take minutes on CPU; redeliver only well after that (settings.task_visibility_timeout_s).
-        broker_transport_options={"visibility_timeout": settings.task_visibility_timeout_s},
+        # Workers sweep for overdue messages every quarter timeout (at most 10 s); kombu's default is every 100 s.
+        broker_transport_options={
+            "visibility_timeout": settings.task_visibility_timeout_s,
+            "unacked_restore_interval": max(1, min(10, settings.task_visibility_timeout_s // 4)),
+            "unacked_restore_throttle": 1,
+        },
         # Keep the process's structured (JSON) log setup instead of Celery's plain-text one.
         worker_hijack_root_logger=False,
     )

@@ -26,16 +26,19 @@ def enqueue_catalog(records: Sequence[CatalogRecord], settings: Settings, jobs: 
     from fashion_search.workers.celery_app import celery_app
 
     jobs = jobs or JobStore(settings)
-    job_id = jobs.create(len(records))
+    job_id, seq = jobs.create(len(records))
     batch = max(1, settings.ingest_batch_size)
     # The broker these settings name (the process's app may have been configured from other settings).
     with celery_app.connection_for_write(settings.broker_url or settings.redis_url) as connection:
-        _send_batches(records, batch, job_id, jobs, connection)
+        _send_batches(records, batch, (job_id, seq), jobs, connection)
     return job_id
 
 
-def _send_batches(records: Sequence[CatalogRecord], batch: int, job_id: str, jobs: JobStore, connection: Any) -> None:
+def _send_batches(
+    records: Sequence[CatalogRecord], batch: int, job: tuple[str, int], jobs: JobStore, connection: Any,
+) -> None:
     """One task per batch of the job; photos that cannot be read here are refused at once."""
+    job_id, seq = job
     from fashion_search.workers.tasks import ingest_batch
 
     for number, start in enumerate(range(0, len(records), batch)):
@@ -51,8 +54,9 @@ def _send_batches(records: Sequence[CatalogRecord], batch: int, job_id: str, job
         if unreadable:
             jobs.record_batch(job_id, f"{number}:unreadable", len(unreadable), 0, unreadable)
         if payloads:
+            jobs.claim(seq, [str(p["product_id"]) for p in payloads])
             ingest_batch.apply_async(
-                (payloads, images), {"job_id": job_id, "batch": str(number)}, connection=connection,
+                (payloads, images), {"job_id": job_id, "batch": str(number), "seq": seq}, connection=connection,
             )
 
 

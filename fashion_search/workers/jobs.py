@@ -37,6 +37,17 @@ return 1
 """
 
 
+# KEYS: latest-job hash. ARGV: job sequence number, product ids; an id's newest job has the highest number.
+_CLAIM = """
+for i = 2, #ARGV do
+  local seen = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '0')
+  if tonumber(ARGV[1]) > seen then redis.call('HSET', KEYS[1], ARGV[i], ARGV[1]) end
+end
+return 1
+"""
+SUPERSEDED = "superseded: a newer ingest job holds this product (a late or repeated delivery of an older one)"
+
+
 @dataclass
 class JobReport:
     """What a job has done so far: products processed (indexed or refused) of total, and each refusal's reason."""
@@ -74,20 +85,36 @@ class JobStore:
         self.settings = settings
         self.redis = client or redis.Redis.from_url(settings.redis_url, socket_timeout=10)
         self._record = self.redis.register_script(_RECORD_BATCH)
+        self._claim = self.redis.register_script(_CLAIM)
+        self._latest = f"{settings.job_key_prefix}latest"
 
     def _keys(self, job_id: str) -> list[str]:
         base = f"{self.settings.job_key_prefix}{job_id}"
         return [base, f"{base}:done", f"{base}:refused"]
 
-    def create(self, total: int) -> str:
-        """A new job of `total` products; returns its id."""
+    def create(self, total: int) -> tuple[str, int]:
+        """A new job of `total` products: its id, and its sequence number (later jobs have higher ones)."""
         job_id = uuid.uuid4().hex
         key = self._keys(job_id)[0]
+        seq = int(self.redis.incr(f"{self.settings.job_key_prefix}seq"))
         self.redis.hset(key, mapping={
             "state": QUEUED if total else DONE, "total": total, "processed": 0, "indexed": 0, "created": time.time(),
+            "seq": seq,
         })
         self.redis.expire(key, self.settings.job_ttl_s)
-        return job_id
+        return job_id, seq
+
+    def claim(self, seq: int, product_ids: list[str]) -> None:
+        """Mark the products as held by job number seq, unless a newer job holds them already."""
+        if product_ids:
+            self._claim(keys=[self._latest], args=[seq, *product_ids])
+
+    def superseded(self, seq: int, product_ids: list[str]) -> set[str]:
+        """The products a newer job than number seq holds: writing them now would bring back older data."""
+        if not product_ids:
+            return set()
+        newest = self.redis.hmget(self._latest, product_ids)
+        return {pid for pid, n in zip(product_ids, newest, strict=True) if n is not None and int(n) > seq}
 
     def record_batch(
         self, job_id: str, batch: str, processed: int, indexed: int, refused: list[dict[str, Any]],

@@ -17,7 +17,7 @@ from fashion_search.core.settings import get_settings
 from fashion_search.pipeline.ingest import Ingestor, IngestReport
 from fashion_search.workers import metrics as _metrics  # noqa: F401 - connects the task signals' metrics
 from fashion_search.workers.celery_app import celery_app
-from fashion_search.workers.jobs import JobStore, refusal
+from fashion_search.workers.jobs import SUPERSEDED, JobStore, refusal
 
 log = logging.getLogger(__name__)
 
@@ -104,11 +104,18 @@ def get_jobs() -> JobStore:
 @celery_app.task(name="fashion_search.ingest_batch", base=IngestTask, ignore_result=True, **RETRY_OPTIONS)
 def ingest_batch(
     self: Task, records: list[dict[str, Any]], images_b64: list[str], job_id: str = "", batch: str = "",
+    seq: int = 0,
 ) -> dict[str, Any]:
     """Index a batch of products, each sent with its photo or "" (its URL is fetched); the models run on the whole
-    batch. Upserts are keyed by product id and the job counts each batch once, so redelivery is harmless."""
+    batch. Upserts are keyed by product id and the job counts each batch once, so redelivery is harmless; a product
+    that a newer job (higher seq) holds is left alone, so a late delivery never brings back older data."""
     self.update_state(state="PROGRESS", meta={"done": 0, "total": len(records)})
     kept, images, report = decode_photos(records, images_b64)
+    if seq:
+        newer = get_jobs().superseded(seq, [str(r.get("product_id", "")) for r in kept])
+        report.failed.extend((pid, SUPERSEDED) for pid in sorted(newer))
+        pairs = [(r, img) for r, img in zip(kept, images, strict=True) if str(r.get("product_id", "")) not in newer]
+        kept, images = [r for r, _ in pairs], [img for _, img in pairs]
     report.merge(get_ingestor().ingest_payloads(kept, images))
     log.info("indexed %d products, %d refused", report.indexed, len(report.failed))
     if job_id:

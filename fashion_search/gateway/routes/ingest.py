@@ -13,12 +13,12 @@ from fashion_search.core.grpc_common import ServiceUnavailable
 from fashion_search.core.settings import Settings
 from fashion_search.gateway.auth import requires
 from fashion_search.gateway.deps import get_settings
-from fashion_search.gateway.responses import INVALID, UNAVAILABLE, Responses, error
+from fashion_search.gateway.responses import ACCESS, INVALID, UNAVAILABLE, Responses, error
 from fashion_search.gateway.schemas import JobAccepted, JobOut
 from fashion_search.gateway.uploads import read_upload
 from fashion_search.workers.jobs import JobStore
 
-router = APIRouter(prefix="/v1", tags=["ingest"])
+router = APIRouter(prefix="/v1", tags=["ingest"], responses=ACCESS)
 
 JOB_ID_PATTERN = r"^[0-9a-f]{32}$"
 # A catalog's format by its file name, else by its declared content type.
@@ -40,7 +40,7 @@ def _suffix(upload: UploadFile) -> str:
 
 def _jobs(settings: Settings) -> JobStore:
     if not settings.broker_url:
-        raise ServiceUnavailable("ingest", "jobs need a queue: this gateway has no broker (FS_BROKER_URL)")
+        raise ServiceUnavailable("queue", "ingest jobs need one: this gateway has no broker (FS_BROKER_URL)")
     return JobStore(settings)
 
 
@@ -71,7 +71,7 @@ def ingest_catalog(
 
 
 @router.get(
-    "/jobs/{job_id}", response_model=JobOut, responses={404: error("unknown job"), **UNAVAILABLE},
+    "/jobs/{job_id}", response_model=JobOut, responses={404: error("unknown job"), **INVALID, **UNAVAILABLE},
     dependencies=[requires("catalog")],
 )
 def get_job(
@@ -80,7 +80,7 @@ def get_job(
 ) -> JobOut:
     """An ingest job's state, counts, refused records (with reasons) and what remains."""
     try:
-        report = _jobs(settings).get(job_id)
+        report = JobStore(settings).get(job_id)
     except redis.RedisError as exc:
         raise ServiceUnavailable("job store", f"unreachable: {exc}") from None
     if report is None:

@@ -15,13 +15,13 @@ from fashion_search.core.settings import Settings
 from fashion_search.gateway.auth import requires
 from fashion_search.gateway.convert import product_out
 from fashion_search.gateway.deps import get_ingestor, get_pipeline, get_settings
-from fashion_search.gateway.responses import INVALID, NOT_FOUND, PATCH_RESPONSES, PHOTO, UNAVAILABLE, UPLOAD
+from fashion_search.gateway.responses import ACCESS, INVALID, NOT_FOUND, PATCH_RESPONSES, PHOTO, UNAVAILABLE, UPLOAD
 from fashion_search.gateway.schemas import ProductOut, ProductPage, ProductPatch, StatsOut
 from fashion_search.gateway.uploads import read_upload
 from fashion_search.pipeline.ingest import Ingestor
 from fashion_search.pipeline.search_pipeline import SearchPipeline
 
-router = APIRouter(prefix="/v1", tags=["products"])
+router = APIRouter(prefix="/v1", tags=["products"], responses=ACCESS)
 
 # The id rule is in the schema, so FastAPI refuses a bad id (422) before a route runs.
 ProductId = Annotated[str, Path(pattern=PRODUCT_ID_PATTERN, description=PRODUCT_ID_RULE)]

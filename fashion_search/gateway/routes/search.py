@@ -17,13 +17,13 @@ from fashion_search.gateway.auth import requires
 from fashion_search.gateway.cache import SearchCache
 from fashion_search.gateway.convert import search_out
 from fashion_search.gateway.deps import get_cache, get_pipeline, get_settings
-from fashion_search.gateway.responses import NOT_FOUND, UPLOAD
+from fashion_search.gateway.responses import ACCESS, NOT_FOUND, UPLOAD
 from fashion_search.gateway.schemas import Mode, SearchOut
 from fashion_search.gateway.uploads import read_upload
 from fashion_search.pipeline.search_pipeline import SearchPipeline, UnknownProduct
 from fashion_search.services.search.points import check_filter
 
-router = APIRouter(prefix="/v1", tags=["search"])
+router = APIRouter(prefix="/v1", tags=["search"], responses=ACCESS)
 
 SEARCHES = Counter("fs_searches_total", "Search requests", ["mode", "cached"])
 STAGE_MS = Histogram(
@@ -114,7 +114,7 @@ def _search(
             outcome = pipeline.search_like(str(product_id), mode, k, filters=filters, offset=offset)
         except UnknownProduct:
             raise HTTPException(404, f"unknown product {product_id!r}") from None
-    out = search_out(outcome, version)
+    out = search_out(outcome, version, pipeline.settings)
     for stage, ms in outcome.timings_ms.items():
         STAGE_MS.labels(mode, stage).observe(ms)
     SEARCHES.labels(mode, "false").inc()
