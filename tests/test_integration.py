@@ -289,9 +289,13 @@ def test_a_request_id_and_its_count_reach_every_service_it_passed(topology: dict
     JSON line per RPC) and count the call on their own /metrics port; the worker exports its tasks and queue."""
     base, logs, ports = topology["base"], topology["logs"], topology["metrics"]
     paths = {  # the RPC each mode makes, per service (the remote embedder sends even one image as EmbedBatch; fine
-        # mode searches every garment in one SearchBatch)
-        "simple": {"image-embedder": "EmbedBatch", "search": "Search"},
-        "fine": {"detector": "Detect", "segmenter": "Segment", "embedder": "EmbedBatch", "search": "SearchBatch"},
+        # mode searches every garment in one SearchBatch). Simple mode detects to mix the kinds of a photo of several
+        # garments (FS_MIX_MIN_KINDS); fine mode embeds the whole photo too, its neighbours are evidence of the kind.
+        "simple": {"detector": "Detect", "image-embedder": "EmbedBatch", "search": "Search"},
+        "fine": {
+            "detector": "Detect", "segmenter": "Segment", "embedder": "EmbedBatch", "image-embedder": "EmbedBatch",
+            "search": "SearchBatch",
+        },
     }
     data = Path(small_records[3].image_path).read_bytes()
     traces: dict[str, tuple[str, set[str]]] = {}
