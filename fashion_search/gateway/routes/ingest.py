@@ -26,7 +26,8 @@ SUFFIXES = {".csv": ".csv", ".jsonl": ".jsonl", ".ndjson": ".jsonl"}
 CONTENT_TYPES = {"text/csv": ".csv", "application/jsonl": ".jsonl", "application/x-ndjson": ".jsonl",
                  "application/x-jsonlines": ".jsonl"}
 CATALOG: Responses = {
-    400: error("the multipart body cannot be read"), 413: error("catalog file too large"), 415: error("neither a CSV nor a JSONL file"), **INVALID, **UNAVAILABLE,
+    400: error("the multipart body cannot be read"), 413: error("catalog file too large"),
+    415: error("neither a CSV nor a JSONL file"), **INVALID, **UNAVAILABLE,
 }
 
 
