@@ -416,13 +416,8 @@ SETTING_GROUPS: tuple[type[BaseModel], ...] = (
 
 
 class Settings(
-    ShopperSettings,
-    OperationsSettings,
-    ScaleSettings,
-    IngestSettings,
-    BatchingSettings,
-    EvaluationSettings, ApiSettings, InputLimitSettings, CacheQueueSettings, ServingSettings, ModelSettings,
-    IndexSettings, BaseSettings,
+    ShopperSettings, OperationsSettings, ScaleSettings, IngestSettings, BatchingSettings, EvaluationSettings,
+    ApiSettings, InputLimitSettings, CacheQueueSettings, ServingSettings, ModelSettings, IndexSettings, BaseSettings,
 ):
     """All configuration; each field is overridable with an `FS_<NAME>` environment variable."""
 
