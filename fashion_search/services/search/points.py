@@ -22,6 +22,7 @@ from fashion_search.core.domain import (
     IndexLayoutError,
     Product,
     SearchFilter,
+    SearchQuery,
     check_new_product_id,
 )
 from fashion_search.core.settings import Settings
@@ -432,3 +433,14 @@ def stored_sizes(meta: Mapping[str, Any]) -> dict[str, int]:
     """The vector sizes a sidecar or metadata record holds (older ones record one dim for every vector)."""
     sizes = meta.get("sizes") or dict.fromkeys(meta["vector_names"], meta["dim"])
     return {str(name): int(size) for name, size in sizes.items()}
+
+
+def search_each(search: Callable[..., list[Hit]], queries: Sequence[SearchQuery]) -> list[list[Hit]]:
+    """Each query's hits, in order, from an in-process index's search (a batch costs its searches one by one)."""
+    return [
+        search(
+            q.vector, q.top_k, q.vector_name, q.categories, q.expand, filters=q.filters, offset=q.offset,
+            text=q.text, diversity=q.diversity,
+        )
+        for q in queries
+    ]

@@ -61,6 +61,7 @@ from fashion_search.services.search.points import (
     prepare_points,
     product_from_payload,
     read_revisions,
+    search_each,
     skipped_products,
     stale_photo_ids,
     update_payload,
@@ -281,13 +282,7 @@ class QdrantServerIndex:
 
     def search_batch(self, queries: Sequence[SearchQuery]) -> list[list[Hit]]:
         """Each query's hits, in order (in-process, a batch costs what its searches cost one by one)."""
-        return [
-            self.search(
-                q.vector, q.top_k, q.vector_name, q.categories, q.expand, filters=q.filters, offset=q.offset,
-                text=q.text, diversity=q.diversity,
-            )
-            for q in queries
-        ]
+        return search_each(self.search, queries)
 
     def search(
         self, vector: np.ndarray, top_k: int, vector_name: str = IMAGE_VECTOR,
