@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from fashion_search.core.onnx_runtime import OrtNetwork
 from fashion_search.core.settings import Settings, get_settings
 
 _threads_lock = threading.Lock()
@@ -50,15 +51,17 @@ def warm_up_batches(device: torch.device, run: Callable[[int], object], largest:
 
 
 def for_inference(module: torch.nn.Module, example: torch.Tensor, device: torch.device, settings: Settings) -> Any:
-    """The module in eval mode, as frozen, optimised TorchScript traced on example where settings.torch_script is on
-    and the device is the CPU; elsewhere the module itself.
+    """The module ready to serve: on the CPU run by settings.cpu_runtime (ONNX Runtime, or frozen TorchScript traced
+    on example), elsewhere the module itself in eval mode.
 
-    The trace keeps the module's control flow for the example's shape, so only networks whose inputs differ in batch
+    Both keep the module's control flow for the example's shape, so only networks whose inputs differ in batch
     size alone (a fixed square input) may go through here; the weights are frozen into it at this call.
     """
     module.eval()
-    if not settings.torch_script or device.type != "cpu":
+    if device.type != "cpu" or settings.cpu_runtime == "torch":
         return module
+    if settings.cpu_runtime == "onnxruntime":
+        return OrtNetwork(module, example, settings.torch_threads)
     with torch.inference_mode():
         traced = torch.jit.trace(module, example.to(device), check_trace=False)
         return torch.jit.optimize_for_inference(traced)

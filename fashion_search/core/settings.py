@@ -73,9 +73,10 @@ class ModelSettings(BaseModel):
         default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$",
         description="`auto`: the GPU if torch sees one, else the CPU; `cpu`, `cuda` or `cuda:N` to pin it.",
     )
-    # About 0.83× the time per query on 2 cores, same outputs (docs/decisions/2026-12-05-torchscript-on-cpu.md).
-    torch_script: bool = Field(
-        default=True, description="On the CPU, run each model's fixed-size network as frozen TorchScript."
+    # docs/decisions/2026-12-07-onnx-runtime-on-cpu.md
+    cpu_runtime: Literal["onnxruntime", "torchscript", "torch"] = Field(
+        default="onnxruntime",
+        description="On the CPU, what runs each model's fixed-size network: ONNX Runtime, frozen TorchScript or eager.",
     )
     embed_image_size: int = Field(
         default=224, description="Embedder input side in pixels (the models were trained at 224)."

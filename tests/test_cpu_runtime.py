@@ -1,4 +1,4 @@
-"""Frozen TorchScript (settings.torch_script, CPU) gives what eager PyTorch gives, for every model's network."""
+"""ONNX Runtime and frozen TorchScript (settings.cpu_runtime) give what eager PyTorch gives, for each network."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from PIL import Image
 
 from fashion_search.core.catalog import CatalogRecord
 from fashion_search.core.domain import Box
+from fashion_search.core.onnx_runtime import OrtNetwork
 from fashion_search.services.detector.centernet import SceneDetector
 from fashion_search.services.embedder.model import GarmentEmbedder
 from fashion_search.services.segmenter.mask_net import MaskSegmenter
@@ -24,18 +25,27 @@ def photos(sample_records: list[CatalogRecord]) -> list[Image.Image]:
     return [Image.open(r.image_path).convert("RGB") for r in sample_records[::25][:4]]
 
 
-def _pair(tmp_path: Path, cls: type) -> tuple[object, object]:
-    eager = cls(make_settings(tmp_path, torch_device="cpu", torch_script=False))
-    script = cls(make_settings(tmp_path, torch_device="cpu", torch_script=True))
+RUNTIMES = {"onnxruntime": OrtNetwork, "torchscript": torch.jit.ScriptModule}
+
+
+@pytest.fixture(params=sorted(RUNTIMES))
+def runtime(request: pytest.FixtureRequest) -> str:
+    """Each runtime other than eager PyTorch."""
+    return str(request.param)
+
+
+def _pair(tmp_path: Path, cls: type, runtime: str) -> tuple[object, object]:
+    eager = cls(make_settings(tmp_path, torch_device="cpu", cpu_runtime="torch"))
+    script = cls(make_settings(tmp_path, torch_device="cpu", cpu_runtime=runtime))
     eager.load()
     script.load()
-    assert isinstance(script._network, torch.jit.ScriptModule)
-    assert not isinstance(eager._network, torch.jit.ScriptModule)
+    assert isinstance(script._network, RUNTIMES[runtime])
+    assert isinstance(eager._network, torch.nn.Module)
     return eager, script
 
 
-def test_embedder_vectors_match_eager(tmp_path: Path, photos: list[Image.Image]) -> None:
-    eager, script = _pair(tmp_path, GarmentEmbedder)
+def test_embedder_vectors_match_eager(tmp_path: Path, photos: list[Image.Image], runtime: str) -> None:
+    eager, script = _pair(tmp_path, GarmentEmbedder, runtime)
     assert eager.model_name == script.model_name  # the same vectors: an index built either way serves both
     for batch in (photos[:1], photos):  # traced on one image, run on others and on a batch
         np.testing.assert_allclose(script.embed(batch), eager.embed(batch), atol=1e-4)
@@ -45,8 +55,8 @@ def test_embedder_vectors_match_eager(tmp_path: Path, photos: list[Image.Image])
     np.testing.assert_allclose(np.stack(parallel), np.concatenate([script.embed([p]) for p in photos] * 3), atol=1e-5)
 
 
-def test_detector_finds_the_same_garments(tmp_path: Path, photos: list[Image.Image]) -> None:
-    eager, script = _pair(tmp_path, SceneDetector)
+def test_detector_finds_the_same_garments(tmp_path: Path, photos: list[Image.Image], runtime: str) -> None:
+    eager, script = _pair(tmp_path, SceneDetector, runtime)
     found = 0
     for photo in photos:
         expected, got = eager.detect(photo), script.detect(photo)
@@ -58,8 +68,8 @@ def test_detector_finds_the_same_garments(tmp_path: Path, photos: list[Image.Ima
     assert found >= len(photos)  # each product photo shows a garment
 
 
-def test_segmenter_masks_match_eager(tmp_path: Path, photos: list[Image.Image]) -> None:
-    eager, script = _pair(tmp_path, MaskSegmenter)
+def test_segmenter_masks_match_eager(tmp_path: Path, photos: list[Image.Image], runtime: str) -> None:
+    eager, script = _pair(tmp_path, MaskSegmenter, runtime)
     for photo in photos:
         w, h = photo.size
         boxes = [Box(w * 0.1, h * 0.1, w * 0.9, h * 0.9), Box(0, 0, w / 2, h)]
