@@ -444,7 +444,7 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         from fashion_search.workers.ingest_bench import ingest_markdown, run_ingest_bench
 
         try:
-            rows, info = run_ingest_bench(settings, args.products, settings.ingest_batch_size)
+            rows, info = run_ingest_bench(settings, args.products)
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

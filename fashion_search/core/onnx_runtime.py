@@ -35,6 +35,8 @@ class OrtNetwork:
         options.intra_op_num_threads = max(0, threads)  # 0: ONNX Runtime's default, one per physical core
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # errors only: it logs each constant it folds at load
+        # Idle pool threads sleep instead of spinning: several models and requests share the cores.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:

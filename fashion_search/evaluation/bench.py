@@ -53,6 +53,7 @@ def run_bench(settings: Settings, n_queries: int) -> tuple[Table, dict[str, obje
         "ingest_per_s": round(report.indexed / ingest_s, 1) if ingest_s else 0.0,
         "cpu": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads(),
         "catalog_garment": settings.catalog_garment, "device": device_label(settings),
+        "runtime": settings.cpu_runtime,
     }
     return table, info
 
@@ -67,7 +68,8 @@ def to_markdown(table: Table, info: dict[str, object], command: str) -> str:
     """Markdown report of a benchmark run."""
     lines = [
         f"Command: `{command}` — in-process models (embedded mode), Qdrant Edge index, "
-        f"{info['torch_threads']} torch threads, {info['cpu']}, models on {info.get('device', 'cpu')}.", "",
+        f"{info['torch_threads']} torch threads, {info['cpu']}, models on {info.get('device', 'cpu')}"
+        f" (CPU runtime `{info.get('runtime', 'torchscript')}`).", "",
         f"Sample catalog: {info['catalog_size']} products indexed in {info['ingest_s']} s "
         f"({info['ingest_per_s']} products/s: detection, image and garment vectors, catalog garment "
         f"`{info['catalog_garment']}`). "

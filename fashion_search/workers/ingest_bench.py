@@ -1,4 +1,5 @@
-"""Ingest rate, products/s: in-process, 1 and 2 Celery workers, models on one photo at a time against whole batches.
+"""Ingest rate, products/s: in-process, 1 and 2 Celery workers; the earlier defaults (TorchScript, one photo per
+forward pass, then batches) beside the current one (ONNX Runtime, batches).
 
 Real processes on loopback: the configured broker (settings.broker_url), a search service holding the workers'
 index, and `fashion-search serve worker` processes. Each configuration runs both batch sizes back to back.
@@ -16,8 +17,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-import torch
 
 from fashion_search.core.catalog import CatalogRecord, load_catalog
 from fashion_search.core.settings import Settings
@@ -40,9 +39,18 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "fashion_search.cli", *args]
 
 
-def in_process_rate(settings: Settings, records: list[CatalogRecord], batch: int) -> float:
-    """Products/s of the in-process ingest at this batch size (models loaded and warmed before the clock starts)."""
-    local = settings.model_copy(update={"ingest_batch_size": batch})
+# Each column of the table: its heading, the CPU runtime and the ingest batch size (None: the settings' batch size).
+VARIANTS: list[tuple[str, str, int | None]] = [
+    ("TorchScript, batch 1", "torchscript", 1),
+    ("TorchScript, batched", "torchscript", None),
+    ("ONNX Runtime, batched (default)", "onnxruntime", None),
+]
+
+
+def in_process_rate(settings: Settings, records: list[CatalogRecord], batch: int, runtime: str) -> float:
+    """Products/s of the in-process ingest at this batch size and CPU runtime (models loaded and warmed before the
+    clock starts)."""
+    local = settings.model_copy(update={"ingest_batch_size": batch, "cpu_runtime": runtime})
     with temporary_pipeline(local, "fs-bench-ingest-") as pipeline:
         ingestor = Ingestor(pipeline, pipeline.settings)
         ingestor.ingest_records(records[:1])  # load and trace the models
@@ -55,8 +63,8 @@ def in_process_rate(settings: Settings, records: list[CatalogRecord], batch: int
 
 
 @contextmanager
-def celery_workers(settings: Settings, n: int, tmp: Path) -> Iterator[dict[str, str]]:
-    """A search service and n workers (torch threads shared out among the cores), stopped on exit."""
+def celery_workers(settings: Settings, n: int, tmp: Path, runtime: str) -> Iterator[dict[str, str]]:
+    """A search service and n workers on this CPU runtime (threads shared out among the cores), stopped on exit."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("FS_")}
     env.update({
@@ -66,7 +74,8 @@ def celery_workers(settings: Settings, n: int, tmp: Path) -> Iterator[dict[str, 
     })
     procs = [subprocess.Popen(_cli("serve", "search"), env=env, stdout=subprocess.DEVNULL)]
     threads = max(1, (os.cpu_count() or 2) // n)
-    worker_env = {**env, "FS_SEARCH_URL": f"127.0.0.1:{port}", "FS_TORCH_THREADS": str(threads)}
+    worker_env = {**env, "FS_SEARCH_URL": f"127.0.0.1:{port}", "FS_TORCH_THREADS": str(threads),
+                  "FS_CPU_RUNTIME": runtime}
     try:
         _wait(lambda: subprocess.run(_cli("healthcheck", f"grpc://127.0.0.1:{port}"), env=env).returncode == 0)
         from fashion_search.workers.celery_app import celery_app
@@ -114,45 +123,51 @@ def queue_rate(settings: Settings, records: list[CatalogRecord], batch: int) -> 
     return len(records) / elapsed
 
 
-def run_ingest_bench(settings: Settings, n_products: int, batch: int) -> tuple[list[Row], dict[str, object]]:
-    """Products/s per configuration at batch size 1 and `batch`, each pair measured back to back."""
+def run_ingest_bench(settings: Settings, n_products: int) -> tuple[list[Row], dict[str, object]]:
+    """Products/s per configuration (a row) and VARIANTS (its columns), each row's columns measured back to back."""
     if not settings.broker_url:
         raise ValueError("the ingest benchmark needs a broker for its Celery rows: set FS_BROKER_URL")
     records = load_catalog(settings.sample_catalog)
     step = max(1, len(records) // n_products)
     records = records[::step][:n_products]  # spread over every class
-    rows: list[Row] = []
-    rows.append({"config": "in-process", "before": in_process_rate(settings, records, 1),
-                 "after": in_process_rate(settings, records, batch)})
+    columns = [(label, runtime, batch or settings.ingest_batch_size) for label, runtime, batch in VARIANTS]
+    rows: list[Row] = [{"config": "in-process", **{
+        label: in_process_rate(settings, records, batch, runtime) for label, runtime, batch in columns
+    }}]
     for workers in (1, 2):
-        with tempfile.TemporaryDirectory(prefix="fs-bench-workers-") as tmp, \
-                celery_workers(settings, workers, Path(tmp)):
-            queue_rate(settings, records[:workers], 1)  # the workers' first batch, off the clock
-            before = queue_rate(settings, records, 1)
-            after = queue_rate(settings, records, batch)
-        rows.append({"config": f"{workers} Celery worker{'s' if workers > 1 else ''}", "before": before,
-                     "after": after})
+        row: Row = {"config": f"{workers} Celery worker{'s' if workers > 1 else ''}"}
+        for runtime in dict.fromkeys(runtime for _, runtime, _ in columns):
+            with tempfile.TemporaryDirectory(prefix="fs-bench-workers-") as tmp, \
+                    celery_workers(settings, workers, Path(tmp), runtime):
+                queue_rate(settings, records[:workers], 1)  # the workers' first batch, off the clock
+                for label, col_runtime, batch in columns:
+                    if col_runtime == runtime:
+                        row[label] = queue_rate(settings, records, batch)
+        rows.append(row)
     info: dict[str, object] = {
-        "products": len(records), "batch": batch, "cpu": platform.processor() or platform.machine(),
-        "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "catalog_garment": settings.catalog_garment,
-        "load": os.getloadavg()[0],
+        "products": len(records), "batch": settings.ingest_batch_size,
+        "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+        "catalog_garment": settings.catalog_garment, "load": os.getloadavg()[0],
     }
     return rows, info
 
 
 def ingest_markdown(rows: list[Row], info: dict[str, object], command: str) -> str:
-    """The ingest table: products/s per configuration, before (one photo per forward pass) and after (batches)."""
+    """The ingest table: products/s per configuration and variant, and the default's speed-up over the first."""
+    labels = [label for label, _, _ in VARIANTS]
     lines = [
         f"Command: `{command}` — {info['products']} sample-catalog products (every class), default settings "
         f"(catalog garment `{info['catalog_garment']}`: detection, segmentation, image and garment vectors), "
-        f"{info['cores']} cores ({info['cpu']}), load average {info['load']:.1f} at the end: the machine was shared "
-        "with other jobs, so compare within a row. Before: the models run one photo per forward pass (batch size 1); "
-        f"after: batches of {info['batch']} (`FS_INGEST_BATCH_SIZE`). Workers: `serve worker` processes "
-        "(solo pool, torch threads = cores / workers) writing to one search service; rates run from the first task "
-        "sent to the job's last product.", "",
-        "| configuration | before, products/s | after, products/s | after / before |", "|---|---|---|---|",
+        f"{info['cores']} cores ({info['cpu']}), load average {info['load']:.1f} at the end; compare within a row. "
+        f"Columns: the CPU runtime (`FS_CPU_RUNTIME`) and the models on one photo per forward pass (batch 1) or on "
+        f"batches of {info['batch']} (`FS_INGEST_BATCH_SIZE`). Workers: `serve worker` processes (solo pool, threads "
+        "= cores / workers) writing to one search service; rates run from the first task sent to the job's last "
+        "product.", "",
+        f"| configuration | {' | '.join(f'{label}, products/s' for label in labels)} | default / first |",
+        "|---|" + "---|" * (len(labels) + 1),
     ]
     for row in rows:
-        before, after = float(row["before"]), float(row["after"])  # type: ignore[arg-type]
-        lines.append(f"| {row['config']} | {before:.2f} | {after:.2f} | {after / before:.2f}× |")
+        rates = [float(row[label]) for label in labels]  # type: ignore[arg-type]
+        cells = " | ".join(f"{rate:.2f}" for rate in rates)
+        lines.append(f"| {row['config']} | {cells} | {rates[-1] / rates[0]:.1f}× |")
     return "\n".join(lines) + "\n"
