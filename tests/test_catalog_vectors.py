@@ -147,3 +147,23 @@ def test_a_separate_image_embedder_makes_the_image_vectors_and_answers_simple_mo
         assert one.stale_index() is not None
     finally:
         index.close()
+
+
+@pytest.mark.parametrize("mirror", ["off", "catalog"])
+def test_two_embedders_share_their_imagenet_blocks_and_give_the_same_vectors(
+    tmp_path: Path, shared_models: dict[str, object], photos: list[Image.Image], mirror: str
+) -> None:
+    garment, image = shared_models["embedder"], shared_models["image_embedder"]
+    blocks = garment.shared_blocks(image)  # type: ignore[attr-defined]
+    assert blocks > 0  # the stem and the blocks before the image model's tuned ones
+    settings = make_settings(tmp_path, mirror_averaging=mirror)
+    pipeline = SearchPipeline(
+        settings, shared_models["detector"], shared_models["segmenter"], garment, None, image,  # type: ignore[arg-type]
+    )
+    prepared = [prepare(p, settings) for p in photos]
+    shared = pipeline.embed_photos(prepared)
+    assert ("trunk", blocks) in garment._parts  # type: ignore[attr-defined]
+    apart = pipeline.embed_catalog(prepared), pipeline.embed_catalog(prepared, image)  # type: ignore[arg-type]
+    for got, expected in zip(shared, apart, strict=True):
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert not np.allclose(shared[0], shared[1], atol=1e-2)  # two models, two sets of vectors

@@ -475,7 +475,7 @@ def cmd_loadtest(args: argparse.Namespace, settings: Settings) -> int:
     plan = LoadTestPlan(
         configs=[CONFIGS[c] for c in listed(args.configs)], clients=[int(c) for c in listed(args.clients)],
         modes=listed(args.modes), per_client=args.per_client, min_requests=args.min_requests, cap_s=args.cap_s,
-        catalog_size=args.catalog_size, torch_threads=args.torch_threads,
+        catalog_size=args.catalog_size, model_threads=args.model_threads,
     )
     cells = run_loadtest(plan, Path(args.queries), args.redis_url or settings.redis_url)
     text = to_markdown(cells, plan, _command_line(), args.note)

@@ -131,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--min-requests", type=int, default=8, help="fewest requests in a cell")
     lt.add_argument("--cap-s", type=float, default=60.0, help="no new request in a cell after this many seconds")
     lt.add_argument("--catalog-size", type=int, default=30, help="sample catalog products to index")
-    lt.add_argument("--torch-threads", type=int, default=1, help="FS_TORCH_THREADS of each model service")
+    lt.add_argument("--model-threads", type=int, default=1,
+                    help="FS_TORCH_THREADS and FS_ONNX_THREADS of each model service (0: their defaults)")
     lt.add_argument("--note", default="", help="a sentence for the report (e.g. what else ran on the machine)")
     lt.add_argument("--output", default="", help="Markdown file (default: docs/BENCHMARKS.md)")
     lt.add_argument("--section", default="loadtest", help="the report's section key in that file")

@@ -20,11 +20,14 @@ _threads_set = False
 
 
 def configure_torch(settings: Settings) -> None:
-    """Apply the torch thread count from settings once per process."""
+    """Apply the torch thread count from settings once per process; where ONNX Runtime runs the networks, torch runs
+    only the small steps around them, on one thread (docs/decisions/2026-12-07-onnx-runtime-on-cpu.md)."""
     global _threads_set
     with _threads_lock:
         if not _threads_set and settings.torch_threads > 0:
             torch.set_num_threads(settings.torch_threads)
+        elif not _threads_set and settings.cpu_runtime == "onnxruntime":
+            torch.set_num_threads(1)
         _threads_set = True
 
 
@@ -61,7 +64,7 @@ def for_inference(module: torch.nn.Module, example: torch.Tensor, device: torch.
     if device.type != "cpu" or settings.cpu_runtime == "torch":
         return module
     if settings.cpu_runtime == "onnxruntime":
-        return OrtNetwork(module, example, settings.torch_threads)
+        return OrtNetwork(module, example, settings.onnx_threads)
     with torch.inference_mode():
         traced = torch.jit.trace(module, example.to(device), check_trace=False)
         return torch.jit.optimize_for_inference(traced)

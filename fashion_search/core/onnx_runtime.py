@@ -25,7 +25,8 @@ class OrtNetwork:
         n_out = 1 if self._single else len(reference)
         outputs = [f"out{i}" for i in range(n_out)]
         buffer = io.BytesIO()
-        with warnings.catch_warnings():  # the exporter warns about every traced shape it cannot prove constant
+        # no_grad: parts of a network may run in inference mode, whose outputs autograd may not record.
+        with warnings.catch_warnings(), torch.no_grad():  # the exporter warns about each shape it cannot prove constant
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 module, (example,), buffer, input_names=["x"], output_names=outputs, opset_version=17,

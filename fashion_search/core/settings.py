@@ -68,7 +68,10 @@ class IndexSettings(BaseModel):
 class ModelSettings(BaseModel):
     """Models: which models run, their weights, and the settings that shape their vectors."""
 
-    torch_threads: int = Field(default=0, description="CPU threads of torch and of each ONNX Runtime model (0: auto).")
+    torch_threads: int = Field(
+        default=0, description="Torch CPU threads (0: torch's default, or 1 where ONNX Runtime runs the networks)."
+    )
+    onnx_threads: int = Field(default=0, ge=0, description="Threads of each ONNX Runtime network (0: one per core).")
     torch_device: str = Field(
         default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$",
         description="`auto`: the GPU if torch sees one, else the CPU; `cpu`, `cuda` or `cuda:N` to pin it.",

@@ -323,7 +323,7 @@ class LoadTestPlan:
     min_requests: int
     cap_s: float
     catalog_size: int
-    torch_threads: int
+    model_threads: int
 
     def requests(self, clients: int) -> int:
         """Requests in a cell with this many clients."""
@@ -343,7 +343,7 @@ def run_loadtest(plan: LoadTestPlan, queries: Path, redis_url: str, log: object 
     warm_photos = data[-warm:]
     cells: list[Cell] = []
     cache = redis.Redis.from_url(redis_url)
-    extra = {"FS_TORCH_THREADS": str(plan.torch_threads)}
+    extra = {"FS_TORCH_THREADS": str(plan.model_threads), "FS_ONNX_THREADS": str(plan.model_threads)}
     with tempfile.TemporaryDirectory(prefix="fs-loadtest-") as tmp:
         data_dir = Path(tmp) / "data"
         ingested = False
@@ -419,14 +419,14 @@ def to_markdown(cells: Sequence[Cell], plan: LoadTestPlan, command: str, note: s
     """The report section: conditions, the table, the ratios."""
     cpu = platform.processor() or platform.machine()
     lines = [
-        f"## Load test: concurrent searches on the real topology (loopback), FS_TORCH_THREADS={plan.torch_threads}",
+        f"## Load test: concurrent searches on the real topology (loopback), {plan.model_threads} thread(s) per model",
         "",
         f"`{command}` on {os.cpu_count()} CPU cores ({cpu}, {platform.system()}), no GPU: gateway, detector, "
         "segmenter, embedder, image embedder and search service as local processes, Redis cache. "
         f"{plan.catalog_size} sample catalog products indexed; each uncached request a distinct validation photo; "
         f"the cached pass replays the same photos. Requests per cell: max({plan.min_requests}, "
         f"{plan.per_client} × clients), none issued after {plan.cap_s:.0f} s; p99 of so few requests is about the "
-        f"slowest one. Model services with FS_TORCH_THREADS={plan.torch_threads}. {note}".rstrip(),
+        f"slowest one. Model services with FS_TORCH_THREADS and FS_ONNX_THREADS={plan.model_threads}. {note}".rstrip(),
         "",
         HEADER,
         *(row(c) for c in cells),

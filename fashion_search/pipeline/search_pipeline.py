@@ -33,6 +33,7 @@ from fashion_search.core.unavailable import Overloaded
 from fashion_search.core.vectors import l2_normalize, mirror_average
 from fashion_search.pipeline.kinds import interleave, kind_shares, merge_garment_parts, rerank_by_kind, trusted_label
 from fashion_search.pipeline.reranking import rerank_hits
+from fashion_search.services.embedder.model import GarmentEmbedder
 
 log = logging.getLogger(__name__)
 
@@ -267,19 +268,32 @@ class SearchPipeline:
             cutout(img, m.box, mask) if m and mask is not None else img
             for img, m, mask in zip(prepared, mains, masks, strict=True)
         ]
-        both = self.embed_catalog([*prepared, *cut])
-        photo, garment = both[:n], both[n:]
-        if self.settings.catalog_garment == "photo":
-            garment = photo
-        elif self.settings.catalog_garment == "blend":
+        photo, vecs = self.embed_photos(prepared)
+        garment = self.embed_catalog(cut) if cut else photo
+        if self.settings.catalog_garment == "blend":
             weight = self.settings.catalog_cutout_weight
             garment = l2_normalize((1.0 - weight) * photo + weight * garment)
-        vecs = self.embed_catalog(prepared, self.image_embedder) if self.separate_image_embedder else photo
         # A photo without a detection: the colour of the whole photo.
         garment = self.with_garment_colour(garment, prepared, [m.box if m else None for m in mains], masks)
         return [
             IndexedVectors({IMAGE_VECTOR: vecs[i], GARMENT_VECTOR: garment[i]}, mains[i]) for i in range(n)
         ]
+
+    def embed_photos(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
+        """Catalog photos' garment-embedder and image-embedder vectors; two in-process embedders compute the
+        ImageNet blocks they share once per photo (the same vectors as apart)."""
+        if not self.separate_image_embedder:
+            photo = self.embed_catalog(images)
+            return photo, photo
+        garment, image = self.embedder, self.image_embedder
+        if isinstance(garment, GarmentEmbedder) and isinstance(image, GarmentEmbedder) and (
+                blocks := garment.shared_blocks(image)):
+            mirrored = self.settings.mirror_averaging == "catalog"
+            batch = [*images, *(ImageOps.mirror(img) for img in images)] if mirrored else list(images)
+            trunk = garment.trunk(batch, blocks)
+            both = garment.embed_trunk(trunk), image.embed_trunk(trunk)
+            return (mirror_average(both[0]), mirror_average(both[1])) if mirrored else both
+        return self.embed_catalog(images), self.embed_catalog(images, image)
 
     def embed_catalog(self, images: Sequence[Image.Image], embedder: Embedder | None = None) -> np.ndarray:
         """Catalog vectors of the garment embedder (or the one given): with mirror_averaging "catalog", each image's

@@ -74,8 +74,8 @@ def celery_workers(settings: Settings, n: int, tmp: Path, runtime: str) -> Itera
     })
     procs = [subprocess.Popen(_cli("serve", "search"), env=env, stdout=subprocess.DEVNULL)]
     threads = max(1, (os.cpu_count() or 2) // n)
-    worker_env = {**env, "FS_SEARCH_URL": f"127.0.0.1:{port}", "FS_TORCH_THREADS": str(threads),
-                  "FS_CPU_RUNTIME": runtime}
+    compute = "FS_ONNX_THREADS" if runtime == "onnxruntime" else "FS_TORCH_THREADS"  # what runs the networks
+    worker_env = {**env, "FS_SEARCH_URL": f"127.0.0.1:{port}", compute: str(threads), "FS_CPU_RUNTIME": runtime}
     try:
         _wait(lambda: subprocess.run(_cli("healthcheck", f"grpc://127.0.0.1:{port}"), env=env).returncode == 0)
         from fashion_search.workers.celery_app import celery_app

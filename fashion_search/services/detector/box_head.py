@@ -114,9 +114,19 @@ class BoxHead(nn.Module):
         self, mid: torch.Tensor, deep: torch.Tensor, boxes: torch.Tensor, owner: torch.Tensor, aspect: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Class logits (R×(C+1), background last) and box deltas (R×4) for boxes (R×4, fractions) of images."""
+        return self.from_reduced(*self.reduce(mid, deep), boxes, owner, aspect)
+
+    def reduce(self, mid: torch.Tensor, deep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The images' feature maps, fewer channels: the part that does not depend on the boxes."""
+        return self.mid_reduce(mid), self.deep_reduce(deep)
+
+    def from_reduced(
+        self, mid: torch.Tensor, deep: torch.Tensor, boxes: torch.Tensor, owner: torch.Tensor, aspect: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """forward() after reduce(): the boxes' pooled features and geometry through the MLP."""
         pooled = torch.cat([
-            roi_pool(self.deep_reduce(deep), boxes, owner, DEEP_BINS).flatten(1),
-            roi_pool(self.mid_reduce(mid), boxes, owner, MID_BINS).flatten(1),
+            roi_pool(deep, boxes, owner, DEEP_BINS).flatten(1),
+            roi_pool(mid, boxes, owner, MID_BINS).flatten(1),
             geometry(boxes, aspect),
         ], dim=1)
         h = self.mlp(pooled)

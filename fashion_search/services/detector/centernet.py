@@ -8,6 +8,7 @@ v3 is v2 plus a second stage (`box_head.py`) that names and refines each propose
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -124,17 +125,23 @@ class Pyramid(nn.Module):
 
 
 class DetectorNetwork(nn.Module):
-    """The detector's fixed-size part: pyramid and first-stage head, one normalised S×S image batch at a time."""
+    """The detector's fixed-size part: pyramid and first-stage head, one normalised S×S image batch at a time (with
+    the box head's per-image part where there is one, so that it runs in the same runtime)."""
 
-    def __init__(self, pyramid: Pyramid, head: nn.Module) -> None:
+    def __init__(self, pyramid: Pyramid, head: nn.Module, box_head: BoxHead | None = None) -> None:
         super().__init__()
         self.pyramid = pyramid
         self.head = head
+        self.box_head = box_head
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """(stride-16 features, deep features, centre heatmap, box size, offset)."""
+        """(stride-16 features, deep features, centre heatmap, box size, offset); the features reduced by the box
+        head where there is one."""
         mid, deep = self.pyramid(x)
-        return mid, deep, *self.head(mid, deep)
+        outputs = self.head(mid, deep)
+        if self.box_head is not None:
+            mid, deep = self.box_head.reduce(mid, deep)
+        return mid, deep, *outputs
 
 
 def decode(
@@ -191,11 +198,13 @@ class SceneDetector(InferenceModel):
         )
         pyramid = Pyramid(self.variant).to(self.device)
         head, self._box_head, self._scoring, self._min_score = load_heads(self.variant)
-        # The first-stage head runs beside the pyramid; the second stage pools a handful of boxes, so it and the
-        # peak decoding stay on the CPU.
+        # The first-stage head and the box head's per-image reduction run beside the pyramid; the rest of the second
+        # stage pools a handful of boxes, so it and the peak decoding stay on the CPU.
         size = self.variant.input_size
+        reduce = copy.deepcopy(self._box_head).to(self.device) if self._box_head is not None else None
         self._network = for_inference(
-            DetectorNetwork(pyramid, head.to(self.device)), torch.zeros(1, 3, size, size), self.device, self.settings
+            DetectorNetwork(pyramid, head.to(self.device), reduce), torch.zeros(1, 3, size, size), self.device,
+            self.settings,
         )
         # A batching detector meets every batch size up to its bound (cuDNN plans each on first use on a GPU).
         largest = self._batcher.policy.max_batch_size if self._batcher.policy.enabled else 1
@@ -239,7 +248,7 @@ class SceneDetector(InferenceModel):
         proposals = peaks(heat, size, offset, width, height, min(threshold, PROPOSAL_MIN_SCORE))
         if not proposals:
             return []
-        logits, deltas = self._box_head(
+        logits, deltas = self._box_head.from_reduced(
             mid, deep, proposal_tensor(proposals, width, height),
             torch.zeros(len(proposals), dtype=torch.long), torch.full((len(proposals),), width / height),
         )

@@ -91,6 +91,37 @@ def frozen_features(efficientnet: nn.Module, x: torch.Tensor, start: int | None 
     return h
 
 
+class TrunkNetwork(nn.Module):
+    """The stem and the first `blocks` blocks of an EfficientNet-Lite: the part two embedders may share."""
+
+    def __init__(self, efficientnet: nn.Module, blocks: int) -> None:
+        super().__init__()
+        self.efficientnet = efficientnet
+        self.blocks = blocks
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Input in [-1, 1] → the features after block `blocks`."""
+        return frozen_features(self.efficientnet, x, self.blocks)
+
+
+class RestNetwork(nn.Module):
+    """An embedder's network after a shared trunk: the ImageNet blocks from `begin` to its tail, then the tail."""
+
+    def __init__(self, efficientnet: nn.Module, tail: FashionTail, begin: int) -> None:
+        super().__init__()
+        if begin > tail.start:
+            raise ValueError(f"a trunk of {begin} blocks runs into the tail (it starts at block {tail.start})")
+        self.frozen = nn.ModuleList(list(efficientnet._blocks)[begin:tail.start])
+        self.tail = tail
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Trunk features → (512-d FC output, last conv feature map), as EmbeddingNetwork gives for the image."""
+        for block in self.frozen:
+            h = block(h)
+        fmap = self.tail.feature_map(h)
+        return self.tail.embed(fmap), fmap
+
+
 class EmbeddingNetwork(nn.Module):
     """A fashion embedder's whole network at query time: frozen ImageNet stem and blocks, then its tail."""
 

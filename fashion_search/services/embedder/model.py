@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -18,6 +20,9 @@ from fashion_search.services.embedder.backbone import LITE0, TRAINED_IMAGE_SIZE,
 from fashion_search.services.embedder.fashion_net import (
     EMBED_DIM,
     EmbeddingNetwork,
+    FashionTail,
+    RestNetwork,
+    TrunkNetwork,
     load_tail,
     shipped_weights,
     weights_backbone,
@@ -44,6 +49,15 @@ def color_feature(out: BackboneOutput, positions: int = COLOR_POSITIONS) -> np.n
     return ((feature - _RGB_MEAN) / _RGB_STD).astype(np.float32)
 
 
+@dataclass
+class Trunk:
+    """Images through the stem and first `blocks` blocks: what two embedders on the same pixels compute alike."""
+
+    rgb: torch.Tensor  # the preprocessed images, B×3×S×S in [0, 1]
+    features: torch.Tensor
+    blocks: int
+
+
 class GarmentEmbedder(InferenceModel):
     """Image → [deep features (unit length) ‖ colour · w/√30], L2-normalised; w = settings.color_weight.
 
@@ -66,6 +80,9 @@ class GarmentEmbedder(InferenceModel):
             backbone if shareable and backbone is not None else EfficientNetBackbone(self.settings, network)
         )
         self._network: EmbeddingNetwork | torch.jit.ScriptModule | None = None  # the tail's whole network
+        self._tail: FashionTail | None = None
+        self._parts: dict[tuple[str, int], Callable[[torch.Tensor], object]] = {}  # trunk / rest networks by blocks
+        self._parts_lock = threading.Lock()
 
     @property
     def deep_dim(self) -> int:
@@ -104,6 +121,7 @@ class GarmentEmbedder(InferenceModel):
         size = self.settings.embed_image_size
         if self.variant != "imagenet":
             tail, _ = load_tail(self.backbone.network, self.weights)
+            self._tail = tail
             tail.to(self.backbone.device)  # its new layers; the blocks it shares are there already
             self._network = for_inference(
                 EmbeddingNetwork(self.backbone.network, tail), torch.zeros(1, 3, size, size),
@@ -136,9 +154,56 @@ class GarmentEmbedder(InferenceModel):
         if self._network is None:
             return self.backbone.forward_rgb(rgb)
         rgb = rgb.to(self.backbone.device)
-        deep, fmap = self._network(self.backbone.normalize(rgb))
-        rgb_pooled = torch.nn.functional.adaptive_avg_pool2d(rgb, fmap.shape[-2:])
-        return BackboneOutput(deep.cpu().numpy(), fmap.cpu().numpy(), rgb_pooled.cpu().numpy())
+        return _output(*self._network(self.backbone.normalize(rgb)), rgb)
+
+    # ---- a trunk shared with another embedder on the same pixels (catalog photos) ----------------------------
+    def trunk_blocks(self) -> int:
+        """Leading blocks this embedder runs at their ImageNet weights on the image itself (0: none to share)."""
+        if self.variant == "imagenet" or mirror_averaged(self.settings.mirror_averaging, catalog=False):
+            return 0
+        self.load()
+        return self._tail.start if self._tail is not None else 0
+
+    def shared_blocks(self, other: GarmentEmbedder) -> int:
+        """Leading blocks both embedders compute alike for an image (same network, input size and device)."""
+        same_input = (
+            self.backbone.name == other.backbone.name
+            and self.settings.embed_image_size == other.settings.embed_image_size
+            and self.backbone.device == other.backbone.device
+        )
+        return min(self.trunk_blocks(), other.trunk_blocks()) if same_input else 0
+
+    @torch.inference_mode()
+    def trunk(self, images: Sequence[Image.Image], blocks: int) -> Trunk:
+        """The images through the stem and the first `blocks` blocks, for embed_trunk of this or another embedder."""
+        rgb = self.backbone.preprocess(images).to(self.backbone.device)
+        network = self._part("trunk", blocks, lambda: TrunkNetwork(self.backbone.network, blocks))
+        return Trunk(rgb, network(self.backbone.normalize(rgb)), blocks)  # type: ignore[arg-type]
+
+    @torch.inference_mode()
+    def embed_trunk(self, trunk: Trunk) -> np.ndarray:
+        """embed() of the images a trunk was computed from, going on from the trunk's features."""
+        if self._tail is None or trunk.blocks > self._tail.start:
+            raise ValueError(f"{self.model_name} cannot go on from a trunk of {trunk.blocks} blocks")
+        tail = self._tail
+        network = self._part("rest", trunk.blocks, lambda: RestNetwork(self.backbone.network, tail, trunk.blocks))
+        out = _output(*network(trunk.features), trunk.rgb)  # type: ignore[misc]
+        return combine(l2_normalize(out.pooled), color_feature(out), self.settings.color_weight)[1]
+
+    def _part(self, kind: str, blocks: int, build: Callable[[], torch.nn.Module]) -> Callable[[torch.Tensor], object]:
+        """A trunk or rest network for this many blocks, built for inference on first use."""
+        self.load()
+        with self._parts_lock:
+            if (kind, blocks) not in self._parts:
+                size = self.settings.embed_image_size
+                example = torch.zeros(1, 3, size, size)
+                if kind == "rest":
+                    with torch.inference_mode():
+                        example = TrunkNetwork(self.backbone.network, blocks).eval()(example.to(self.backbone.device))
+                self._parts[kind, blocks] = for_inference(
+                    build().to(self.backbone.device), example, self.backbone.device, self.settings,
+                )
+            return self._parts[kind, blocks]
 
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Embed a batch of images to a (B, dim) float32 array of unit vectors."""
@@ -160,6 +225,12 @@ class GarmentEmbedder(InferenceModel):
         """Unit deep features and the unweighted colour feature of each image (no mirror): what `combine` fuses."""
         out = self.raw(images)
         return l2_normalize(out.pooled), color_feature(out)
+
+
+def _output(deep: torch.Tensor, fmap: torch.Tensor, rgb: torch.Tensor) -> BackboneOutput:
+    """A fashion network's outputs as a BackboneOutput, with the input pooled to the feature map's grid."""
+    rgb_pooled = torch.nn.functional.adaptive_avg_pool2d(rgb.to(fmap.device), fmap.shape[-2:])
+    return BackboneOutput(deep.cpu().numpy(), fmap.cpu().numpy(), rgb_pooled.cpu().numpy())
 
 
 def combine(

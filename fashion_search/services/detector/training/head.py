@@ -183,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     torch.use_deterministic_algorithms(True)
 
-    settings = Settings()
+    settings = Settings(cpu_runtime="torchscript")  # training keeps torch's threads (configure_torch)
     backbone = EfficientNetBackbone(settings)
     classes = CATEGORIES
     paths, labels = list_images(args.data, classes)

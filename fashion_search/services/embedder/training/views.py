@@ -192,7 +192,7 @@ def pipeline_street_features(
     from fashion_search.evaluation.embedding import street_garments
     from fashion_search.pipeline.components import temporary_pipeline
 
-    settings = Settings(torch_threads=0, detector_url="", segmenter_url="", embedder_url="")
+    settings = Settings(torch_threads=0, cpu_runtime="torchscript", detector_url="", segmenter_url="", embedder_url="")
     index = {pid: i for i, pid in enumerate(product_ids)}
 
     with temporary_pipeline(settings, "fs-train-street-") as pipeline:

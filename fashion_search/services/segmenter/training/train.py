@@ -135,7 +135,7 @@ def detector_boxes(scenes: list[dict[str, Any]], cache_dir: Path) -> list[list[l
     from fashion_search.pipeline.components import local_detector
     from fashion_search.pipeline.search_pipeline import fine_mode_garments
 
-    settings = Settings(torch_threads=0, detector_url="")
+    settings = Settings(torch_threads=0, cpu_runtime="torchscript", detector_url="")
     detector = local_detector(settings)
 
     def build() -> list[list[list[float] | None]]:
@@ -329,7 +329,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     out = Path(args.out)
     save(decoder, meta, out)  # validation goes through the saved float16 weights, as they ship
-    segmenter = MaskSegmenter(Settings(torch_threads=0), weights=out)
+    segmenter = MaskSegmenter(Settings(torch_threads=0, cpu_runtime="torchscript"), weights=out)
     val_scenes = load_scenes(args.val)
     val = evaluate_segmenter(segmenter, val_scenes)
     meta.update({"validation_scenes": len(val_scenes), "validation_miou": val["miou"],
