@@ -19,15 +19,20 @@ _threads_lock = threading.Lock()
 _threads_set = False
 
 
-def configure_torch(settings: Settings) -> None:
-    """Apply the torch thread count from settings once per process; where ONNX Runtime runs the networks, torch runs
+def torch_threads(settings: Settings) -> int:
+    """The torch thread count settings ask for (0: torch's default); where ONNX Runtime runs the networks, torch runs
     only the small steps around them, on one thread (docs/decisions/2026-12-07-onnx-runtime-on-cpu.md)."""
+    if settings.torch_threads > 0:
+        return settings.torch_threads
+    return 1 if settings.cpu_runtime == "onnxruntime" else 0
+
+
+def configure_torch(settings: Settings) -> None:
+    """Apply the torch thread count from settings once per process."""
     global _threads_set
     with _threads_lock:
-        if not _threads_set and settings.torch_threads > 0:
-            torch.set_num_threads(settings.torch_threads)
-        elif not _threads_set and settings.cpu_runtime == "onnxruntime":
-            torch.set_num_threads(1)
+        if not _threads_set and torch_threads(settings) > 0:
+            torch.set_num_threads(torch_threads(settings))
         _threads_set = True
 
 

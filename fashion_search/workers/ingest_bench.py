@@ -18,7 +18,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import torch
+
 from fashion_search.core.catalog import CatalogRecord, load_catalog
+from fashion_search.core.model_base import torch_threads
 from fashion_search.core.settings import Settings
 from fashion_search.pipeline.components import temporary_pipeline
 from fashion_search.pipeline.ingest import Ingestor
@@ -51,12 +54,15 @@ def in_process_rate(settings: Settings, records: list[CatalogRecord], batch: int
     """Products/s of the in-process ingest at this batch size and CPU runtime (models loaded and warmed before the
     clock starts)."""
     local = settings.model_copy(update={"ingest_batch_size": batch, "cpu_runtime": runtime})
+    default_threads = torch.get_num_threads()
+    torch.set_num_threads(torch_threads(local) or default_threads)  # configure_torch acts once per process
     with temporary_pipeline(local, "fs-bench-ingest-") as pipeline:
         ingestor = Ingestor(pipeline, pipeline.settings)
         ingestor.ingest_records(records[:1])  # load and trace the models
         start = time.perf_counter()
         report = ingestor.ingest_records(records)
         elapsed = time.perf_counter() - start
+    torch.set_num_threads(default_threads)
     if report.failed:
         raise RuntimeError(f"in-process ingest refused {report.failed[:3]}")
     return len(records) / elapsed
