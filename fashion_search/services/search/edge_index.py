@@ -120,10 +120,16 @@ def edge_filter(f: SearchFilter | None) -> qe.Filter | None:
     return qe.Filter(must=must or None, must_not=must_not)
 
 
-def edge_quantization(settings: Settings) -> qe.ScalarQuantizationConfig | None:
-    """int8 scalar quantization kept in RAM (settings.index_quantization), or None for float32 alone."""
+def edge_quantization(settings: Settings) -> qe.ScalarQuantizationConfig | qe.BinaryQuantizationConfig | None:
+    """int8 scalar or 1-bit binary quantization kept in RAM (settings.index_quantization), or None for float32."""
     if settings.index_quantization == "none":
         return None
+    if settings.index_quantization == "binary":
+        # Queries stay 8-bit against the 1-bit copies (asymmetric): more recall for the same memory.
+        return qe.BinaryQuantizationConfig(
+            encoding=qe.BinaryQuantizationEncoding.OneBit,
+            query_encoding=qe.BinaryQuantizationQueryEncoding.Scalar8Bits, memory=qe.Memory.Pinned,
+        )
     # The 0.99 quantile clips rare extreme components instead of spending the int8 range on them.
     return qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8, quantile=0.99, memory=qe.Memory.Pinned)
 
@@ -213,7 +219,7 @@ class EdgeIndex:
         quantization = edge_quantization(settings)
         config = qe.EdgeConfig(
             vectors={
-                # With int8 copies in RAM, the float32 originals stay on disk (read only to rescore).
+                # With quantized copies in RAM, the float32 originals stay on disk (read only to rescore).
                 name: qe.EdgeVectorParams(
                     size=size, distance=qe.Distance.Cosine,
                     memory=qe.Memory.Cold if quantization is not None else None,
