@@ -259,6 +259,31 @@ def cmd_eval_category(args: argparse.Namespace, settings: Settings) -> int:
     return _print_evaluation(args, to_markdown(result, _command_line()), key, result.to_json())
 
 
+def cmd_eval_text(args: argparse.Namespace, settings: Settings) -> int:
+    """Category P@10 and colour share of the results, photo alone against photo + text, per fusion setting."""
+    from fashion_search.evaluation.text_fusion import evaluate_text, to_markdown
+
+    try:
+        weights = [float(w) for w in args.text_weights.split(",") if w.strip()] or [settings.fusion_text_weight]
+        depths = [int(d) for d in args.candidates.split(",") if d.strip()] or [settings.fusion_candidates]
+        variants = {
+            f"weight {w:g}, {d} candidates": settings.model_copy(
+                update={"fusion_text_weight": w, "fusion_candidates": d})
+            for d in depths for w in weights
+        }
+        if min(weights) <= 0 or min(depths) < 1:
+            raise ValueError("--text-weights must be above 0 and --candidates at least 1")
+        if not args.queries and args.holdout <= 0:
+            raise ValueError("give --queries or --holdout")
+        result = evaluate_text(settings, args.catalog, args.queries, args.limit, args.holdout, args.colours, variants)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    key = "eval-text" + (f"-holdout{args.holdout}" if args.holdout > 0 else "") + (
+        f"-limit{args.limit}" if args.limit else "")
+    return _print_evaluation(args, to_markdown(result, _command_line()), key, result.to_json())
+
+
 def cmd_eval_expansion(args: argparse.Namespace, settings: Settings) -> int:
     """Query-expansion depths on the embedder's product holdout."""
     from fashion_search.evaluation.expansion import best_depth, expansion_markdown, expansion_sweep

@@ -99,6 +99,22 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--photos", default="",
                     help="held-out product photos: also count the garments fine mode finds in each")
 
+    et = eval_sub.add_parser(
+        "text", help="photo + words: category P@10 and colour share, photo alone against fused with text",
+    )
+    et.add_argument("--catalog", required=True, help="ImageFolder catalog, titled \"<colour> <category>\" here")
+    et.add_argument("--queries", default="", help="query photos (ImageFolder); or --holdout")
+    et.add_argument("--holdout", type=int, default=0,
+                    help="instead of --queries: the first N catalog photos per class are the queries")
+    et.add_argument("--limit", type=int, default=0, help="at most N catalog and query photos per class (0 = all)")
+    et.add_argument("--colours", type=int, default=5, help="search with each of the N commonest catalog colours")
+    et.add_argument("--text-weights", default="",
+                    help="comma-separated FS_FUSION_TEXT_WEIGHT values to compare (default: the configured one)")
+    et.add_argument("--candidates", default="",
+                    help="comma-separated FS_FUSION_CANDIDATES values to compare with each weight")
+    et.add_argument("--json", action="store_true", help="print the figures as JSON")
+    et.add_argument("--output", help="also write the figures to this Markdown file")
+
     cf = eval_sub.add_parser("confidence", help="fit each mode's match confidence (FS_CONFIDENCE_FIT) on train photos")
     cf.add_argument("--catalog", required=True, help="train photos (ImageFolder): the catalog and the fit queries")
     cf.add_argument("--per-class", type=int, default=20, help="catalog photos per class")

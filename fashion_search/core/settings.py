@@ -308,6 +308,9 @@ class ScaleSettings(BaseModel):
     fusion_candidates: int = Field(
         default=100, ge=1, description="candidates of the photo and of the words that reciprocal-rank fusion merges"
     )
+    fusion_text_weight: float = Field(
+        default=1.0, gt=0.0, description="weight of the words' ranks against the photo's (1.0) in the fusion"
+    )
     mmr_candidates: int = Field(default=100, ge=1, description="nearest candidates MMR picks a diverse page from")
     snapshot_dir: Path = Field(
         default=Path(""), description="where index snapshots are kept; empty: data_dir/snapshots"

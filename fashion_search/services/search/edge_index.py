@@ -66,6 +66,7 @@ from fashion_search.services.search.points import (
     prepare_points,
     product_from_payload,
     read_revisions,
+    rrf_weights,
     search_each,
     skipped_products,
     stale_photo_ids,
@@ -336,7 +337,8 @@ class EdgeIndex:
                 )
             depth = max(s.fusion_candidates, limit)
             return qe.QueryRequest(
-                limit=limit, query=qe.Fusion.Rrf(k=RRF_K), filter=search_filter, with_payload=True,
+                limit=limit, query=qe.Fusion.Rrf(k=RRF_K, weights=rrf_weights(s)), filter=search_filter,
+                with_payload=True,
                 prefetches=[
                     qe.Prefetch(limit=depth, query=image_query(q, depth), filter=search_filter,
                                 params=edge_search_params(s, depth)),

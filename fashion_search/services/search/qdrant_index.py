@@ -61,6 +61,7 @@ from fashion_search.services.search.points import (
     prepare_points,
     product_from_payload,
     read_revisions,
+    rrf_weights,
     search_each,
     skipped_products,
     stale_photo_ids,
@@ -327,7 +328,8 @@ class QdrantServerIndex:
                 ).points
             depth = max(s.fusion_candidates, limit)
             return self._client.query_points(
-                self.collection, limit=limit, query=models.RrfQuery(rrf=models.Rrf(k=RRF_K)),
+                self.collection, limit=limit,
+                query=models.RrfQuery(rrf=models.Rrf(k=RRF_K, weights=rrf_weights(s))),
                 query_filter=query_filter, with_payload=True,
                 prefetch=[
                     models.Prefetch(query=image_query(q, depth), using=name, limit=depth, filter=query_filter,
