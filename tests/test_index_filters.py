@@ -252,3 +252,22 @@ def test_diversity_spreads_a_page_of_near_copies(index: VectorIndex) -> None:
     assert varied[0].startswith("copy") and sum(p.startswith("copy") for p in varied) <= 2
     with pytest.raises(ValueError, match="diversity"):
         index.search(QUERY, 5, diversity=1.5)
+
+
+@pytest.mark.parametrize("backend", ["edge", "qdrant"])
+def test_the_words_weight_sets_how_far_they_move_the_photo_order(
+    backend: str, settings: Settings, tmp_path: Path,
+) -> None:
+    light = settings.model_copy(update={"fusion_text_weight": 0.001})
+    idx: VectorIndex = (
+        QdrantServerIndex(light, DIM, ":memory:") if backend == "qdrant" else EdgeIndex(light, DIM, tmp_path / "w")
+    )
+    try:
+        idx.upsert(ITEMS)
+        photo = [h.product.product_id for h in idx.search(QUERY, 5)]
+        # Weighted a thousandth, the words only break ties: the photo's order stands.
+        assert [h.product.product_id for h in idx.search(QUERY, 5, text="red")] == photo
+        idx.settings = settings  # type: ignore[attr-defined]  # the words at the photo's weight reorder it
+        assert [h.product.product_id for h in idx.search(QUERY, 5, text="red")] != photo
+    finally:
+        idx.close()
