@@ -174,6 +174,19 @@ def test_settings_shape_a_new_server_collection(tmp_path: Path) -> None:
         assert idx.search(IMAGE[1], 1)[0].product.product_id == "p1"
 
 
+@pytest.mark.parametrize("backend", ["edge", "qdrant"])
+def test_binary_quantization_keeps_float32_on_disk_and_answers(backend: str, tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, index_quantization="binary")
+    config = collection_config(settings, {IMAGE_VECTOR: DIM, GARMENT_VECTOR: DIM})
+    assert config["quantization_config"].binary.always_ram is True
+    assert config["vectors_config"][IMAGE_VECTOR].on_disk is True
+    path = tmp_path / "b"
+    idx: VectorIndex = QdrantServerIndex(settings, DIM, ":memory:") if backend == "qdrant" else EdgeIndex(settings, DIM, path)
+    with idx:  # type: ignore[attr-defined]
+        idx.upsert(ITEMS)
+        assert idx.search(IMAGE[4], 1)[0].product.product_id == "p4"
+
+
 def photos_of(pid: str, vectors: np.ndarray, **fields: object) -> list[tuple[Product, dict[str, np.ndarray]]]:
     """One item per photo of a product whose photos have the given image vectors."""
     refs = [f"/i/{pid}-{k}.jpg" for k in range(len(vectors))]
