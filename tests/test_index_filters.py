@@ -180,8 +180,9 @@ def test_binary_quantization_keeps_float32_on_disk_and_answers(backend: str, tmp
     config = collection_config(settings, {IMAGE_VECTOR: DIM, GARMENT_VECTOR: DIM})
     assert config["quantization_config"].binary.always_ram is True
     assert config["vectors_config"][IMAGE_VECTOR].on_disk is True
-    path = tmp_path / "b"
-    idx: VectorIndex = QdrantServerIndex(settings, DIM, ":memory:") if backend == "qdrant" else EdgeIndex(settings, DIM, path)
+    idx: VectorIndex = (
+        QdrantServerIndex(settings, DIM, ":memory:") if backend == "qdrant" else EdgeIndex(settings, DIM, tmp_path)
+    )
     with idx:  # type: ignore[attr-defined]
         idx.upsert(ITEMS)
         assert idx.search(IMAGE[4], 1)[0].product.product_id == "p4"
