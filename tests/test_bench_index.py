@@ -12,6 +12,8 @@ from fashion_search.evaluation.index_bench import (
     FILTERS,
     Row,
     Vectors,
+    _mapped_vectors_mb,
+    _quantized_mb,
     built_index,
     held_out_queries,
     measure,
@@ -47,8 +49,20 @@ def test_an_exact_index_recalls_everything_and_the_rows_print(tmp_path: Path) ->
         figures = {f: measure(index, v, queries, f, settings) for f in FILTERS}
     assert rate > 0 and all(fig["recall_at_10"] == 1.0 for fig in figures.values())
     row = Row(config="default", n=300, quantization="default", filter="unfiltered", upsert_per_s=rate, build_s=0.0,
-              memory_mb=1.0, memory_mb_per_million=1.0, disk_mb=1.0, disk_mb_per_million=1.0, **figures["unfiltered"])
+              memory_mb=1.0, memory_mb_per_million=1.0, vector_memory_mb=0.5, vector_memory_mb_per_million=0.5,
+              disk_mb=1.0, disk_mb_per_million=1.0, **figures["unfiltered"])
     assert '"config": "default"' in rows_json([row])
     info = {"n": 300, "dim": 16, "real": 60, "real_source": "test", "queries": 12, "cores": 2, "cpu": "x",
             "hnsw": "m=16", "oversampling": 2.0}
     assert "| default | 300 |" in to_markdown([row], info, "fashion-search bench-index")
+
+
+def test_the_vectors_part_of_memory_counts_mapped_vector_pages(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    v = synthetic(real(), 300, seed=2)
+    before = _mapped_vectors_mb()
+    with built_index(settings, v, tmp_path) as (index, _, _, _):
+        for q in v.vectors[:20]:
+            index.search(q, 10)  # type: ignore[attr-defined]
+        assert _mapped_vectors_mb() > before
+    assert _quantized_mb(tmp_path) == 0.0  # float32 alone: no quantized copies

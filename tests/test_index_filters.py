@@ -174,6 +174,20 @@ def test_settings_shape_a_new_server_collection(tmp_path: Path) -> None:
         assert idx.search(IMAGE[1], 1)[0].product.product_id == "p1"
 
 
+@pytest.mark.parametrize("backend", ["edge", "qdrant"])
+def test_binary_quantization_keeps_float32_on_disk_and_answers(backend: str, tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, index_quantization="binary")
+    config = collection_config(settings, {IMAGE_VECTOR: DIM, GARMENT_VECTOR: DIM})
+    assert config["quantization_config"].binary.always_ram is True
+    assert config["vectors_config"][IMAGE_VECTOR].on_disk is True
+    idx: VectorIndex = (
+        QdrantServerIndex(settings, DIM, ":memory:") if backend == "qdrant" else EdgeIndex(settings, DIM, tmp_path)
+    )
+    with idx:  # type: ignore[attr-defined]
+        idx.upsert(ITEMS)
+        assert idx.search(IMAGE[4], 1)[0].product.product_id == "p4"
+
+
 def photos_of(pid: str, vectors: np.ndarray, **fields: object) -> list[tuple[Product, dict[str, np.ndarray]]]:
     """One item per photo of a product whose photos have the given image vectors."""
     refs = [f"/i/{pid}-{k}.jpg" for k in range(len(vectors))]
@@ -252,3 +266,22 @@ def test_diversity_spreads_a_page_of_near_copies(index: VectorIndex) -> None:
     assert varied[0].startswith("copy") and sum(p.startswith("copy") for p in varied) <= 2
     with pytest.raises(ValueError, match="diversity"):
         index.search(QUERY, 5, diversity=1.5)
+
+
+@pytest.mark.parametrize("backend", ["edge", "qdrant"])
+def test_the_words_weight_sets_how_far_they_move_the_photo_order(
+    backend: str, settings: Settings, tmp_path: Path,
+) -> None:
+    light = settings.model_copy(update={"fusion_text_weight": 0.001})
+    idx: VectorIndex = (
+        QdrantServerIndex(light, DIM, ":memory:") if backend == "qdrant" else EdgeIndex(light, DIM, tmp_path / "w")
+    )
+    try:
+        idx.upsert(ITEMS)
+        photo = [h.product.product_id for h in idx.search(QUERY, 5)]
+        # Weighted a thousandth, the words only break ties: the photo's order stands.
+        assert [h.product.product_id for h in idx.search(QUERY, 5, text="red")] == photo
+        idx.settings = settings  # type: ignore[attr-defined]  # the words at the photo's weight reorder it
+        assert [h.product.product_id for h in idx.search(QUERY, 5, text="red")] != photo
+    finally:
+        idx.close()

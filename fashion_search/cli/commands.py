@@ -259,6 +259,31 @@ def cmd_eval_category(args: argparse.Namespace, settings: Settings) -> int:
     return _print_evaluation(args, to_markdown(result, _command_line()), key, result.to_json())
 
 
+def cmd_eval_text(args: argparse.Namespace, settings: Settings) -> int:
+    """Category P@10 and colour share of the results, photo alone against photo + text, per fusion setting."""
+    from fashion_search.evaluation.text_fusion import evaluate_text, to_markdown
+
+    try:
+        weights = [float(w) for w in args.text_weights.split(",") if w.strip()] or [settings.fusion_text_weight]
+        depths = [int(d) for d in args.candidates.split(",") if d.strip()] or [settings.fusion_candidates]
+        variants = {
+            f"weight {w:g}, {d} candidates": settings.model_copy(
+                update={"fusion_text_weight": w, "fusion_candidates": d})
+            for d in depths for w in weights
+        }
+        if min(weights) <= 0 or min(depths) < 1:
+            raise ValueError("--text-weights must be above 0 and --candidates at least 1")
+        if not args.queries and args.holdout <= 0:
+            raise ValueError("give --queries or --holdout")
+        result = evaluate_text(settings, args.catalog, args.queries, args.limit, args.holdout, args.colours, variants)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    key = "eval-text" + (f"-holdout{args.holdout}" if args.holdout > 0 else "") + (
+        f"-limit{args.limit}" if args.limit else "")
+    return _print_evaluation(args, to_markdown(result, _command_line()), key, result.to_json())
+
+
 def cmd_eval_expansion(args: argparse.Namespace, settings: Settings) -> int:
     """Query-expansion depths on the embedder's product holdout."""
     from fashion_search.evaluation.expansion import best_depth, expansion_markdown, expansion_sweep
@@ -404,11 +429,15 @@ def cmd_snapshot_restore(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_bench_index(args: argparse.Namespace, settings: Settings) -> int:
     """Build the index at --n vectors per configuration and print (and write) latency, recall and memory."""
-    from fashion_search.evaluation.index_bench import rows_json, run_bench_index, to_markdown
+    from fashion_search.evaluation.index_bench import QUANTIZATIONS, rows_json, run_bench_index, to_markdown
     from fashion_search.evaluation.metrics import write_section
 
     if args.n < 1000 or args.queries < 10:
         print("error: --n must be at least 1000 and --queries at least 10", file=sys.stderr)
+        return 2
+    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    if not configs or any(c not in QUANTIZATIONS for c in configs):
+        print(f"error: --configs takes a comma-separated list of {', '.join(QUANTIZATIONS)}", file=sys.stderr)
         return 2
     if args.sweep:
         from fashion_search.evaluation.index_bench import run_sweep, sweep_markdown
@@ -416,7 +445,7 @@ def cmd_bench_index(args: argparse.Namespace, settings: Settings) -> int:
         sweep = run_sweep(settings, args.n, args.queries)
         print(json.dumps(sweep, indent=2) if args.json else sweep_markdown(sweep, args.n, _command_line()))
         return 0
-    rows, info = run_bench_index(settings, args.n, args.queries)
+    rows, info = run_bench_index(settings, args.n, args.queries, quantizations=configs)
     text = to_markdown(rows, info, _command_line())
     print(rows_json(rows) if args.json else text)
     if not args.no_output:

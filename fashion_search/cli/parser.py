@@ -99,6 +99,22 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--photos", default="",
                     help="held-out product photos: also count the garments fine mode finds in each")
 
+    et = eval_sub.add_parser(
+        "text", help="photo + words: category P@10 and colour share, photo alone against fused with text",
+    )
+    et.add_argument("--catalog", required=True, help="ImageFolder catalog, titled \"<colour> <category>\" here")
+    et.add_argument("--queries", default="", help="query photos (ImageFolder); or --holdout")
+    et.add_argument("--holdout", type=int, default=0,
+                    help="instead of --queries: the first N catalog photos per class are the queries")
+    et.add_argument("--limit", type=int, default=0, help="at most N catalog and query photos per class (0 = all)")
+    et.add_argument("--colours", type=int, default=5, help="search with each of the N commonest catalog colours")
+    et.add_argument("--text-weights", default="",
+                    help="comma-separated FS_FUSION_TEXT_WEIGHT values to compare (default: the configured one)")
+    et.add_argument("--candidates", default="",
+                    help="comma-separated FS_FUSION_CANDIDATES values to compare with each weight")
+    et.add_argument("--json", action="store_true", help="print the figures as JSON")
+    et.add_argument("--output", help="also write the figures to this Markdown file")
+
     cf = eval_sub.add_parser("confidence", help="fit each mode's match confidence (FS_CONFIDENCE_FIT) on train photos")
     cf.add_argument("--catalog", required=True, help="train photos (ImageFolder): the catalog and the fit queries")
     cf.add_argument("--per-class", type=int, default=20, help="catalog photos per class")
@@ -145,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     bi.add_argument("--json", action="store_true", help="print the rows as JSON")
     bi.add_argument("--output", default="", help="Markdown file (default: docs/BENCHMARKS.md)")
     bi.add_argument("--no-output", action="store_true", help="do not write the table into a Markdown file")
+    bi.add_argument("--configs", default="default,int8,binary",
+                    help="comma-separated: default (float32), int8, binary (quantized, float32 on disk)")
     bi.add_argument("--sweep", action="store_true", help="instead: sweep HNSW m, ef_construct and ef (float32)")
 
     snap = sub.add_parser("snapshot", help="back up and restore the index (stop the search service to restore)")

@@ -301,15 +301,19 @@ class ScaleSettings(BaseModel):
     max_search_offset: int = Field(
         default=1000, ge=0, description="deepest result a search page may start at (offset + top_k reaches past it)"
     )
-    index_quantization: Literal["none", "int8"] = Field(
-        default="none", description="scalar int8 copies of the vectors in RAM (float32 stays on disk); none: float32"
+    index_quantization: Literal["none", "int8", "binary"] = Field(
+        default="none",
+        description="int8 or 1-bit (binary) vector copies in RAM, float32 kept on disk to rescore; none: float32",
     )
     quantization_oversampling: float = Field(
-        default=2.0, ge=1.0, description="int8 search fetches this many times top_k, then rescores with float32"
+        default=2.0, ge=1.0, description="a quantized search fetches this many times top_k, then rescores with float32"
     )
     max_text_length: int = Field(default=200, ge=1, description="longest text a search may add to its photo")
     fusion_candidates: int = Field(
         default=100, ge=1, description="candidates of the photo and of the words that reciprocal-rank fusion merges"
+    )
+    fusion_text_weight: float = Field(
+        default=1.0, gt=0.0, description="weight of the words' ranks against the photo's (1.0) in the fusion"
     )
     mmr_candidates: int = Field(default=100, ge=1, description="nearest candidates MMR picks a diverse page from")
     snapshot_dir: Path = Field(

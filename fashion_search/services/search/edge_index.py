@@ -66,6 +66,7 @@ from fashion_search.services.search.points import (
     prepare_points,
     product_from_payload,
     read_revisions,
+    rrf_weights,
     search_each,
     skipped_products,
     stale_photo_ids,
@@ -120,10 +121,16 @@ def edge_filter(f: SearchFilter | None) -> qe.Filter | None:
     return qe.Filter(must=must or None, must_not=must_not)
 
 
-def edge_quantization(settings: Settings) -> qe.ScalarQuantizationConfig | None:
-    """int8 scalar quantization kept in RAM (settings.index_quantization), or None for float32 alone."""
+def edge_quantization(settings: Settings) -> qe.ScalarQuantizationConfig | qe.BinaryQuantizationConfig | None:
+    """int8 scalar or 1-bit binary quantization kept in RAM (settings.index_quantization), or None for float32."""
     if settings.index_quantization == "none":
         return None
+    if settings.index_quantization == "binary":
+        # Queries stay 8-bit against the 1-bit copies (asymmetric): more recall for the same memory.
+        return qe.BinaryQuantizationConfig(
+            encoding=qe.BinaryQuantizationEncoding.OneBit,
+            query_encoding=qe.BinaryQuantizationQueryEncoding.Scalar8Bits, memory=qe.Memory.Pinned,
+        )
     # The 0.99 quantile clips rare extreme components instead of spending the int8 range on them.
     return qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8, quantile=0.99, memory=qe.Memory.Pinned)
 
@@ -213,7 +220,7 @@ class EdgeIndex:
         quantization = edge_quantization(settings)
         config = qe.EdgeConfig(
             vectors={
-                # With int8 copies in RAM, the float32 originals stay on disk (read only to rescore).
+                # With quantized copies in RAM, the float32 originals stay on disk (read only to rescore).
                 name: qe.EdgeVectorParams(
                     size=size, distance=qe.Distance.Cosine,
                     memory=qe.Memory.Cold if quantization is not None else None,
@@ -330,7 +337,8 @@ class EdgeIndex:
                 )
             depth = max(s.fusion_candidates, limit)
             return qe.QueryRequest(
-                limit=limit, query=qe.Fusion.Rrf(k=RRF_K), filter=search_filter, with_payload=True,
+                limit=limit, query=qe.Fusion.Rrf(k=RRF_K, weights=rrf_weights(s)), filter=search_filter,
+                with_payload=True,
                 prefetches=[
                     qe.Prefetch(limit=depth, query=image_query(q, depth), filter=search_filter,
                                 params=edge_search_params(s, depth)),

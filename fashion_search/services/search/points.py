@@ -248,6 +248,11 @@ def check_text(text: str | None, settings: Settings) -> str | None:
     return text.strip()
 
 
+def rrf_weights(settings: Settings) -> list[float]:
+    """Reciprocal-rank fusion's weights of the photo's ranks and the words' ranks, in the prefetch order."""
+    return [1.0, settings.fusion_text_weight]
+
+
 def check_diversity(diversity: float | None) -> float | None:
     """An MMR diversity within 0 (relevance only)..1, None (or 0) for plain nearest neighbours, or ValueError."""
     if diversity is None:

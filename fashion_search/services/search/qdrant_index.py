@@ -61,6 +61,7 @@ from fashion_search.services.search.points import (
     prepare_points,
     product_from_payload,
     read_revisions,
+    rrf_weights,
     search_each,
     skipped_products,
     stale_photo_ids,
@@ -140,10 +141,16 @@ def client_filter(f: SearchFilter | None) -> models.Filter | None:
     return models.Filter(must=must or None, must_not=must_not)
 
 
-def client_quantization(settings: Settings) -> models.ScalarQuantization | None:
-    """int8 scalar quantization kept in RAM (settings.index_quantization), or None for float32 alone."""
+def client_quantization(settings: Settings) -> models.ScalarQuantization | models.BinaryQuantization | None:
+    """int8 scalar or 1-bit binary quantization kept in RAM (settings.index_quantization), or None for float32."""
     if settings.index_quantization == "none":
         return None
+    if settings.index_quantization == "binary":
+        # Queries stay 8-bit against the 1-bit copies (asymmetric): more recall for the same memory.
+        return models.BinaryQuantization(binary=models.BinaryQuantizationConfig(
+            always_ram=True, encoding=models.BinaryQuantizationEncoding.ONE_BIT,
+            query_encoding=models.BinaryQuantizationQueryEncoding.SCALAR8BITS,
+        ))
     return models.ScalarQuantization(
         scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, quantile=0.99, always_ram=True),
     )
@@ -154,7 +161,7 @@ def collection_config(settings: Settings, sizes: Mapping[str, int]) -> dict[str,
     quantization = client_quantization(settings)
     return {
         "vectors_config": {
-            # With int8 copies in RAM, the float32 originals stay on disk (read only to rescore).
+            # With quantized copies in RAM, the float32 originals stay on disk (read only to rescore).
             name: models.VectorParams(
                 size=size, distance=models.Distance.COSINE, on_disk=True if quantization else None,
             )
@@ -321,7 +328,8 @@ class QdrantServerIndex:
                 ).points
             depth = max(s.fusion_candidates, limit)
             return self._client.query_points(
-                self.collection, limit=limit, query=models.RrfQuery(rrf=models.Rrf(k=RRF_K)),
+                self.collection, limit=limit,
+                query=models.RrfQuery(rrf=models.Rrf(k=RRF_K, weights=rrf_weights(s))),
                 query_filter=query_filter, with_payload=True,
                 prefetch=[
                     models.Prefetch(query=image_query(q, depth), using=name, limit=depth, filter=query_filter,
@@ -344,8 +352,8 @@ class QdrantServerIndex:
             return grouped_search(fetch, skip, k, s.max_photos_per_product)
 
     def _search_params(self, limit: int) -> models.SearchParams | None:
-        """HNSW ef (at least the results asked for) and int8 rescoring; None in local mode (an exact scan that
-        warns on every call that search params do nothing)."""
+        """HNSW ef (at least the results asked for) and rescoring of quantized candidates; None in local mode (an
+        exact scan that warns on every call that search params do nothing)."""
         if self._local:
             return None
         quantization = None if self.settings.index_quantization == "none" else models.QuantizationSearchParams(
