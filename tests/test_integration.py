@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -128,7 +129,7 @@ def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, obj
         "FS_IMAGE_EMBEDDER_MODEL": image_model(),
         **{f"FS_{_setting(name)}_PORT": str(port) for name, port in ports.items()},
         **{f"FS_{_setting(name)}_METRICS_PORT": str(port) for name, port in metrics_ports.items()},
-        "FS_OTEL_EXPORTER_OTLP_ENDPOINT": collector.url,
+        "FS_OTEL_EXPORTER_OTLP_ENDPOINT": collector.url, "FS_FETCH_ALLOWED_NETWORKS": '["127.0.0.1/32"]',
     })
     clients = {f"FS_{_setting(n)}_URL": f"127.0.0.1:{ports[n]}" for n in services}
     procs: dict[str, subprocess.Popen] = {}
@@ -341,6 +342,35 @@ def test_a_request_id_and_its_count_reach_every_service_it_passed(topology: dict
     # The queue ingest and reindex above ran on the worker: its tasks are counted and its queue is drained.
     assert _metric(ports["worker"], "fs_worker_tasks_total", task="fashion_search.ingest_batch", state="SUCCESS") >= 1
     assert _metric(ports["worker"], "fs_worker_queue_depth", queue="celery") == 0
+
+
+def test_an_ingest_job_logs_under_the_request_id_that_sent_it(topology: dict, small_records: list) -> None:
+    """POST /v1/ingest with an X-Request-ID: the worker's task logs that id, and so do the model services it calls."""
+    base, logs = topology["base"], topology["logs"]
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    photo = Path(small_records[5].image_path)
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(SimpleHTTPRequestHandler, directory=str(photo.parent)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/{photo.name}"  # the topology allows fetches from 127.0.0.1
+    line = json.dumps({"product_id": "rid-1", "image_url": url, "title": "t", "category": "dress", "price": 1.0})
+    request_id = f"it-ingest-{uuid.uuid4().hex[:12]}"
+    try:
+        resp = httpx.post(f"{base}/v1/ingest", files={"catalog": ("c.jsonl", line + "\n", "application/jsonl")},
+                          headers={"X-Request-ID": request_id}, timeout=30)
+        assert resp.status_code == 202, resp.text
+        job_url = f"{base}/v1/jobs/{resp.json()['job_id']}"
+        deadline = time.monotonic() + 300
+        while (job := httpx.get(job_url, timeout=10).json())["remaining"] and time.monotonic() < deadline:
+            time.sleep(1.0)
+    finally:
+        httpd.shutdown()
+    assert job["indexed"] == 1, job
+    time.sleep(0.5)  # the handlers write a line at a time
+    assert any(r["process"] == "worker" for r in _logged(logs, "worker", request_id))
+    rpcs = [r for r in _logged(logs, "embedder", request_id) if r["event"] == "rpc"]
+    assert rpcs and all(r["code"] == "OK" for r in rpcs)
+    httpx.delete(f"{base}/v1/products/rid-1", timeout=10)
 
 
 def test_keys_and_limits_in_a_gateway_process(topology: dict) -> None:

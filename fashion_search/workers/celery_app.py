@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-from celery import Celery
+from collections.abc import Callable
+from typing import Any
 
+from celery import Celery, Task
+from celery.signals import before_task_publish, task_postrun, task_prerun
+
+from fashion_search.core.observability import accept_request_id, bind_request_id, current_request_id
 from fashion_search.core.settings import Settings, get_settings
+
+# The message header that carries the sender's request id (a gateway request's) to the worker.
+REQUEST_ID_HEADER = "fs_request_id"
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -40,3 +48,29 @@ def make_celery(settings: Settings) -> Celery:
 
 
 celery_app = make_celery(get_settings())
+
+
+@before_task_publish.connect
+def _send_request_id(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    """Put the sender's request id, if any, in the task message."""
+    request_id = current_request_id()
+    if request_id and headers is not None:
+        headers[REQUEST_ID_HEADER] = request_id
+
+
+_unbind: dict[str, Callable[[], None]] = {}
+
+
+@task_prerun.connect
+def _bind_request_id(task_id: str = "", task: Task | None = None, **_: Any) -> None:
+    """Log the task's lines (and its gRPC calls' metadata) under the request id that sent it."""
+    request_id = getattr(task.request, REQUEST_ID_HEADER, None) if task is not None else None
+    if request_id:
+        _unbind[task_id] = bind_request_id(accept_request_id(str(request_id)))
+
+
+@task_postrun.connect
+def _unbind_request_id(task_id: str = "", **_: Any) -> None:
+    unbind = _unbind.pop(task_id, None)
+    if unbind:
+        unbind()
