@@ -161,6 +161,11 @@ def _retry_refused(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_reindex(args: argparse.Namespace, settings: Settings) -> int:
     """Recompute indexed products' vectors in-process, or through Celery with --queue."""
     ids: list[str] | None = list(args.product_ids) or None
+    if args.rebuild:
+        if ids:
+            print("error: --rebuild rebuilds every product; give no product ids", file=sys.stderr)
+            return 2
+        return _rebuild_queue(args.wait, settings) if args.queue else _rebuild(settings)
     if args.queue:
         return _reindex_queue(ids, args.wait, settings)
     from fashion_search.pipeline.components import build_pipeline
@@ -175,6 +180,52 @@ def cmd_reindex(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         pipeline.index.close()
     return _print_ingest_report(report, "reindexed")
+
+
+def _rebuild(settings: Settings) -> int:
+    """Rebuild the whole collection in-process (through the search service when FS_SEARCH_URL is set)."""
+    from fashion_search.pipeline.components import build_pipeline
+    from fashion_search.pipeline.ingest import Ingestor
+    from fashion_search.services.embedder.model import GarmentEmbedder
+    from fashion_search.services.search.factory import make_stored_index
+
+    # The served index opens with the dims it holds; the new collection gets the configured models' dims.
+    index = make_stored_index(settings, GarmentEmbedder(settings).dim)
+    pipeline = build_pipeline(settings, index=index)
+    try:
+        with tqdm(total=index.stats().count, unit="product", desc="rebuild") as bar:
+            report = Ingestor(pipeline, settings).rebuild(on_progress=bar.update)
+    finally:
+        index.close()
+    return _print_rebuild_report(report.version, report.passes, report.reason, report)
+
+
+def _print_rebuild_report(version: int | None, passes: int, reason: str, report: object) -> int:
+    """Print whether a rebuild switched (and to which version) and what it refused; exit status 1 if it did not."""
+    _print_ingest_report(report, "rebuilt")
+    if version is None:
+        print(f"not switched: {reason}", file=sys.stderr)
+        return 1
+    print(f"switched to the new collection after {passes} pass(es); index version {version}")
+    return 0
+
+
+def _rebuild_queue(wait: bool, settings: Settings) -> int:
+    """Send the rebuild to a Celery worker as one task (the worker's models compute the vectors)."""
+    if not settings.broker_url:
+        print("error: --queue needs a broker (FS_BROKER_URL)", file=sys.stderr)
+        return 2
+    from types import SimpleNamespace
+
+    from fashion_search.workers.tasks import rebuild_index
+
+    result = rebuild_index.delay()
+    print(f"queued rebuild task {result.id} on {settings.broker_url}")
+    if not wait:
+        return 0
+    out = result.get()
+    report = SimpleNamespace(indexed=out["indexed"], failed=[tuple(f) for f in out["failed"]])
+    return _print_rebuild_report(out["version"], out["passes"], out["reason"], report)
 
 
 def _reindex_queue(ids: list[str] | None, wait: bool, settings: Settings) -> int:

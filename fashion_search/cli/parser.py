@@ -41,6 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     rx.add_argument("product_ids", nargs="*", metavar="PRODUCT_ID", help="only these products (default: all)")
     rx.add_argument("--queue", action="store_true", help="send batches to the Celery workers (needs FS_BROKER_URL)")
     rx.add_argument("--wait", action="store_true", help="with --queue: wait for all tasks to finish")
+    rx.add_argument(
+        "--rebuild", action="store_true",
+        help="build a complete new collection (current models and index settings) while search serves the old one, "
+             "then switch atomically and drop the old one",
+    )
 
     tr = sub.add_parser("train", help="train a model's shipped weights (options after the model go to its trainer)")
     tr_sub = tr.add_subparsers(dest="verb", required=True)

@@ -297,3 +297,38 @@ class VectorIndex(Protocol):
     def optimize(self) -> bool: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class RebuildableIndex(VectorIndex, Protocol):
+    """A VectorIndex that can build a complete new collection beside the served one and switch to it atomically."""
+
+    def begin_rebuild(self, dim: int, garment_dim: int | None = None) -> str:
+        """Create an empty collection with these vector dims and the current settings; its name for the calls below."""
+        ...
+
+    def rebuild_upsert(self, rebuild: str, items: Sequence[tuple[Product, dict[str, np.ndarray]]]) -> int:
+        """Write products into the rebuild's collection (searches still read the served one)."""
+        ...
+
+    def rebuild_delete(self, rebuild: str, product_ids: Sequence[str]) -> int:
+        """Delete products from the rebuild's collection; returns how many existed there."""
+        ...
+
+    def commit_rebuild(self, rebuild: str, expected_version: int) -> int | None:
+        """Serve the rebuild's collection and drop the old one, atomically for searches, if the served version is
+        still expected_version; the new version, or None (nothing switched) if the served index was written since."""
+        ...
+
+    def abort_rebuild(self, rebuild: str) -> None:
+        """Drop the rebuild's collection (an unknown name is ignored)."""
+        ...
+
+
+def as_rebuildable(index: VectorIndex) -> RebuildableIndex:
+    """The index as a RebuildableIndex, or ValueError (checked on its class: isinstance would read `version`, a
+    remote call)."""
+    names = ("begin_rebuild", "rebuild_upsert", "rebuild_delete", "commit_rebuild", "abort_rebuild")
+    if not all(callable(getattr(type(index), n, None)) for n in names):
+        raise ValueError(f"a {type(index).__name__} cannot rebuild its collection")
+    return index  # type: ignore[return-value]

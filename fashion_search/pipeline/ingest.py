@@ -13,8 +13,9 @@ from pathlib import Path
 from PIL import Image
 
 from fashion_search.core.catalog import CatalogRecord
-from fashion_search.core.domain import Product, VectorIndex, check_new_product_id
+from fashion_search.core.domain import Product, VectorIndex, as_rebuildable, check_new_product_id
 from fashion_search.core.fetch import fetch_image
+from fashion_search.core.garment_colour import garment_vector_dim
 from fashion_search.core.images import decode_image
 from fashion_search.core.settings import Settings
 from fashion_search.pipeline.search_pipeline import SearchPipeline, product_with
@@ -48,6 +49,17 @@ def store_image(data: bytes, settings: Settings) -> str:
 
 
 CHANGED_WHILE_REINDEXING = "changed or deleted while it was reindexed; the newer write was kept"
+# Catch-up passes a rebuild makes over products written meanwhile before it gives up switching.
+REBUILD_MAX_PASSES = 5
+
+
+@dataclass
+class RebuildReport(IngestReport):
+    """A rebuild's products and refusals; version: the served version after the switch (None: nothing switched)."""
+
+    version: int | None = None
+    passes: int = 0
+    reason: str = ""
 
 
 def reindex_page_size(settings: Settings) -> int:
@@ -184,21 +196,69 @@ class Ingestor:
         report = IngestReport()
         pages = self._pages_of_ids(product_ids, report) if product_ids is not None else self._pages_of_all()
         for page, seen in pages:
-            loaded: list[tuple[Product, list[Image.Image]]] = []
-            for product in page:
-                try:
-                    # An id stored before ids had a rule would make the index refuse the whole page.
-                    check_new_product_id(product.product_id)
-                    if not product.image_ref:
-                        raise OSError("no stored image (image_ref is empty)")
-                    # The box came from the old detector; the new detection sets it again (or leaves none).
-                    loaded.append((replace(product, box=None), [self._load(p) for p in product.photo_refs]))
-                except (OSError, ValueError) as exc:  # ValueError: such an id, or InvalidImage
-                    report.failed.append((product.product_id, str(exc)))
+            loaded = self._stored_photos(page, report)
             report.merge(self._index(loaded, True, replace=True))
             if on_progress:
                 on_progress(seen)
         return report
+
+    def rebuild(self, on_progress: Callable[[int], None] | None = None) -> RebuildReport:
+        """Build a complete new collection from every product's stored images with the current models and settings,
+        beside the served one, then switch searches to it atomically and drop the old one (zero downtime).
+
+        Products written meanwhile are caught up in further passes (by revision) until a switch finds the served
+        version unchanged; nothing switches if any product cannot be embedded (they are reported).
+        """
+        index = as_rebuildable(self.pipeline.index)
+        dim = self.pipeline.embedder.dim
+        report = RebuildReport()
+        copied: dict[str, str] = {}  # product id -> the revision its new vectors were computed from
+        name = index.begin_rebuild(dim, garment_vector_dim(self.settings, dim))
+        try:
+            for report.passes in range(1, REBUILD_MAX_PASSES + 1):
+                version = index.version
+                seen: set[str] = set()
+                for page in scroll_pages(index, reindex_page_size(self.settings)):
+                    seen.update(p.product_id for p in page)
+                    todo = [p for p in page if copied.get(p.product_id) != p.revision]
+                    items = self._vectors(self._stored_photos(todo, report), True)
+                    index.rebuild_upsert(name, items)
+                    copied.update((p.product_id, p.revision) for p in todo)
+                    if on_progress and report.passes == 1:
+                        on_progress(len(page))
+                gone = [pid for pid in copied if pid not in seen]
+                index.rebuild_delete(name, gone)
+                for pid in gone:
+                    del copied[pid]
+                if report.failed:
+                    report.reason = f"{len(report.failed)} products could not be embedded; the old index is kept"
+                    break
+                report.version = index.commit_rebuild(name, version)
+                if report.version is not None:
+                    report.indexed = len(copied)
+                    return report
+            else:
+                report.reason = f"the index was written during each of {REBUILD_MAX_PASSES} passes; nothing switched"
+        except BaseException:
+            index.abort_rebuild(name)
+            raise
+        index.abort_rebuild(name)
+        return report
+
+    def _stored_photos(self, page: Sequence[Product], report: IngestReport) -> list[tuple[Product, list[Image.Image]]]:
+        """Stored products with their photos read back from disk; the unreadable ones are reported."""
+        loaded: list[tuple[Product, list[Image.Image]]] = []
+        for product in page:
+            try:
+                # An id stored before ids had a rule would make the index refuse the whole page.
+                check_new_product_id(product.product_id)
+                if not product.image_ref:
+                    raise OSError("no stored image (image_ref is empty)")
+                # The box came from the old detector; the new detection sets it again (or leaves none).
+                loaded.append((replace(product, box=None), [self._load(p) for p in product.photo_refs]))
+            except (OSError, ValueError) as exc:  # ValueError: such an id, or InvalidImage
+                report.failed.append((product.product_id, str(exc)))
+        return loaded
 
     def _pages_of_ids(self, product_ids: Sequence[str], report: IngestReport) -> Iterator[tuple[list[Product], int]]:
         """The stored products of the given ids in batches, each with its count of ids; unknown ids are reported."""
@@ -227,6 +287,22 @@ class Ingestor:
         were read (reindex)."""
         if not loaded:
             return IngestReport()
+        items = self._vectors(loaded, with_garment)
+        if not replace:
+            self.pipeline.index.upsert(items)
+            return IngestReport(indexed=len(loaded))
+        # A product written or deleted while its new vectors were computed keeps that newer write.
+        skipped = self.pipeline.index.replace_unchanged(items)
+        return IngestReport(
+            indexed=len(loaded) - len(skipped), failed=[(pid, CHANGED_WHILE_REINDEXING) for pid in skipped],
+        )
+
+    def _vectors(
+        self, loaded: list[tuple[Product, list[Image.Image]]], with_garment: bool,
+    ) -> list[tuple[Product, dict]]:
+        """Every photo's point (product and vectors) from the current models."""
+        if not loaded:
+            return []
         flat = [img for _, images in loaded for img in images]
         indexed = iter(self.pipeline.catalog_vectors(flat, with_garment=with_garment))
         model = self.pipeline.vectors_model()
@@ -241,14 +317,7 @@ class Ingestor:
                 (product_with(dataclasses.replace(main, photo=k, box=None), v), v.vectors)
                 for k, v in enumerate(vectors[1:], start=1)
             ]
-        if not replace:
-            self.pipeline.index.upsert(items)
-            return IngestReport(indexed=len(loaded))
-        # A product written or deleted while its new vectors were computed keeps that newer write.
-        skipped = self.pipeline.index.replace_unchanged(items)
-        return IngestReport(
-            indexed=len(loaded) - len(skipped), failed=[(pid, CHANGED_WHILE_REINDEXING) for pid in skipped],
-        )
+        return items
 
 
 def _product(rec: CatalogRecord, paths: list[str]) -> Product:

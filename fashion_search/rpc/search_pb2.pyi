@@ -64,12 +64,14 @@ class IndexedPoint(_message.Message):
     def __init__(self, product: _Optional[_Union[Product, _Mapping]] = ..., vectors: _Optional[_Iterable[_Union[NamedVector, _Mapping]]] = ...) -> None: ...
 
 class UpsertRequest(_message.Message):
-    __slots__ = ("points", "if_unchanged")
+    __slots__ = ("points", "if_unchanged", "rebuild")
     POINTS_FIELD_NUMBER: _ClassVar[int]
     IF_UNCHANGED_FIELD_NUMBER: _ClassVar[int]
+    REBUILD_FIELD_NUMBER: _ClassVar[int]
     points: _containers.RepeatedCompositeFieldContainer[IndexedPoint]
     if_unchanged: bool
-    def __init__(self, points: _Optional[_Iterable[_Union[IndexedPoint, _Mapping]]] = ..., if_unchanged: bool = ...) -> None: ...
+    rebuild: str
+    def __init__(self, points: _Optional[_Iterable[_Union[IndexedPoint, _Mapping]]] = ..., if_unchanged: bool = ..., rebuild: _Optional[str] = ...) -> None: ...
 
 class UpsertResponse(_message.Message):
     __slots__ = ("upserted", "version", "skipped")
@@ -196,10 +198,52 @@ class UpdateFieldsResponse(_message.Message):
     def __init__(self, found: bool = ..., product: _Optional[_Union[Product, _Mapping]] = ..., version: _Optional[int] = ...) -> None: ...
 
 class DeleteRequest(_message.Message):
-    __slots__ = ("product_ids",)
+    __slots__ = ("product_ids", "rebuild")
     PRODUCT_IDS_FIELD_NUMBER: _ClassVar[int]
+    REBUILD_FIELD_NUMBER: _ClassVar[int]
     product_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, product_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    rebuild: str
+    def __init__(self, product_ids: _Optional[_Iterable[str]] = ..., rebuild: _Optional[str] = ...) -> None: ...
+
+class BeginRebuildRequest(_message.Message):
+    __slots__ = ("dim", "garment_dim")
+    DIM_FIELD_NUMBER: _ClassVar[int]
+    GARMENT_DIM_FIELD_NUMBER: _ClassVar[int]
+    dim: int
+    garment_dim: int
+    def __init__(self, dim: _Optional[int] = ..., garment_dim: _Optional[int] = ...) -> None: ...
+
+class BeginRebuildResponse(_message.Message):
+    __slots__ = ("rebuild",)
+    REBUILD_FIELD_NUMBER: _ClassVar[int]
+    rebuild: str
+    def __init__(self, rebuild: _Optional[str] = ...) -> None: ...
+
+class CommitRebuildRequest(_message.Message):
+    __slots__ = ("rebuild", "expected_version")
+    REBUILD_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    rebuild: str
+    expected_version: int
+    def __init__(self, rebuild: _Optional[str] = ..., expected_version: _Optional[int] = ...) -> None: ...
+
+class CommitRebuildResponse(_message.Message):
+    __slots__ = ("switched", "version")
+    SWITCHED_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    switched: bool
+    version: int
+    def __init__(self, switched: bool = ..., version: _Optional[int] = ...) -> None: ...
+
+class AbortRebuildRequest(_message.Message):
+    __slots__ = ("rebuild",)
+    REBUILD_FIELD_NUMBER: _ClassVar[int]
+    rebuild: str
+    def __init__(self, rebuild: _Optional[str] = ...) -> None: ...
+
+class AbortRebuildResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class DeleteResponse(_message.Message):
     __slots__ = ("deleted", "version")

@@ -65,6 +65,21 @@ class SearchStub(object):
                 request_serializer=fashion__search_dot_rpc_dot_search__pb2.VersionRequest.SerializeToString,
                 response_deserializer=fashion__search_dot_rpc_dot_search__pb2.VersionResponse.FromString,
                 )
+        self.BeginRebuild = channel.unary_unary(
+                '/fashion_search.v1.Search/BeginRebuild',
+                request_serializer=fashion__search_dot_rpc_dot_search__pb2.BeginRebuildRequest.SerializeToString,
+                response_deserializer=fashion__search_dot_rpc_dot_search__pb2.BeginRebuildResponse.FromString,
+                )
+        self.CommitRebuild = channel.unary_unary(
+                '/fashion_search.v1.Search/CommitRebuild',
+                request_serializer=fashion__search_dot_rpc_dot_search__pb2.CommitRebuildRequest.SerializeToString,
+                response_deserializer=fashion__search_dot_rpc_dot_search__pb2.CommitRebuildResponse.FromString,
+                )
+        self.AbortRebuild = channel.unary_unary(
+                '/fashion_search.v1.Search/AbortRebuild',
+                request_serializer=fashion__search_dot_rpc_dot_search__pb2.AbortRebuildRequest.SerializeToString,
+                response_deserializer=fashion__search_dot_rpc_dot_search__pb2.AbortRebuildResponse.FromString,
+                )
 
 
 class SearchServicer(object):
@@ -135,6 +150,26 @@ class SearchServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BeginRebuild(self, request, context):
+        """Zero-downtime rebuild: a new collection filled beside the served one (Upsert/Delete with rebuild set), then
+        switched to atomically while searches keep being answered.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CommitRebuild(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AbortRebuild(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SearchServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -187,6 +222,21 @@ def add_SearchServicer_to_server(servicer, server):
                     servicer.Version,
                     request_deserializer=fashion__search_dot_rpc_dot_search__pb2.VersionRequest.FromString,
                     response_serializer=fashion__search_dot_rpc_dot_search__pb2.VersionResponse.SerializeToString,
+            ),
+            'BeginRebuild': grpc.unary_unary_rpc_method_handler(
+                    servicer.BeginRebuild,
+                    request_deserializer=fashion__search_dot_rpc_dot_search__pb2.BeginRebuildRequest.FromString,
+                    response_serializer=fashion__search_dot_rpc_dot_search__pb2.BeginRebuildResponse.SerializeToString,
+            ),
+            'CommitRebuild': grpc.unary_unary_rpc_method_handler(
+                    servicer.CommitRebuild,
+                    request_deserializer=fashion__search_dot_rpc_dot_search__pb2.CommitRebuildRequest.FromString,
+                    response_serializer=fashion__search_dot_rpc_dot_search__pb2.CommitRebuildResponse.SerializeToString,
+            ),
+            'AbortRebuild': grpc.unary_unary_rpc_method_handler(
+                    servicer.AbortRebuild,
+                    request_deserializer=fashion__search_dot_rpc_dot_search__pb2.AbortRebuildRequest.FromString,
+                    response_serializer=fashion__search_dot_rpc_dot_search__pb2.AbortRebuildResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -366,5 +416,56 @@ class Search(object):
         return grpc.experimental.unary_unary(request, target, '/fashion_search.v1.Search/Version',
             fashion__search_dot_rpc_dot_search__pb2.VersionRequest.SerializeToString,
             fashion__search_dot_rpc_dot_search__pb2.VersionResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def BeginRebuild(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/fashion_search.v1.Search/BeginRebuild',
+            fashion__search_dot_rpc_dot_search__pb2.BeginRebuildRequest.SerializeToString,
+            fashion__search_dot_rpc_dot_search__pb2.BeginRebuildResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def CommitRebuild(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/fashion_search.v1.Search/CommitRebuild',
+            fashion__search_dot_rpc_dot_search__pb2.CommitRebuildRequest.SerializeToString,
+            fashion__search_dot_rpc_dot_search__pb2.CommitRebuildResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def AbortRebuild(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/fashion_search.v1.Search/AbortRebuild',
+            fashion__search_dot_rpc_dot_search__pb2.AbortRebuildRequest.SerializeToString,
+            fashion__search_dot_rpc_dot_search__pb2.AbortRebuildResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

@@ -132,3 +132,13 @@ def reindex_batch(self: Task, product_ids: list[str]) -> dict[str, Any]:
     report = get_ingestor().reindex(product_ids)
     log.info("reindexed %d products, %d refused", report.indexed, len(report.failed))
     return {"indexed": report.indexed, "failed": report.failed, "total": len(product_ids)}
+
+
+@celery_app.task(name="fashion_search.rebuild_index", bind=True, acks_late=False)
+def rebuild_index(self: Task) -> dict[str, Any]:
+    """Rebuild the whole collection beside the served one and switch to it (Ingestor.rebuild); not retried: a failed
+    rebuild leaves the old collection served and is run again by hand."""
+    report = get_ingestor().rebuild()
+    log.info("rebuild: %d products, %d refused, version %s", report.indexed, len(report.failed), report.version)
+    return {"indexed": report.indexed, "failed": report.failed, "version": report.version, "passes": report.passes,
+            "reason": report.reason}

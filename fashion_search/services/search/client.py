@@ -106,7 +106,7 @@ def _values(vector: np.ndarray | Sequence[float]) -> list[float]:
 
 
 def _upsert_request(
-    items: Sequence[tuple[Product, Mapping[str, np.ndarray]]], if_unchanged: bool
+    items: Sequence[tuple[Product, Mapping[str, np.ndarray]]], if_unchanged: bool, rebuild: str = "",
 ) -> search_pb2.UpsertRequest:
     return search_pb2.UpsertRequest(
         points=[
@@ -116,7 +116,7 @@ def _upsert_request(
             )
             for product, vectors in items
         ],
-        if_unchanged=if_unchanged,
+        if_unchanged=if_unchanged, rebuild=rebuild,
     )
 
 
@@ -210,6 +210,34 @@ class RemoteIndex:
     def version(self) -> int:
         """The server index's write version."""
         return int(self._call(self._stub.Version, search_pb2.VersionRequest()).version)
+
+    def begin_rebuild(self, dim: int, garment_dim: int | None = None) -> str:
+        """Create a rebuild's new collection on the server beside the served one; its name."""
+        request = search_pb2.BeginRebuildRequest(dim=dim, garment_dim=garment_dim or 0)
+        return str(self._call(self._stub.BeginRebuild, request).rebuild)
+
+    def rebuild_upsert(self, rebuild: str, items: Sequence[tuple[Product, Mapping[str, np.ndarray]]]) -> int:
+        """Write products into the rebuild's collection on the server."""
+        if not items:
+            return 0
+        return int(self._call(self._stub.Upsert, _upsert_request(items, False, rebuild)).upserted)
+
+    def rebuild_delete(self, rebuild: str, product_ids: Sequence[str]) -> int:
+        """Delete products from the rebuild's collection on the server."""
+        if not product_ids:
+            return 0
+        request = search_pb2.DeleteRequest(product_ids=list(product_ids), rebuild=rebuild)
+        return int(self._call(self._stub.Delete, request).deleted)
+
+    def commit_rebuild(self, rebuild: str, expected_version: int) -> int | None:
+        """Switch the server to the rebuild's collection if still at expected_version; the new version or None."""
+        request = search_pb2.CommitRebuildRequest(rebuild=rebuild, expected_version=expected_version)
+        response = self._call(self._stub.CommitRebuild, request)
+        return int(response.version) if response.switched else None
+
+    def abort_rebuild(self, rebuild: str) -> None:
+        """Drop the rebuild's collection on the server."""
+        self._call(self._stub.AbortRebuild, search_pb2.AbortRebuildRequest(rebuild=rebuild))
 
     def close(self) -> None:
         """Close the channel (the server's index stays open)."""

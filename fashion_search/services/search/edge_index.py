@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 import threading
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -188,6 +189,20 @@ def stored_dim(path: Path) -> int | None:
     return int(meta["dim"]) if meta else None
 
 
+def _remove_shard(path: Path) -> None:
+    """Delete a shard directory and its sidecar."""
+    shutil.rmtree(path, ignore_errors=True)
+    meta_path(path).unlink(missing_ok=True)
+
+
+def _recover_swap(path: Path) -> None:
+    """Put back the shard a process moved aside to swap in a rebuild and crashed before the new one was in place."""
+    aside = path.with_name(path.name + ".replaced")
+    if aside.is_dir() and not path.exists():
+        os.replace(aside, path)
+        log.warning("restored the Edge index at %s moved aside by an unfinished swap", path)
+
+
 class EdgeIndex:
     """VectorIndex on a Qdrant Edge shard at `path` (default settings.index_path).
 
@@ -212,12 +227,21 @@ class EdgeIndex:
         self.dim = dim
         self.path = Path(path) if path is not None else settings.index_path
         self._indexing_threshold_kb = indexing_threshold_kb
+        self._full_scan_threshold_kb = full_scan_threshold_kb
         self._lock = threading.RLock()
+        # Rebuilds under way: their name and the new shard each fills beside this one.
+        self._rebuilds: dict[str, EdgeIndex] = {}
+        _recover_swap(self.path)
         meta = read_meta(self.path)
+        self._shard: qe.EdgeShard | None = None
+        self._load(meta)
+
+    def _load(self, meta: dict[str, Any] | None) -> None:
+        """Open (or create) the shard at self.path for self.sizes and write its sidecar."""
         exists = (self.path / "edge_config.json").exists()
         if exists and meta is not None:
             check_stored_layout(stored_sizes(meta), self.sizes, str(self.path))
-        quantization = edge_quantization(settings)
+        quantization = edge_quantization(self.settings)
         config = qe.EdgeConfig(
             vectors={
                 # With quantized copies in RAM, the float32 originals stay on disk (read only to rescore).
@@ -229,15 +253,15 @@ class EdgeIndex:
             },
             quantization_config=quantization,
             hnsw_config=qe.HnswIndexConfig(
-                m=settings.hnsw_m, ef_construct=settings.hnsw_ef_construct,
-                full_scan_threshold=full_scan_threshold_kb,
+                m=self.settings.hnsw_m, ef_construct=self.settings.hnsw_ef_construct,
+                full_scan_threshold=self._full_scan_threshold_kb,
             ),
-            optimizers=qe.EdgeOptimizersConfig(indexing_threshold=indexing_threshold_kb),
+            optimizers=qe.EdgeOptimizersConfig(indexing_threshold=self._indexing_threshold_kb),
         )
         self.path.mkdir(parents=True, exist_ok=True)
         try:
             if exists:
-                self._shard: qe.EdgeShard | None = qe.EdgeShard.load(str(self.path), config)
+                self._shard = qe.EdgeShard.load(str(self.path), config)
             else:
                 self._shard = qe.EdgeShard.create(str(self.path), config)
         except Exception as exc:
@@ -438,6 +462,12 @@ class EdgeIndex:
     def close(self) -> None:
         """Flush and close the shard; further calls raise RuntimeError. Idempotent."""
         with self._lock:
+            for rebuild in list(self._rebuilds):
+                self.abort_rebuild(rebuild)
+            self._close_shard()
+
+    def _close_shard(self) -> None:
+        with self._lock:
             if self._shard is not None:
                 self._shard.flush()
                 self._shard.close()
@@ -468,6 +498,67 @@ class EdgeIndex:
             meta = {"backend": BACKEND, "version": self._version, "dim": self.dim, "sizes": self.sizes}
             name = snapshots.snapshot_name(self.settings, self._version)
             return snapshots.archive([self.path, meta_path(self.path)], dest_dir, name, meta)
+
+    def begin_rebuild(self, dim: int, garment_dim: int | None = None) -> str:
+        """Create an empty shard beside this one with these dims and the current settings; the rebuild's name."""
+        name = f"rebuild-{uuid.uuid4().hex[:12]}"
+        with self._lock:
+            self._open()
+            # A rebuild left by a crashed process is never finished: its files go.
+            for stale in self.path.parent.glob(f"{self.path.name}.rebuild-*"):
+                if stale.name.split(".", 1)[1].split(".")[0] not in self._rebuilds:
+                    _remove_shard(stale)
+            self._rebuilds[name] = EdgeIndex(
+                self.settings, dim, self.path.with_name(f"{self.path.name}.{name}"), garment_dim=garment_dim,
+                indexing_threshold_kb=self._indexing_threshold_kb, full_scan_threshold_kb=self._full_scan_threshold_kb,
+            )
+        return name
+
+    def rebuild_upsert(self, rebuild: str, items: Sequence[tuple[Product, Mapping[str, np.ndarray]]]) -> int:
+        """Write products into the rebuild's shard (searches still read this one)."""
+        return self._rebuild(rebuild).upsert(items)
+
+    def rebuild_delete(self, rebuild: str, product_ids: Sequence[str]) -> int:
+        """Delete products from the rebuild's shard; returns how many existed there."""
+        return self._rebuild(rebuild).delete(product_ids)
+
+    def commit_rebuild(self, rebuild: str, expected_version: int) -> int | None:
+        """Serve the rebuild's shard in place of this one (searches wait on the lock meanwhile, none fails) if this
+        index is still at expected_version; the new version, or None if it was written since."""
+        from fashion_search.services.search.snapshots import replace_tree
+
+        new = self._rebuild(rebuild)
+        new.optimize()  # HNSW is built before the switch, outside the lock: searches keep being answered
+        with self._lock:
+            self._open()
+            if self._version != expected_version:
+                return None
+            del self._rebuilds[rebuild]
+            new.close()
+            self._close_shard()
+            staged = new.path
+            meta_path(staged).unlink(missing_ok=True)
+            replace_tree(staged, self.path)
+            self.sizes, self.dim = new.sizes, new.dim
+            self._load({"version": expected_version + 1, "sizes": new.sizes, "vector_names": list(VECTOR_NAMES),
+                        "dim": new.dim})
+            log.info("Edge index at %s now serves rebuild %s (version %d)", self.path, rebuild, self._version)
+            return self._version
+
+    def abort_rebuild(self, rebuild: str) -> None:
+        """Drop the rebuild's shard (an unknown name is ignored)."""
+        with self._lock:
+            new = self._rebuilds.pop(rebuild, None)
+        if new is not None:
+            new.close()
+            _remove_shard(new.path)
+
+    def _rebuild(self, rebuild: str) -> EdgeIndex:
+        with self._lock:
+            new = self._rebuilds.get(rebuild)
+        if new is None:
+            raise ValueError(f"no rebuild {rebuild!r} under way on this index")
+        return new
 
     @property
     def indexed_vector_count(self) -> int:

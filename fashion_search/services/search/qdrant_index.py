@@ -6,6 +6,7 @@ import math
 import shutil
 import tempfile
 import threading
+import uuid
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -188,32 +189,45 @@ def restore_local_snapshot(settings: Settings, location: str, snapshot: Path) ->
     dim = stored_dim(settings, location)
     if dim is None:
         raise ValueError(f"no collection {settings.collection!r} at {location} to restore into")
-    index = QdrantServerIndex(settings, dim, location, garment_dim=_garment_dim(settings, location))
+    index = QdrantServerIndex(settings, dim, location, garment_dim=stored_garment_dim(settings, location))
+    if meta.get("sizes") not in (None, index.sizes):
+        index.close()
+        raise ValueError(f"{snapshot.name} holds vectors of dims {meta['sizes']}, the index {index.sizes}: it was "
+                         "taken before a rebuild changed them")
     before = index.version
     dirs = index._local_dirs()
     index.close()
     work = Path(tempfile.mkdtemp(prefix=".restore-", dir=location))
     try:
         snapshots.unpack(snapshot, work)
-        for target in dirs:
-            snapshots.replace_tree(work / target.name, target)
+        # The collection's folder was named after the collection behind the alias when the snapshot was taken.
+        sources = [str(meta.get("collection_dir") or dirs[0].name), dirs[1].name]
+        for source, target in zip(sources, dirs, strict=True):
+            snapshots.replace_tree(work / source, target)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    with QdrantServerIndex(settings, dim, location, garment_dim=_garment_dim(settings, location)) as restored:
+    with QdrantServerIndex(settings, dim, location, garment_dim=stored_garment_dim(settings, location)) as restored:
         version = max(before, int(meta.get("version", 0))) + 1  # type: ignore[call-overload]
         restored._write_meta(version)
     return version
 
 
-def _garment_dim(settings: Settings, location: str) -> int | None:
+def stored_garment_dim(settings: Settings, location: str) -> int | None:
     """The garment vectors' length recorded with a collection (None: the image vectors')."""
     client, _ = _connect(settings, location)
     try:
+        if not client.collection_exists(f"{settings.collection}{META_SUFFIX}"):
+            return None
         records = client.retrieve(f"{settings.collection}{META_SUFFIX}", [_META_POINT_ID], with_payload=True)
         sizes = (records[0].payload or {}).get("sizes") if records else None
         return int(sizes["garment"]) if sizes and "garment" in sizes else None
     finally:
         client.close()
+
+
+def _versioned_name(served: str) -> str:
+    """A new collection name behind the served alias (unique, so a rebuild never collides with the served one)."""
+    return f"{served}__{uuid.uuid4().hex[:12]}"
 
 
 def _points(prepared: Sequence[PreparedPoint]) -> list[models.PointStruct]:
@@ -237,6 +251,8 @@ class QdrantServerIndex:
         self.collection = settings.collection
         self._meta_collection = f"{settings.collection}{META_SUFFIX}"
         self._lock = threading.RLock()
+        # Rebuilds under way: each one's collection name and vector sizes.
+        self._rebuilds: dict[str, dict[str, int]] = {}
         self._client, self._local = _connect(settings, self.location)
         self._closed = False
         try:
@@ -251,17 +267,24 @@ class QdrantServerIndex:
 
         A product written with fewer photos than it had loses the others.
         """
+        return self._upsert_into(self.collection, self.sizes, items, bump=True)
+
+    def _upsert_into(
+        self, collection: str, sizes: Mapping[str, int], items: Sequence[tuple[Product, Mapping[str, np.ndarray]]],
+        *, bump: bool,
+    ) -> int:
         max_photos = self.settings.max_photos_per_product
-        prepared = prepare_points(items, self.sizes, max_photos)
+        prepared = prepare_points(items, sizes, max_photos)
         if not prepared:
             return 0
         stale = stale_photo_ids(prepared, max_photos)
         with self._lock:
             self._check_open()
-            self._client.upsert(self.collection, _points(prepared), wait=True)
-            if stale and (gone := [r.id for r in self._client.retrieve(self.collection, stale, with_payload=False)]):
-                self._client.delete(self.collection, models.PointIdsList(points=gone), wait=True)
-            self._bump_version()
+            self._client.upsert(collection, _points(prepared), wait=True)
+            if stale and (gone := [r.id for r in self._client.retrieve(collection, stale, with_payload=False)]):
+                self._client.delete(collection, models.PointIdsList(points=gone), wait=True)
+            if bump:
+                self._bump_version()
         return len({payload[PRODUCT_ID_FIELD] for _, _, payload in prepared})
 
     def replace_unchanged(self, items: Sequence[tuple[Product, Mapping[str, np.ndarray]]]) -> list[str]:
@@ -414,20 +437,24 @@ class QdrantServerIndex:
 
     def delete(self, product_ids: Sequence[str]) -> int:
         """Delete products by id; returns how many existed."""
+        return self._delete_from(self.collection, product_ids, bump=True)
+
+    def _delete_from(self, collection: str, product_ids: Sequence[str], *, bump: bool) -> int:
         ids = check_product_ids(product_ids)
         if not ids:
             return 0
         with self._lock:
             self._check_open()
-            existing = self._client.retrieve(self.collection, [point_id(p) for p in ids], with_payload=True)
+            existing = self._client.retrieve(collection, [point_id(p) for p in ids], with_payload=True)
             if existing:
                 # Every photo's point: the ids of a product's photos follow from its id and its photo count.
                 photos: list[models.ExtendedPointId] = [
                     i for r in existing
                     for i in photo_point_ids(str((r.payload or {})[PRODUCT_ID_FIELD]), range(_photo_count(r.payload)))
                 ]
-                self._client.delete(self.collection, models.PointIdsList(points=photos), wait=True)
-                self._bump_version()
+                self._client.delete(collection, models.PointIdsList(points=photos), wait=True)
+                if bump:
+                    self._bump_version()
         return len(existing)
 
     def stats(self) -> IndexStats:
@@ -450,6 +477,8 @@ class QdrantServerIndex:
     def close(self) -> None:
         """Close the client; further calls raise RuntimeError. Idempotent."""
         with self._lock:
+            for rebuild in list(self._rebuilds):
+                self.abort_rebuild(rebuild)
             if not self._closed:
                 self._client.close()
                 self._closed = True
@@ -475,10 +504,12 @@ class QdrantServerIndex:
             self._check_open()
             version = self._read_version()
             if not self._local:
-                return self._client.create_snapshot(self.collection, wait=True).name  # type: ignore[union-attr]
+                return self._client.create_snapshot(self._real_collection(), wait=True).name  # type: ignore[union-attr]
             if self.location == MEMORY:
                 raise ValueError("an in-memory index has no files to snapshot")
-            meta = {"backend": BACKEND, "version": version, "collection": self.collection}
+            # The folder is named after the collection behind the alias, which a later rebuild replaces.
+            meta = {"backend": BACKEND, "version": version, "collection": self.collection, "sizes": self.sizes,
+                    "collection_dir": self._real_collection()}
             name = snapshots.snapshot_name(self.settings, version)
             return snapshots.archive(self._local_dirs(), dest_dir, name, meta)
 
@@ -486,7 +517,7 @@ class QdrantServerIndex:
         """The snapshots a Qdrant server keeps of the collection (local mode keeps none: see snapshots.py)."""
         if self._local:
             return []
-        return [d.name for d in self._client.list_snapshots(self.collection)]
+        return [d.name for d in self._client.list_snapshots(self._real_collection())]
 
     def restore_server_snapshot(self, name: str) -> int:
         """Recover the collection on a Qdrant server from one of its snapshots; returns the new version."""
@@ -495,14 +526,83 @@ class QdrantServerIndex:
         with self._lock:
             self._check_open()
             before = self._read_version()
-            url = f"{self.location.rstrip('/')}/collections/{self.collection}/snapshots/{name}"
-            self._client.recover_snapshot(self.collection, location=url, wait=True)
+            real = self._real_collection()
+            url = f"{self.location.rstrip('/')}/collections/{real}/snapshots/{name}"
+            self._client.recover_snapshot(real, location=url, wait=True)
             self._write_meta(max(before, self._read_version()) + 1)
             return self._read_version()
 
+    # ---- zero-downtime rebuild: a new collection beside the served one, then one alias switch -------------
+    def begin_rebuild(self, dim: int, garment_dim: int | None = None) -> str:
+        """Create an empty collection with these dims and the current settings; its name (the rebuild's)."""
+        sizes = vector_sizes(dim, garment_dim)
+        name = _versioned_name(self.collection)
+        with self._lock:
+            self._check_open()
+            self._client.create_collection(name, **collection_config(self.settings, sizes))
+            self._create_payload_indexes(name)
+            self._rebuilds[name] = sizes
+        return name
+
+    def rebuild_upsert(self, rebuild: str, items: Sequence[tuple[Product, Mapping[str, np.ndarray]]]) -> int:
+        """Write products into the rebuild's collection (searches still read the served one)."""
+        return self._upsert_into(rebuild, self._rebuild_sizes(rebuild), items, bump=False)
+
+    def rebuild_delete(self, rebuild: str, product_ids: Sequence[str]) -> int:
+        """Delete products from the rebuild's collection; returns how many existed there."""
+        self._rebuild_sizes(rebuild)
+        return self._delete_from(rebuild, product_ids, bump=False)
+
+    def commit_rebuild(self, rebuild: str, expected_version: int) -> int | None:
+        """Point the served alias at the rebuild's collection and drop the old one, if the served version is still
+        expected_version; the new version, or None if the served collection was written since."""
+        sizes = self._rebuild_sizes(rebuild)
+        with self._lock:
+            self._check_open()
+            if self._read_version() != expected_version:
+                return None
+            old = self._real_collection()
+            switch: list[models.AliasOperations] = [models.CreateAliasOperation(
+                create_alias=models.CreateAlias(collection_name=rebuild, alias_name=self.collection),
+            )]
+            if old != self.collection:
+                # One request deletes and recreates the alias: Qdrant applies it atomically, no search misses it.
+                unlink = models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=self.collection))
+                switch.insert(0, unlink)
+            else:
+                # A collection made before aliases bears the served name itself: it must go before the alias can.
+                self._client.delete_collection(self.collection)
+            self._client.update_collection_aliases(switch)
+            if old != self.collection:
+                self._client.delete_collection(old)
+            del self._rebuilds[rebuild]
+            self.sizes, self.dim = dict(sizes), sizes[IMAGE_VECTOR]
+            self._write_meta(expected_version + 1)
+            return expected_version + 1
+
+    def abort_rebuild(self, rebuild: str) -> None:
+        """Drop the rebuild's collection (an unknown name is ignored)."""
+        with self._lock:
+            if self._rebuilds.pop(rebuild, None) is not None and not self._closed:
+                self._client.delete_collection(rebuild)
+
+    def _rebuild_sizes(self, rebuild: str) -> dict[str, int]:
+        with self._lock:
+            sizes = self._rebuilds.get(rebuild)
+        if sizes is None:
+            raise ValueError(f"no rebuild {rebuild!r} under way on this index")
+        return sizes
+
+    def _real_collection(self) -> str:
+        """The collection the served name points at (itself for a collection made before aliases)."""
+        for alias in self._client.get_aliases().aliases:
+            if alias.alias_name == self.collection:
+                return alias.collection_name
+        return self.collection
+
     def _local_dirs(self) -> list[Path]:
         """The folders local mode keeps the collection and its metadata in."""
-        return [Path(self.location) / "collection" / name for name in (self.collection, self._meta_collection)]
+        return [Path(self.location) / "collection" / name for name in (self._real_collection(), self._meta_collection)]
 
     def __enter__(self) -> QdrantServerIndex:
         return self
@@ -526,7 +626,21 @@ class QdrantServerIndex:
                 raise ValueError(f"collection {where} has an unnamed vector; expected {list(VECTOR_NAMES)}")
             check_stored_layout({name: v.size for name, v in vectors.items()}, self.sizes, where)
         else:
-            self._client.create_collection(self.collection, **collection_config(self.settings, self.sizes))
+            # The served name is an alias of a generated collection name, so a rebuild can switch it atomically.
+            real = _versioned_name(self.collection)
+            self._client.create_collection(real, **collection_config(self.settings, self.sizes))
+            self._client.update_collection_aliases([models.CreateAliasOperation(
+                create_alias=models.CreateAlias(collection_name=real, alias_name=self.collection),
+            )])
+        self._create_payload_indexes(self.collection)
+        if not self._client.collection_exists(self._meta_collection):
+            self._client.create_collection(
+                self._meta_collection, vectors_config={}, replication_factor=self.settings.qdrant_replication_factor,
+            )
+        self._write_meta(self._read_version())
+
+    def _create_payload_indexes(self, collection: str) -> None:
+        """Every payload index (PAYLOAD_INDEXES) a collection lacks."""
         kinds: dict[str, models.PayloadSchemaType | models.KeywordIndexParams | models.TextIndexParams] = {
             "keyword": models.PayloadSchemaType.KEYWORD,
             "keyword-unique": models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, enable_hnsw=False),
@@ -539,18 +653,13 @@ class QdrantServerIndex:
             ),
         }
         schemas = {field_name: kinds[kind] for field_name, kind in PAYLOAD_INDEXES.items()}
-        existing = self._client.get_collection(self.collection).payload_schema
+        existing = self._client.get_collection(collection).payload_schema
         with warnings.catch_warnings():
             # Local mode warns that payload indexes do nothing there; the calls matter on a server.
             warnings.simplefilter("ignore", UserWarning)
             for field_name, schema in schemas.items():
                 if field_name not in existing:
-                    self._client.create_payload_index(self.collection, field_name, schema, wait=True)
-        if not self._client.collection_exists(self._meta_collection):
-            self._client.create_collection(
-                self._meta_collection, vectors_config={}, replication_factor=self.settings.qdrant_replication_factor,
-            )
-        self._write_meta(self._read_version())
+                    self._client.create_payload_index(collection, field_name, schema, wait=True)
 
     def _read_version(self) -> int:
         records = self._client.retrieve(self._meta_collection, [_META_POINT_ID], with_payload=True)

@@ -10,7 +10,14 @@ import grpc
 import numpy as np
 from prometheus_client import Gauge, Histogram
 
-from fashion_search.core.domain import IMAGE_VECTOR, Product, SearchQuery, VectorIndex
+from fashion_search.core.domain import (
+    IMAGE_VECTOR,
+    Product,
+    RebuildableIndex,
+    SearchQuery,
+    VectorIndex,
+    as_rebuildable,
+)
 from fashion_search.core.grpc_common import abort_on_invalid, make_server, mark_serving, vector_from_values
 from fashion_search.core.observability import BATCH_SIZE, LATENCY_BUCKETS
 from fashion_search.core.serving import wait_for_termination
@@ -62,6 +69,9 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
         def run() -> search_pb2.UpsertResponse:
             points = [point_from_proto(p) for p in request.points]
             BATCH_SIZE.labels("search-upsert").observe(len(points))
+            if request.rebuild:
+                upserted = self._rebuildable().rebuild_upsert(request.rebuild, points)
+                return search_pb2.UpsertResponse(upserted=upserted, version=self.index.version)
             if request.if_unchanged:
                 skipped = self.index.replace_unchanged(points)
                 upserted = len({p.product_id for p, _ in points}) - len(skipped)
@@ -145,6 +155,9 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
     def Delete(self, request: search_pb2.DeleteRequest, context: grpc.ServicerContext) -> search_pb2.DeleteResponse:
         """Delete products by id; answers how many existed and the new version."""
         def run() -> search_pb2.DeleteResponse:
+            if request.rebuild:
+                deleted = self._rebuildable().rebuild_delete(request.rebuild, list(request.product_ids))
+                return search_pb2.DeleteResponse(deleted=deleted, version=self.index.version)
             deleted = self.index.delete(list(request.product_ids))
             return search_pb2.DeleteResponse(deleted=deleted, version=self.index.version)
 
@@ -170,6 +183,36 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
     def Version(self, request: search_pb2.VersionRequest, context: grpc.ServicerContext) -> search_pb2.VersionResponse:
         """The collection's write version (changes on every upsert or delete)."""
         return search_pb2.VersionResponse(version=self.index.version)
+
+    def BeginRebuild(
+        self, request: search_pb2.BeginRebuildRequest, context: grpc.ServicerContext,
+    ) -> search_pb2.BeginRebuildResponse:
+        """Create the new collection of a zero-downtime rebuild beside the served one."""
+        name = abort_on_invalid(context, lambda: self._rebuildable().begin_rebuild(
+            request.dim, request.garment_dim or None,
+        ))
+        return search_pb2.BeginRebuildResponse(rebuild=name)
+
+    def CommitRebuild(
+        self, request: search_pb2.CommitRebuildRequest, context: grpc.ServicerContext,
+    ) -> search_pb2.CommitRebuildResponse:
+        """Switch searches to the rebuild's collection if the served one is still at the expected version."""
+        version = abort_on_invalid(context, lambda: self._rebuildable().commit_rebuild(
+            request.rebuild, request.expected_version,
+        ))
+        if version is None:
+            return search_pb2.CommitRebuildResponse(switched=False, version=self.index.version)
+        return search_pb2.CommitRebuildResponse(switched=True, version=version)
+
+    def AbortRebuild(
+        self, request: search_pb2.AbortRebuildRequest, context: grpc.ServicerContext,
+    ) -> search_pb2.AbortRebuildResponse:
+        """Drop a rebuild's collection."""
+        abort_on_invalid(context, lambda: self._rebuildable().abort_rebuild(request.rebuild))
+        return search_pb2.AbortRebuildResponse()
+
+    def _rebuildable(self) -> RebuildableIndex:
+        return as_rebuildable(self.index)
 
 
 def resolve_dim(settings: Settings) -> int:
