@@ -45,7 +45,9 @@ def test_the_ingest_task_indexes_the_good_products_and_counts_the_whole_message(
         {"product_id": "t-bad-photo", "image_path": "", "title": "", "category": "", "price": 0.0, "tags": []},
     ]
     result = tasks.ingest_batch.run(records, [photo, "not base64!"])
-    assert result == {"indexed": 1, "failed": [("t-bad-photo", "photo is not valid base64")], "total": 2}
+    assert result == {
+        "indexed": 1, "failed": [("t-bad-photo", "photo is not valid base64")], "total": 2, "duplicates": [],
+    }
     assert pipeline.index.get("t-ok") is not None
     pipeline.index.close()
 

@@ -102,6 +102,12 @@ def _print_ingest_report(report: object, verb: str = "indexed") -> int:
     print(f"{verb} {indexed} products; {len(failed)} refused")
     for pid, why in failed[:20]:
         print(f"  {pid}: {why}")
+    duplicates = [d if isinstance(d, dict) else d.to_dict() for d in getattr(report, "duplicates", None) or []]
+    if duplicates:
+        print(f"{len(duplicates)} duplicate another product's photo")
+        for d in duplicates[:20]:
+            print(f"  {d['product_id']}: {d['kind']} duplicate of {d['duplicate_of']} (cosine distance "
+                  f"{float(d['distance']):.4f}){', skipped' if d['skipped'] else ''}")
     return 0 if indexed or not failed else 1
 
 

@@ -292,6 +292,13 @@ class IngestSettings(BaseModel):
     job_key_prefix: str = Field(
         default="fs:job:", description="Redis key prefix of ingest jobs (settings.redis_url).",
     )
+    duplicate_distance: float = Field(
+        default=0.02, ge=0, le=2,
+        description="Cosine distance of main photos under which an ingested product is a near-duplicate of another.",
+    )
+    duplicate_action: Literal["report", "skip"] = Field(
+        default="report", description="Duplicates of another product: report them and index them, or skip them.",
+    )
 
 
 class ScaleSettings(BaseModel):

@@ -146,6 +146,16 @@ class RefusedOut(BaseModel):
     record: dict[str, object] = Field(default_factory=dict, description="the record as queued (to re-run it)")
 
 
+class DuplicateOut(BaseModel):
+    """A product whose main photo is another product's (indexed anyway unless skipped: FS_DUPLICATE_ACTION)."""
+
+    product_id: str
+    duplicate_of: str = Field(description="the other product, stored or earlier in the job")
+    kind: Literal["exact", "near"] = Field(description="exact: the same file bytes; near: a close image vector")
+    distance: float = Field(description="cosine distance of the two main photos' image vectors")
+    skipped: bool = Field(description="not indexed (FS_DUPLICATE_ACTION=skip)")
+
+
 class JobOut(BaseModel):
     """An ingest job's progress: every product is processed once, as indexed or refused."""
 
@@ -156,3 +166,6 @@ class JobOut(BaseModel):
     indexed: int
     refused: list[RefusedOut]
     remaining: int
+    duplicates: list[DuplicateOut] = Field(
+        default_factory=list, description="products whose main photo duplicates another product's (FS_DUPLICATE_*)",
+    )

@@ -10,10 +10,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from fashion_search.core.catalog import CatalogRecord
-from fashion_search.core.domain import Product, VectorIndex, as_rebuildable, check_new_product_id
+from fashion_search.core.domain import (
+    IMAGE_VECTOR,
+    Product,
+    SearchFilter,
+    SearchQuery,
+    VectorIndex,
+    as_rebuildable,
+    check_new_product_id,
+)
 from fashion_search.core.fetch import fetch_image
 from fashion_search.core.garment_colour import garment_vector_dim
 from fashion_search.core.images import decode_image
@@ -23,17 +32,35 @@ from fashion_search.pipeline.search_pipeline import SearchPipeline, product_with
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Duplicate:
+    """An ingested product whose main photo is another product's: the same bytes (exact) or a cosine distance of its
+    image vector under settings.duplicate_distance (near); skipped: not indexed (settings.duplicate_action)."""
+
+    product_id: str
+    duplicate_of: str
+    kind: str
+    distance: float
+    skipped: bool = False
+
+    def to_dict(self) -> dict[str, object]:
+        """The JSON a job report and the API carry."""
+        return dataclasses.asdict(self)
+
+
 @dataclass
 class IngestReport:
-    """How many products were indexed and which were refused (id, reason)."""
+    """How many products were indexed, which were refused (id, reason) and which duplicate another product."""
 
     indexed: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
+    duplicates: list[Duplicate] = field(default_factory=list)
 
     def merge(self, other: IngestReport) -> None:
         """Add another report's counts to this one."""
         self.indexed += other.indexed
         self.failed.extend(other.failed)
+        self.duplicates.extend(other.duplicates)
 
 
 def store_image(data: bytes, settings: Settings) -> str:
@@ -49,6 +76,8 @@ def store_image(data: bytes, settings: Settings) -> str:
 
 
 CHANGED_WHILE_REINDEXING = "changed or deleted while it was reindexed; the newer write was kept"
+# Cosine distance a byte-identical photo's vectors may show from float rounding.
+DUPLICATE_TOLERANCE = 1e-5
 # Catch-up passes a rebuild makes over products written meanwhile before it gives up switching.
 REBUILD_MAX_PASSES = 5
 
@@ -289,13 +318,49 @@ class Ingestor:
             return IngestReport()
         items = self._vectors(loaded, with_garment)
         if not replace:
-            self.pipeline.index.upsert(items)
-            return IngestReport(indexed=len(loaded))
+            duplicates = self._duplicates(items)
+            skipped = {d.product_id for d in duplicates if d.skipped}
+            if skipped:
+                items = [item for item in items if item[0].product_id not in skipped]
+            if items:
+                self.pipeline.index.upsert(items)
+            return IngestReport(indexed=len(loaded) - len(skipped), duplicates=duplicates)
         # A product written or deleted while its new vectors were computed keeps that newer write.
         skipped = self.pipeline.index.replace_unchanged(items)
         return IngestReport(
             indexed=len(loaded) - len(skipped), failed=[(pid, CHANGED_WHILE_REINDEXING) for pid in skipped],
         )
+
+    def _duplicates(self, items: Sequence[tuple[Product, dict]]) -> list[Duplicate]:
+        """The products of a batch whose main photo duplicates another product's: stored ones (one batched search,
+        the product itself excluded) or earlier ones of the batch."""
+        mains = [(p, np.asarray(v[IMAGE_VECTOR], np.float32)) for p, v in items if p.photo == 0 and IMAGE_VECTOR in v]
+        if not mains:
+            return []
+        stored = self.pipeline.index.search_batch([
+            SearchQuery(vec, 1, IMAGE_VECTOR, filters=SearchFilter(exclude=(p.product_id,))) for p, vec in mains
+        ])
+        unit = np.stack([vec / max(float(np.linalg.norm(vec)), 1e-12) for _, vec in mains])
+        threshold, skip = self.settings.duplicate_distance, self.settings.duplicate_action == "skip"
+        hashes: dict[str, str | None] = {}
+        found: list[Duplicate] = []
+        for i, ((product, _), hits) in enumerate(zip(mains, stored, strict=True)):
+            candidates = [(1.0 - h.score, h.product.product_id, h.product.photo_ref) for h in hits[:1]]
+            earlier = [j for j in range(i) if mains[j][0].product_id != product.product_id]
+            if earlier:
+                sims = unit[earlier] @ unit[i]
+                j = earlier[int(np.argmax(sims))]
+                candidates.append((1.0 - float(sims.max()), mains[j][0].product_id, mains[j][0].image_ref))
+            if not candidates:
+                continue
+            distance, other, ref = min(candidates)
+            # Float rounding leaves a copy's distance a hair above 0.
+            if distance > threshold + DUPLICATE_TOLERANCE:
+                continue
+            same = _content_hash(product.image_ref, hashes)
+            kind = "exact" if same is not None and same == _content_hash(ref, hashes) else "near"
+            found.append(Duplicate(product.product_id, other, kind, round(max(0.0, distance), 6), skip))
+        return found
 
     def _vectors(
         self, loaded: list[tuple[Product, list[Image.Image]]], with_garment: bool,
@@ -318,6 +383,16 @@ class Ingestor:
                 for k, v in enumerate(vectors[1:], start=1)
             ]
         return items
+
+
+def _content_hash(path: str, cache: dict[str, str | None]) -> str | None:
+    """sha256 of a photo file's bytes (None if it cannot be read here), read once per path."""
+    if path not in cache:
+        try:
+            cache[path] = hashlib.sha256(Path(path).read_bytes()).hexdigest() if path else None
+        except OSError:
+            cache[path] = None
+    return cache[path]
 
 
 def _product(rec: CatalogRecord, paths: list[str]) -> Product:

@@ -19,13 +19,16 @@ from fashion_search.core.settings import Settings
 
 QUEUED, RUNNING, DONE = "queued", "running", "done"
 
-# KEYS: job hash, done-batches set, refused list. ARGV: batch no, processed, indexed, ttl, refused entries (JSON)...
+# KEYS: job hash, done-batches set, refused list, duplicates list. ARGV: batch no, processed, indexed, ttl, number of
+# refused entries, the refused entries (JSON)..., then the duplicate entries (JSON)...
 _RECORD_BATCH = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return 0 end
 local processed = redis.call('HINCRBY', KEYS[1], 'processed', ARGV[2])
 redis.call('HINCRBY', KEYS[1], 'indexed', ARGV[3])
-for i = 5, #ARGV do redis.call('RPUSH', KEYS[3], ARGV[i]) end
+local refused = 5 + tonumber(ARGV[5])
+for i = 6, refused do redis.call('RPUSH', KEYS[3], ARGV[i]) end
+for i = refused + 1, #ARGV do redis.call('RPUSH', KEYS[4], ARGV[i]) end
 local total = tonumber(redis.call('HGET', KEYS[1], 'total'))
 if processed >= total then
   redis.call('HSET', KEYS[1], 'state', 'done')
@@ -59,6 +62,7 @@ class JobReport:
     indexed: int
     refused: list[dict[str, Any]] = field(default_factory=list)
     created: float = 0.0
+    duplicates: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def remaining(self) -> int:
@@ -70,6 +74,7 @@ class JobReport:
         return {
             "job_id": self.job_id, "state": self.state, "total": self.total, "processed": self.processed,
             "indexed": self.indexed, "refused": self.refused, "remaining": self.remaining,
+            "duplicates": self.duplicates,
         }
 
 
@@ -90,7 +95,7 @@ class JobStore:
 
     def _keys(self, job_id: str) -> list[str]:
         base = f"{self.settings.job_key_prefix}{job_id}"
-        return [base, f"{base}:done", f"{base}:refused"]
+        return [base, f"{base}:done", f"{base}:refused", f"{base}:duplicates"]
 
     def create(self, total: int) -> tuple[str, int]:
         """A new job of `total` products: its id, and its sequence number (later jobs have higher ones)."""
@@ -118,13 +123,15 @@ class JobStore:
 
     def record_batch(
         self, job_id: str, batch: str, processed: int, indexed: int, refused: list[dict[str, Any]],
+        duplicates: list[dict[str, Any]] | None = None,
     ) -> bool:
         """Add a batch's result to its job unless that batch was added already; False if it was (or no such job).
 
         Waits out a Redis restart (settings.job_store_retry_s): the batch's products are indexed already, and
         only its count would be lost.
         """
-        args = [batch, processed, indexed, self.settings.job_ttl_s, *(json.dumps(r) for r in refused)]
+        args = [batch, processed, indexed, self.settings.job_ttl_s, len(refused), *(json.dumps(r) for r in refused),
+                *(json.dumps(d) for d in duplicates or [])]
         attempt = retry(
             retry=retry_if_exception_type((redis.ConnectionError, redis.TimeoutError)),
             wait=wait_exponential(multiplier=0.2, max=5), stop=stop_after_delay(self.settings.job_store_retry_s),
@@ -134,7 +141,7 @@ class JobStore:
 
     def get(self, job_id: str) -> JobReport | None:
         """The job's report, None if there is no such job (or it expired)."""
-        key, _, refused_key = self._keys(job_id)
+        key, _, refused_key, duplicates_key = self._keys(job_id)
         fields = {k.decode(): v.decode() for k, v in self.redis.hgetall(key).items()}
         if not fields:
             return None
@@ -143,4 +150,5 @@ class JobStore:
             job_id=job_id, state=fields.get("state", QUEUED), total=int(fields.get("total", 0)),
             processed=int(fields.get("processed", 0)), indexed=int(fields.get("indexed", 0)), refused=refused,
             created=float(fields.get("created", 0.0)),
+            duplicates=[json.loads(d) for d in self.redis.lrange(duplicates_key, 0, -1)],
         )

@@ -121,8 +121,10 @@ def ingest_batch(
     if job_id:
         by_id = {str(r.get("product_id", "")): r for r in records}
         refused = [refusal(pid, why, by_id.get(pid)) for pid, why in report.failed]
-        get_jobs().record_batch(job_id, batch or self.request.id, len(records), report.indexed, refused)
-    return {"indexed": report.indexed, "failed": report.failed, "total": len(records)}
+        get_jobs().record_batch(job_id, batch or self.request.id, len(records), report.indexed, refused,
+                                [d.to_dict() for d in report.duplicates])
+    return {"indexed": report.indexed, "failed": report.failed, "total": len(records),
+            "duplicates": [d.to_dict() for d in report.duplicates]}
 
 
 @celery_app.task(name="fashion_search.reindex_batch", **RETRY_OPTIONS)
