@@ -22,6 +22,9 @@ PAGE = ROOT / "fashion_search" / "gateway" / "static" / "index.html"
 GRPC_SERVICES = ("detector", "segmenter", "embedder", "image-embedder", "search")
 MODEL_SERVICES = ("detector", "segmenter", "embedder", "image-embedder")
 FS_VAR = re.compile(r"\bFS_[A-Z0-9_]+\b")
+DEFAULTED = re.compile(r"\$\{(\w+):-([^}]*)\}")
+CLUSTER_ENV = ROOT / "deploy" / "compose" / "qdrant-cluster.env"
+CLUSTER_NODES = ("qdrant-node-0", "qdrant-node-1", "qdrant-node-2")
 
 
 def setting(service: str) -> str:
@@ -55,12 +58,17 @@ def app_services(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any
     }
 
 
-def environment(svc: dict[str, Any]) -> dict[str, str]:
-    """A service's environment as a dict, whether written as a mapping or a KEY=VALUE list."""
+def environment(svc: dict[str, Any], variables: dict[str, str] | None = None) -> dict[str, str]:
+    """A service's environment as a dict (a mapping or a KEY=VALUE list), each `${VAR:-default}` as compose runs
+    it: VAR from variables (an env file) if set there, else the default."""
     env = svc.get("environment") or {}
     if isinstance(env, list):
         env = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
-    return {str(k): "" if v is None else str(v) for k, v in env.items()}
+    given = variables or {}
+    return {
+        str(k): DEFAULTED.sub(lambda m: given.get(m.group(1), m.group(2)), "" if v is None else str(v))
+        for k, v in env.items()
+    }
 
 
 def healthcheck_text(svc: dict[str, Any]) -> str:
@@ -259,4 +267,59 @@ def test_the_image_embedder_runs_by_default_and_can_be_scaled_away(services: dic
         spec = (svc.get("depends_on") or {}).get("image-embedder")
         assert spec is None or spec.get("required") is False, name
         if name in ("gateway", "worker", "image-embedder"):
-            assert environment(svc)["FS_IMAGE_EMBEDDER_MODEL"].endswith(f":-{default}}}"), name
+            assert environment(svc)["FS_IMAGE_EMBEDDER_MODEL"] == default, name
+
+
+def env_file(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines of a compose env file (comments and blank lines skipped)."""
+    lines = [ln.strip() for ln in path.read_text().splitlines()]
+    return dict(ln.split("=", 1) for ln in lines if ln and not ln.startswith("#"))
+
+
+def test_cluster_profile_describes_a_three_node_qdrant_cluster(services: dict[str, dict[str, Any]]) -> None:
+    """The cluster profile: three Qdrant nodes in distributed mode, node 0 starts the cluster and the others join it
+    through its p2p port, each with its own storage volume, healthcheck and the pinned image."""
+    nodes = {name: svc for name, svc in services.items() if "cluster" in (svc.get("profiles") or [])}
+    assert sorted(nodes) == list(CLUSTER_NODES)
+    p2p = {}
+    for name, svc in nodes.items():
+        env = environment(svc)
+        assert env["QDRANT__CLUSTER__ENABLED"] == "true", name
+        p2p[name] = env["QDRANT__CLUSTER__P2P__PORT"]
+        assert p2p[name] in [str(p) for p in svc["expose"]] and "6333" in [str(p) for p in svc["expose"]], name
+        assert svc["image"] == services["qdrant"]["image"], name
+        assert "/readyz" in healthcheck_text(svc), name
+        command = svc["command"]
+        assert command[command.index("--uri") + 1] == f"http://{name}:{p2p[name]}", name
+    assert "--bootstrap" not in nodes["qdrant-node-0"]["command"]
+    for name in CLUSTER_NODES[1:]:
+        command = nodes[name]["command"]
+        assert command[command.index("--bootstrap") + 1] == f"http://qdrant-node-0:{p2p['qdrant-node-0']}", name
+        assert nodes[name]["depends_on"]["qdrant-node-0"]["condition"] == "service_healthy", name
+    storage = [svc["volumes"][0].split(":")[0] for svc in nodes.values()]
+    assert len(set(storage)) == len(CLUSTER_NODES) and services["qdrant"]["volumes"][0].split(":")[0] not in storage
+
+
+def test_cluster_env_points_the_search_service_at_the_cluster(services: dict[str, dict[str, Any]]) -> None:
+    """With the cluster env file the single server scales to 0 and the search service reaches a cluster node with a
+    shard layout the three nodes can hold; without it, one server with one shard and one copy."""
+    variables = env_file(CLUSTER_ENV)
+    search = services["search"]
+    single, cluster = environment(search), environment(search, variables)
+    layout = ("FS_QDRANT_SHARD_NUMBER", "FS_QDRANT_REPLICATION_FACTOR", "FS_QDRANT_WRITE_CONSISTENCY")
+    for key in layout:
+        assert key.removeprefix("FS_").lower() in Settings.model_fields, key
+        assert single[key] == "1", key
+    assert urlsplit(single["FS_QDRANT_URL"]).hostname == "qdrant"
+    assert urlsplit(cluster["FS_QDRANT_URL"]).hostname in CLUSTER_NODES
+    shards, replicas, consistency = (int(cluster[key]) for key in layout)
+    assert shards >= len(CLUSTER_NODES) and 2 <= replicas <= len(CLUSTER_NODES) and 1 <= consistency <= replicas
+    # Settings accepts the values as the search service would read them.
+    Settings(**{key.removeprefix("FS_").lower(): cluster[key] for key in layout})  # type: ignore[arg-type]
+    replicas_of_single = DEFAULTED.sub(
+        lambda m: variables.get(m.group(1), m.group(2)), str(services["qdrant"]["deploy"]["replicas"]),
+    )
+    assert replicas_of_single == "0"
+    for node in CLUSTER_NODES:
+        assert search["depends_on"][node] == {"condition": "service_healthy", "required": False}
+    assert search["depends_on"]["qdrant"]["required"] is False
