@@ -88,6 +88,17 @@ def test_duplicates_are_skipped_when_so_configured(
         ("copy3", "p3", True)]
     assert pipeline.index.get("copy3") is None and pipeline.index.get("new2") is not None
 
+    from fastapi.testclient import TestClient
+
+    from fashion_search.gateway.app import create_app
+
+    with TestClient(create_app(skipping, pipeline)) as client:
+        refused = client.post("/v1/products", data={"product_id": "copy4"}, files={"image": ("a.jpg", photos[4])})
+        added = client.post("/v1/products", data={"product_id": "p4"}, files={"image": ("a.jpg", photos[4])})
+    assert refused.status_code == 409 and "exact duplicate of product 'p4'" in refused.json()["detail"]
+    assert added.status_code == 201  # the product's own photo again: an update, not a duplicate
+    assert pipeline.index.get("copy4") is None
+
 
 def test_duplicates_reach_the_cli_output_and_the_job_status(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], shared_models: dict,

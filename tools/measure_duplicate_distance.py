@@ -1,11 +1,13 @@
 """Cosine distances of the shipped image vector that FS_DUPLICATE_DISTANCE is chosen from: a photo against its
 re-encoded / resized copy, and each photo against the nearest photo of another product (clothing-small train, the
-first 20 photos of each class). Usage: .venv/bin/python tools/measure_duplicate_distance.py"""
+first PER_CLASS photos of each class; variants of every fourth). Usage:
+.venv/bin/python tools/measure_duplicate_distance.py [PER_CLASS (default 20)]"""
 
 from __future__ import annotations
 
 import io
 import json
+import sys
 import tempfile
 from pathlib import Path
 
@@ -17,7 +19,6 @@ from fashion_search.core.settings import Settings
 from fashion_search.pipeline.components import build_pipeline
 
 ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "clothing-small" / "train"
-PER_CLASS = 20
 VARIANTS = {"jpeg85_same_size": (85, 1.0), "jpeg70_resize80": (70, 0.8), "jpeg50_resize50": (50, 0.5)}
 
 
@@ -31,7 +32,8 @@ def variant(img: Image.Image, quality: int, scale: float) -> Image.Image:
 
 def main() -> None:
     """Print the distances as JSON."""
-    paths = [p for c in sorted(ROOT.iterdir()) for p in sorted(c.glob("*.jpg"))[:PER_CLASS]]
+    per_class = int(sys.argv[1]) if len(sys.argv) > 1 else 20
+    paths = [p for c in sorted(ROOT.iterdir()) for p in sorted(c.glob("*.jpg"))[:per_class]]
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(data_dir=Path(tmp), index_backend="edge", search_url="", detector_url="",
                             segmenter_url="", embedder_url="")
@@ -55,7 +57,7 @@ def main() -> None:
         nearest = 1 - sim.max(axis=1)
         res["nearest_other_product"] = {"min": float(nearest.min()), "p1": float(np.percentile(nearest, 1)),
                                         "p50": float(np.median(nearest))}
-        res["distinct_under"] = {str(t): float((nearest < t).mean()) for t in (0.01, 0.02, 0.03, 0.05)}
+        res["distinct_under"] = {str(t): float((nearest <= t).mean()) for t in (0.01, 0.02, 0.03, 0.05)}
         print(json.dumps(res, indent=1))
 
 

@@ -15,7 +15,16 @@ from fashion_search.core.settings import Settings
 from fashion_search.gateway.auth import requires
 from fashion_search.gateway.convert import product_out
 from fashion_search.gateway.deps import get_ingestor, get_pipeline, get_settings
-from fashion_search.gateway.responses import ACCESS, INVALID, NOT_FOUND, PATCH_RESPONSES, PHOTO, UNAVAILABLE, UPLOAD
+from fashion_search.gateway.responses import (
+    ACCESS,
+    INVALID,
+    NOT_FOUND,
+    PATCH_RESPONSES,
+    PHOTO,
+    UNAVAILABLE,
+    UPLOAD,
+    error,
+)
 from fashion_search.gateway.schemas import ProductOut, ProductPage, ProductPatch, StatsOut
 from fashion_search.gateway.uploads import read_upload
 from fashion_search.pipeline.ingest import Ingestor
@@ -35,7 +44,8 @@ def _product_or_404(pipeline: SearchPipeline, product_id: str) -> Product:
 
 
 @router.post(
-    "/products", response_model=ProductOut, status_code=201, responses=UPLOAD, dependencies=[requires("catalog")],
+    "/products", response_model=ProductOut, status_code=201, dependencies=[requires("catalog")],
+    responses={**UPLOAD, 409: error("a duplicate of another product's photo, not indexed (FS_DUPLICATE_ACTION=skip)")},
 )
 def add_product(
     image: Annotated[UploadFile, File(description="product photo")],
@@ -68,6 +78,10 @@ def add_product(
     report = ingestor.ingest_payloads([payload], [data])
     if report.failed:
         raise HTTPException(400, report.failed[0][1])
+    if skipped := [d for d in report.duplicates if d.skipped]:
+        d = skipped[0]
+        raise HTTPException(409, f"not indexed: {d.kind} duplicate of product {d.duplicate_of!r} (cosine distance "
+                                 f"{d.distance:.4f}; FS_DUPLICATE_ACTION=skip)")
     product = pipeline.index.get(product_id)
     if product is None:  # written but not readable back: the index is broken, not the request
         raise HTTPException(503, "product was indexed but cannot be read back; retry")
