@@ -262,3 +262,27 @@ def test_reindex_rebuild_refuses_product_ids() -> None:
     from fashion_search.cli.main import main
 
     assert main(["reindex", "--rebuild", "p1"]) == 2
+
+
+def test_a_qdrant_collection_made_before_aliases_is_served_through_an_alias_after_its_first_rebuild(
+    tmp_path: Path,
+) -> None:
+    from qdrant_client import QdrantClient
+
+    from fashion_search.services.search.points import vector_sizes
+    from fashion_search.services.search.qdrant_index import QdrantServerIndex, collection_config
+
+    settings = make_settings(tmp_path, index_backend="qdrant")
+    location = str(tmp_path / "qdrant")
+    sizes = vector_sizes(DIM, garment_vector_dim(settings, DIM))
+    legacy = QdrantClient(path=location)  # the layout of earlier releases: the served name is the collection
+    legacy.create_collection(settings.collection, **collection_config(settings, sizes))
+    legacy.close()
+    with QdrantServerIndex(settings, DIM, location, garment_dim=sizes["garment"]) as index:
+        index.upsert(catalog(unit(N, seed=1), "old"))
+        name = index.begin_rebuild(DIM, sizes["garment"])
+        index.rebuild_upsert(name, catalog(unit(N, seed=2), "new"))
+        assert index.commit_rebuild(name, index.version) is not None
+        assert index._real_collection() == name and index.search(unit(1, seed=5)[0], 1)[0].product.title == "new"
+    with QdrantServerIndex(settings, DIM, location, garment_dim=sizes["garment"]) as reopened:
+        assert reopened.stats().count == N and reopened._real_collection() == name

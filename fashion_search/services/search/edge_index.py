@@ -506,8 +506,12 @@ class EdgeIndex:
             self._open()
             # A rebuild left by a crashed process is never finished: its files go.
             for stale in self.path.parent.glob(f"{self.path.name}.rebuild-*"):
-                if stale.name.split(".", 1)[1].split(".")[0] not in self._rebuilds:
+                if stale.name.removeprefix(f"{self.path.name}.").split(".")[0] in self._rebuilds:
+                    continue
+                if stale.is_dir():
                     _remove_shard(stale)
+                else:
+                    stale.unlink(missing_ok=True)
             self._rebuilds[name] = EdgeIndex(
                 self.settings, dim, self.path.with_name(f"{self.path.name}.{name}"), garment_dim=garment_dim,
                 indexing_threshold_kb=self._indexing_threshold_kb, full_scan_threshold_kb=self._full_scan_threshold_kb,

@@ -620,8 +620,10 @@ class QdrantServerIndex:
     def _ensure_collections(self) -> None:
         """Create the collection and its metadata, or check that existing ones fit this dim."""
         where = f"{self.location}/{self.collection}"
-        if self._client.collection_exists(self.collection):
-            vectors = self._client.get_collection(self.collection).config.params.vectors
+        # The served name is an alias (or, made before aliases, the collection itself): read the collection it names.
+        real = self._real_collection()
+        if self._client.collection_exists(real):
+            vectors = self._client.get_collection(real).config.params.vectors
             if not isinstance(vectors, Mapping):
                 raise ValueError(f"collection {where} has an unnamed vector; expected {list(VECTOR_NAMES)}")
             check_stored_layout({name: v.size for name, v in vectors.items()}, self.sizes, where)
@@ -632,7 +634,7 @@ class QdrantServerIndex:
             self._client.update_collection_aliases([models.CreateAliasOperation(
                 create_alias=models.CreateAlias(collection_name=real, alias_name=self.collection),
             )])
-        self._create_payload_indexes(self.collection)
+        self._create_payload_indexes(real)
         if not self._client.collection_exists(self._meta_collection):
             self._client.create_collection(
                 self._meta_collection, vectors_config={}, replication_factor=self.settings.qdrant_replication_factor,
