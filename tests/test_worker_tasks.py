@@ -93,3 +93,21 @@ def test_redelivered_batches_count_once_and_never_bring_back_older_data(
     finally:
         jobs.redis.delete(*jobs.redis.keys(f"{settings.job_key_prefix}*"))
         pipeline.index.close()
+
+
+def test_the_rebuild_task_runs_the_ingestors_rebuild_and_reports_the_switch(
+    tmp_path: Path, shared_models: dict, small_records: list[CatalogRecord], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = make_settings(tmp_path)
+    embedder = shared_models["embedder"]
+    pipeline = SearchPipeline(
+        settings, shared_models["detector"], shared_models["segmenter"], embedder, make_index(settings, embedder.dim)
+    )
+    ingestor = Ingestor(pipeline, settings)
+    assert ingestor.ingest_records(small_records[:2]).indexed == 2
+    version = pipeline.index.version
+    monkeypatch.setattr(tasks, "_ingestor", ingestor)
+    result = tasks.rebuild_index.run()
+    assert result == {"indexed": 2, "failed": [], "version": version + 1, "passes": 1, "reason": ""}
+    assert pipeline.index.stats().count == 2
+    pipeline.index.close()
