@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -529,25 +530,39 @@ class EdgeIndex:
     def commit_rebuild(self, rebuild: str, expected_version: int) -> int | None:
         """Serve the rebuild's shard in place of this one (searches wait on the lock meanwhile, none fails) if this
         index is still at expected_version; the new version, or None if it was written since."""
-        from fashion_search.services.search.snapshots import replace_tree
-
         new = self._rebuild(rebuild)
-        new.optimize()  # HNSW is built before the switch, outside the lock: searches keep being answered
+        # HNSW and the flush happen before the switch, outside this index's lock (Edge holds the GIL meanwhile).
+        new.optimize()
+        new.flush()
+        self.flush()  # so closing the served shard under the lock has little left to write
+        aside = self.path.with_name(self.path.name + ".replaced")
+        shutil.rmtree(aside, ignore_errors=True)
         with self._lock:
+            locked = time.perf_counter()
             self._open()
             if self._version != expected_version:
                 return None
             del self._rebuilds[rebuild]
             new.close()
             self._close_shard()
-            staged = new.path
-            meta_path(staged).unlink(missing_ok=True)
-            replace_tree(staged, self.path)
+            meta_path(new.path).unlink(missing_ok=True)
+            # Old shard aside, new one in place: a crash between the two moves reopens the old one (_recover_swap).
+            os.replace(self.path, aside)
+            os.replace(new.path, self.path)
             self.sizes, self.dim = new.sizes, new.dim
             self._load({"version": expected_version + 1, "sizes": new.sizes, "vector_names": list(VECTOR_NAMES),
                         "dim": new.dim})
-            log.info("Edge index at %s now serves rebuild %s (version %d)", self.path, rebuild, self._version)
-            return self._version
+            version = self._version
+            held = time.perf_counter() - locked
+        shutil.rmtree(aside, ignore_errors=True)
+        log.info("Edge index at %s now serves rebuild %s (version %d); the swap held searches %.0f ms", self.path,
+                 rebuild, version, held * 1000)
+        return version
+
+    def flush(self) -> None:
+        """Write everything buffered to disk."""
+        with self._lock:
+            self._open().flush()
 
     def abort_rebuild(self, rebuild: str) -> None:
         """Drop the rebuild's shard (an unknown name is ignored)."""
