@@ -60,9 +60,18 @@ def record(args: argparse.Namespace) -> None:
             pipeline.search(image, "fine", 10)
             objects = [(o["product_id"], o["category"], [v * scale for v in o["box"]]) for o in scene["objects"]]
             out["scenes"].append({"objects": objects, "garments": list(calls)})
+            if args.every and len(out["scenes"]) % args.every == 0:
+                _dump(out, args.out)  # a run cut short still leaves its first scenes
         print(f"scenes done {time.time() - t0:.0f}s", file=sys.stderr, flush=True)
-    with open(args.out, "wb") as fh:
+    _dump(out, args.out)
+
+
+def _dump(out: dict[str, Any], path: str) -> None:
+    """Write the cache (through a temporary file, so that a reader never sees half of it)."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "wb") as fh:
         pickle.dump(out, fh)
+    Path(tmp).replace(path)
 
 
 def load(path: str) -> dict[str, Any]:
@@ -87,6 +96,7 @@ def main() -> None:
     r.add_argument("--scenes", default="")
     r.add_argument("--limit", type=int, default=0)
     r.add_argument("--candidates", type=int, default=50)
+    r.add_argument("--every", type=int, default=0, help="also write the cache after every N scenes")
     r.add_argument("--out", required=True)
     p = sub.add_parser("replay")
     p.add_argument("cache")
