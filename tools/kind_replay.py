@@ -2,7 +2,7 @@
 kind-evidence rules on them: category P@10 of product photos and street-to-shop Recall@1 of generated scenes.
 
     python tools/kind_replay.py record --catalog DIR --queries DIR --scenes DIR --out cache.pkl
-    python tools/kind_replay.py replay cache.pkl
+    python tools/kind_replay.py replay cache.pkl     # the shipped settings' kind_keep_margin against none
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from fashion_search.core.catalog import load_catalog
 from fashion_search.core.images import decode_image
@@ -80,10 +82,67 @@ def load(path: str) -> dict[str, Any]:
         return pickle.load(fh)
 
 
+def _garment(g: dict[str, Any]) -> tuple[list[Any], Any]:
+    from fashion_search.core.domain import Box, Detection, Hit, Product
+
+    hits = [Hit(Product(product_id=p, category=c), s) for p, c, s in g["hits"]]
+    return hits, Detection(Box(*g["det"][2]), g["det"][0], g["det"][1])
+
+
+def scene_first(data: dict[str, Any], settings: Settings) -> np.ndarray:
+    """1 per scene garment whose matching detection (IoU >= 0.5) lists its own product first, else 0."""
+    from fashion_search.core.domain import Box
+    from fashion_search.pipeline.kinds import rerank_by_kind
+
+    out = []
+    for scene in data["scenes"]:
+        firsts = []
+        for g in scene["garments"]:
+            hits, det = _garment(g)
+            firsts.append(rerank_by_kind(hits, det, g["shares"], g["size"], settings)[0].product.product_id)
+        boxes = [Box(*g["det"][2]) for g in scene["garments"]]
+        for pid, _, truth in scene["objects"]:
+            ious = [b.iou(Box(*truth)) for b in boxes]
+            best = int(np.argmax(ious)) if ious else -1
+            out.append(float(best >= 0 and ious[best] >= 0.5 and firsts[best] == pid))
+    return np.array(out)
+
+
+def query_precision(data: dict[str, Any], settings: Settings) -> np.ndarray:
+    """P@10 per recorded product photo: its garments' re-ranked lists merged as fine mode merges them."""
+    from fashion_search.pipeline.kinds import rerank_by_kind
+    from fashion_search.pipeline.search_pipeline import _merge
+
+    out = []
+    for q in data["queries"]:
+        if q["garments"]:
+            lists = [rerank_by_kind(*_garment(g), g["shares"], g["size"], settings)[:20] for g in q["garments"]]
+            top = _merge(lists, 10)
+            out.append(float(np.mean([h.product.category == q["category"] for h in top])))
+    return np.array(out)
+
+
 def replay_main(args: argparse.Namespace) -> None:
-    """Print the rules' figures on a cache (see kind_sweep.py for the sweep itself)."""
+    """Street R@1 (and P@10 where queries were recorded) of the plain ranking, main's ungated kind evidence and
+    the configured gate, with paired intervals against the ungated rule."""
+    from fashion_search.evaluation.significance import mean_interval, paired_difference
+
     data = load(args.cache)
-    print(len(data["queries"]), "queries,", len(data["scenes"]), "scenes", file=sys.stderr)
+    shipped = Settings()
+    rules = {
+        "plain nearest garments": shipped.model_copy(
+            update={"kind_own_weight": 0.0, "kind_label_weight": 0.0, "kind_image_weight": 0.0}),
+        "kind evidence, ungated": shipped.model_copy(update={"kind_keep_margin": float("inf")}),
+        f"kind evidence, kind_keep_margin {shipped.kind_keep_margin:g}": shipped,
+    }
+    first = {name: scene_first(data, s) for name, s in rules.items()}
+    precision = {name: query_precision(data, s) for name, s in rules.items()}
+    ungated = first["kind evidence, ungated"]
+    print(f"{len(data['scenes'])} scenes, {len(ungated)} garments; {len(data['queries'])} product photos")
+    for name, r1 in first.items():
+        p10 = f"P@10 {precision[name].mean():.4f}  " if len(precision[name]) else ""
+        print(f"{name}: {p10}R@1 {mean_interval(r1)} ({int(r1.sum())}); vs ungated "
+              f"{paired_difference(ungated, r1).signed()}")
 
 
 def main() -> None:
