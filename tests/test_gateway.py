@@ -264,6 +264,8 @@ def test_cache_key_changes_with_the_ranking_settings_and_the_embedder(pipeline: 
     assert len({SearchCache.key(b"img", "simple", 5, None, 7, r) for r in rankings}) == 6
     # Fine mode uses neither, so its answers survive a change of either.
     assert ranking("fine", query_expansion=0) == ranking("fine", category_vote_depth=20, category_vote_weight=0.3)
+    # The gate that keeps a clear nearest garment first ranks fine mode's answers too.
+    assert ranking("fine", kind_keep_margin=0.12) != ranking("fine", kind_keep_margin=0.2)
     # Another embedder (retrained weights keep the variant name but not the digest) must not reuse old answers.
     old, new = (SearchCache.key(b"img", "simple", 5, None, 7, "qe1:vote0", m) for m in ("fv2.aa", "fv2.bb"))
     assert old != new

@@ -59,7 +59,9 @@ def test_select_garments_merges_before_the_cap(tmp_path: Path) -> None:
 
 
 def test_kind_evidence_moves_the_garments_kind_up(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, kind_own_weight=0.0, kind_image_weight=0.0, kind_label_weight=0.2)
+    settings = make_settings(
+        tmp_path, kind_own_weight=0.0, kind_image_weight=0.0, kind_label_weight=0.2, kind_keep_margin=0.1
+    )
     hits = [_hit("skirt1", "skirt", 0.60), _hit("dress1", "dress", 0.55), _hit("shorts1", "shorts", 0.50)]
     dress = Detection(Box(0, 0, 100, 200), "dress", 0.8)
     assert rerank_by_kind(hits, dress, {}, (100, 200), settings)[0].product.product_id == "dress1"
@@ -68,8 +70,31 @@ def test_kind_evidence_moves_the_garments_kind_up(tmp_path: Path) -> None:
     assert rerank_by_kind(hits, unsure, {}, (100, 200), settings)[0].product.product_id == "skirt1"
 
 
+def test_a_clear_nearest_garment_stays_first_and_kind_evidence_orders_the_rest(tmp_path: Path) -> None:
+    settings = make_settings(
+        tmp_path, kind_own_weight=0.0, kind_image_weight=0.0, kind_label_weight=0.2, kind_keep_margin=0.1
+    )
+    dress = Detection(Box(0, 0, 100, 200), "dress", 0.8)
+    # The nearest leads by 0.13: the very product, most likely, though the detector says dress.
+    hits = [_hit("skirt1", "skirt", 0.68), _hit("shorts1", "shorts", 0.55), _hit("dress1", "dress", 0.50)]
+    ranked = rerank_by_kind(hits, dress, {}, (100, 200), settings)
+    assert [h.product.product_id for h in ranked] == ["skirt1", "dress1", "shorts1"]
+    assert ranked[0].score >= ranked[1].score == pytest.approx(0.70)
+    # Leading by 0.05 only: the kind evidence decides the first place too.
+    close = [_hit("skirt1", "skirt", 0.60), _hit("shorts1", "shorts", 0.55), _hit("dress1", "dress", 0.50)]
+    assert [h.product.product_id for h in rerank_by_kind(close, dress, {}, (100, 200), settings)] == [
+        "dress1", "skirt1", "shorts1"]
+    # Margin 0 keeps the nearest first always; a margin no lead reaches turns the rule off.
+    always = settings.model_copy(update={"kind_keep_margin": 0.0})
+    assert rerank_by_kind(close, dress, {}, (100, 200), always)[0].product.product_id == "skirt1"
+    never = settings.model_copy(update={"kind_keep_margin": 2.0})
+    assert rerank_by_kind(hits, dress, {}, (100, 200), never)[0].product.product_id == "dress1"
+
+
 def test_the_whole_photos_kind_counts_only_for_a_garment_that_fills_it(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, kind_own_weight=0.0, kind_label_weight=0.0, kind_image_weight=0.4)
+    settings = make_settings(
+        tmp_path, kind_own_weight=0.0, kind_label_weight=0.0, kind_image_weight=0.4, kind_keep_margin=0.1
+    )
     hits = [_hit("skirt1", "skirt", 0.60), _hit("dress1", "dress", 0.55)]
     shares = {"dress": 1.0}
     unsure = Detection(Box(0, 0, 100, 100), "skirt", 0.1)

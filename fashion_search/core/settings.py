@@ -397,6 +397,12 @@ class ShopperSettings(BaseModel):
     kind_label_min_score: float = Field(
         default=0.3, ge=0.0, le=1.0, description="fine: a detected label below this score gets no bonus"
     )
+    # A garment whose nearest catalog garment leads the next by kind_keep_margin (in score) keeps it first: a clear
+    # instance match is most likely the very product, and kind evidence then orders only the results below it
+    # (docs/decisions/2026-12-07-kind-evidence-margin.md). 0: the nearest always stays first; 2 or more: never kept.
+    kind_keep_margin: float = Field(
+        default=0.12, ge=0.0, description="fine: the nearest garment stays first when it leads the next by this"
+    )
     # Tag mode filters on a trusted label (tag_label_min_score) only where the image model's neighbours give it at
     # least tag_label_min_share; otherwise on the image model's own leading kind.
     tag_label_min_score: float = Field(

@@ -53,8 +53,20 @@ def rerank_by_kind(
         return (settings.kind_own_weight * own.get(kind, 0.0) + image * image_shares.get(kind, 0.0)
                 + (settings.kind_label_weight if kind and kind == label else 0.0))
 
-    scored = [Hit(h.product, float(h.score) + bonus(h.product.category)) for h in hits]
-    return sorted(scored, key=lambda h: -h.score)
+    scored = sorted((Hit(h.product, float(h.score) + bonus(h.product.category)) for h in hits), key=lambda h: -h.score)
+    return keep_clear_nearest(hits, scored, settings.kind_keep_margin)
+
+
+def keep_clear_nearest(hits: Sequence[Hit], scored: list[Hit], margin: float) -> list[Hit]:
+    """The re-scored list with the nearest candidate of hits (best first) put back first where its score led the
+    second's by at least margin; it gets the score of the list's first so that the order stays best first."""
+    if len(hits) < 2 or hits[0].score - hits[1].score < margin or not scored:
+        return scored
+    nearest = hits[0].product.product_id
+    if scored[0].product.product_id == nearest:
+        return scored
+    kept = next(h for h in scored if h.product.product_id == nearest)
+    return [Hit(kept.product, scored[0].score), *(h for h in scored if h.product.product_id != nearest)]
 
 
 def interleave(groups: Sequence[Sequence[Hit]], top_k: int) -> list[Hit]:

@@ -161,7 +161,7 @@ class SearchPipeline:
         if mode == "fine":
             low, high = s.kind_image_coverage
             return (f"{kinds}:{s.kind_candidates}x{s.kind_own_weight:g}/{s.kind_label_weight:g}@"
-                    f"{s.kind_label_min_score:g}/{s.kind_image_weight:g}@{low:g}-{high:g}")
+                    f"{s.kind_label_min_score:g}/{s.kind_image_weight:g}@{low:g}-{high:g}:keep{s.kind_keep_margin:g}")
         if not s.category_vote_on:
             return f"qe{s.query_expansion}:vote0:{kinds}"
         vote = f"{s.category_vote_depth}x{s.category_vote_weight:g}of{s.category_vote_candidates}"
