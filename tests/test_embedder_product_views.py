@@ -27,8 +27,9 @@ def test_more_product_views_keep_the_fixed_views_and_add_distinct_random_crops(t
     assert four.shape[:2] == (3, 4) and seven.shape[:2] == (3, 7) and seven.dtype == torch.float16
     assert len(list(tmp_path.glob("embedder-products-*.pt"))) == 2  # each view count is cached on its own
 
-    # Views 0-2 (what inference sees and what fine mode indexes) do not depend on the view count.
-    assert torch.equal(four[:, :3], seven[:, :3])
+    # Views 0-2 (what inference sees and what fine mode indexes) do not depend on the view count (up to the float16
+    # rounding of a convolution over another batch size).
+    assert torch.allclose(four[:, :3].float(), seven[:, :3].float(), atol=1e-2)
     img = Image.open(records[0].image_path)
     plain = _frozen(net, iter([_resize(img), _resize(img.transpose(Image.Transpose.FLIP_LEFT_RIGHT))]), 2, "views")
     assert torch.allclose(seven[0, :2].float(), plain.float(), atol=1e-2)
