@@ -93,8 +93,8 @@ def test_box_head_learns_to_name_the_proposals(trained: dict) -> None:
     everything = np.arange(len(scenes))
     proposals = proposals_of(trained["head"], feats, scenes, everything)
     assert sum(len(p) for p in proposals) > 0
-    head, history = train_box_head(feats, scenes, proposals, fit, 6, 6, 0, hold)
-    assert len(history) == 6 and all(0.0 <= m <= 1.0 for m, _ in history)
+    head, history = train_box_head(feats, scenes, proposals, fit, 10, 6, 0, hold)
+    assert len(history) == 10 and all(0.0 <= m <= 1.0 for m, _ in history)
     scoring = Scoring(alpha=0.5, nms_iou=0.6)
     untrained = BoxHead(MID_CHANNELS, trained["variant"].deep_channels).eval()
     truths = truths_of(scenes, fit)
