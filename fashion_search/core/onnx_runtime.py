@@ -45,7 +45,3 @@ class OrtNetwork:
         array = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
         results = [torch.from_numpy(r) for r in self._session.run(None, {"x": array})]
         return results[0] if self._single else tuple(results)
-
-    def eval(self) -> OrtNetwork:
-        """Already in inference form (for callers that treat it as a module)."""
-        return self
