@@ -71,6 +71,15 @@ def make_settings(tmp: Path, **overrides: object) -> Settings:
 
 
 @pytest.fixture
+def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A command run apart from the environment's FS_* variables: its data under tmp_path/data, no result cache."""
+    for name in [k for k in os.environ if k.startswith("FS_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("FS_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("FS_CACHE_ENABLED", "false")
+
+
+@pytest.fixture
 def small_catalog_dir(tmp_path: Path, small_records: list[CatalogRecord]) -> Path:
     """small_records as an ImageFolder (<class>/<image>, symlinks), the layout the evaluations read."""
     folder = tmp_path / "catalog"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -12,12 +11,8 @@ from fashion_search.cli.main import main
 
 
 def test_eval_prints_json_and_replaces_its_docs_section(
-    tmp_path: Path, small_catalog_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, small_catalog_dir: Path, cli_env: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    for name in [k for k in os.environ if k.startswith("FS_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("FS_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("FS_CACHE_ENABLED", "false")
     docs = tmp_path / "EVALUATION.md"
     docs.write_text("# Evaluation\n\nkept by hand\n")
     args = ["eval", "category", "--catalog", str(small_catalog_dir), "--queries", str(small_catalog_dir),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -30,12 +29,8 @@ def test_a_photo_is_named_by_its_centre_not_its_border() -> None:
 
 
 def test_eval_text_prints_both_figures_and_writes_its_section(
-    tmp_path: Path, small_catalog_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, small_catalog_dir: Path, cli_env: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    for name in [k for k in os.environ if k.startswith("FS_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("FS_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("FS_CACHE_ENABLED", "false")
     docs = tmp_path / "EVALUATION.md"
     args = ["eval", "text", "--catalog", str(small_catalog_dir), "--holdout", "1", "--limit", "2", "--colours", "2",
             "--text-weights", "1,0.5", "--output", str(docs), "--json"]
