@@ -15,6 +15,7 @@ from fashion_search.evaluation.index_bench import (
     _mapped_vectors_mb,
     _quantized_mb,
     built_index,
+    config_name,
     held_out_queries,
     measure,
     rows_json,
@@ -45,16 +46,27 @@ def test_an_exact_index_recalls_everything_and_the_rows_print(tmp_path: Path) ->
     settings = Settings(data_dir=tmp_path)
     v = synthetic(real(), 300, seed=2)
     queries = held_out_queries(real(), 12, seed=3)
+    truths: dict = {}
     with built_index(settings, v, tmp_path) as (index, _, rate, _):
-        figures = {f: measure(index, v, queries, f, settings) for f in FILTERS}
+        figures = {f: measure(index, v, queries, f, settings, truths) for f in FILTERS}
+        again = measure(index, v, queries, "category", settings, truths)  # the exact answers come from the cache
     assert rate > 0 and all(fig["recall_at_10"] == 1.0 for fig in figures.values())
-    row = Row(config="default", n=300, quantization="default", filter="unfiltered", upsert_per_s=rate, build_s=0.0,
+    assert set(truths) == set(FILTERS) and again["recall_at_10"] == 1.0
+    assert again["exact_p50_ms"] == figures["category"]["exact_p50_ms"]
+    row = Row(config="default", n=300, quantization="default", filter="unfiltered", ef=128, upsert_per_s=rate,
+              build_s=0.0,
               memory_mb=1.0, memory_mb_per_million=1.0, vector_memory_mb=0.5, vector_memory_mb_per_million=0.5,
               disk_mb=1.0, disk_mb_per_million=1.0, **figures["unfiltered"])
     assert '"config": "default"' in rows_json([row])
     info = {"n": 300, "dim": 16, "real": 60, "real_source": "test", "queries": 12, "cores": 2, "cpu": "x",
             "hnsw": "m=16", "oversampling": 2.0}
-    assert "| default | 300 |" in to_markdown([row], info, "fashion-search bench-index")
+    assert "| default | 300 | 128 |" in to_markdown([row], info, "fashion-search bench-index")
+
+
+def test_rows_name_their_ef_and_filter() -> None:
+    assert config_name("default", 128, 128, "unfiltered") == "default"
+    assert config_name("int8", 256, 128, "unfiltered") == "int8@ef256"
+    assert config_name("int8", 256, 128, "price") == "int8@ef256+price"
 
 
 def test_the_vectors_part_of_memory_counts_mapped_vector_pages(tmp_path: Path) -> None:

@@ -486,7 +486,7 @@ def cmd_snapshot_restore(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_bench_index(args: argparse.Namespace, settings: Settings) -> int:
     """Build the index at --n vectors per configuration and print (and write) latency, recall and memory."""
-    from fashion_search.evaluation.index_bench import QUANTIZATIONS, rows_json, run_bench_index, to_markdown
+    from fashion_search.evaluation.index_bench import QUANTIZATIONS, Row, rows_json, run_bench_index, to_markdown
     from fashion_search.evaluation.metrics import write_section
 
     if args.n < 1000 or args.queries < 10:
@@ -502,14 +502,28 @@ def cmd_bench_index(args: argparse.Namespace, settings: Settings) -> int:
         sweep = run_sweep(settings, args.n, args.queries)
         print(json.dumps(sweep, indent=2) if args.json else sweep_markdown(sweep, args.n, _command_line()))
         return 0
-    rows, info = run_bench_index(settings, args.n, args.queries, quantizations=configs)
-    text = to_markdown(rows, info, _command_line())
-    print(rows_json(rows) if args.json else text)
-    if not args.no_output:
-        path = Path(args.output) if args.output else settings.docs_dir / "BENCHMARKS.md"
-        write_section(path, f"bench-index-{info['n']}", f"## Vector index at {info['n']:,} vectors\n\n{text}",
-                      "Benchmarks")
+    try:
+        efs = [int(e) for e in args.efs.split(",") if e.strip()]
+    except ValueError:
+        efs = [0]
+    if any(e < 1 for e in efs):
+        print("error: --efs takes a comma-separated list of positive integers", file=sys.stderr)
+        return 2
+    path = Path(args.output) if args.output else settings.docs_dir / "BENCHMARKS.md"
+
+    def finished(rows: list[Row], info: dict[str, object]) -> None:
+        """Each build's rows as soon as it is done, so a stopped run keeps the builds it finished."""
+        text = to_markdown(rows, info, _command_line())
+        done = sum(r.quantization == rows[-1].quantization for r in rows)
+        print("\n".join(text.splitlines()[-done:]), file=sys.stderr, flush=True)
+        if not args.no_output:
+            write_section(path, f"bench-index-{info['n']}", f"## Vector index at {info['n']:,} vectors\n\n{text}",
+                          "Benchmarks")
+
+    rows, info = run_bench_index(settings, args.n, args.queries, quantizations=configs, efs=efs, on_rows=finished)
+    print(rows_json(rows) if args.json else to_markdown(rows, info, _command_line()))
     return 0
+
 
 def cmd_eval_confidence(args: argparse.Namespace, settings: Settings) -> int:
     """Fit each mode's match confidence on train photos and check it on others."""

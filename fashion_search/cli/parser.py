@@ -168,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     bi.add_argument("--no-output", action="store_true", help="do not write the table into a Markdown file")
     bi.add_argument("--configs", default="default,int8,binary",
                     help="comma-separated: default (float32), int8, binary (quantized, float32 on disk)")
+    bi.add_argument("--efs", default="", help="comma-separated search ef values to measure on each build "
+                    "(default: FS_HNSW_EF_SEARCH)")
     bi.add_argument("--sweep", action="store_true", help="instead: sweep HNSW m, ef_construct and ef (float32)")
 
     snap = sub.add_parser("snapshot", help="back up and restore the index (stop the search service to restore)")

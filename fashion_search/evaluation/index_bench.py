@@ -50,6 +50,7 @@ class Row:
     n: int
     quantization: str
     filter: str
+    ef: int
     upsert_per_s: float
     build_s: float
     p50_ms: float
@@ -257,9 +258,13 @@ def built_index(settings: Settings, v: Vectors, workdir: Path) -> Iterator[tuple
 
 def measure(
     index: object, v: Vectors, queries: tuple[np.ndarray, np.ndarray], filter_name: str, settings: Settings,
+    truths: dict[str, tuple[list[np.ndarray], list[float]]] | None = None,
 ) -> dict[str, float]:
     """Latency alone and under CLIENTS concurrent clients, recall@10 and the exact scan's time for one filter
-    (a category filter keeps the query's own category, as a shopper narrowing a search would)."""
+    (a category filter keeps the query's own category, as a shopper narrowing a search would).
+
+    truths caches each filter's exact answers and scan times, so several ef values on one index scan once.
+    """
     vectors, own = queries
     plans = [FILTERS[filter_name](v, str(own[i])) for i in range(len(vectors))]
     search = index.search  # type: ignore[attr-defined]
@@ -278,12 +283,18 @@ def measure(
     with ThreadPoolExecutor(CLIENTS) as pool:
         together = [ms for ms, _ in pool.map(one, range(len(vectors)))]
     wall = time.perf_counter() - start
-    recalls, exact_ms = [], []
-    for i, (_, ids) in enumerate(answered):
-        start = time.perf_counter()
-        truth = exact_top(v, vectors[i], plans[i][1])
-        exact_ms.append((time.perf_counter() - start) * 1000.0)
-        recalls.append(len({f"b{j}" for j in truth} & set(ids)) / TOP_K)
+    truths = {} if truths is None else truths
+    if filter_name not in truths:
+        exact, exact_ms = [], []
+        for i in range(len(vectors)):
+            start = time.perf_counter()
+            exact.append(exact_top(v, vectors[i], plans[i][1]))
+            exact_ms.append((time.perf_counter() - start) * 1000.0)
+        truths[filter_name] = (exact, exact_ms)
+    exact, exact_ms = truths[filter_name]
+    recalls = [
+        len({f"b{j}" for j in truth} & set(ids)) / TOP_K for truth, (_, ids) in zip(exact, answered, strict=True)
+    ]
     p50 = statistics.median(alone)
     return {
         "p50_ms": _percentile(alone, 50), "p99_ms": _percentile(alone, 99),
@@ -296,43 +307,59 @@ def measure(
 QUANTIZATIONS = {"default": "none", "int8": "int8", "binary": "binary"}
 
 
+def config_name(quantization: str, ef: int, shipped_ef: int, filter_name: str) -> str:
+    """A row's name: the quantization, @ef when not the shipped ef, +filter when filtered."""
+    name = quantization if ef == shipped_ef else f"{quantization}@ef{ef}"
+    return name if filter_name == "unfiltered" else f"{name}+{filter_name}"
+
+
 def run_bench_index(
     settings: Settings, n: int, n_queries: int = 200, seed: int = 0, workdir: Path | None = None,
     quantizations: Sequence[str] = tuple(QUANTIZATIONS), filters: Sequence[str] = tuple(FILTERS),
+    efs: Sequence[int] = (), on_rows: Callable[[list[Row], dict[str, object]], None] | None = None,
 ) -> tuple[list[Row], dict[str, object]]:
-    """Build each quantization's index of n vectors and measure every filter on it; rows and run facts."""
+    """Build each quantization's index of n vectors and measure every filter at each search ef (default: the
+    shipped one) on it; rows and run facts. on_rows gets the rows so far after each build."""
     real = real_vectors(settings, settings.data_dir / "bench-index")
     v = synthetic(real, n, seed)
     queries = held_out_queries(real, n_queries, seed + 1)
-    rows: list[Row] = []
-    base = Path(workdir or settings.data_dir / "bench-index")
-    base.mkdir(parents=True, exist_ok=True)
-    for name in quantizations:
-        local = settings.model_copy(update={"index_quantization": QUANTIZATIONS[name]})
-        work = Path(tempfile.mkdtemp(prefix=f"build-{name}-", dir=base))
-        try:
-            with built_index(local, v, work) as (index, path, upsert_rate, build_s):
-                figures = {f: measure(index, v, queries, f, local) for f in filters}
-            disk = _disk_mb(path)
-            memory, vector_memory = resident_mb(local, v.vectors.shape[1], path, queries[0])
-            fixed = empty_resident_mb(local, v.vectors.shape[1], work, queries[0])
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-        per_million = 1e6 / len(v.vectors)
-        for f, fig in figures.items():
-            rows.append(Row(
-                config=name if f == "unfiltered" else f"{name}+{f}", n=len(v.vectors), quantization=name, filter=f,
-                upsert_per_s=round(upsert_rate, 1), build_s=round(build_s, 1), memory_mb=memory,
-                memory_mb_per_million=round(max(0.0, memory - fixed) * per_million, 1), vector_memory_mb=vector_memory,
-                vector_memory_mb_per_million=round(vector_memory * per_million, 1), disk_mb=round(disk, 1),
-                disk_mb_per_million=round(disk * per_million, 1), **fig,
-            ))
     info: dict[str, object] = {
         "n": len(v.vectors), "dim": int(v.vectors.shape[1]), "real": len(real.vectors), "real_source": real.source,
         "queries": n_queries, "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
         "hnsw": f"m={settings.hnsw_m}, ef_construct={settings.hnsw_ef_construct}, ef={settings.hnsw_ef_search}",
         "oversampling": settings.quantization_oversampling,
     }
+    rows: list[Row] = []
+    truths: dict[str, tuple[list[np.ndarray], list[float]]] = {}
+    base = Path(workdir or settings.data_dir / "bench-index")
+    base.mkdir(parents=True, exist_ok=True)
+    for name in quantizations:
+        local = settings.model_copy(update={"index_quantization": QUANTIZATIONS[name]})
+        work = Path(tempfile.mkdtemp(prefix=f"build-{name}-", dir=base))
+        figures: dict[tuple[int, str], dict[str, float]] = {}
+        try:
+            with built_index(local, v, work) as (index, path, upsert_rate, build_s):
+                for ef in efs or (settings.hnsw_ef_search,):
+                    searching = local.model_copy(update={"hnsw_ef_search": ef})
+                    index.settings = searching  # type: ignore[attr-defined]
+                    for f in filters:
+                        figures[ef, f] = measure(index, v, queries, f, searching, truths)
+            disk = _disk_mb(path)
+            memory, vector_memory = resident_mb(local, v.vectors.shape[1], path, queries[0])
+            fixed = empty_resident_mb(local, v.vectors.shape[1], work, queries[0])
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        per_million = 1e6 / len(v.vectors)
+        for (ef, f), fig in figures.items():
+            rows.append(Row(
+                config=config_name(name, ef, settings.hnsw_ef_search, f), n=len(v.vectors), quantization=name,
+                filter=f, ef=ef, upsert_per_s=round(upsert_rate, 1), build_s=round(build_s, 1), memory_mb=memory,
+                memory_mb_per_million=round(max(0.0, memory - fixed) * per_million, 1), vector_memory_mb=vector_memory,
+                vector_memory_mb_per_million=round(vector_memory * per_million, 1), disk_mb=round(disk, 1),
+                disk_mb_per_million=round(disk * per_million, 1), **fig,
+            ))
+        if on_rows is not None:
+            on_rows(rows, info)
     return rows, info
 
 
@@ -346,7 +373,8 @@ def to_markdown(rows: Sequence[Row], info: dict[str, object], command: str) -> s
     lines = [
         f"`{command}`: {info['n']:,} vectors of {info['dim']} dimensions ({info['real']:,} real image vectors of the "
         f"sample catalog, {info['real_source']}, plus draws from each category's mean and per-dimension spread), "
-        f"{info['queries']} held-out queries of the same distribution, top {TOP_K}; HNSW {info['hnsw']}; "
+        f"{info['queries']} held-out queries of the same distribution, top {TOP_K}; HNSW {info['hnsw']} "
+        "(a row named @efN searched the same build with ef N); "
         "category filter = the query's own category (about a tenth of the catalog); price filter = "
         f"{PRICE_RANGE[0]:g}..{PRICE_RANGE[1]:g} (about a fifth); "
         "int8 / binary = scalar int8 / 1-bit copies (8-bit queries) in RAM, float32 on disk, rescoring "
@@ -359,15 +387,16 @@ def to_markdown(rows: Sequence[Row], info: dict[str, object], command: str) -> s
         "(in RAM whole); the rest is payload indexes, the WAL's mapped pages, the id tracker and the HNSW graph, "
         "alike in every configuration.",
         "",
-        "| config | n | upsert/s | build s | p50 ms | p99 ms | p50 ms (8 clients) | p99 ms (8 clients) | "
+        "| config | n | ef | upsert/s | build s | p50 ms | p99 ms | p50 ms (8 clients) | p99 ms (8 clients) | "
         "QPS (8 clients) | recall@10 | exact p50 ms | speed-up | memory MB | MB per 1M | vectors MB per 1M | "
         "disk MB per 1M |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r.config} | {r.n:,} | {r.upsert_per_s:,.0f} | {r.build_s:.1f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | "
-            f"{r.p50_ms_8_clients:.2f} | {r.p99_ms_8_clients:.2f} | {r.qps_8_clients:.0f} | {r.recall_at_10:.3f} | "
+            f"| {r.config} | {r.n:,} | {r.ef} | {r.upsert_per_s:,.0f} | {r.build_s:.1f} | {r.p50_ms:.2f} | "
+            f"{r.p99_ms:.2f} | {r.p50_ms_8_clients:.2f} | {r.p99_ms_8_clients:.2f} | {r.qps_8_clients:.0f} | "
+            f"{r.recall_at_10:.3f} | "
             f"{r.exact_p50_ms:.2f} | {r.speedup:.1f}x | {r.memory_mb:.0f} | {r.memory_mb_per_million:,.0f} | "
             f"{r.vector_memory_mb_per_million:,.0f} | {r.disk_mb_per_million:,.0f} |"
         )
@@ -386,6 +415,7 @@ def run_sweep(settings: Settings, n: int, n_queries: int = 200, seed: int = 0) -
     base = settings.data_dir / "bench-index"
     base.mkdir(parents=True, exist_ok=True)
     out: list[dict[str, float]] = []
+    truths: dict[str, tuple[list[np.ndarray], list[float]]] = {}
     for m, ef_construct in SWEEP_BUILDS:
         build = settings.model_copy(
             update={"hnsw_m": m, "hnsw_ef_construct": ef_construct, "index_quantization": "none"},
@@ -395,7 +425,7 @@ def run_sweep(settings: Settings, n: int, n_queries: int = 200, seed: int = 0) -
             with built_index(build, v, work) as (index, _, _, build_s):
                 for ef in SWEEP_EFS:
                     index.settings = build.model_copy(update={"hnsw_ef_search": ef})  # type: ignore[attr-defined]
-                    fig = measure(index, v, queries, "unfiltered", build)
+                    fig = measure(index, v, queries, "unfiltered", build, truths)
                     out.append({"m": m, "ef_construct": ef_construct, "ef": ef, "build_s": round(build_s, 1),
                                 "p50_ms": fig["p50_ms"], "p99_ms": fig["p99_ms"], "recall_at_10": fig["recall_at_10"]})
         finally:
