@@ -6,10 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from fashion_search.core.domain import Box, Detection, Hit, Product
-from fashion_search.core.garment_colour import colour_agreement
 from fashion_search.evaluation.confidence import fit_platt, reliability
 from fashion_search.pipeline.kinds import (
     interleave,
@@ -50,32 +48,6 @@ def test_a_box_inside_a_box_of_the_same_kind_merges_and_other_kinds_stay(tmp_pat
     # Same kind, side by side with little overlap: two garments.
     other = Detection(Box(90, 0, 190, 120), "shirt", 0.4)
     assert len(merge_garment_parts([shirt, other], settings)) == 2
-
-
-def _shirt_photo(inner_rgb: tuple[int, int, int]) -> Image.Image:
-    """A red shirt on white filling (0, 0)-(100, 120), with a patch of inner_rgb at (20, 30)-(70, 90)."""
-    rng = np.random.default_rng(0)
-    pixels = np.full((160, 160, 3), 250, np.float32)
-    pixels[0:120, 0:100] = (200, 30, 40)
-    pixels[30:90, 20:70] = inner_rgb
-    pixels += rng.normal(0, 6, pixels.shape)  # fabric texture
-    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
-
-
-def test_a_box_inside_merges_only_when_its_colours_are_the_rest_of_the_garments(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, garment_merge_colour=0.5)
-    shirt = Detection(Box(0, 0, 100, 120), "shirt", 0.6)
-    inner = Detection(Box(20, 30, 70, 90), "shirt", 0.4)
-    same = _shirt_photo((200, 30, 40))  # the inner box is part of the red shirt
-    other = _shirt_photo((30, 60, 200))  # a blue shirt laid over the red one
-    assert colour_agreement(same, inner.box, shirt.box) > 0.8 > 0.2 > colour_agreement(other, inner.box, shirt.box)
-    assert len(merge_garment_parts([shirt, inner], settings, same)) == 1
-    assert len(merge_garment_parts([shirt, inner], settings, other)) == 2
-    # Without the image (or with the check off) containment alone decides, as before.
-    assert len(merge_garment_parts([shirt, inner], settings)) == 1
-    assert len(merge_garment_parts([shirt, inner], make_settings(tmp_path, garment_merge_colour=0.0), other)) == 1
-    # A box covering nearly all of the other leaves no rest to compare: one garment.
-    assert colour_agreement(other, Box(1, 1, 99, 119), shirt.box) == 1.0
 
 
 def test_select_garments_merges_before_the_cap(tmp_path: Path) -> None:

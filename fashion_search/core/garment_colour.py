@@ -19,8 +19,6 @@ from fashion_search.core.vectors import l2_normalize
 HUE_BINS, SATURATION_BINS, VALUE_BINS = 12, 4, 4
 HISTOGRAM_DIM = HUE_BINS * SATURATION_BINS * VALUE_BINS
 _RANGES = [0, 180, 0, 256, 0, 256]  # OpenCV's 8-bit HSV: hue in [0, 180)
-# Under 5 % of the outer box left around the inner one is mostly border pixels: too few to compare colours.
-MIN_REST_SHARE = 0.05
 
 
 def colour_histogram(image: Image.Image, box: Box | None = None, mask: np.ndarray | None = None) -> np.ndarray:
@@ -47,15 +45,3 @@ def with_colour(vectors: np.ndarray, histograms: np.ndarray, weight: float) -> n
 def garment_vector_dim(settings: Settings, embed_dim: int) -> int:
     """Length of fine mode's garment vectors: the embedder's, plus the histogram unless its weight is 0."""
     return embed_dim + (HISTOGRAM_DIM if settings.garment_colour_weight > 0 else 0)
-
-
-def colour_agreement(image: Image.Image, inner: Box, outer: Box) -> float:
-    """Bhattacharyya coefficient of the colours inside `inner` and in the rest of `outer` (1: the same colours, 0:
-    none shared); 1 where the rest is too thin to tell (inner covers nearly all of outer)."""
-    ox0, oy0, ox1, oy1 = outer.clip(image.width, image.height).as_int()
-    ix0, iy0, ix1, iy1 = inner.clip(image.width, image.height).as_int()
-    rest = np.ones((max(0, oy1 - oy0), max(0, ox1 - ox0)), dtype=bool)
-    rest[max(0, iy0 - oy0):max(0, iy1 - oy0), max(0, ix0 - ox0):max(0, ix1 - ox0)] = False
-    if rest.sum() < MIN_REST_SHARE * max(1, rest.size):
-        return 1.0
-    return float(np.sqrt(colour_histogram(image, inner) * colour_histogram(image, outer, rest)).sum())

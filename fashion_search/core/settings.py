@@ -414,10 +414,6 @@ class ShopperSettings(BaseModel):
     garment_merge_containment: float = Field(
         default=0.8, ge=0.0, le=1.0, description="share of the smaller same-kind box inside the other to merge them"
     )
-    garment_merge_colour: float = Field(
-        default=0.0, ge=0.0, le=1.0,
-        description="colour agreement (Bhattacharyya) a box needs with the rest of the box it lies in to merge; 0 off",
-    )
     garment_pair_kinds: list[str] = Field(default=["shoes"], description="kinds that come as a pair: one garment")
     garment_pair_gap: float = Field(default=0.25, ge=0.0, description="how close two boxes of a paired kind merge")
     # Several garments of other kinds (trusted labels) in a simple or tag query: the results mix their kinds in turn

@@ -57,7 +57,7 @@ def product_photo_report(
     for photo in tqdm(photos, unit="photo", desc="product photos"):
         image = Image.fromarray(load_upright_rgb(photo["image_path"]))
         detections = detector.detect(image, settings.detector_min_score)
-        garments = select_garments(detections, settings, image=image)
+        garments = select_garments(detections, settings)
         before = select_garments(detections, settings, merge=False)
         (obj,) = photo["objects"]
         truth = Box(*obj["box"])
@@ -121,7 +121,7 @@ def evaluate_models(settings: Settings, scenes_dir: str, limit: int = 0, photos_
         truths.append([(Box(*o["box"]), o["category"]) for o in scene["objects"]])
         at_threshold = detector.detect(image, settings.detector_min_score)
         for name, merge in (("merged", True), ("unmerged", False)):
-            garments = select_garments(at_threshold, settings, merge, image)
+            garments = select_garments(at_threshold, settings, merge)
             counts[name][0] += len(garments)
             counts[name][1] += scene_duplicates(garments, [b for b, _ in truths[-1]])
         scene_ious, scene_accs, ms_per_box = score_true_boxes(segmenter, image, scene)

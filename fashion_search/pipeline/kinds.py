@@ -12,10 +12,7 @@ from collections import Counter
 from collections.abc import Sequence
 from itertools import zip_longest
 
-from PIL import Image
-
 from fashion_search.core.domain import Box, Detection, Hit
-from fashion_search.core.garment_colour import colour_agreement
 from fashion_search.core.settings import Settings
 
 
@@ -100,28 +97,22 @@ def _gap(a: Box, b: Box) -> float:
     return max(gx, gy) / side if side > 0 else math.inf
 
 
-def same_garment(a: Detection, b: Detection, settings: Settings, image: Image.Image | None = None) -> bool:
-    """Whether two detections of one kind are one garment: one box (nearly) inside the other and, given the image,
-    of the same colours as the rest of it; or the two halves of a pair (shoes) side by side."""
+def same_garment(a: Detection, b: Detection, settings: Settings) -> bool:
+    """Whether two detections of one kind are one garment: one box (nearly) inside the other, or the two halves of
+    a pair (shoes) side by side."""
     if a.category != b.category:
         return False
     if _containment(a.box, b.box) >= settings.garment_merge_containment:
-        if image is None or settings.garment_merge_colour <= 0:
-            return True
-        inner, outer = (a.box, b.box) if a.box.area <= b.box.area else (b.box, a.box)
-        if colour_agreement(image, inner, outer) >= settings.garment_merge_colour:
-            return True
+        return True
     return a.category in settings.garment_pair_kinds and _gap(a.box, b.box) <= settings.garment_pair_gap
 
 
-def merge_garment_parts(
-    detections: Sequence[Detection], settings: Settings, image: Image.Image | None = None,
-) -> list[Detection]:
+def merge_garment_parts(detections: Sequence[Detection], settings: Settings) -> list[Detection]:
     """Best-first detections with the boxes of one garment joined: the union box, the best part's label and score."""
     merged: list[Detection] = []
     for det in sorted(detections, key=lambda d: -d.score):
         for i, kept in enumerate(merged):
-            if same_garment(kept, det, settings, image):
+            if same_garment(kept, det, settings):
                 b, k = det.box, kept.box
                 union = Box(min(b.x0, k.x0), min(b.y0, k.y0), max(b.x1, k.x1), max(b.y1, k.y1))
                 merged[i] = Detection(union, kept.category, kept.score)

@@ -157,8 +157,7 @@ class SearchPipeline:
         merging, kind mixing), for keying cached answers."""
         s = self.settings
         kinds = (f"kind{s.kind_vote_depth}:{s.tag_label_min_score:g}:{s.tag_label_min_share:g}:mix{s.mix_min_kinds}"
-                 f":merge{s.garment_merge_containment:g}c{s.garment_merge_colour:g}/{s.garment_pair_gap:g}/"
-                 f"{','.join(s.garment_pair_kinds)}")
+                 f":merge{s.garment_merge_containment:g}/{s.garment_pair_gap:g}/{','.join(s.garment_pair_kinds)}")
         if mode == "fine":
             low, high = s.kind_image_coverage
             return (f"{kinds}:{s.kind_candidates}x{s.kind_own_weight:g}/{s.kind_label_weight:g}@"
@@ -534,16 +533,13 @@ def garment_recipe(settings: Settings) -> str:
 def fine_mode_garments(detector: Detector, image: Image.Image, settings: Settings) -> list[Detection]:
     """The garments fine mode searches in an image: distinct, the boxes of one garment merged, best-first, at most
     settings.max_garments."""
-    return select_garments(detector.detect(image, settings.detector_min_score), settings, image=image)
+    return select_garments(detector.detect(image, settings.detector_min_score), settings)
 
 
-def select_garments(
-    detections: Sequence[Detection], settings: Settings, merge: bool = True, image: Image.Image | None = None,
-) -> list[Detection]:
-    """fine_mode_garments of the detector's answer on image (merge=False: without joining the boxes of one
-    garment; no image: boxes join without comparing their colours)."""
+def select_garments(detections: Sequence[Detection], settings: Settings, merge: bool = True) -> list[Detection]:
+    """fine_mode_garments of the detector's answer (merge=False: without joining the boxes of one garment)."""
     found = distinct_garments(detections)
-    return (merge_garment_parts(found, settings, image) if merge else found)[: settings.max_garments]
+    return (merge_garment_parts(found, settings) if merge else found)[: settings.max_garments]
 
 
 def distinct_garments(detections: Sequence[Detection]) -> list[Detection]:
