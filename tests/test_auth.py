@@ -181,6 +181,26 @@ def test_open_bind_without_auth_refuses_unless_intended(tmp_path: Path) -> None:
     assert "API keys required" in check_exposure(make_settings(tmp_path, bind_host="0.0.0.0", auth_required=True))
 
 
+def test_the_page_carries_a_live_search_only_key_and_nothing_else(pipeline: SearchPipeline, redis_url: str) -> None:
+    keys = ApiKeys(_settings(pipeline, redis_url))
+    page_key, _ = keys.create(["search"], "page")
+    writer, _ = keys.create(["search", "catalog"], "writer")
+    revoked, _ = keys.create(["search"], "old-page")
+    keys.revoke(revoked)
+    for bad, why in ((writer, "search scope alone"), (revoked, "not a live key"), ("fs_unknown", "not a live key")):
+        with pytest.raises(SystemExit, match=why):
+            check_exposure(_settings(pipeline, redis_url, page_api_key=bad))
+    settings = _settings(pipeline, redis_url, page_api_key=page_key)
+    assert "the search page sends FS_PAGE_API_KEY" in check_exposure(settings)
+    with TestClient(create_app(settings, pipeline)) as client:
+        page = client.get("/").text
+        (sent,) = re.findall(r'<meta name="fs-api-key" content="([^"]*)">', page)
+        assert sent == page_key
+        assert client.get("/v1/stats", headers={"X-API-Key": sent}).status_code == 200
+    with TestClient(create_app(_settings(pipeline, redis_url), pipeline)) as client:  # no page key: none on the page
+        assert re.findall(r'<meta name="fs-api-key" content="([^"]*)">', client.get("/").text) == [""]
+
+
 def test_keys_cli_create_list_revoke_with_the_file_store(tmp_path: Path) -> None:
     env = {"FS_DATA_DIR": str(tmp_path), "FS_API_KEY_STORE": "file", "PATH": "/usr/bin:/bin"}
 

@@ -43,15 +43,19 @@ def page_records(sample_records: list[CatalogRecord]) -> list[CatalogRecord]:
 def gateway_url(
     tmp_path_factory: pytest.TempPathFactory, shared_models: dict, page_records: list[CatalogRecord]
 ) -> Iterator[str]:
-    """The real gateway app, served by uvicorn in a thread on a free 127.0.0.1 port for the whole session."""
+    """The real gateway app, served by uvicorn in a thread on a free 127.0.0.1 port for the whole session; it
+    requires API keys, and the page sends its search-only key (FS_PAGE_API_KEY)."""
     import uvicorn
 
     from fashion_search.gateway.app import create_app
+    from fashion_search.gateway.keys import ApiKeys
     from fashion_search.pipeline.ingest import Ingestor
     from fashion_search.pipeline.search_pipeline import SearchPipeline
     from fashion_search.services.search.factory import make_index
 
-    settings = make_settings(tmp_path_factory.mktemp("page"))
+    settings = make_settings(tmp_path_factory.mktemp("page"), auth_required=True, rate_limit_search="10000/minute")
+    page_key, _ = ApiKeys(settings).create(["search"], "page")
+    settings = settings.model_copy(update={"page_api_key": page_key})
     embedder = shared_models["embedder"]
     pipe = SearchPipeline(
         settings, shared_models["detector"], shared_models["segmenter"], embedder, make_index(settings, embedder.dim),
@@ -147,6 +151,14 @@ def test_upload_in_each_mode_shows_equal_cards_with_prices_and_match_bands(
     assert "index" not in header.lower()
     expect(page.locator("#error")).to_be_hidden()  # type: ignore[attr-defined]
     shot(page, f"search-{mode}")
+
+
+def test_the_page_sends_its_key_where_the_gateway_requires_keys(page: object) -> None:
+    expect = playwright_api.expect
+    expect(page.locator("#stats")).to_contain_text("products to match your photo against")  # type: ignore[attr-defined]
+    key = page.locator('meta[name="fs-api-key"]').get_attribute("content")  # type: ignore[attr-defined]
+    assert key and page.request.get("/v1/stats").status == 401  # type: ignore[attr-defined]
+    assert page.request.get("/v1/stats", headers={"X-API-Key": key}).status == 200  # type: ignore[attr-defined]
 
 
 def test_a_running_search_shows_a_loading_state_over_dimmed_results(page: object, photos: dict[str, Path]) -> None:

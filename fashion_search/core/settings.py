@@ -352,6 +352,9 @@ class OperationsSettings(BaseModel):
     auth_secret: str = Field(
         default="", description="HMAC-SHA256 key hashing API keys; empty: a random one kept under data_dir (file)"
     )
+    page_api_key: str = Field(
+        default="", description="search-scope key the search page sends (every visitor can read it); empty: none"
+    )
     rate_limit_search: str = Field(
         default="120/minute", pattern=RATE_LIMIT_PATTERN, description="per-key limit of search-scope routes"
     )

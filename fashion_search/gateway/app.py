@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -9,7 +10,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import HTMLResponse, Response
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from opentelemetry.util.http import parse_excluded_urls
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -26,6 +27,8 @@ from fashion_search.pipeline.search_pipeline import SearchPipeline
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
+# Where the page's search-scope key goes (settings.page_api_key); its script sends it with every call.
+PAGE_KEY_META = '<meta name="fs-api-key" content="">'
 
 
 def create_app(settings: Settings | None = None, pipeline: SearchPipeline | None = None) -> FastAPI:
@@ -79,8 +82,12 @@ def create_app(settings: Settings | None = None, pipeline: SearchPipeline | None
         """This process's Prometheus metrics (Prometheus scrapes FS_GATEWAY_METRICS_PORT, which needs no key)."""
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    page_html = (STATIC / "index.html").read_text(encoding="utf-8").replace(
+        PAGE_KEY_META, f'<meta name="fs-api-key" content="{html.escape(settings.page_api_key, quote=True)}">', 1,
+    )
+
     @app.get("/", include_in_schema=False)
-    def page() -> FileResponse:
-        return FileResponse(STATIC / "index.html", media_type="text/html")
+    def page() -> HTMLResponse:
+        return HTMLResponse(page_html)
 
     return app

@@ -32,15 +32,32 @@ API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="an API k
 
 
 def check_exposure(settings: Settings) -> str:
-    """Refuse to serve an open API beyond loopback unless FS_ALLOW_OPEN_BIND says so; the line to print on start."""
+    """Refuse to serve an open API beyond loopback unless FS_ALLOW_OPEN_BIND says so, or a page key that is not a
+    live search-only key; the line to print on start."""
     if settings.auth_required:
-        return f"API keys required (store: {settings.api_key_store})"
+        check_page_key(settings)
+        page = ", the search page sends FS_PAGE_API_KEY" if settings.page_api_key else ""
+        return f"API keys required (store: {settings.api_key_store}){page}"
     if settings.bind_host not in LOOPBACK and not settings.allow_open_bind:
         raise SystemExit(
             f"error: refusing to serve without API keys on {settings.bind_host}: set FS_AUTH_REQUIRED=true "
             "(and create keys with `fashion-search keys create`), or FS_ALLOW_OPEN_BIND=true if that is intended"
         )
     return f"auth is OFF: anyone who can reach {settings.bind_host}:{settings.gateway_port} may call the API"
+
+
+def check_page_key(settings: Settings, keys: ApiKeys | None = None) -> None:
+    """Refuse to start with a page key that is unknown, revoked or allowed more than search: every visitor of the
+    page can read it."""
+    if not settings.page_api_key:
+        return
+    record = (keys or ApiKeys(settings)).lookup(settings.page_api_key)
+    if record is None or record.revoked is not None:
+        raise SystemExit("error: FS_PAGE_API_KEY is not a live key of the key store: create one with "
+                         "`fashion-search keys create --scope search --name page`")
+    if record.scopes != ["search"]:
+        raise SystemExit(f"error: FS_PAGE_API_KEY ({record.name!r}) has the scopes {', '.join(record.scopes)}; "
+                         "the page's key is public, so it may have the search scope alone")
 
 
 class Access:
