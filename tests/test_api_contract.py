@@ -18,9 +18,7 @@ from fashion_search.core.catalog import CatalogRecord
 from fashion_search.gateway.app import create_app
 from fashion_search.gateway.keys import ApiKeys
 from fashion_search.pipeline.ingest import Ingestor
-from fashion_search.pipeline.search_pipeline import SearchPipeline
-from fashion_search.services.search.factory import make_index
-from tests.conftest import TEST_REDIS, make_settings
+from tests.conftest import TEST_REDIS, make_settings, model_pipeline
 
 CONTRACT_DB = 8  # the queue and job store of the ingest routes under test
 
@@ -38,10 +36,7 @@ def api_schema(
         tmp_path_factory.mktemp("contract"), auth_required=True, api_key_store="file",
         rate_limit_storage_url="memory://", rate_limit_admin="100000/minute", broker_url=queue, redis_url=queue,
     )
-    embedder = shared_models["embedder"]
-    pipe = SearchPipeline(
-        settings, shared_models["detector"], shared_models["segmenter"], embedder, make_index(settings, embedder.dim)
-    )
+    pipe = model_pipeline(settings, shared_models)
     Ingestor(pipe, settings).ingest_records(small_records[:4])
     key, _ = ApiKeys(settings).create(["admin"], "contract")
     yield schemathesis.openapi.from_asgi("/openapi.json", create_app(settings, pipe)), key

@@ -20,8 +20,7 @@ from fashion_search.gateway.app import create_app
 from fashion_search.gateway.auth import OPEN_PATHS, ScopeCheck, check_exposure
 from fashion_search.gateway.keys import REDIS_HASH, SCOPES, ApiKeys
 from fashion_search.pipeline.search_pipeline import SearchPipeline
-from fashion_search.services.search.factory import make_index
-from tests.conftest import TEST_REDIS, make_settings
+from tests.conftest import TEST_REDIS, make_settings, model_pipeline
 
 AUTH_DB = 9  # a Redis database of its own: keys and limiter windows are flushed per test
 
@@ -40,10 +39,7 @@ def redis_url() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory: pytest.TempPathFactory, shared_models: dict) -> Iterator[SearchPipeline]:
     settings = make_settings(tmp_path_factory.mktemp("auth"))
-    embedder = shared_models["embedder"]
-    pipe = SearchPipeline(
-        settings, shared_models["detector"], shared_models["segmenter"], embedder, make_index(settings, embedder.dim)
-    )
+    pipe = model_pipeline(settings, shared_models)
     yield pipe
     pipe.index.close()
 

@@ -11,8 +11,7 @@ import pytest
 from fashion_search.core.catalog import CatalogRecord
 from fashion_search.core.images import decode_image
 from fashion_search.pipeline.search_pipeline import SearchPipeline, prepare
-from fashion_search.services.search.factory import make_index
-from tests.conftest import make_settings
+from tests.conftest import make_settings, model_pipeline
 
 N = 6
 
@@ -20,11 +19,7 @@ N = 6
 @pytest.fixture
 def pipeline(tmp_path: Path, shared_models: dict) -> Iterator[SearchPipeline]:
     settings = make_settings(tmp_path)
-    embedder = shared_models["embedder"]
-    pipe = SearchPipeline(
-        settings, shared_models["detector"], shared_models["segmenter"], embedder, make_index(settings, embedder.dim),
-        image_embedder=shared_models["image_embedder"],
-    )
+    pipe = model_pipeline(settings, shared_models, image_embedder=True)
     yield pipe
     pipe.index.close()
 

@@ -19,8 +19,7 @@ from fashion_search.gateway.app import create_app
 from fashion_search.gateway.cache import SearchCache
 from fashion_search.pipeline.ingest import Ingestor
 from fashion_search.pipeline.search_pipeline import SearchPipeline
-from fashion_search.services.search.factory import make_index
-from tests.conftest import TEST_REDIS, jpeg_bytes, make_settings
+from tests.conftest import TEST_REDIS, jpeg_bytes, make_settings, model_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -28,10 +27,7 @@ def pipeline(
     tmp_path_factory: pytest.TempPathFactory, shared_models: dict, small_records: list[CatalogRecord]
 ) -> Iterator[SearchPipeline]:
     settings = make_settings(tmp_path_factory.mktemp("gateway"))
-    embedder = shared_models["embedder"]
-    pipe = SearchPipeline(
-        settings, shared_models["detector"], shared_models["segmenter"], embedder, make_index(settings, embedder.dim)
-    )
+    pipe = model_pipeline(settings, shared_models)
     report = Ingestor(pipe, settings).ingest_records(small_records)
     assert report.indexed == len(small_records) and not report.failed
     yield pipe

@@ -16,8 +16,7 @@ from fashion_search.core.catalog import CatalogRecord, load_catalog
 from fashion_search.gateway.app import create_app
 from fashion_search.pipeline.ingest import Ingestor
 from fashion_search.pipeline.search_pipeline import SearchPipeline
-from fashion_search.services.search.factory import make_index
-from tests.conftest import TEST_REDIS, make_settings
+from tests.conftest import TEST_REDIS, make_settings, model_pipeline
 
 BRANDS = ("acme", "zeta")
 
@@ -40,10 +39,7 @@ def pipeline(
     tmp_path_factory: pytest.TempPathFactory, shared_models: dict, records: list[CatalogRecord]
 ) -> Iterator[SearchPipeline]:
     settings = make_settings(tmp_path_factory.mktemp("shop"), max_search_offset=30)
-    embedder = shared_models["embedder"]
-    pipe = SearchPipeline(
-        settings, shared_models["detector"], shared_models["segmenter"], embedder, make_index(settings, embedder.dim)
-    )
+    pipe = model_pipeline(settings, shared_models)
     report = Ingestor(pipe, settings).ingest_records(records, with_garment=True)
     assert report.indexed == len(records) and not report.failed
     yield pipe

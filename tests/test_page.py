@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from fashion_search.core.catalog import CatalogRecord
-from tests.conftest import ROOT, make_settings
+from tests.conftest import ROOT, make_settings, model_pipeline
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -50,17 +50,11 @@ def gateway_url(
     from fashion_search.gateway.app import create_app
     from fashion_search.gateway.keys import ApiKeys
     from fashion_search.pipeline.ingest import Ingestor
-    from fashion_search.pipeline.search_pipeline import SearchPipeline
-    from fashion_search.services.search.factory import make_index
 
     settings = make_settings(tmp_path_factory.mktemp("page"), auth_required=True, rate_limit_search="10000/minute")
     page_key, _ = ApiKeys(settings).create(["search"], "page")
     settings = settings.model_copy(update={"page_api_key": page_key})
-    embedder = shared_models["embedder"]
-    pipe = SearchPipeline(
-        settings, shared_models["detector"], shared_models["segmenter"], embedder, make_index(settings, embedder.dim),
-        shared_models["image_embedder"],
-    )
+    pipe = model_pipeline(settings, shared_models, image_embedder=True)
     assert Ingestor(pipe, settings).ingest_records(page_records).indexed == len(page_records)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))

@@ -9,11 +9,9 @@ import pytest
 
 from fashion_search.core.catalog import CatalogRecord
 from fashion_search.pipeline.ingest import Ingestor
-from fashion_search.pipeline.search_pipeline import SearchPipeline
-from fashion_search.services.search.factory import make_index
 from fashion_search.workers import tasks
 from fashion_search.workers.tasks import decode_photos
-from tests.conftest import TEST_REDIS, make_settings
+from tests.conftest import TEST_REDIS, make_settings, model_pipeline
 
 
 def test_a_photo_that_is_not_base64_refuses_its_product_only() -> None:
@@ -33,10 +31,7 @@ def test_the_ingest_task_indexes_the_good_products_and_counts_the_whole_message(
     tmp_path: Path, shared_models: dict, small_records: list[CatalogRecord], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     settings = make_settings(tmp_path)
-    embedder = shared_models["embedder"]
-    pipeline = SearchPipeline(
-        settings, shared_models["detector"], shared_models["segmenter"], embedder, make_index(settings, embedder.dim)
-    )
+    pipeline = model_pipeline(settings, shared_models)
     monkeypatch.setattr(tasks, "_ingestor", Ingestor(pipeline, settings))
     monkeypatch.setattr(tasks.ingest_batch, "update_state", lambda **_: None)  # no broker-side task state here
     photo = base64.b64encode(Path(small_records[0].image_path).read_bytes()).decode()
@@ -60,10 +55,7 @@ def test_redelivered_batches_count_once_and_never_bring_back_older_data(
     from fashion_search.workers.jobs import SUPERSEDED, JobStore
 
     settings = make_settings(tmp_path, redis_url=f"{TEST_REDIS}/14", job_key_prefix=f"fs:test:{tmp_path.name}:")
-    embedder = shared_models["embedder"]
-    pipeline = SearchPipeline(
-        settings, shared_models["detector"], shared_models["segmenter"], embedder, make_index(settings, embedder.dim)
-    )
+    pipeline = model_pipeline(settings, shared_models)
     jobs = JobStore(settings, redis.Redis.from_url(settings.redis_url))
     monkeypatch.setattr(tasks, "_ingestor", Ingestor(pipeline, settings))
     monkeypatch.setattr(tasks, "_jobs", jobs)
@@ -99,10 +91,7 @@ def test_the_rebuild_task_runs_the_ingestors_rebuild_and_reports_the_switch(
     tmp_path: Path, shared_models: dict, small_records: list[CatalogRecord], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     settings = make_settings(tmp_path)
-    embedder = shared_models["embedder"]
-    pipeline = SearchPipeline(
-        settings, shared_models["detector"], shared_models["segmenter"], embedder, make_index(settings, embedder.dim)
-    )
+    pipeline = model_pipeline(settings, shared_models)
     ingestor = Ingestor(pipeline, settings)
     assert ingestor.ingest_records(small_records[:2]).indexed == 2
     version = pipeline.index.version
