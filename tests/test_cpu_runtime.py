@@ -75,3 +75,39 @@ def test_segmenter_masks_match_eager(tmp_path: Path, photos: list[Image.Image], 
         boxes = [Box(w * 0.1, h * 0.1, w * 0.9, h * 0.9), Box(0, 0, w / 2, h)]
         for a, b in zip(script.segment(photo, boxes), eager.segment(photo, boxes), strict=True):
             assert a.shape == b.shape and (a != b).mean() < 0.002
+
+
+def test_an_exported_graph_is_kept_for_the_next_load_and_renewed_when_the_weights_change(
+    tmp_path: Path, photos: list[Image.Image], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import fashion_search.core.onnx_runtime as ort_module
+
+    exports: list[str] = []
+    export = ort_module.export_onnx
+    monkeypatch.setattr(ort_module, "export_onnx", lambda m, x: exports.append(type(m).__name__) or export(m, x))
+    first = GarmentEmbedder(make_settings(tmp_path, torch_device="cpu"))
+    first.load()
+    assert exports == ["EmbeddingNetwork"] and len(list((tmp_path / "onnx").glob("EmbeddingNetwork-*.onnx"))) == 1
+    again = GarmentEmbedder(make_settings(tmp_path, torch_device="cpu"))
+    again.load()
+    assert exports == ["EmbeddingNetwork"]  # read back, not exported again
+    np.testing.assert_array_equal(again.embed(photos), first.embed(photos))
+    # Other weights are another graph: never served from the first one's file.
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    example = torch.rand(1, 3, 16, 16)
+    one = OrtNetwork(net, example, cache_dir=tmp_path / "onnx")
+    with torch.no_grad():
+        net[0].weight.mul_(2.0)
+    two = OrtNetwork(net, example, cache_dir=tmp_path / "onnx")
+    assert exports[1:] == ["Sequential", "Sequential"]
+    np.testing.assert_allclose(two(example), net(example).detach(), atol=1e-5)
+    assert not np.allclose(one(example), two(example))
+
+
+def test_a_cache_that_cannot_be_written_only_costs_the_export(tmp_path: Path) -> None:
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the cache folder would go")
+    net = torch.nn.Sequential(torch.nn.Linear(8, 3), torch.nn.ReLU())
+    example = torch.rand(2, 8)
+    network = OrtNetwork(net, example, cache_dir=blocked / "onnx")
+    np.testing.assert_allclose(network(example), net(example).detach(), atol=1e-5)

@@ -69,7 +69,8 @@ def for_inference(module: torch.nn.Module, example: torch.Tensor, device: torch.
     if device.type != "cpu" or settings.cpu_runtime == "torch":
         return module
     if settings.cpu_runtime == "onnxruntime":
-        return OrtNetwork(module, example, settings.onnx_threads)
+        cache = settings.data_dir / "onnx" if settings.onnx_cache else None
+        return OrtNetwork(module, example, settings.onnx_threads, cache)
     with torch.inference_mode():
         traced = torch.jit.trace(module, example.to(device), check_trace=False)
         return torch.jit.optimize_for_inference(traced)

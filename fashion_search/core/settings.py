@@ -72,6 +72,9 @@ class ModelSettings(BaseModel):
         default=0, description="Torch CPU threads (0: torch's default, or 1 where ONNX Runtime runs the networks)."
     )
     onnx_threads: int = Field(default=0, ge=0, description="Threads of each ONNX Runtime network (0: one per core).")
+    onnx_cache: bool = Field(
+        default=True, description="Keep exported ONNX graphs under data_dir/onnx (keyed by weights and code)."
+    )
     torch_device: str = Field(
         default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$",
         description="`auto`: the GPU if torch sees one, else the CPU; `cpu`, `cuda` or `cuda:N` to pin it.",
