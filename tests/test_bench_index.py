@@ -16,6 +16,7 @@ from fashion_search.evaluation.index_bench import (
     _quantized_mb,
     built_index,
     config_name,
+    distinct_configs,
     held_out_queries,
     measure,
     rows_json,
@@ -78,3 +79,11 @@ def test_the_vectors_part_of_memory_counts_mapped_vector_pages(tmp_path: Path) -
             index.search(q, 10)  # type: ignore[attr-defined]
         assert _mapped_vectors_mb() > before
     assert _quantized_mb(tmp_path) == 0.0  # float32 alone: no quantized copies
+
+
+def test_default_is_the_shipped_quantization_and_runs_once(tmp_path: Path) -> None:
+    names = ["default", "float32", "int8", "binary"]
+    assert distinct_configs(names, Settings(data_dir=tmp_path, index_quantization="int8")) == [
+        "default", "float32", "binary"]
+    assert distinct_configs(names, Settings(data_dir=tmp_path, index_quantization="none")) == [
+        "default", "int8", "binary"]

@@ -486,15 +486,15 @@ def cmd_snapshot_restore(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_bench_index(args: argparse.Namespace, settings: Settings) -> int:
     """Build the index at --n vectors per configuration and print (and write) latency, recall and memory."""
-    from fashion_search.evaluation.index_bench import QUANTIZATIONS, Row, rows_json, run_bench_index, to_markdown
+    from fashion_search.evaluation.index_bench import CONFIGS, Row, rows_json, run_bench_index, to_markdown
     from fashion_search.evaluation.metrics import write_section
 
     if args.n < 1000 or args.queries < 10:
         print("error: --n must be at least 1000 and --queries at least 10", file=sys.stderr)
         return 2
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
-    if not configs or any(c not in QUANTIZATIONS for c in configs):
-        print(f"error: --configs takes a comma-separated list of {', '.join(QUANTIZATIONS)}", file=sys.stderr)
+    if not configs or any(c not in CONFIGS for c in configs):
+        print(f"error: --configs takes a comma-separated list of {', '.join(CONFIGS)}", file=sys.stderr)
         return 2
     if args.sweep:
         from fashion_search.evaluation.index_bench import run_sweep, sweep_markdown

@@ -304,7 +304,25 @@ def measure(
     }
 
 
-QUANTIZATIONS = {"default": "none", "int8": "int8", "binary": "binary"}
+# Configurations by name; "default" is the shipped FS_INDEX_QUANTIZATION, whichever that is.
+QUANTIZATIONS = {"float32": "none", "int8": "int8", "binary": "binary"}
+CONFIGS = ("default", *QUANTIZATIONS)
+
+
+def quantization_of(name: str, settings: Settings) -> str:
+    """The index_quantization a configuration name stands for."""
+    return settings.index_quantization if name == "default" else QUANTIZATIONS[name]
+
+
+def distinct_configs(names: Sequence[str], settings: Settings) -> list[str]:
+    """The names in order, each quantization once (a name that repeats the shipped one's quantization is dropped)."""
+    seen: set[str] = set()
+    out = []
+    for name in names:
+        if quantization_of(name, settings) not in seen:
+            seen.add(quantization_of(name, settings))
+            out.append(name)
+    return out
 
 
 def config_name(quantization: str, ef: int, shipped_ef: int, filter_name: str) -> str:
@@ -315,7 +333,7 @@ def config_name(quantization: str, ef: int, shipped_ef: int, filter_name: str) -
 
 def run_bench_index(
     settings: Settings, n: int, n_queries: int = 200, seed: int = 0, workdir: Path | None = None,
-    quantizations: Sequence[str] = tuple(QUANTIZATIONS), filters: Sequence[str] = tuple(FILTERS),
+    quantizations: Sequence[str] = ("default", "float32", "binary"), filters: Sequence[str] = tuple(FILTERS),
     efs: Sequence[int] = (), on_rows: Callable[[list[Row], dict[str, object]], None] | None = None,
 ) -> tuple[list[Row], dict[str, object]]:
     """Build each quantization's index of n vectors and measure every filter at each search ef (default: the
@@ -327,14 +345,14 @@ def run_bench_index(
         "n": len(v.vectors), "dim": int(v.vectors.shape[1]), "real": len(real.vectors), "real_source": real.source,
         "queries": n_queries, "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
         "hnsw": f"m={settings.hnsw_m}, ef_construct={settings.hnsw_ef_construct}, ef={settings.hnsw_ef_search}",
-        "oversampling": settings.quantization_oversampling,
+        "oversampling": settings.quantization_oversampling, "default": settings.index_quantization,
     }
     rows: list[Row] = []
     truths: dict[str, tuple[list[np.ndarray], list[float]]] = {}
     base = Path(workdir or settings.data_dir / "bench-index")
     base.mkdir(parents=True, exist_ok=True)
-    for name in quantizations:
-        local = settings.model_copy(update={"index_quantization": QUANTIZATIONS[name]})
+    for name in distinct_configs(quantizations, settings):
+        local = settings.model_copy(update={"index_quantization": quantization_of(name, settings)})
         work = Path(tempfile.mkdtemp(prefix=f"build-{name}-", dir=base))
         figures: dict[tuple[int, str], dict[str, float]] = {}
         try:
@@ -377,6 +395,7 @@ def to_markdown(rows: Sequence[Row], info: dict[str, object], command: str) -> s
         "(a row named @efN searched the same build with ef N); "
         "category filter = the query's own category (about a tenth of the catalog); price filter = "
         f"{PRICE_RANGE[0]:g}..{PRICE_RANGE[1]:g} (about a fifth); "
+        f"default = the shipped quantization ({info.get('default', 'none')}); "
         "int8 / binary = scalar int8 / 1-bit copies (8-bit queries) in RAM, float32 on disk, rescoring "
         f"{info['oversampling']}x oversampled. "
         f"Machine: {info['cores']} cores ({info['cpu']}), shared with other work, so compare rows of one run. "
