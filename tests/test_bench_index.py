@@ -60,7 +60,7 @@ def test_an_exact_index_recalls_everything_and_the_rows_print(tmp_path: Path) ->
               disk_mb=1.0, disk_mb_per_million=1.0, **figures["unfiltered"])
     assert '"config": "default"' in rows_json([row])
     info = {"n": 300, "dim": 16, "real": 60, "real_source": "test", "queries": 12, "cores": 2, "cpu": "x",
-            "hnsw": "m=16", "oversampling": 2.0}
+            "hnsw": "m=16", "oversampling": 2.0, "default": "int8"}
     assert "| default | 300 | 128 |" in to_markdown([row], info, "fashion-search bench-index")
 
 

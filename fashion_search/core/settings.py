@@ -312,7 +312,7 @@ class ScaleSettings(BaseModel):
     max_search_offset: int = Field(
         default=1000, ge=0, description="deepest result a search page may start at (offset + top_k reaches past it)"
     )
-    # int8: at 1M vectors 2-3x faster than float32 in 0.37x the memory, recall within 0.01:
+    # int8: at 1M vectors a third of float32's latency in 0.37x the memory, recall 0.011 lower:
     # docs/decisions/2026-12-07-index-at-a-million.md.
     index_quantization: Literal["none", "int8", "binary"] = Field(
         default="int8",

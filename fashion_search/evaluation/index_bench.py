@@ -395,7 +395,7 @@ def to_markdown(rows: Sequence[Row], info: dict[str, object], command: str) -> s
         "(a row named @efN searched the same build with ef N); "
         "category filter = the query's own category (about a tenth of the catalog); price filter = "
         f"{PRICE_RANGE[0]:g}..{PRICE_RANGE[1]:g} (about a fifth); "
-        f"default = the shipped quantization ({info.get('default', 'none')}); "
+        f"default = the shipped quantization ({info['default']}); "
         "int8 / binary = scalar int8 / 1-bit copies (8-bit queries) in RAM, float32 on disk, rescoring "
         f"{info['oversampling']}x oversampled. "
         f"Machine: {info['cores']} cores ({info['cpu']}), shared with other work, so compare rows of one run. "
