@@ -147,7 +147,13 @@ def test_upload_in_each_mode_shows_equal_cards_with_prices_and_match_bands(
     shot(page, f"search-{mode}")
 
 
-def test_the_page_sends_its_key_where_the_gateway_requires_keys(page: object) -> None:
+def test_the_page_sends_its_key_where_the_gateway_requires_keys(page: object, photos: dict[str, Path]) -> None:
+    search(page, photos["single"], "simple")
+    # The catalog photos load too (fetched with the key: an <img> cannot send one).
+    page.wait_for_function(  # type: ignore[attr-defined]
+        "() => { const img = document.querySelector('#results .card img');"
+        " return img !== null && img.complete && img.naturalWidth > 0; }"
+    )
     expect = playwright_api.expect
     expect(page.locator("#stats")).to_contain_text("products to match your photo against")  # type: ignore[attr-defined]
     key = page.locator('meta[name="fs-api-key"]').get_attribute("content")  # type: ignore[attr-defined]
@@ -225,12 +231,18 @@ def test_more_like_this_searches_with_the_product(page: object, photos: dict[str
     search(page, photos["single"], "simple")
     first = page.locator("#results .card").first  # type: ignore[attr-defined]
     product = first.get_attribute("data-product")
-    with page.expect_request("**/v1/search") as sent:  # type: ignore[attr-defined]
+    with (
+        page.expect_request("**/v1/search") as sent,  # type: ignore[attr-defined]
+        page.expect_request(f"**/v1/products/{product}/image"),  # type: ignore[attr-defined]
+    ):
         first.locator("button.more").click()
     assert f'name="product_id"\r\n\r\n{product}'.encode() in sent.value.post_data_buffer
     page.wait_for_selector("#out:not(.busy)")  # type: ignore[attr-defined]
     assert page.locator("#results .card").count() > 0  # type: ignore[attr-defined]
-    assert "/v1/products/" in (page.locator("#preview").get_attribute("src") or "")  # type: ignore[attr-defined]
+    # The product's photo is the query shown (fetched with the page's key).
+    page.wait_for_function(  # type: ignore[attr-defined]
+        "() => { const i = document.getElementById('preview'); return i.complete && i.naturalWidth > 0; }"
+    )
 
 
 @pytest.mark.parametrize("how", ["paste", "drop"])
