@@ -125,18 +125,16 @@ def shared_models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
     yield models
 
 
-def model_pipeline(
-    settings: Settings, shared_models: dict, *, image_embedder: bool = False, index: object | None = None,
-) -> SearchPipeline:
-    """A SearchPipeline over the session's models with these settings, on a new index of them unless one is given
-    (image_embedder: the image vectors' own embedder, as the shipped pipeline has)."""
+def model_pipeline(settings: Settings, shared_models: dict, *, image_embedder: bool = False) -> SearchPipeline:
+    """A SearchPipeline over the session's models with these settings, on a new index of them (image_embedder: the
+    image vectors' own embedder, as the shipped pipeline has)."""
     from fashion_search.pipeline.search_pipeline import SearchPipeline
     from fashion_search.services.search.factory import make_index
 
     embedder = shared_models["embedder"]
     return SearchPipeline(
         settings, shared_models["detector"], shared_models["segmenter"], embedder,  # type: ignore[arg-type]
-        make_index(settings, embedder.dim) if index is None else index,  # type: ignore[arg-type]
+        make_index(settings, embedder.dim),
         shared_models["image_embedder"] if image_embedder else None,  # type: ignore[arg-type]
     )
 

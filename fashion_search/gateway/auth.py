@@ -46,12 +46,12 @@ def check_exposure(settings: Settings) -> str:
     return f"auth is OFF: anyone who can reach {settings.bind_host}:{settings.gateway_port} may call the API"
 
 
-def check_page_key(settings: Settings, keys: ApiKeys | None = None) -> None:
+def check_page_key(settings: Settings) -> None:
     """Refuse to start with a page key that is unknown, revoked or allowed more than search: every visitor of the
     page can read it."""
     if not settings.page_api_key:
         return
-    record = (keys or ApiKeys(settings)).lookup(settings.page_api_key)
+    record = ApiKeys(settings).lookup(settings.page_api_key)
     if record is None or record.revoked is not None:
         raise SystemExit("error: FS_PAGE_API_KEY is not a live key of the key store: create one with "
                          "`fashion-search keys create --scope search --name page`")
