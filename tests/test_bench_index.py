@@ -54,7 +54,8 @@ def test_an_exact_index_recalls_everything_and_the_rows_print(tmp_path: Path) ->
     assert rate > 0 and all(fig["recall_at_10"] == 1.0 for fig in figures.values())
     assert set(truths) == set(FILTERS) and again["recall_at_10"] == 1.0
     assert again["exact_p50_ms"] == figures["category"]["exact_p50_ms"]
-    row = Row(config="default", n=300, quantization="default", filter="unfiltered", ef=128, upsert_per_s=rate,
+    row = Row(config="default", n=300, quantization="default", filter="unfiltered", ef=128, oversampling=2.0,
+              upsert_per_s=rate,
               build_s=0.0,
               memory_mb=1.0, memory_mb_per_million=1.0, vector_memory_mb=0.5, vector_memory_mb_per_million=0.5,
               disk_mb=1.0, disk_mb_per_million=1.0, **figures["unfiltered"])
@@ -68,6 +69,8 @@ def test_rows_name_their_ef_and_filter() -> None:
     assert config_name("default", 128, 128, "unfiltered") == "default"
     assert config_name("int8", 256, 128, "unfiltered") == "int8@ef256"
     assert config_name("int8", 256, 128, "price") == "int8@ef256+price"
+    assert config_name("int8", 128, 128, "unfiltered", 3.0, 2.0) == "int8x3"
+    assert config_name("int8", 256, 128, "price", 2.0, 2.0) == "int8@ef256+price"
 
 
 def test_the_vectors_part_of_memory_counts_mapped_vector_pages(tmp_path: Path) -> None:

@@ -32,3 +32,13 @@ def test_eval_prints_json_and_replaces_its_docs_section(
     assert text.count("<!-- eval-simple-limit2:begin -->") == 1 and text.count("<!-- eval-simple-limit2:end -->") == 1
     assert "<!-- eval-simple:begin -->" not in text
     assert printed.strip() in text
+
+
+@pytest.mark.parametrize(
+    "flag", [["--efs", "0"], ["--efs", "x"], ["--oversamplings", "0.5"], ["--oversamplings", "two"]],
+)
+def test_bench_index_refuses_bad_sweep_values(
+    flag: list[str], cli_env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["bench-index", "--n", "1000", "--no-output", *flag]) == 2
+    assert "error: " + flag[0] in capsys.readouterr().err

@@ -8,11 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import qdrant_edge as qe
 
 from fashion_search.core.domain import GARMENT_VECTOR, IMAGE_VECTOR, Product, SearchFilter, VectorIndex
 from fashion_search.core.settings import Settings
 from fashion_search.services.search.client import RemoteIndex
 from fashion_search.services.search.edge_index import EdgeIndex
+from fashion_search.services.search.points import PAYLOAD_INDEXES
 from fashion_search.services.search.qdrant_index import QdrantServerIndex, collection_config
 from fashion_search.services.search.server import start_server
 
@@ -47,12 +49,15 @@ def settings(tmp_path: Path) -> Settings:
     return Settings(data_dir=tmp_path, max_top_k=N, max_search_offset=20, grpc_timeout_s=5)
 
 
-@pytest.fixture(params=("edge", "qdrant", "remote"))
+@pytest.fixture(params=("edge", "edge-indexes-in-ram", "qdrant", "remote"))
 def index(request: pytest.FixtureRequest, settings: Settings, tmp_path: Path) -> Iterator[VectorIndex]:
-    """A filled index of each backend (remote: the gRPC search service over an EdgeIndex on loopback)."""
+    """A filled index of each backend (remote: the gRPC search service over an EdgeIndex on loopback;
+    edge-indexes-in-ram: an Edge index with payload indexes held in RAM, not memory-mapped from disk)."""
     closers: list[Callable[[], object]] = []
     if request.param == "qdrant":
         idx: VectorIndex = QdrantServerIndex(settings, DIM, ":memory:")
+    elif request.param == "edge-indexes-in-ram":
+        idx = EdgeIndex(settings.model_copy(update={"payload_indexes_on_disk": []}), DIM, tmp_path / "edge")
     else:
         idx = EdgeIndex(settings, DIM, tmp_path / "edge")
         if request.param == "remote":
@@ -285,3 +290,31 @@ def test_the_words_weight_sets_how_far_they_move_the_photo_order(
         assert [h.product.product_id for h in idx.search(QUERY, 5, text="red")] != photo
     finally:
         idx.close()
+
+
+def test_payload_indexes_on_disk_are_those_named_in_the_settings(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, payload_indexes_on_disk=["product_id", "text"])
+    with EdgeIndex(settings, DIM, tmp_path / "edge") as idx:
+        schema = idx._open().info().payload_schema
+    assert {name for name, info in schema.items() if info.params.memory == qe.Memory.Cold} == {"product_id", "text"}
+    with pytest.raises(ValueError, match="colour"):
+        EdgeIndex(Settings(data_dir=tmp_path, payload_indexes_on_disk=["colour"]), DIM, tmp_path / "other")
+
+
+def test_payload_indexes_on_disk_answer_every_filter_exactly_once_the_segment_is_built(tmp_path: Path) -> None:
+    n = 600
+    products = [product(i) for i in range(n)]
+    vectors = unit_vectors(n, seed=5)
+    settings = Settings(data_dir=tmp_path, max_top_k=50, payload_indexes_on_disk=list(PAYLOAD_INDEXES))
+    # Built (immutable) segment; filters under the full-scan threshold are answered through the payload indexes.
+    with EdgeIndex(settings, DIM, tmp_path / "edge", indexing_threshold_kb=1) as idx:
+        idx.upsert([(p, {IMAGE_VECTOR: vectors[i]}) for i, p in enumerate(products)])
+        idx.optimize()
+        assert idx.indexed_vector_count >= n
+        schema = idx._open().info().payload_schema
+        assert set(schema) == set(PAYLOAD_INDEXES)
+        assert all(info.params.memory == qe.Memory.Cold for info in schema.values())
+        order = np.argsort(-(vectors @ QUERY), kind="stable")
+        for name, search_filter, keep in FILTERS:
+            expected = [products[i].product_id for i in order if keep(products[i])][:50]
+            assert [h.product.product_id for h in idx.search(QUERY, 50, filters=search_filter)] == expected, name

@@ -509,6 +509,13 @@ def cmd_bench_index(args: argparse.Namespace, settings: Settings) -> int:
     if any(e < 1 for e in efs):
         print("error: --efs takes a comma-separated list of positive integers", file=sys.stderr)
         return 2
+    try:
+        oversamplings = [float(o) for o in args.oversamplings.split(",") if o.strip()]
+    except ValueError:
+        oversamplings = [0.0]
+    if any(o < 1 for o in oversamplings):
+        print("error: --oversamplings takes a comma-separated list of numbers of at least 1", file=sys.stderr)
+        return 2
     path = Path(args.output) if args.output else settings.docs_dir / "BENCHMARKS.md"
 
     def finished(rows: list[Row], info: dict[str, object]) -> None:
@@ -520,7 +527,9 @@ def cmd_bench_index(args: argparse.Namespace, settings: Settings) -> int:
             write_section(path, f"bench-index-{info['n']}", f"## Vector index at {info['n']:,} vectors\n\n{text}",
                           "Benchmarks")
 
-    rows, info = run_bench_index(settings, args.n, args.queries, quantizations=configs, efs=efs, on_rows=finished)
+    rows, info = run_bench_index(
+        settings, args.n, args.queries, quantizations=configs, efs=efs, oversamplings=oversamplings, on_rows=finished,
+    )
     print(rows_json(rows) if args.json else to_markdown(rows, info, _command_line()))
     return 0
 

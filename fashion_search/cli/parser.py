@@ -171,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "(quantized, float32 on disk); each quantization runs once")
     bi.add_argument("--efs", default="", help="comma-separated search ef values to measure on each build "
                     "(default: FS_HNSW_EF_SEARCH)")
+    bi.add_argument("--oversamplings", default="", help="comma-separated rescoring oversampling factors to measure "
+                    "on each quantized build (default: FS_QUANTIZATION_OVERSAMPLING)")
     bi.add_argument("--sweep", action="store_true", help="instead: sweep HNSW m, ef_construct and ef (float32)")
 
     snap = sub.add_parser("snapshot", help="back up and restore the index (stop the search service to restore)")

@@ -312,14 +312,19 @@ class ScaleSettings(BaseModel):
     max_search_offset: int = Field(
         default=1000, ge=0, description="deepest result a search page may start at (offset + top_k reaches past it)"
     )
-    # int8: at 1M vectors a third of float32's latency in 0.37x the memory, recall 0.011 lower:
-    # docs/decisions/2026-12-07-index-at-a-million.md.
+    # int8: at 1M vectors a third of float32's latency: docs/decisions/2026-12-07-index-at-a-million.md.
     index_quantization: Literal["none", "int8", "binary"] = Field(
         default="int8",
         description="int8 or 1-bit (binary) vector copies in RAM, float32 kept on disk to rescore; none: float32",
     )
+    # 3: at 1M, recall 0.006 higher than 2 and no lower than 4: docs/decisions/2026-12-07-payload-indexes-on-disk.md.
     quantization_oversampling: float = Field(
-        default=2.0, ge=1.0, description="a quantized search fetches this many times top_k, then rescores with float32"
+        default=3.0, ge=1.0, description="a quantized search fetches this many times top_k, then rescores with float32"
+    )
+    # The fields no filtered search reads: docs/decisions/2026-12-07-payload-indexes-on-disk.md.
+    payload_indexes_on_disk: list[str] = Field(
+        default=["product_id", "embedder", "photo", "text"],
+        description="fields whose payload index is memory-mapped from disk (read on use) instead of held in RAM",
     )
     max_text_length: int = Field(default=200, ge=1, description="longest text a search may add to its photo")
     fusion_candidates: int = Field(

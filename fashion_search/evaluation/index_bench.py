@@ -51,6 +51,7 @@ class Row:
     quantization: str
     filter: str
     ef: int
+    oversampling: float | None
     upsert_per_s: float
     build_s: float
     p50_ms: float
@@ -325,19 +326,27 @@ def distinct_configs(names: Sequence[str], settings: Settings) -> list[str]:
     return out
 
 
-def config_name(quantization: str, ef: int, shipped_ef: int, filter_name: str) -> str:
-    """A row's name: the quantization, @ef when not the shipped ef, +filter when filtered."""
+def config_name(
+    quantization: str, ef: int, shipped_ef: int, filter_name: str,
+    oversampling: float | None = None, shipped_oversampling: float | None = None,
+) -> str:
+    """A row's name: the quantization, @ef when not the shipped ef, xN when not the shipped oversampling,
+    +filter when filtered."""
     name = quantization if ef == shipped_ef else f"{quantization}@ef{ef}"
+    if oversampling is not None and oversampling != shipped_oversampling:
+        name += f"x{oversampling:g}"
     return name if filter_name == "unfiltered" else f"{name}+{filter_name}"
 
 
 def run_bench_index(
     settings: Settings, n: int, n_queries: int = 200, seed: int = 0, workdir: Path | None = None,
     quantizations: Sequence[str] = ("default", "float32", "binary"), filters: Sequence[str] = tuple(FILTERS),
-    efs: Sequence[int] = (), on_rows: Callable[[list[Row], dict[str, object]], None] | None = None,
+    efs: Sequence[int] = (), oversamplings: Sequence[float] = (),
+    on_rows: Callable[[list[Row], dict[str, object]], None] | None = None,
 ) -> tuple[list[Row], dict[str, object]]:
-    """Build each quantization's index of n vectors and measure every filter at each search ef (default: the
-    shipped one) on it; rows and run facts. on_rows gets the rows so far after each build."""
+    """Build each quantization's index of n vectors and measure every filter at each search ef and, when
+    quantized, each oversampling (default: the shipped ones) on it; rows and run facts. on_rows gets the rows so
+    far after each build."""
     real = real_vectors(settings, settings.data_dir / "bench-index")
     v = synthetic(real, n, seed)
     queries = held_out_queries(real, n_queries, seed + 1)
@@ -354,24 +363,30 @@ def run_bench_index(
     for name in distinct_configs(quantizations, settings):
         local = settings.model_copy(update={"index_quantization": quantization_of(name, settings)})
         work = Path(tempfile.mkdtemp(prefix=f"build-{name}-", dir=base))
-        figures: dict[tuple[int, str], dict[str, float]] = {}
+        quantized = local.index_quantization != "none"
+        figures: dict[tuple[int, float | None, str], dict[str, float]] = {}
         try:
             with built_index(local, v, work) as (index, path, upsert_rate, build_s):
                 for ef in efs or (settings.hnsw_ef_search,):
-                    searching = local.model_copy(update={"hnsw_ef_search": ef})
-                    index.settings = searching  # type: ignore[attr-defined]
-                    for f in filters:
-                        figures[ef, f] = measure(index, v, queries, f, searching, truths)
+                    for over in (oversamplings or (settings.quantization_oversampling,)) if quantized else (None,):
+                        searching = local.model_copy(update={
+                            "hnsw_ef_search": ef,
+                            "quantization_oversampling": over or settings.quantization_oversampling,
+                        })
+                        index.settings = searching  # type: ignore[attr-defined]
+                        for f in filters:
+                            figures[ef, over, f] = measure(index, v, queries, f, searching, truths)
             disk = _disk_mb(path)
             memory, vector_memory = resident_mb(local, v.vectors.shape[1], path, queries[0])
             fixed = empty_resident_mb(local, v.vectors.shape[1], work, queries[0])
         finally:
             shutil.rmtree(work, ignore_errors=True)
         per_million = 1e6 / len(v.vectors)
-        for (ef, f), fig in figures.items():
+        for (ef, over, f), fig in figures.items():
             rows.append(Row(
-                config=config_name(name, ef, settings.hnsw_ef_search, f), n=len(v.vectors), quantization=name,
-                filter=f, ef=ef, upsert_per_s=round(upsert_rate, 1), build_s=round(build_s, 1), memory_mb=memory,
+                config=config_name(name, ef, settings.hnsw_ef_search, f, over, settings.quantization_oversampling),
+                n=len(v.vectors), quantization=name, filter=f, ef=ef, oversampling=over,
+                upsert_per_s=round(upsert_rate, 1), build_s=round(build_s, 1), memory_mb=memory,
                 memory_mb_per_million=round(max(0.0, memory - fixed) * per_million, 1), vector_memory_mb=vector_memory,
                 vector_memory_mb_per_million=round(vector_memory * per_million, 1), disk_mb=round(disk, 1),
                 disk_mb_per_million=round(disk * per_million, 1), **fig,
@@ -392,7 +407,7 @@ def to_markdown(rows: Sequence[Row], info: dict[str, object], command: str) -> s
         f"`{command}`: {info['n']:,} vectors of {info['dim']} dimensions ({info['real']:,} real image vectors of the "
         f"sample catalog, {info['real_source']}, plus draws from each category's mean and per-dimension spread), "
         f"{info['queries']} held-out queries of the same distribution, top {TOP_K}; HNSW {info['hnsw']} "
-        "(a row named @efN searched the same build with ef N); "
+        "(a row named @efN searched the same build with ef N; xK: rescoring K times top 10); "
         "category filter = the query's own category (about a tenth of the catalog); price filter = "
         f"{PRICE_RANGE[0]:g}..{PRICE_RANGE[1]:g} (about a fifth); "
         f"default = the shipped quantization ({info['default']}); "

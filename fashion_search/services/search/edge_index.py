@@ -63,6 +63,7 @@ from fashion_search.services.search.points import (
     embedder_counts,
     expand_query,
     grouped_search,
+    indexes_on_disk,
     photo_point_ids,
     point_id,
     prepare_points,
@@ -144,6 +145,22 @@ def edge_search_params(settings: Settings, limit: int) -> qe.SearchParams:
     )
     # ef below the result count would cut the candidate list short of the page.
     return qe.SearchParams(hnsw_ef=max(settings.hnsw_ef_search, limit), quantization=quantization)
+
+
+def _index_params(kind: str, memory: qe.Memory | None) -> Any:
+    """Edge's payload index parameters for a PAYLOAD_INDEXES kind (memory None: held in RAM)."""
+    if kind == "keyword":
+        return qe.KeywordIndexParams(memory=memory)
+    if kind == "keyword-unique":  # unique values need no HNSW sub-graphs
+        return qe.KeywordIndexParams(enable_hnsw=False, memory=memory)
+    if kind == "float":
+        return qe.FloatIndexParams(memory=memory)
+    if kind == "integer":
+        return qe.IntegerIndexParams(lookup=True, range=True, memory=memory)
+    # Lower-cased words scored by BM25 (TextQuery); unique-ish texts need no HNSW sub-graphs.
+    return qe.TextIndexParams(
+        tokenizer=qe.TokenizerType.Word, lowercase=True, scoring=True, enable_hnsw=False, memory=memory,
+    )
 
 
 # A product's main photo: its one point in listings, counts and lookups (points stored before photos had no field).
@@ -239,6 +256,7 @@ class EdgeIndex:
 
     def _load(self, meta: dict[str, Any] | None) -> None:
         """Open (or create) the shard at self.path for self.sizes and write its sidecar."""
+        indexes_on_disk(self.settings)  # a misnamed field is refused before anything is created
         exists = (self.path / "edge_config.json").exists()
         if exists and meta is not None:
             check_stored_layout(stored_sizes(meta), self.sizes, str(self.path))
@@ -604,17 +622,11 @@ class EdgeIndex:
 
         Creating one is idempotent but rewrites it (~0.1 s), so only missing ones are created.
         """
-        kinds: dict[str, qe.PayloadSchemaType | qe.KeywordIndexParams] = {
-            "keyword": qe.PayloadSchemaType.Keyword,
-            "keyword-unique": qe.KeywordIndexParams(enable_hnsw=False),
-            "float": qe.PayloadSchemaType.Float,
-            "integer": qe.PayloadSchemaType.Integer,
-            # Lower-cased words scored by BM25 (TextQuery); unique-ish texts need no HNSW sub-graphs.
-            "text": qe.TextIndexParams(
-                tokenizer=qe.TokenizerType.Word, lowercase=True, scoring=True, enable_hnsw=False,
-            ),
+        on_disk = indexes_on_disk(self.settings)
+        schemas = {
+            name: _index_params(kind, qe.Memory.Cold if name in on_disk else None)
+            for name, kind in PAYLOAD_INDEXES.items()
         }
-        schemas = {field_name: kinds[kind] for field_name, kind in PAYLOAD_INDEXES.items()}
         shard = self._open()
         existing = shard.info().payload_schema
         for field_name, schema in schemas.items():

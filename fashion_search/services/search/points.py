@@ -60,6 +60,17 @@ PAYLOAD_INDEXES: dict[str, str] = {
     TEXT_FIELD: "text",
 }
 
+
+
+def indexes_on_disk(settings: Settings) -> set[str]:
+    """The fields whose payload index is memory-mapped from disk (settings.payload_indexes_on_disk), checked."""
+    unknown = sorted(set(settings.payload_indexes_on_disk) - set(PAYLOAD_INDEXES))
+    if unknown:
+        raise ValueError(f"FS_PAYLOAD_INDEXES_ON_DISK names fields without a payload index: {', '.join(unknown)}; "
+                         f"indexed fields: {', '.join(PAYLOAD_INDEXES)}")
+    return set(settings.payload_indexes_on_disk)
+
+
 # Reciprocal-rank fusion's k (the usual 60): a result's fused score is the sum of 1 / (k + its rank) per match.
 RRF_K = 60
 

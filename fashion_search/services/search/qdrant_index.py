@@ -57,6 +57,7 @@ from fashion_search.services.search.points import (
     embedder_counts,
     expand_query,
     grouped_search,
+    indexes_on_disk,
     photo_point_ids,
     point_id,
     prepare_points,
@@ -140,6 +141,24 @@ def client_filter(f: SearchFilter | None) -> models.Filter | None:
         [models.FieldCondition(key=PRODUCT_ID_FIELD, match=models.MatchAny(any=list(f.exclude)))] if f.exclude else None
     )
     return models.Filter(must=must or None, must_not=must_not)
+
+
+def _index_params(kind: str, on_disk: bool) -> models.PayloadSchemaParams:
+    """qdrant-client's payload index parameters for a PAYLOAD_INDEXES kind, memory-mapped from disk or in RAM."""
+    disk = True if on_disk else None
+    if kind == "keyword":
+        return models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, on_disk=disk)
+    if kind == "keyword-unique":  # unique values need no HNSW sub-graphs
+        return models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, enable_hnsw=False, on_disk=disk)
+    if kind == "float":
+        return models.FloatIndexParams(type=models.FloatIndexType.FLOAT, on_disk=disk)
+    if kind == "integer":
+        return models.IntegerIndexParams(type=models.IntegerIndexType.INTEGER, lookup=True, range=True, on_disk=disk)
+    # Lower-cased words scored by BM25 (TextQuery); unique-ish texts need no HNSW sub-graphs.
+    return models.TextIndexParams(
+        type=models.TextIndexType.TEXT, tokenizer=models.TokenizerType.WORD, lowercase=True, scoring=True,
+        enable_hnsw=False, on_disk=disk,
+    )
 
 
 def client_quantization(settings: Settings) -> models.ScalarQuantization | models.BinaryQuantization | None:
@@ -643,18 +662,8 @@ class QdrantServerIndex:
 
     def _create_payload_indexes(self, collection: str) -> None:
         """Every payload index (PAYLOAD_INDEXES) a collection lacks."""
-        kinds: dict[str, models.PayloadSchemaType | models.KeywordIndexParams | models.TextIndexParams] = {
-            "keyword": models.PayloadSchemaType.KEYWORD,
-            "keyword-unique": models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, enable_hnsw=False),
-            "float": models.PayloadSchemaType.FLOAT,
-            "integer": models.PayloadSchemaType.INTEGER,
-            # Lower-cased words scored by BM25 (TextQuery); unique-ish texts need no HNSW sub-graphs.
-            "text": models.TextIndexParams(
-                type=models.TextIndexType.TEXT, tokenizer=models.TokenizerType.WORD, lowercase=True, scoring=True,
-                enable_hnsw=False,
-            ),
-        }
-        schemas = {field_name: kinds[kind] for field_name, kind in PAYLOAD_INDEXES.items()}
+        on_disk = indexes_on_disk(self.settings)
+        schemas = {name: _index_params(kind, name in on_disk) for name, kind in PAYLOAD_INDEXES.items()}
         existing = self._client.get_collection(collection).payload_schema
         with warnings.catch_warnings():
             # Local mode warns that payload indexes do nothing there; the calls matter on a server.
