@@ -61,7 +61,6 @@ PAYLOAD_INDEXES: dict[str, str] = {
 }
 
 
-
 def indexes_on_disk(settings: Settings) -> set[str]:
     """The fields whose payload index is memory-mapped from disk (settings.payload_indexes_on_disk), checked."""
     unknown = sorted(set(settings.payload_indexes_on_disk) - set(PAYLOAD_INDEXES))
