@@ -317,7 +317,7 @@ class ScaleSettings(BaseModel):
         default="int8",
         description="int8 or 1-bit (binary) vector copies in RAM, float32 kept on disk to rescore; none: float32",
     )
-    # 3: at 1M, recall 0.006 higher than 2 and no lower than 4: docs/decisions/2026-12-07-payload-indexes-on-disk.md.
+    # 3: at 1M, recall 0.004-0.006 above 2 and equal to 4's: docs/decisions/2026-12-07-payload-indexes-on-disk.md.
     quantization_oversampling: float = Field(
         default=3.0, ge=1.0, description="a quantized search fetches this many times top_k, then rescores with float32"
     )
