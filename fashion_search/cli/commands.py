@@ -10,7 +10,7 @@ import sys
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from tqdm import tqdm
 
@@ -484,6 +484,18 @@ def cmd_snapshot_restore(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+_Number = TypeVar("_Number", int, float)
+
+
+def _at_least_one(text: str, kind: type[_Number]) -> list[_Number] | None:
+    """A comma-separated list of numbers of at least 1 (empty: none given); None if any is not."""
+    try:
+        values = [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        return None
+    return None if any(v < 1 for v in values) else values
+
+
 def cmd_bench_index(args: argparse.Namespace, settings: Settings) -> int:
     """Build the index at --n vectors per configuration and print (and write) latency, recall and memory."""
     from fashion_search.evaluation.index_bench import CONFIGS, Row, rows_json, run_bench_index, to_markdown
@@ -502,18 +514,12 @@ def cmd_bench_index(args: argparse.Namespace, settings: Settings) -> int:
         sweep = run_sweep(settings, args.n, args.queries)
         print(json.dumps(sweep, indent=2) if args.json else sweep_markdown(sweep, args.n, _command_line()))
         return 0
-    try:
-        efs = [int(e) for e in args.efs.split(",") if e.strip()]
-    except ValueError:
-        efs = [0]
-    if any(e < 1 for e in efs):
+    efs = _at_least_one(args.efs, int)
+    if efs is None:
         print("error: --efs takes a comma-separated list of positive integers", file=sys.stderr)
         return 2
-    try:
-        oversamplings = [float(o) for o in args.oversamplings.split(",") if o.strip()]
-    except ValueError:
-        oversamplings = [0.0]
-    if any(o < 1 for o in oversamplings):
+    oversamplings = _at_least_one(args.oversamplings, float)
+    if oversamplings is None:
         print("error: --oversamplings takes a comma-separated list of numbers of at least 1", file=sys.stderr)
         return 2
     path = Path(args.output) if args.output else settings.docs_dir / "BENCHMARKS.md"
