@@ -425,6 +425,29 @@ def test_edge_index_is_thread_safe(settings: Settings, tmp_path: Path) -> None:
         assert index.version == len(items)
 
 
+def test_searches_run_beside_a_search_in_flight_and_writes_wait_for_it(index: VectorIndex) -> None:
+    """A search holding the index does not stop other searches and lookups; an upsert waits until it ends."""
+    items = catalog()
+    query = items[3][1][IMAGE_VECTOR]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        with index._lock.read_lock():  # type: ignore[attr-defined]  # as a search in flight holds it
+            reads = [
+                pool.submit(index.search, query, 1), pool.submit(index.get, "p3"), pool.submit(index.stats),
+                pool.submit(index.scroll, None, 5),
+            ]
+            assert reads[0].result(timeout=60)[0].product.product_id == "p3"
+            assert reads[1].result(timeout=60) == items[3][0]
+            assert reads[2].result(timeout=60).count == len(items)
+            assert len(reads[3].result(timeout=60)[0]) == 5
+            moved = replace(items[3][0], title="moved")
+            write = pool.submit(index.upsert, [(moved, items[3][1])])
+            with pytest.raises(TimeoutError):
+                write.result(timeout=0.5)
+            assert index.get("p3") == items[3][0]
+        assert write.result(timeout=60) == 1
+    assert index.get("p3") == moved
+
+
 def test_edge_sidecar_and_closed_index(settings: Settings, tmp_path: Path) -> None:
     index = EdgeIndex(settings, DIM, tmp_path / "edge")
     index.upsert(catalog(3))

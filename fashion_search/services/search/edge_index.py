@@ -10,7 +10,6 @@ import logging
 import os
 import shutil
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -18,6 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import fasteners
 import numpy as np
 import qdrant_edge as qe
 
@@ -246,7 +246,9 @@ class EdgeIndex:
         self.path = Path(path) if path is not None else settings.index_path
         self._indexing_threshold_kb = indexing_threshold_kb
         self._full_scan_threshold_kb = full_scan_threshold_kb
-        self._lock = threading.RLock()
+        # Searches and lookups share the shard side by side (Edge releases the GIL in them); writes and the
+        # shard's swap or close run alone.
+        self._lock = fasteners.ReaderWriterLock()
         # Rebuilds under way: their name and the new shard each fills beside this one.
         self._rebuilds: dict[str, EdgeIndex] = {}
         _recover_swap(self.path)
@@ -311,7 +313,7 @@ class EdgeIndex:
         if not prepared:
             return 0
         stale = stale_photo_ids(prepared, max_photos)
-        with self._lock:
+        with self._lock.write_lock():
             shard = self._open()
             shard.update(qe.UpdateOperation.upsert_points(self._points(prepared)))
             if stale and (gone := [r.id for r in shard.retrieve(stale, with_payload=False, with_vector=False)]):
@@ -330,7 +332,7 @@ class EdgeIndex:
         )
         if legacy:  # stored before revisions existed, and not written since (every write stamps one)
             current.append(qe.IsEmptyCondition(REVISION_FIELD))
-        with self._lock:
+        with self._lock.write_lock():
             shard = self._open()
             shard.update(qe.UpdateOperation.upsert_points(
                 self._points(prepared), condition=qe.Filter(should=current), update_mode=qe.UpdateMode.UpdateOnly,
@@ -389,7 +391,7 @@ class EdgeIndex:
                 ],
             )
 
-        with self._lock:
+        with self._lock.read_lock():
             shard = self._open()
             if n_expand:
                 near = [p.vector[name] for p in shard.query(request(query, n_expand, neighbours=True))]
@@ -405,14 +407,14 @@ class EdgeIndex:
     def get(self, product_id: str) -> Product | None:
         """The stored product, or None if the id is unknown."""
         pid = point_id(check_product_id(product_id))
-        with self._lock:
+        with self._lock.read_lock():
             records = self._open().retrieve([pid], with_payload=True, with_vector=False)
         return product_from_payload(records[0].payload) if records else None
 
     def vectors(self, product_id: str) -> dict[str, np.ndarray] | None:
         """The stored named vectors of a product, or None if the id is unknown."""
         pid = point_id(check_product_id(product_id))
-        with self._lock:
+        with self._lock.read_lock():
             records = self._open().retrieve([pid], with_payload=False, with_vector=True)
         if not records:
             return None
@@ -422,7 +424,7 @@ class EdgeIndex:
         """Change catalog fields of a stored product (payload only, vectors untouched); None if the id is unknown."""
         pid = point_id(check_product_id(product_id))
         payload = update_payload(fields)
-        with self._lock:
+        with self._lock.write_lock():
             shard = self._open()
             found = shard.retrieve([pid], with_payload=True, with_vector=False)
             if not found:
@@ -439,7 +441,7 @@ class EdgeIndex:
             offset=check_scroll_offset(offset), limit=check_scroll_limit(limit, self.settings),
             filter=MAIN_PHOTOS, with_payload=True, with_vector=False,
         )
-        with self._lock:
+        with self._lock.read_lock():
             records, next_offset = self._open().scroll(request)
         return [product_from_payload(r.payload) for r in records], None if next_offset is None else str(next_offset)
 
@@ -448,7 +450,7 @@ class EdgeIndex:
         ids = check_product_ids(product_ids)
         if not ids:
             return 0
-        with self._lock:
+        with self._lock.write_lock():
             shard = self._open()
             existing = shard.retrieve([point_id(p) for p in ids], with_payload=True, with_vector=False)
             if existing:
@@ -463,7 +465,7 @@ class EdgeIndex:
 
     def stats(self) -> IndexStats:
         """Point count, version, dim, backend, vector names, the distinct categories and products per embedder."""
-        with self._lock:
+        with self._lock.read_lock():
             shard = self._open()
             count = shard.count(qe.CountRequest(exact=True, filter=MAIN_PHOTOS))
             # There cannot be more distinct values than products, so this limit never truncates.
@@ -480,13 +482,13 @@ class EdgeIndex:
 
     def close(self) -> None:
         """Flush and close the shard; further calls raise RuntimeError. Idempotent."""
-        with self._lock:
+        with self._lock.write_lock():
             for rebuild in list(self._rebuilds):
                 self.abort_rebuild(rebuild)
             self._close_shard()
 
     def _close_shard(self) -> None:
-        with self._lock:
+        with self._lock.write_lock():
             if self._shard is not None:
                 self._shard.flush()
                 self._shard.close()
@@ -499,20 +501,20 @@ class EdgeIndex:
         Blocks every other call meanwhile (Edge holds the GIL while optimising), seconds per few thousand
         products; upsert() calls it automatically, so calling it is optional.
         """
-        with self._lock:
+        with self._lock.write_lock():
             return self._optimize_locked()
 
     @property
     def version(self) -> int:
         """The write version (grows on every upsert or delete that changed data)."""
-        with self._lock:
+        with self._lock.read_lock():
             return self._version
 
     def snapshot(self, dest_dir: Path) -> Path:
         """Flush and archive the shard and its sidecar into dest_dir (no write runs meanwhile); the archive's path."""
         from fashion_search.services.search import snapshots
 
-        with self._lock:
+        with self._lock.read_lock():
             self._open().flush()
             meta = {"backend": BACKEND, "version": self._version, "dim": self.dim, "sizes": self.sizes}
             name = snapshots.snapshot_name(self.settings, self._version)
@@ -521,7 +523,7 @@ class EdgeIndex:
     def begin_rebuild(self, dim: int, garment_dim: int | None = None) -> str:
         """Create an empty shard beside this one with these dims and the current settings; the rebuild's name."""
         name = f"rebuild-{uuid.uuid4().hex[:12]}"
-        with self._lock:
+        with self._lock.write_lock():
             self._open()
             # A rebuild left by a crashed process is never finished: its files go.
             for stale in self.path.parent.glob(f"{self.path.name}.rebuild-*"):
@@ -555,7 +557,7 @@ class EdgeIndex:
         self.flush()  # so closing the served shard under the lock has little left to write
         aside = self.path.with_name(self.path.name + ".replaced")
         shutil.rmtree(aside, ignore_errors=True)
-        with self._lock:
+        with self._lock.write_lock():
             locked = time.perf_counter()
             self._open()
             if self._version != expected_version:
@@ -579,19 +581,19 @@ class EdgeIndex:
 
     def flush(self) -> None:
         """Write everything buffered to disk."""
-        with self._lock:
+        with self._lock.read_lock():
             self._open().flush()
 
     def abort_rebuild(self, rebuild: str) -> None:
         """Drop the rebuild's shard (an unknown name is ignored)."""
-        with self._lock:
+        with self._lock.write_lock():
             new = self._rebuilds.pop(rebuild, None)
         if new is not None:
             new.close()
             _remove_shard(new.path)
 
     def _rebuild(self, rebuild: str) -> EdgeIndex:
-        with self._lock:
+        with self._lock.read_lock():
             new = self._rebuilds.get(rebuild)
         if new is None:
             raise ValueError(f"no rebuild {rebuild!r} under way on this index")
@@ -600,7 +602,7 @@ class EdgeIndex:
     @property
     def indexed_vector_count(self) -> int:
         """How many vectors (over all vector names) are in HNSW-indexed segments."""
-        with self._lock:
+        with self._lock.read_lock():
             return int(self._open().info().indexed_vectors_count)
 
     def __enter__(self) -> EdgeIndex:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import shutil
 import tempfile
-import threading
 import uuid
 import warnings
 from collections.abc import Mapping, Sequence
@@ -13,6 +12,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import fasteners
 import numpy as np
 from qdrant_client import QdrantClient, models
 
@@ -269,7 +269,8 @@ class QdrantServerIndex:
         self.location = location or default_location(settings)
         self.collection = settings.collection
         self._meta_collection = f"{settings.collection}{META_SUFFIX}"
-        self._lock = threading.RLock()
+        # Searches and lookups run side by side (the client is thread-safe); writes and the alias switch alone.
+        self._lock = fasteners.ReaderWriterLock()
         # Rebuilds under way: each one's collection name and vector sizes.
         self._rebuilds: dict[str, dict[str, int]] = {}
         self._client, self._local = _connect(settings, self.location)
@@ -297,7 +298,7 @@ class QdrantServerIndex:
         if not prepared:
             return 0
         stale = stale_photo_ids(prepared, max_photos)
-        with self._lock:
+        with self._lock.write_lock():
             self._check_open()
             self._client.upsert(collection, _points(prepared), wait=True)
             if stale and (gone := [r.id for r in self._client.retrieve(collection, stale, with_payload=False)]):
@@ -317,7 +318,7 @@ class QdrantServerIndex:
         )
         if legacy:  # stored before revisions existed, and not written since (every write stamps one)
             current.append(models.IsEmptyCondition(is_empty=models.PayloadField(key=REVISION_FIELD)))
-        with self._lock:
+        with self._lock.write_lock():
             self._check_open()
             self._client.upsert(
                 self.collection, _points(prepared), wait=True, update_filter=models.Filter(should=current),
@@ -381,7 +382,7 @@ class QdrantServerIndex:
                 ],
             ).points
 
-        with self._lock:
+        with self._lock.read_lock():
             self._check_open()
             if n_expand:
                 near = [p.vector[name] for p in run(query, n_expand, neighbours=True)]  # type: ignore[index]
@@ -406,7 +407,7 @@ class QdrantServerIndex:
     def get(self, product_id: str) -> Product | None:
         """The stored product, or None if the id is unknown."""
         pid = point_id(check_product_id(product_id))
-        with self._lock:
+        with self._lock.read_lock():
             self._check_open()
             records = self._client.retrieve(self.collection, [pid], with_payload=True)
         return product_from_payload(records[0].payload) if records else None
@@ -414,7 +415,7 @@ class QdrantServerIndex:
     def vectors(self, product_id: str) -> dict[str, np.ndarray] | None:
         """The stored named vectors of a product, or None if the id is unknown."""
         pid = point_id(check_product_id(product_id))
-        with self._lock:
+        with self._lock.read_lock():
             self._check_open()
             records = self._client.retrieve(self.collection, [pid], with_payload=False, with_vectors=True)
         if not records:
@@ -427,7 +428,7 @@ class QdrantServerIndex:
         """Change catalog fields of a stored product (payload only, vectors untouched); None if the id is unknown."""
         pid = point_id(check_product_id(product_id))
         payload = update_payload(fields)
-        with self._lock:
+        with self._lock.write_lock():
             self._check_open()
             found = self._client.retrieve(self.collection, [pid], with_payload=True)
             if not found:
@@ -446,7 +447,7 @@ class QdrantServerIndex:
         """Up to limit products in point-id order from offset (None: the start), and the next offset or None."""
         start = check_scroll_offset(offset)
         page = check_scroll_limit(limit, self.settings)
-        with self._lock:
+        with self._lock.read_lock():
             self._check_open()
             records, next_offset = self._client.scroll(
                 self.collection, scroll_filter=MAIN_PHOTOS, offset=start, limit=page, with_payload=True,
@@ -462,7 +463,7 @@ class QdrantServerIndex:
         ids = check_product_ids(product_ids)
         if not ids:
             return 0
-        with self._lock:
+        with self._lock.write_lock():
             self._check_open()
             existing = self._client.retrieve(collection, [point_id(p) for p in ids], with_payload=True)
             if existing:
@@ -478,7 +479,7 @@ class QdrantServerIndex:
 
     def stats(self) -> IndexStats:
         """Point count, version, dim, backend, vector names, the distinct categories and products per embedder."""
-        with self._lock:
+        with self._lock.read_lock():
             self._check_open()
             count = self._client.count(self.collection, count_filter=MAIN_PHOTOS, exact=True).count
             # There cannot be more distinct values than products, so this limit never truncates.
@@ -495,7 +496,7 @@ class QdrantServerIndex:
 
     def close(self) -> None:
         """Close the client; further calls raise RuntimeError. Idempotent."""
-        with self._lock:
+        with self._lock.write_lock():
             for rebuild in list(self._rebuilds):
                 self.abort_rebuild(rebuild)
             if not self._closed:
@@ -510,7 +511,7 @@ class QdrantServerIndex:
     @property
     def version(self) -> int:
         """The write version (grows on every upsert or delete that changed data)."""
-        with self._lock:
+        with self._lock.read_lock():
             self._check_open()
             return self._read_version()
 
@@ -519,7 +520,7 @@ class QdrantServerIndex:
         of the collection's files in dest_dir, taken while no write runs (its path)."""
         from fashion_search.services.search import snapshots
 
-        with self._lock:
+        with self._lock.read_lock():
             self._check_open()
             version = self._read_version()
             if not self._local:
@@ -542,7 +543,7 @@ class QdrantServerIndex:
         """Recover the collection on a Qdrant server from one of its snapshots; returns the new version."""
         if self._local:
             raise ValueError("a local-mode index restores from an archive: use restore_local_snapshot")
-        with self._lock:
+        with self._lock.write_lock():
             self._check_open()
             before = self._read_version()
             real = self._real_collection()
@@ -556,7 +557,7 @@ class QdrantServerIndex:
         """Create an empty collection with these dims and the current settings; its name (the rebuild's)."""
         sizes = vector_sizes(dim, garment_dim)
         name = _versioned_name(self.collection)
-        with self._lock:
+        with self._lock.write_lock():
             self._check_open()
             self._client.create_collection(name, **collection_config(self.settings, sizes))
             self._create_payload_indexes(name)
@@ -576,7 +577,7 @@ class QdrantServerIndex:
         """Point the served alias at the rebuild's collection and drop the old one, if the served version is still
         expected_version; the new version, or None if the served collection was written since."""
         sizes = self._rebuild_sizes(rebuild)
-        with self._lock:
+        with self._lock.write_lock():
             self._check_open()
             if self._read_version() != expected_version:
                 return None
@@ -601,12 +602,12 @@ class QdrantServerIndex:
 
     def abort_rebuild(self, rebuild: str) -> None:
         """Drop the rebuild's collection (an unknown name is ignored)."""
-        with self._lock:
+        with self._lock.write_lock():
             if self._rebuilds.pop(rebuild, None) is not None and not self._closed:
                 self._client.delete_collection(rebuild)
 
     def _rebuild_sizes(self, rebuild: str) -> dict[str, int]:
-        with self._lock:
+        with self._lock.read_lock():
             sizes = self._rebuilds.get(rebuild)
         if sizes is None:
             raise ValueError(f"no rebuild {rebuild!r} under way on this index")
