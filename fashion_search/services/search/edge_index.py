@@ -246,7 +246,7 @@ class EdgeIndex:
         self.path = Path(path) if path is not None else settings.index_path
         self._indexing_threshold_kb = indexing_threshold_kb
         self._full_scan_threshold_kb = full_scan_threshold_kb
-        # Searches and lookups share the shard side by side (Edge releases the GIL in them); writes and the
+        # Searches, lookups and snapshots share the shard (so a snapshot does not stall searches); writes and the
         # shard's swap or close run alone.
         self._lock = fasteners.ReaderWriterLock()
         # Rebuilds under way: their name and the new shard each fills beside this one.
