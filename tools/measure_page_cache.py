@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from fashion_search.core.settings import Settings
-from fashion_search.evaluation.index_bench import TOP_K, built_index, held_out_queries, real_vectors, synthetic
+from fashion_search.evaluation.index_bench import TOP_K, bench_vectors, built_index
 from fashion_search.services.search.edge_index import EdgeIndex
 
 
@@ -54,9 +54,7 @@ def p50_ms(settings: Settings, dim: int, path: Path, queries: np.ndarray) -> flo
 
 def main(n: int, rounds: int) -> None:
     settings = Settings().model_copy(update={"index_quantization": "int8"})
-    real = real_vectors(settings, settings.data_dir / "bench-index")
-    v = synthetic(real, n, 0)
-    queries = held_out_queries(real, 200, 1)[0]
+    _, v, (queries, _) = bench_vectors(settings, n)
     with tempfile.TemporaryDirectory(dir=settings.data_dir) as work, built_index(settings, v, Path(work)) as built:
         index, path, _, _ = built
         index.close()  # type: ignore[attr-defined]

@@ -12,14 +12,12 @@ import time
 from pathlib import Path
 
 from fashion_search.core.settings import Settings
-from fashion_search.evaluation.index_bench import TOP_K, built_index, held_out_queries, real_vectors, synthetic
+from fashion_search.evaluation.index_bench import TOP_K, bench_vectors, built_index
 
 
 def main(n: int) -> None:
     settings = Settings()
-    real = real_vectors(settings, settings.data_dir / "bench-index")
-    v = synthetic(real, n, 0)
-    queries = held_out_queries(real, 200, 1)[0]
+    _, v, (queries, _) = bench_vectors(settings, n)
     with tempfile.TemporaryDirectory(dir=settings.data_dir) as work, built_index(settings, v, Path(work)) as built:
         index = built[0]
         for q in queries:  # warm, so the figures below are the snapshot's doing

@@ -131,6 +131,14 @@ def held_out_queries(real: Vectors, n: int, seed: int) -> tuple[np.ndarray, np.n
     return q / np.linalg.norm(q, axis=1, keepdims=True), np.array(cats)
 
 
+def bench_vectors(
+    settings: Settings, n: int, n_queries: int = 200, seed: int = 0,
+) -> tuple[Vectors, Vectors, tuple[np.ndarray, np.ndarray]]:
+    """The real catalog vectors, n vectors drawn like them (the index) and n_queries held-out queries."""
+    real = real_vectors(settings, settings.data_dir / "bench-index")
+    return real, synthetic(real, n, seed), held_out_queries(real, n_queries, seed + 1)
+
+
 FILTERS: dict[str, Callable[[Vectors, str], tuple[SearchFilter | None, np.ndarray]]] = {
     "unfiltered": lambda v, c: (None, np.ones(len(v.vectors), dtype=bool)),
     "category": lambda v, c: (SearchFilter(categories=(c,)), v.categories == c),
@@ -347,9 +355,7 @@ def run_bench_index(
     """Build each quantization's index of n vectors and measure every filter at each search ef and, when
     quantized, each oversampling (default: the shipped ones) on it; rows and run facts. on_rows gets the rows so
     far after each build."""
-    real = real_vectors(settings, settings.data_dir / "bench-index")
-    v = synthetic(real, n, seed)
-    queries = held_out_queries(real, n_queries, seed + 1)
+    real, v, queries = bench_vectors(settings, n, n_queries, seed)
     info: dict[str, object] = {
         "n": len(v.vectors), "dim": int(v.vectors.shape[1]), "real": len(real.vectors), "real_source": real.source,
         "queries": n_queries, "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
@@ -443,9 +449,7 @@ SWEEP_EFS = (32, 64, 128, 256)
 
 def run_sweep(settings: Settings, n: int, n_queries: int = 200, seed: int = 0) -> list[dict[str, float]]:
     """Recall@10 and latency (unfiltered, float32) per HNSW m and ef_construct (one build each) and query ef."""
-    real = real_vectors(settings, settings.data_dir / "bench-index")
-    v = synthetic(real, n, seed)
-    queries = held_out_queries(real, n_queries, seed + 1)
+    _, v, queries = bench_vectors(settings, n, n_queries, seed)
     base = settings.data_dir / "bench-index"
     base.mkdir(parents=True, exist_ok=True)
     out: list[dict[str, float]] = []
